@@ -1,0 +1,2 @@
+//! Estuary's edge filter (proxy-wasm).
+#![forbid(unsafe_code)]
