@@ -1,2 +1,72 @@
-//! Estuary's edge filter (proxy-wasm).
+//! Estuary's edge filter: EST (RFC 7030) in a proxy-wasm HTTP filter for Envoy / Istio.
+//!
+//! The filter terminates `/.well-known/est/[label/]{cacerts,csrattrs,simpleenroll,simplereenroll}`,
+//! checks the TLS client certificate and the CSR at the edge (with `estuary-proto`, the same code the
+//! control plane uses), and forwards only requests that pass to the control plane with
+//! `dispatch_http_call`. Every other path is passed through untouched after reading `:path` only.
+//!
+//! # Answers
+//! | request | answer |
+//! |---|---|
+//! | not under `/.well-known/est` | pass-through (no body buffering) |
+//! | unknown operation or label | 404 |
+//! | `serverkeygen`, `fullcmc` | 501 |
+//! | wrong method | 405 + `Allow` |
+//! | no client certificate | 401 |
+//! | wrong kind of certificate (IDevID vs LDevID) | 403 |
+//! | Content-Type not `application/pkcs10` | 415 |
+//! | body over `max_body_bytes` (Content-Length or actual) | 413 |
+//! | bad base64 / DER / signature | 400 |
+//! | CSR refused by policy | 403 |
+//! | control plane 200 / 202 / 4xx | 200 base64 PKCS#7 / 202 + `Retry-After` / same 4xx |
+//! | control plane 429, 503, timeout, unreachable | 503 + `Retry-After` |
+//! | control plane other 5xx | 500 / 502, generic body (detail only in the log) |
+//!
+//! All error bodies are `text/plain`. `cacerts` and `csrattrs` answers are cached in proxy-wasm
+//! shared data for `cache_ttl_s`.
+//!
+//! # Envoy configuration this filter needs
+//! - `allow_on_headers_stop_iteration: true` in the `envoy.filters.http.wasm` plugin config: the
+//!   filter returns `Pause` from the request headers and wants the body; without it the body
+//!   callback never comes and enrolments hang until the stream idle timeout.
+//! - On the HttpConnectionManager: `forward_client_cert_details: SANITIZE_SET` and
+//!   `set_current_client_cert_details: {subject: true, cert: true, chain: true, dns: true, uri: true}`
+//!   (the filter reads the client certificate from `x-forwarded-client-cert`), and a TLS context
+//!   that requires and verifies client certificates (never `ACCEPT_UNTRUSTED`).
+//! - A cluster for the control plane, named by `control_plane.cluster`.
+//!
+//! The plugin configuration is described in [`config`].
+//!
+//! # Build
+//! `cargo build -p estuary-filter --target wasm32-wasip1 --profile wasm-release`
+//! gives `target/wasm32-wasip1/wasm-release/estuary_filter.wasm`.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// Nothing reachable from input may panic: a trap kills the VM for every stream sharing it.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+pub mod cache;
+pub mod config;
+pub mod enroll;
+pub mod error;
+pub mod identity;
+pub mod reply;
+pub mod route;
+pub mod upstream;
+pub mod xfcc;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;
+
+/// The module's `_initialize` export (proxy-wasm entry point).
+#[cfg(target_arch = "wasm32")]
+mod entry {
+    proxy_wasm::main! {{
+        super::edge::start();
+    }}
+}

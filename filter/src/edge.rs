@@ -1,0 +1,450 @@
+//! The proxy-wasm glue: host calls in, pure decisions from the other modules, host calls out.
+//!
+//! Only host calls that return `Result` are used (the SDK's `Context` helpers `unwrap()`), header
+//! values are read as bytes (the SDK's `String` getters panic on non-UTF-8), and every decision is
+//! made by a pure, host-tested function.
+
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use estuary_proto::est;
+use estuary_proto::internal_api;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use crate::cache;
+use crate::config::{self, Config};
+use crate::enroll;
+use crate::error::EdgeError;
+use crate::identity::{self, Identity, Need};
+use crate::reply::Reply;
+use crate::route::{self, EnrollKind, Route};
+use crate::upstream::{self, CallKind};
+
+/// Register the root context with the SDK (called from `_initialize`).
+pub fn start() {
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| Box::new(EdgeRoot { config: None }));
+}
+
+fn log(level: LogLevel, message: &str) {
+    // A failed log call is nothing to act on.
+    let _ = hostcalls::log(level, message);
+}
+
+struct EdgeRoot {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for EdgeRoot {}
+
+impl RootContext for EdgeRoot {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        match config::parse(&bytes) {
+            Ok(cfg) => {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "estuary-filter: configured: parent domain {}, control plane cluster {}, {} label(s)",
+                        cfg.parent_domain,
+                        cfg.control_plane.cluster,
+                        cfg.labels.len()
+                    ),
+                );
+                self.config = Some(Rc::new(cfg));
+                true
+            }
+            Err(errors) => {
+                log(
+                    LogLevel::Error,
+                    &format!("estuary-filter: refusing to start: bad configuration: {errors}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(EdgeStream {
+            config: self.config.clone(),
+            state: State::Idle,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+enum State {
+    /// Nothing to do (yet, or ever: pass-through).
+    Idle,
+    /// Headers checked; waiting for the whole enrolment body.
+    Collecting {
+        kind: EnrollKind,
+        label: Option<String>,
+        identity: Identity,
+    },
+    /// A control-plane call is out.
+    Waiting {
+        token: u32,
+        kind: CallKind,
+        cache_key: Option<String>,
+    },
+    /// A local answer was sent.
+    Done,
+}
+
+struct EdgeStream {
+    config: Option<Rc<Config>>,
+    state: State,
+}
+
+fn request_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+fn call_response_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+fn connection_is_mtls() -> bool {
+    matches!(
+        hostcalls::get_property(vec!["connection", "mtls"]),
+        Ok(Some(v)) if v.as_slice() == [1]
+    )
+}
+
+fn now_unix_s() -> Option<u64> {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+impl EdgeStream {
+    fn send(&mut self, reply: &Reply) -> Action {
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .collect();
+        if hostcalls::send_http_response(reply.status, headers, Some(&reply.body)).is_err() {
+            log(
+                LogLevel::Error,
+                "estuary-filter: could not send a local reply",
+            );
+        }
+        self.state = State::Done;
+        Action::Pause
+    }
+
+    fn fail(&mut self, error: &EdgeError) -> Action {
+        if error.status() >= 500 {
+            log(LogLevel::Warn, &format!("estuary-filter: {error}"));
+        } else {
+            log(
+                LogLevel::Debug,
+                &format!("estuary-filter: refused: {error}"),
+            );
+        }
+        self.send(&error.reply())
+    }
+
+    fn identity(cfg: &Config, need: Need) -> Result<Identity, EdgeError> {
+        let xfcc = request_header("x-forwarded-client-cert");
+        identity::authenticate(
+            connection_is_mtls(),
+            xfcc.as_deref(),
+            need,
+            &cfg.parent_domain,
+        )
+    }
+
+    fn cache_get(cfg: &Config, key: &str) -> Option<Vec<u8>> {
+        if cfg.cache_ttl_s == 0 {
+            return None;
+        }
+        let now = now_unix_s()?;
+        let (value, _) = hostcalls::get_shared_data(key).ok()?;
+        let value = value?;
+        cache::fresh(&value, now).map(<[u8]>::to_vec)
+    }
+
+    fn cache_put(cfg: &Config, key: &str, der: &[u8]) {
+        if cfg.cache_ttl_s == 0 {
+            return;
+        }
+        let Some(now) = now_unix_s() else { return };
+        let entry = cache::encode(now.saturating_add(cfg.cache_ttl_s), der);
+        if hostcalls::set_shared_data(key, Some(&entry), None).is_err() {
+            log(
+                LogLevel::Warn,
+                "estuary-filter: could not store a cache entry",
+            );
+        }
+    }
+
+    /// Send one call to the control plane and wait for it.
+    fn call(
+        &mut self,
+        cfg: &Config,
+        kind: CallKind,
+        extra: &[(&str, &str)],
+        body: Option<&[u8]>,
+        cache_key: Option<String>,
+    ) -> Action {
+        let cp = &cfg.control_plane;
+        let auth = format!("Bearer {}", cp.token.expose());
+        let (method, path) = match kind {
+            CallKind::Enroll => ("POST", internal_api::ENROLL_PATH),
+            CallKind::CaCerts => ("GET", internal_api::CACERTS_PATH),
+            CallKind::CsrAttrs => ("GET", internal_api::CSRATTRS_PATH),
+        };
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", method),
+            (":path", path),
+            (":authority", cp.authority.as_str()),
+            (internal_api::HDR_AUTHORIZATION, auth.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        match hostcalls::dispatch_http_call(&cp.cluster, headers, body, vec![], cp.timeout) {
+            Ok(token) => {
+                self.state = State::Waiting {
+                    token,
+                    kind,
+                    cache_key,
+                };
+                Action::Pause
+            }
+            Err(status) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "estuary-filter: dispatch to cluster {} failed: {status:?}",
+                        cp.cluster
+                    ),
+                );
+                self.fail(&EdgeError::ControlPlaneUnavailable)
+            }
+        }
+    }
+
+    fn cacerts(&mut self, cfg: &Config, label: Option<String>) -> Action {
+        let key = cache::cacerts_key(label.as_deref());
+        if let Some(der) = Self::cache_get(cfg, &key) {
+            return self.send(&Reply::base64_der(est::CT_PKCS7_CERTS_ONLY, &der));
+        }
+        let mut extra: Vec<(&str, &str)> = Vec::new();
+        if let Some(l) = label.as_deref() {
+            extra.push((internal_api::HDR_LABEL, l));
+        }
+        self.call(cfg, CallKind::CaCerts, &extra, None, Some(key))
+    }
+
+    fn csrattrs(&mut self, cfg: &Config, label: Option<String>) -> Action {
+        let identity = match Self::identity(cfg, Need::Any) {
+            Ok(i) => i,
+            Err(e) => return self.fail(&e),
+        };
+        let serial = identity.serial();
+        let key = cache::csrattrs_key(label.as_deref(), serial);
+        if let Some(der) = Self::cache_get(cfg, &key) {
+            return self.send(&Reply::base64_der(est::CT_CSRATTRS, &der));
+        }
+        let mut extra: Vec<(&str, &str)> = vec![(internal_api::HDR_DEVICE_SERIAL, serial.as_str())];
+        if let Some(l) = label.as_deref() {
+            extra.push((internal_api::HDR_LABEL, l));
+        }
+        self.call(cfg, CallKind::CsrAttrs, &extra, None, Some(key))
+    }
+
+    fn start_enroll(
+        &mut self,
+        cfg: &Config,
+        kind: EnrollKind,
+        label: Option<String>,
+        end_of_stream: bool,
+    ) -> Action {
+        let need = match kind {
+            EnrollKind::Enroll => Need::IDevId,
+            EnrollKind::Reenroll => Need::LDevId,
+        };
+        let checked = Self::identity(cfg, need).and_then(|identity| {
+            route::check_content_type(request_header("content-type").as_deref())?;
+            route::check_content_length(
+                request_header("content-length").as_deref(),
+                cfg.max_body_bytes,
+            )?;
+            if end_of_stream {
+                return Err(EdgeError::EmptyBody);
+            }
+            Ok(identity)
+        });
+        match checked {
+            Ok(identity) => {
+                self.state = State::Collecting {
+                    kind,
+                    label,
+                    identity,
+                };
+                // Needs `allow_on_headers_stop_iteration: true` in Envoy (see the crate docs).
+                Action::Pause
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    fn finish_enroll(&mut self, cfg: &Config, body_size: usize) -> Action {
+        let State::Collecting {
+            kind,
+            label,
+            identity,
+        } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return Action::Continue;
+        };
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let der = match enroll::check_body(&body, &identity, &cfg.parent_domain, &cfg.keys) {
+            Ok(der) => der,
+            Err(e) => return self.fail(&e),
+        };
+        let mut extra: Vec<(&str, &str)> = vec![
+            ("content-type", est::CT_PKCS10),
+            (internal_api::HDR_DEVICE_SERIAL, identity.serial().as_str()),
+            (internal_api::HDR_OPERATION, kind.as_str()),
+        ];
+        if let Some(l) = label.as_deref() {
+            extra.push((internal_api::HDR_LABEL, l));
+        }
+        self.call(cfg, CallKind::Enroll, &extra, Some(&der), None)
+    }
+}
+
+impl Context for EdgeStream {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let State::Waiting {
+            token,
+            kind,
+            cache_key,
+        } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return;
+        };
+        if token != token_id {
+            self.state = State::Waiting {
+                token,
+                kind,
+                cache_key,
+            };
+            return;
+        }
+        let status = if num_headers == 0 {
+            None
+        } else {
+            call_response_header(":status")
+        };
+        let retry_after = call_response_header(internal_api::HDR_RETRY_AFTER);
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let answer = upstream::map_answer(kind, status.as_deref(), retry_after.as_deref(), &body);
+        if let Some(line) = &answer.log {
+            log(LogLevel::Warn, &format!("estuary-filter: {line}"));
+        }
+        if let (Some(key), Some(der), Some(cfg)) = (cache_key, &answer.cache, self.config.clone()) {
+            Self::cache_put(&cfg, &key, der);
+        }
+        self.send(&answer.reply);
+    }
+}
+
+impl HttpContext for EdgeStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // The pass-through path reads `:path` and nothing else.
+        let Some(path) = request_header(":path") else {
+            return Action::Continue;
+        };
+        if !route::is_est_path(&path) {
+            return Action::Continue;
+        }
+        let Some(cfg) = self.config.clone() else {
+            return self.send(&Reply::text(503, "EST service not configured"));
+        };
+        let method = request_header(":method");
+        match route::route(&path, method.as_deref(), &cfg) {
+            Ok(Route::PassThrough) => Action::Continue,
+            Ok(Route::CaCerts { label }) => self.cacerts(&cfg, label),
+            Ok(Route::CsrAttrs { label }) => self.csrattrs(&cfg, label),
+            Ok(Route::Enroll { kind, label }) => {
+                self.start_enroll(&cfg, kind, label, end_of_stream)
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &self.state {
+            State::Collecting { .. } => {}
+            State::Idle => return Action::Continue,
+            State::Waiting { .. } | State::Done => return Action::Pause,
+        }
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
+        let limit = cfg.max_body_bytes;
+        if u64::try_from(body_size).map_or(true, |n| n > limit) {
+            return self.fail(&EdgeError::PayloadTooLarge { limit });
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.finish_enroll(&cfg, body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if !matches!(self.state, State::Collecting { .. }) {
+            return Action::Continue;
+        }
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
+        // The body ended without end_of_stream because trailers follow: it is all buffered now.
+        let size = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .map_or(0, |b| b.len());
+        let limit = cfg.max_body_bytes;
+        if u64::try_from(size).map_or(true, |n| n > limit) {
+            return self.fail(&EdgeError::PayloadTooLarge { limit });
+        }
+        self.finish_enroll(&cfg, size)
+    }
+}

@@ -1,0 +1,37 @@
+//! The edge checks of an enrolment body (pure): base64, PKCS#10 signature, policy.
+
+use estuary_proto::names::DeviceName;
+use estuary_proto::policy::{self, KeyPolicy};
+
+use crate::error::EdgeError;
+use crate::identity::CertKindError;
+use crate::identity::Identity;
+
+/// Check a `simpleenroll` / `simplereenroll` body and return the DER CSR to forward.
+///
+/// Order matters (style: input is hostile until checked): decode, verify the self-signature
+/// (inside `parse_and_verify`, before any field is read), then apply policy for this identity.
+pub fn check_body(
+    body: &[u8],
+    identity: &Identity,
+    parent: &estuary_proto::names::ParentDomain,
+    keys: &KeyPolicy,
+) -> Result<Vec<u8>, EdgeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(EdgeError::EmptyBody);
+    }
+    let der = estuary_proto::base64::decode(body).map_err(EdgeError::BadBase64)?;
+    let csr = estuary_proto::csr::parse_and_verify(&der).map_err(EdgeError::BadCsr)?;
+    match identity {
+        Identity::IDevId { serial } => {
+            let expected = DeviceName::new(serial, parent).map_err(|e| {
+                EdgeError::WrongCertificate(CertKindError::BadSerialNumber(e.to_string()))
+            })?;
+            policy::check_enroll(&csr, &expected, keys).map_err(EdgeError::Policy)?;
+        }
+        Identity::LDevId { cert, .. } => {
+            policy::check_reenroll(&csr, cert, keys).map_err(EdgeError::Policy)?;
+        }
+    }
+    Ok(der)
+}

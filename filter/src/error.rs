@@ -1,0 +1,116 @@
+//! The filter's one error enum and its one exhaustive map to an EST HTTP answer.
+
+use estuary_proto::base64::Base64Error;
+use estuary_proto::csr::CsrError;
+use estuary_proto::policy::PolicyError;
+
+use crate::identity::CertKindError;
+use crate::reply::Reply;
+use crate::xfcc::XfccError;
+
+/// Seconds a client is told to wait when the control plane cannot be reached.
+pub const DEFAULT_RETRY_AFTER_S: u32 = 10;
+
+/// Everything the edge can refuse a request for.
+///
+/// Each variant maps to exactly one HTTP status in [`EdgeError::reply`]; the `Display` text is the
+/// `text/plain` body, so it says plainly what was wrong and never carries internal detail or secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// A path under `/.well-known/est/` that names no EST operation.
+    #[error("no such EST operation: {0}")]
+    UnknownOperation(String),
+    /// A path under `/.well-known/est/` that is not of the form `[label/]operation`.
+    #[error("not an EST path: expected /.well-known/est/[label/]operation")]
+    MalformedEstPath,
+    /// An EST label (RFC 7030 §3.2.2) that this server does not serve.
+    #[error("unknown EST label: {0}")]
+    UnknownLabel(String),
+    /// An optional EST operation this server does not offer.
+    #[error("{0} is not offered by this EST server")]
+    NotImplemented(&'static str),
+    /// The HTTP method does not fit the operation.
+    #[error("method not allowed for {op}; use {allow}")]
+    MethodNotAllowed {
+        /// The EST operation.
+        op: &'static str,
+        /// The one method that is allowed.
+        allow: &'static str,
+    },
+    /// The request's Content-Type is not `application/pkcs10` (RFC 7030 §4.2.1).
+    #[error("Content-Type must be application/pkcs10")]
+    UnsupportedMediaType,
+    /// The request body is larger than the configured limit.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit in bytes.
+        limit: u64,
+    },
+    /// A POST without a body.
+    #[error("request body is empty: expected a base64-encoded PKCS#10 CSR")]
+    EmptyBody,
+    /// The body is not valid base64 (RFC 7030 §4.2.1 uses base64 transfer encoding).
+    #[error("request body is not valid base64: {0}")]
+    BadBase64(#[source] Base64Error),
+    /// The body decodes but is not a CSR whose self-signature verifies.
+    #[error("bad CSR: {0}")]
+    BadCsr(#[source] CsrError),
+    /// The CSR is well-formed but asks for something this device may not have.
+    #[error("CSR refused: {0}")]
+    Policy(#[source] PolicyError),
+    /// No TLS client certificate was presented.
+    #[error("a TLS client certificate is required for this operation")]
+    NoClientCertificate,
+    /// The client certificate passed on by Envoy could not be read.
+    #[error("the TLS client certificate could not be read: {0}")]
+    UnreadableClientCertificate(#[source] XfccError),
+    /// A client certificate of the wrong kind for the operation.
+    #[error("{0}")]
+    WrongCertificate(#[source] CertKindError),
+    /// The control plane could not be reached or did not answer in time.
+    #[error("control plane unavailable, retry later")]
+    ControlPlaneUnavailable,
+}
+
+impl EdgeError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u32 {
+        match self {
+            // RFC 7030 §3.2.2: an unknown label or operation is simply a resource that does not exist.
+            EdgeError::UnknownOperation(_)
+            | EdgeError::MalformedEstPath
+            | EdgeError::UnknownLabel(_) => 404,
+            // RFC 7030 §4.4 (serverkeygen) and §4.3 (fullcmc) are optional.
+            EdgeError::NotImplemented(_) => 501,
+            // RFC 9110 §15.5.6: 405 carries Allow.
+            EdgeError::MethodNotAllowed { .. } => 405,
+            EdgeError::UnsupportedMediaType => 415,
+            EdgeError::PayloadTooLarge { .. } => 413,
+            // RFC 7030 §4.2.3: a malformed request is a 4xx, 400 for a body we cannot use.
+            EdgeError::EmptyBody | EdgeError::BadBase64(_) | EdgeError::BadCsr(_) => 400,
+            // The request is understood and authenticated, but not allowed.
+            EdgeError::Policy(_) | EdgeError::WrongCertificate(_) => 403,
+            // RFC 7030 §3.3.2: the client authenticates with TLS; without it, 401.
+            EdgeError::NoClientCertificate | EdgeError::UnreadableClientCertificate(_) => 401,
+            // RFC 7030 §4.2.3: 503 with Retry-After when the server cannot answer now.
+            EdgeError::ControlPlaneUnavailable => 503,
+        }
+    }
+
+    /// The complete local answer: status, headers, `text/plain` body.
+    pub fn reply(&self) -> Reply {
+        let mut reply = Reply::text(self.status(), &self.to_string());
+        match self {
+            EdgeError::MethodNotAllowed { allow, .. } => {
+                reply.headers.push(("allow", (*allow).to_string()));
+            }
+            EdgeError::ControlPlaneUnavailable => {
+                reply
+                    .headers
+                    .push(("retry-after", DEFAULT_RETRY_AFTER_S.to_string()));
+            }
+            _ => {}
+        }
+        reply
+    }
+}
