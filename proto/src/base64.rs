@@ -1,0 +1,160 @@
+//! The EST transfer encoding (RFC 7030 §4: bodies are base64 with
+//! `Content-Transfer-Encoding: base64`, RFC 2045 §6.8).
+//!
+//! Decoding ignores CR, LF, space and tab anywhere; everything else must be the standard
+//! alphabet. Padding may be complete or absent, never partial; unused trailing bits must be
+//! zero, so each encoded text decodes to exactly one byte string.
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+
+/// Line length of [`encode`] output (RFC 2045 allows up to 76; 64 matches PEM and OpenSSL).
+pub const LINE_LEN: usize = 64;
+
+const DECODER: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(false),
+);
+
+/// Why a body is not valid base64.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Base64Error {
+    /// A byte that is neither in the standard alphabet nor whitespace.
+    #[error("invalid base64 byte 0x{byte:02x} at offset {offset}")]
+    InvalidByte {
+        /// Offset in the input, whitespace included.
+        offset: usize,
+        /// The byte.
+        byte: u8,
+    },
+    /// The number of base64 symbols cannot encode whole bytes (e.g. one symbol left over).
+    #[error("base64 text has an impossible length")]
+    InvalidLength,
+    /// Padding is partial, misplaced, or followed by more symbols.
+    #[error("base64 padding is invalid")]
+    InvalidPadding,
+    /// The last symbol carries bits that would be thrown away (non-canonical encoding).
+    #[error("base64 text has non-zero trailing bits")]
+    TrailingBits,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b'\r' | b'\n' | b' ' | b'\t')
+}
+
+/// Decodes an EST body. CR, LF, space and tab are ignored wherever they are.
+pub fn decode(body: &[u8]) -> Result<Vec<u8>, Base64Error> {
+    let mut compact = Vec::with_capacity(body.len());
+    let mut offsets = Vec::with_capacity(body.len());
+    for (offset, &byte) in body.iter().enumerate() {
+        if is_ws(byte) {
+            continue;
+        }
+        if !(byte.is_ascii_alphanumeric() || byte == b'+' || byte == b'/' || byte == b'=') {
+            return Err(Base64Error::InvalidByte { offset, byte });
+        }
+        compact.push(byte);
+        offsets.push(offset);
+    }
+    DECODER.decode(&compact).map_err(|e| match e {
+        base64::DecodeError::InvalidByte(i, byte) => {
+            if byte == b'=' {
+                Base64Error::InvalidPadding
+            } else {
+                Base64Error::InvalidByte {
+                    offset: offsets.get(i).copied().unwrap_or(i),
+                    byte,
+                }
+            }
+        }
+        base64::DecodeError::InvalidLength(_) => Base64Error::InvalidLength,
+        base64::DecodeError::InvalidLastSymbol(_, _) => Base64Error::TrailingBits,
+        base64::DecodeError::InvalidPadding => Base64Error::InvalidPadding,
+    })
+}
+
+/// Encodes DER for an EST body: standard alphabet with padding, lines of 64 characters
+/// separated by CRLF, no trailing line break.
+pub fn encode(der: &[u8]) -> String {
+    let flat = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(flat.len() + flat.len() / LINE_LEN * 2);
+    for (i, chunk) in flat.as_bytes().chunks(LINE_LEN).enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        // The base64 alphabet is ASCII, so every chunk is valid UTF-8.
+        out.push_str(core::str::from_utf8(chunk).unwrap_or_default());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc4648_vectors() {
+        // RFC 4648 §10.
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(encode(plain.as_bytes()), enc);
+            assert_eq!(decode(enc.as_bytes()).unwrap(), plain.as_bytes());
+            // Padding may be left out.
+            assert_eq!(
+                decode(enc.trim_end_matches('=').as_bytes()).unwrap(),
+                plain.as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_anywhere() {
+        assert_eq!(decode(b" Zm\r\n9v\tYm\nFy \r\n").unwrap(), b"foobar");
+        assert_eq!(decode(b"Zg=\r\n=").unwrap(), b"f");
+    }
+
+    #[test]
+    fn strictness() {
+        assert_eq!(
+            decode(b"Zm9v*mFy"),
+            Err(Base64Error::InvalidByte {
+                offset: 4,
+                byte: b'*'
+            })
+        );
+        assert_eq!(
+            decode(b"Zm 9v-"),
+            Err(Base64Error::InvalidByte {
+                offset: 5,
+                byte: b'-'
+            })
+        );
+        assert_eq!(decode(b"Zg="), Err(Base64Error::InvalidPadding));
+        assert_eq!(decode(b"Zg==Zg=="), Err(Base64Error::InvalidPadding));
+        assert_eq!(decode(b"Z"), Err(Base64Error::InvalidLength));
+        assert_eq!(decode(b"Zh=="), Err(Base64Error::TrailingBits));
+    }
+
+    #[test]
+    fn lines_of_64_with_crlf() {
+        let data: Vec<u8> = (0..=255u8).collect();
+        let text = encode(&data);
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert!(lines.len() > 1);
+        for l in &lines[..lines.len() - 1] {
+            assert_eq!(l.len(), 64);
+        }
+        assert!(!text.ends_with('\n'));
+        assert!(!text.contains('\n') || text.contains("\r\n"));
+        assert_eq!(decode(text.as_bytes()).unwrap(), data);
+    }
+}

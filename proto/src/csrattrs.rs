@@ -1,0 +1,295 @@
+//! CSR attributes (RFC 7030 §4.5.2, as clarified by RFC 9908).
+//!
+//! ```text
+//! CsrAttrs ::= SEQUENCE SIZE (0..MAX) OF AttrOrOID
+//! AttrOrOID ::= CHOICE { oid OBJECT IDENTIFIER, attribute Attribute }
+//! Attribute ::= SEQUENCE { type OBJECT IDENTIFIER, values SET SIZE(1..MAX) OF ANY }
+//! ```
+//!
+//! The codec keeps every value as its DER and keeps the order of values as received, so
+//! `from_der` followed by `to_der` gives back the same bytes.
+//!
+//! [`device_template`] uses the RFC 9908 reading of an `extensionRequest` attribute: its value
+//! is an `Extensions` whose subjectAltName carries the exact dNSName the device must request.
+//! Key types are given as RFC 7030 §4.5.2 does for EC keys (an `id-ecPublicKey` attribute whose
+//! values are the accepted curves), RSA as an `rsaEncryption` attribute whose value is the
+//! smallest accepted modulus size (INTEGER, RFC 9908 §3), Ed25519 as a bare OID.
+//! challengePassword is not requested.
+
+use const_oid::ObjectIdentifier;
+use der::asn1::AnyRef;
+use der::{Decode, Reader, SliceReader, Tag, TagNumber, Tagged};
+use x509_cert::ext::Extensions;
+
+use crate::derutil::{self, tag};
+use crate::names::DeviceName;
+use crate::oids;
+use crate::policy::KeyPolicy;
+
+/// One entry of a CSR attributes answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AttrOrOid {
+    /// A bare OID: "include this attribute (or use this algorithm)".
+    Oid(ObjectIdentifier),
+    /// An attribute with values, each kept as its DER encoding.
+    Attribute {
+        /// The attribute type.
+        oid: ObjectIdentifier,
+        /// DER of each value, in order.
+        values: Vec<Vec<u8>>,
+    },
+}
+
+/// A CSR attributes answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CsrAttrs(pub Vec<AttrOrOid>);
+
+/// Why CSR attributes could not be encoded or decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CsrAttrsError {
+    /// Not valid DER.
+    #[error("CSR attributes are not valid DER: {0}")]
+    Malformed(der::Error),
+    /// Bytes follow the CsrAttrs SEQUENCE.
+    #[error("CSR attributes are followed by trailing data")]
+    TrailingData,
+    /// The outer element is not a SEQUENCE.
+    #[error("CSR attributes are not a SEQUENCE")]
+    NotASequence,
+    /// An entry is neither an OID nor an Attribute.
+    #[error("CSR attributes entry {index} is neither an OID nor an Attribute")]
+    BadEntry {
+        /// Index of the entry.
+        index: usize,
+    },
+    /// An attribute has no values (values is SET SIZE(1..MAX)).
+    #[error("CSR attributes entry {index} has no values")]
+    EmptyValues {
+        /// Index of the entry.
+        index: usize,
+    },
+    /// A value is not exactly one DER TLV.
+    #[error("CSR attributes entry {index} has a value that is not one DER element")]
+    BadValue {
+        /// Index of the entry.
+        index: usize,
+    },
+}
+
+fn decode_entry(index: usize, entry: &AnyRef<'_>) -> Result<AttrOrOid, CsrAttrsError> {
+    let bad = CsrAttrsError::BadEntry { index };
+    match entry.tag() {
+        Tag::ObjectIdentifier => entry
+            .decode_as::<ObjectIdentifier>()
+            .map(AttrOrOid::Oid)
+            .map_err(CsrAttrsError::Malformed),
+        Tag::Sequence => {
+            let parts = derutil::tlvs(entry.value()).map_err(CsrAttrsError::Malformed)?;
+            let [oid, set] = parts.as_slice() else {
+                return Err(bad);
+            };
+            if oid.tag() != Tag::ObjectIdentifier || set.tag() != Tag::Set {
+                return Err(bad);
+            }
+            let oid: ObjectIdentifier = oid.decode_as().map_err(CsrAttrsError::Malformed)?;
+            let values = derutil::tlvs(set.value())
+                .map_err(CsrAttrsError::Malformed)?
+                .iter()
+                .map(derutil::tlv_der)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(CsrAttrsError::Malformed)?;
+            if values.is_empty() {
+                return Err(CsrAttrsError::EmptyValues { index });
+            }
+            Ok(AttrOrOid::Attribute { oid, values })
+        }
+        _ => Err(bad),
+    }
+}
+
+impl CsrAttrs {
+    /// Decodes a DER CsrAttrs (no trailing bytes).
+    pub fn from_der(der: &[u8]) -> Result<CsrAttrs, CsrAttrsError> {
+        let mut reader = SliceReader::new(der).map_err(CsrAttrsError::Malformed)?;
+        let outer: AnyRef<'_> = reader.decode().map_err(CsrAttrsError::Malformed)?;
+        if !reader.is_finished() {
+            return Err(CsrAttrsError::TrailingData);
+        }
+        if outer.tag() != Tag::Sequence {
+            return Err(CsrAttrsError::NotASequence);
+        }
+        let entries = derutil::tlvs(outer.value()).map_err(CsrAttrsError::Malformed)?;
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| decode_entry(i, e))
+            .collect::<Result<Vec<_>, _>>()
+            .map(CsrAttrs)
+    }
+
+    /// Encodes to DER. Attribute values are written in the order held (callers that build
+    /// several values should give them in DER SET OF order).
+    pub fn to_der(&self) -> Result<Vec<u8>, CsrAttrsError> {
+        let mut body = Vec::new();
+        for (index, entry) in self.0.iter().enumerate() {
+            match entry {
+                AttrOrOid::Oid(oid) => body.extend(derutil::oid_der(oid)),
+                AttrOrOid::Attribute { oid, values } => {
+                    if values.is_empty() {
+                        return Err(CsrAttrsError::EmptyValues { index });
+                    }
+                    let mut set = Vec::new();
+                    for v in values {
+                        if derutil::one_tlv(v).is_err() {
+                            return Err(CsrAttrsError::BadValue { index });
+                        }
+                        set.extend_from_slice(v);
+                    }
+                    let mut attr = derutil::oid_der(oid);
+                    attr.extend(derutil::tlv(tag::SET, &set));
+                    body.extend(derutil::tlv(tag::SEQUENCE, &attr));
+                }
+            }
+        }
+        Ok(derutil::tlv(tag::SEQUENCE, &body))
+    }
+
+    /// Whether a bare OID or an attribute of this type is present.
+    pub fn mentions(&self, oid: ObjectIdentifier) -> bool {
+        self.0.iter().any(|e| match e {
+            AttrOrOid::Oid(o) => *o == oid,
+            AttrOrOid::Attribute { oid: o, .. } => *o == oid,
+        })
+    }
+
+    /// The values of the first attribute of this type, if present.
+    pub fn attribute_values(&self, oid: ObjectIdentifier) -> Option<&[Vec<u8>]> {
+        self.0.iter().find_map(|e| match e {
+            AttrOrOid::Attribute { oid: o, values } if *o == oid => Some(values.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The dNSNames the server asks for: the subjectAltName inside every `extensionRequest`
+    /// attribute value (RFC 9908), including one inside a CertificationRequestInfoTemplate.
+    /// Undecodable values are skipped (a client ignores what it does not understand).
+    pub fn requested_dns_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in &self.0 {
+            let AttrOrOid::Attribute { oid, values } = entry else {
+                continue;
+            };
+            for value in values {
+                if *oid == oids::EXTENSION_REQUEST {
+                    push_sans(value, &mut out);
+                } else if *oid == oids::CERTIFICATION_REQUEST_INFO_TEMPLATE {
+                    template_sans(value, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The elliptic curves the server accepts (values of an `id-ecPublicKey` attribute).
+    pub fn requested_curves(&self) -> Vec<ObjectIdentifier> {
+        self.attribute_values(oids::EC_PUBLIC_KEY)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| ObjectIdentifier::from_der(v).ok())
+            .collect()
+    }
+}
+
+fn push_sans(extensions_der: &[u8], out: &mut Vec<String>) {
+    if let Ok(exts) = Extensions::from_der(extensions_der) {
+        if let Ok(sans) = derutil::sans_of(&exts) {
+            out.extend(sans.dns);
+        }
+    }
+}
+
+/// RFC 9908 §3.4: CertificationRequestInfoTemplate ::= SEQUENCE { version, subject
+/// NameTemplate OPTIONAL, subjectPKInfo [0] ... OPTIONAL, attributes [1] Attributes }.
+fn template_sans(template_der: &[u8], out: &mut Vec<String>) {
+    let Ok(t) = derutil::one_tlv(template_der) else {
+        return;
+    };
+    let Ok(fields) = derutil::tlvs(t.value()) else {
+        return;
+    };
+    let attrs_tag = Tag::ContextSpecific {
+        constructed: true,
+        number: TagNumber::N1,
+    };
+    for f in fields.iter().filter(|f| f.tag() == attrs_tag) {
+        let Ok(attrs) = derutil::tlvs(f.value()) else {
+            continue;
+        };
+        for (i, a) in attrs.iter().enumerate() {
+            if let Ok(AttrOrOid::Attribute { oid, values }) = decode_entry(i, a) {
+                if oid == oids::EXTENSION_REQUEST {
+                    for v in &values {
+                        push_sans(v, out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// DER of `Extensions` holding one non-critical subjectAltName with one dNSName.
+fn san_extensions(name: &str) -> Vec<u8> {
+    // GeneralName dNSName is [2] IMPLICIT IA5String.
+    let general_names = derutil::tlv(tag::SEQUENCE, &derutil::tlv(0x82, name.as_bytes()));
+    let mut ext = derutil::oid_der(&oids::SUBJECT_ALT_NAME);
+    ext.extend(derutil::tlv(0x04, &general_names));
+    derutil::tlv(tag::SEQUENCE, &derutil::tlv(tag::SEQUENCE, &ext))
+}
+
+/// DER of a non-negative INTEGER.
+fn integer_der(v: u32) -> Vec<u8> {
+    let be = v.to_be_bytes();
+    let skip = be.iter().take_while(|b| **b == 0).count().min(3);
+    let mut content: Vec<u8> = be.get(skip..).unwrap_or_default().to_vec();
+    if content.first().is_some_and(|b| b & 0x80 != 0) {
+        content.insert(0, 0);
+    }
+    derutil::tlv(tag::INTEGER, &content)
+}
+
+/// What Estuary tells one device at `/csrattrs`: the one dNSName it must put in its
+/// subjectAltName (an `extensionRequest` attribute with the value filled in, RFC 9908), and the
+/// key types `keys` accepts. challengePassword is not requested.
+pub fn device_template(name: &DeviceName, keys: &KeyPolicy) -> CsrAttrs {
+    let mut entries = Vec::new();
+    if keys.allows_rsa() {
+        entries.push(AttrOrOid::Attribute {
+            oid: oids::RSA_ENCRYPTION,
+            values: vec![integer_der(keys.rsa_min_bits)],
+        });
+    }
+    let mut curves = Vec::new();
+    // DER SET OF order: 1.2.840... (secp256r1) sorts after 1.3.132... by encoding? Compare
+    // encodings and keep sorted.
+    if keys.allow_p256 {
+        curves.push(derutil::oid_der(&oids::SECP256R1));
+    }
+    if keys.allow_p384 {
+        curves.push(derutil::oid_der(&oids::SECP384R1));
+    }
+    curves.sort();
+    if !curves.is_empty() {
+        entries.push(AttrOrOid::Attribute {
+            oid: oids::EC_PUBLIC_KEY,
+            values: curves,
+        });
+    }
+    if keys.allow_ed25519 {
+        entries.push(AttrOrOid::Oid(oids::ED25519));
+    }
+    entries.push(AttrOrOid::Attribute {
+        oid: oids::EXTENSION_REQUEST,
+        values: vec![san_extensions(name.as_str())],
+    });
+    CsrAttrs(entries)
+}
