@@ -1,0 +1,478 @@
+//! ACME (RFC 8555) issuance with instant-acme: one persisted account, one order per CSR,
+//! DNS-01 through RFC 2136, the CSR finalized exactly as the device sent it.
+use std::sync::Arc;
+use std::time::Duration;
+
+use estuary_proto::names::DeviceName;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
+};
+use tokio::sync::OnceCell;
+use tracing::{debug, info, warn};
+
+use crate::config::AcmeConfig;
+use crate::dns::{DnsError, DnsUpdater, TxtRecord};
+use crate::store::{CsrKey, Store, StoreError};
+
+/// ACME problem types (RFC 8555 §6.7), typed; unknown ones are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProblemType {
+    /// `badNonce`: retry with a fresh nonce.
+    BadNonce,
+    /// `rateLimited`
+    RateLimited,
+    /// `badCSR`: the CSR is unacceptable.
+    BadCsr,
+    /// `rejectedIdentifier`: the CA will not issue for this name.
+    RejectedIdentifier,
+    /// `unauthorized`
+    Unauthorized,
+    /// `caa`
+    Caa,
+    /// `dns`: the CA could not resolve the challenge record.
+    Dns,
+    /// `incorrectResponse`: the TXT value did not match.
+    IncorrectResponse,
+    /// `serverInternal`
+    ServerInternal,
+    /// `connection`
+    Connection,
+    /// Any other type, as given.
+    Other(String),
+}
+
+impl ProblemType {
+    /// Parses `urn:ietf:params:acme:error:<name>`.
+    pub fn parse(urn: Option<&str>) -> Self {
+        let name = urn
+            .and_then(|u| u.strip_prefix("urn:ietf:params:acme:error:"))
+            .unwrap_or_else(|| urn.unwrap_or(""));
+        match name {
+            "badNonce" => Self::BadNonce,
+            "rateLimited" => Self::RateLimited,
+            "badCSR" => Self::BadCsr,
+            "rejectedIdentifier" => Self::RejectedIdentifier,
+            "unauthorized" => Self::Unauthorized,
+            "caa" => Self::Caa,
+            "dns" => Self::Dns,
+            "incorrectResponse" => Self::IncorrectResponse,
+            "serverInternal" => Self::ServerInternal,
+            "connection" => Self::Connection,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// Why an issuance did not produce a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The CA could not be reached, answered 5xx, rate-limited us, or kept refusing our nonces.
+    #[error("ACME CA unavailable: {detail}")]
+    CaUnavailable {
+        /// What happened.
+        detail: String,
+        /// When the CA said to come back, if it did.
+        retry_after: Option<Duration>,
+    },
+    /// The CA refused the CSR or the name.
+    #[error("ACME CA refused the request ({problem:?}): {detail}")]
+    CaRejected {
+        /// The problem type.
+        problem: ProblemType,
+        /// The CA's detail.
+        detail: String,
+    },
+    /// The CA could not validate the DNS-01 record.
+    #[error("ACME CA could not validate DNS-01 for {name}: {detail}")]
+    ChallengeFailed {
+        /// The identifier.
+        name: String,
+        /// The CA's detail.
+        detail: String,
+    },
+    /// The order did not complete within `acme.order_timeout_s`.
+    #[error("ACME order {order_url} did not complete in time")]
+    OrderTimeout {
+        /// The order.
+        order_url: String,
+    },
+    /// The DNS primary refused or did not answer the UPDATE.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    /// The CA returned a chain that does not fit the CSR.
+    #[error("ACME CA returned an unusable certificate: {0}")]
+    BadChain(String),
+    /// The CA offered no dns-01 challenge for a name.
+    #[error("ACME CA offers no dns-01 challenge for {0}")]
+    NoDnsChallenge(String),
+    /// Redis failed while the order was in progress.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IssueError {
+    /// Worth another attempt at once (a fresh order).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::CaUnavailable { retry_after, .. } => retry_after.is_none(),
+            Self::Dns(e) => !e.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
+fn from_acme(e: instant_acme::Error) -> IssueError {
+    match e {
+        instant_acme::Error::Api(p) => {
+            let problem = ProblemType::parse(p.r#type.as_deref());
+            let detail = p.detail.clone().unwrap_or_default();
+            match problem {
+                ProblemType::BadNonce | ProblemType::ServerInternal => IssueError::CaUnavailable {
+                    detail: format!("{problem:?}: {detail}"),
+                    retry_after: None,
+                },
+                ProblemType::RateLimited => IssueError::CaUnavailable {
+                    detail: format!("rate limited: {detail}"),
+                    retry_after: Some(Duration::from_secs(60)),
+                },
+                ProblemType::Dns
+                | ProblemType::IncorrectResponse
+                | ProblemType::Unauthorized
+                | ProblemType::Connection => IssueError::ChallengeFailed {
+                    name: p
+                        .subproblems
+                        .first()
+                        .and_then(|s| s.identifier.as_ref())
+                        .map(|i| format!("{i:?}"))
+                        .unwrap_or_default(),
+                    detail,
+                },
+                problem => IssueError::CaRejected { problem, detail },
+            }
+        }
+        instant_acme::Error::Timeout(_) => IssueError::CaUnavailable {
+            detail: "timed out waiting for the CA".into(),
+            retry_after: None,
+        },
+        other => IssueError::CaUnavailable {
+            detail: other.to_string(),
+            retry_after: None,
+        },
+    }
+}
+
+/// The ACME side of the engine.
+pub struct Acme {
+    cfg: AcmeConfig,
+    store: Store,
+    dns: Arc<DnsUpdater>,
+    account: OnceCell<Account>,
+    on_order: Arc<dyn Fn(bool) + Send + Sync>,
+}
+
+impl Acme {
+    /// `on_order(valid)` is called once per ACME order placed, when it ends.
+    pub fn new(
+        cfg: AcmeConfig,
+        store: Store,
+        dns: Arc<DnsUpdater>,
+        on_order: Arc<dyn Fn(bool) + Send + Sync>,
+    ) -> Self {
+        Self {
+            cfg,
+            store,
+            dns,
+            account: OnceCell::new(),
+            on_order,
+        }
+    }
+
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
+        match &self.cfg.tls_root_file {
+            Some(root) => Account::builder_with_root(root),
+            None => Account::builder(),
+        }
+        .map_err(from_acme)
+    }
+
+    /// The one ACME account: loaded from Redis, or created once and stored there for every
+    /// replica (the first writer wins; a loser adopts the stored one).
+    pub async fn account(&self) -> Result<Account, IssueError> {
+        self.account
+            .get_or_try_init(|| async {
+                let dir = &self.cfg.directory_url;
+                if let Some(json) = self.store.account(dir).await? {
+                    let creds: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
+                        IssueError::BadChain(format!("stored ACME account unreadable: {e}"))
+                    })?;
+                    info!(directory = %dir, "using the stored ACME account");
+                    return self.builder()?.from_credentials(creds).await.map_err(from_acme);
+                }
+                let contact: Vec<&str> = self.cfg.contact.iter().map(String::as_str).collect();
+                let eab = match (&self.cfg.eab_kid, &self.cfg.eab_hmac_key) {
+                    (Some(kid), Some(key)) => {
+                        use base64::Engine as _;
+                        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(key.expose().trim_end_matches('='))
+                            .map_err(|_| IssueError::CaRejected {
+                                problem: ProblemType::Other("externalAccountRequired".into()),
+                                detail: "acme.eab_hmac_key is not base64url".into(),
+                            })?;
+                        Some(ExternalAccountKey::new(kid.clone(), &raw))
+                    }
+                    _ => None,
+                };
+                let (account, creds) = self
+                    .builder()?
+                    .create(
+                        &NewAccount {
+                            contact: &contact,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        dir.clone(),
+                        eab.as_ref(),
+                    )
+                    .await
+                    .map_err(from_acme)?;
+                let json = serde_json::to_string(&creds).map_err(|e| {
+                    IssueError::BadChain(format!("cannot serialize the ACME account: {e}"))
+                })?;
+                let stored = self.store.put_account_if_absent(dir, &json).await?;
+                if stored == json {
+                    info!(directory = %dir, account = %account.id(), "created the ACME account");
+                    Ok(account)
+                } else {
+                    info!(directory = %dir, "another replica created the ACME account first; using it");
+                    let creds: AccountCredentials = serde_json::from_str(&stored).map_err(|e| {
+                        IssueError::BadChain(format!("stored ACME account unreadable: {e}"))
+                    })?;
+                    self.builder()?.from_credentials(creds).await.map_err(from_acme)
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::new()
+            .initial_delay(Duration::from_millis(self.cfg.poll_initial_ms))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(self.cfg.order_timeout_s))
+    }
+
+    /// Issues a certificate for the CSR: returns the PEM chain. Transient CA failures are
+    /// retried with a fresh order, up to `acme.order_attempts` times.
+    pub async fn issue(
+        &self,
+        key: &CsrKey,
+        csr_der: &[u8],
+        name: &DeviceName,
+    ) -> Result<String, IssueError> {
+        let mut attempt = 1;
+        loop {
+            match self.issue_once(key, csr_der, name).await {
+                Err(e) if e.is_transient() && attempt < self.cfg.order_attempts => {
+                    warn!(device = %name.as_str(), attempt, error = %e, "ACME attempt failed; retrying");
+                    // A half-done order may be the cause: start afresh.
+                    let _ = self.store.clear_order_url(key).await;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn issue_once(
+        &self,
+        key: &CsrKey,
+        csr_der: &[u8],
+        name: &DeviceName,
+    ) -> Result<String, IssueError> {
+        let account = self.account().await?;
+        let resumed = match self.store.order_url(key).await? {
+            Some(url) => match account.order(url.clone()).await {
+                Ok(mut o) => {
+                    if o.state().status == OrderStatus::Invalid {
+                        None
+                    } else {
+                        info!(order_url = %url, device = %name.as_str(), "resuming ACME order");
+                        Some(o)
+                    }
+                }
+                Err(e) => {
+                    warn!(order_url = %url, error = %e, "cannot resume the stored order; placing a new one");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut order = match resumed {
+            Some(o) => o,
+            None => self.new_order(&account, key, name).await?,
+        };
+        let order_url = order.url().to_string();
+        let result = self.drive(&mut order, csr_der, name).await;
+        (self.on_order)(result.is_ok());
+        match &result {
+            Ok(_) => {
+                info!(order_url = %order_url, device = %name.as_str(), "ACME order valid");
+                let _ = self.store.clear_order_url(key).await;
+            }
+            Err(e) => {
+                warn!(order_url = %order_url, device = %name.as_str(), error = %e, "ACME order failed");
+                if !e.is_transient() {
+                    let _ = self.store.clear_order_url(key).await;
+                }
+            }
+        }
+        result
+    }
+
+    async fn new_order(
+        &self,
+        account: &Account,
+        key: &CsrKey,
+        name: &DeviceName,
+    ) -> Result<Order, IssueError> {
+        let ids = [Identifier::Dns(name.as_str().to_string())];
+        let order = account
+            .new_order(&NewOrder::new(&ids))
+            .await
+            .map_err(from_acme)?;
+        info!(order_url = %order.url(), device = %name.as_str(), "placed ACME order");
+        let keep = Duration::from_secs(self.cfg.order_timeout_s.saturating_mul(4).max(60));
+        self.store.set_order_url(key, order.url(), keep).await?;
+        Ok(order)
+    }
+
+    async fn drive(
+        &self,
+        order: &mut Order,
+        csr_der: &[u8],
+        name: &DeviceName,
+    ) -> Result<String, IssueError> {
+        let retry = self.retry_policy();
+        let mut status = order.state().status;
+        if status == OrderStatus::Pending {
+            let records = self.challenge_records(order).await?;
+            if !records.is_empty() {
+                self.dns.publish(&records).await?;
+            }
+            let outcome = async {
+                self.set_ready(order).await?;
+                order.poll_ready(&retry).await.map_err(|e| match e {
+                    instant_acme::Error::Timeout(_) => IssueError::OrderTimeout {
+                        order_url: order.url().to_string(),
+                    },
+                    e => from_acme(e),
+                })
+            }
+            .await;
+            // Remove the records whatever the outcome.
+            if !records.is_empty() {
+                if let Err(e) = self.dns.remove(&records).await {
+                    warn!(device = %name.as_str(), error = %e, "could not remove DNS-01 records");
+                }
+            }
+            status = outcome?;
+        }
+        match status {
+            OrderStatus::Ready => order.finalize_csr(csr_der).await.map_err(from_acme)?,
+            OrderStatus::Processing | OrderStatus::Valid => {}
+            OrderStatus::Invalid | OrderStatus::Pending => {
+                let detail = order
+                    .state()
+                    .error
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "the order became invalid".into());
+                return Err(IssueError::ChallengeFailed {
+                    name: name.as_str().to_string(),
+                    detail,
+                });
+            }
+        }
+        order.poll_certificate(&retry).await.map_err(|e| match e {
+            instant_acme::Error::Timeout(_) => IssueError::OrderTimeout {
+                order_url: order.url().to_string(),
+            },
+            e => from_acme(e),
+        })
+    }
+
+    async fn challenge_records(&self, order: &mut Order) -> Result<Vec<TxtRecord>, IssueError> {
+        let mut records = Vec::new();
+        let mut authzs = order.authorizations();
+        while let Some(a) = authzs.next().await {
+            let mut a = a.map_err(from_acme)?;
+            match a.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    let ident = a.identifier().to_string();
+                    return Err(IssueError::ChallengeFailed {
+                        name: ident,
+                        detail: format!("authorization is {other:?}"),
+                    });
+                }
+            }
+            let ident = a.identifier().to_string();
+            let ch = a
+                .challenge(ChallengeType::Dns01)
+                .ok_or_else(|| IssueError::NoDnsChallenge(ident.clone()))?;
+            let name = format!("_acme-challenge.{}", ident.trim_start_matches("*."));
+            debug!(record = %name, "DNS-01 record to publish");
+            records.push(TxtRecord {
+                name,
+                value: ch.key_authorization().dns_value(),
+            });
+        }
+        Ok(records)
+    }
+
+    async fn set_ready(&self, order: &mut Order) -> Result<(), IssueError> {
+        let mut authzs = order.authorizations();
+        while let Some(a) = authzs.next().await {
+            let mut a = a.map_err(from_acme)?;
+            if a.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let ident = a.identifier().to_string();
+            let mut ch = a
+                .challenge(ChallengeType::Dns01)
+                .ok_or(IssueError::NoDnsChallenge(ident))?;
+            ch.set_ready().await.map_err(from_acme)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_types_parse_from_rfc8555_urns() {
+        // RFC 8555 §6.7 table.
+        assert_eq!(
+            ProblemType::parse(Some("urn:ietf:params:acme:error:badNonce")),
+            ProblemType::BadNonce
+        );
+        assert_eq!(
+            ProblemType::parse(Some("urn:ietf:params:acme:error:rateLimited")),
+            ProblemType::RateLimited
+        );
+        assert_eq!(
+            ProblemType::parse(Some("urn:ietf:params:acme:error:badCSR")),
+            ProblemType::BadCsr
+        );
+        assert_eq!(
+            ProblemType::parse(Some("urn:ietf:params:acme:error:userActionRequired")),
+            ProblemType::Other("userActionRequired".into())
+        );
+        assert_eq!(ProblemType::parse(None), ProblemType::Other(String::new()));
+    }
+}

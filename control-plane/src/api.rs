@@ -1,0 +1,254 @@
+//! The internal HTTP API that the edge filter calls, plus `/metrics` and health checks.
+//!
+//! | method, path | request | answers |
+//! |---|---|---|
+//! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the serial the edge authenticated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
+//! | `GET /estuary/v1/cacerts` | — | 200 DER PKCS#7 certs-only of `est.ca_certs_file` |
+//! | `GET /estuary/v1/csrattrs` | header `estuary-device-serial` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` |
+//! | `GET /metrics` | — | Prometheus text |
+//! | `GET /healthz` | — | 200 while the process runs |
+//! | `GET /readyz` | — | 200 when Redis answers, else 503 |
+//!
+//! **Authentication.** Only the proxy may call `/estuary/v1/*`: it sends
+//! `authorization: Bearer <server.api_token>`, compared in constant time; anything else gets
+//! 401. mTLS between proxy and control plane is not implemented: run the API on loopback or a
+//! network only the proxy reaches (a Kubernetes NetworkPolicy, or a mesh that adds mTLS).
+//! `/metrics`, `/healthz` and `/readyz` need no token and reveal no device data.
+//!
+//! All non-200 bodies are `text/plain` and say what was wrong. The control plane never
+//! answers 5xx for a client's mistake.
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use estuary_proto::csrattrs;
+use estuary_proto::est::{EstOperation, CT_CSRATTRS, CT_PKCS10, CT_PKCS7_CERTS_ONLY};
+use estuary_proto::internal_api::{
+    CACERTS_PATH, CSRATTRS_PATH, ENROLL_PATH, HDR_DEVICE_SERIAL, HDR_OPERATION,
+};
+use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
+use estuary_proto::policy::KeyPolicy;
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+use crate::config::Secret;
+use crate::engine::{EnrollError, EnrollRequest, Engine, Outcome};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// The RA engine.
+    pub engine: Arc<Engine>,
+    /// The bearer token the proxy presents.
+    pub token: Secret,
+    /// `/cacerts` answer, precomputed.
+    pub cacerts_pkcs7: Vec<u8>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Redis, for `/readyz`.
+    pub store: Store,
+    /// Devices are named under this.
+    pub parent: ParentDomain,
+    /// Accepted keys, told in `/csrattrs`.
+    pub keys: KeyPolicy,
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(ENROLL_PATH, post(enroll))
+        .route(CACERTS_PATH, get(cacerts))
+        .route(CSRATTRS_PATH, get(csr_attrs))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut body = body.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn with_retry_after(mut r: Response, secs: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = state.token.expose().as_bytes();
+    if bool::from(presented.as_bytes().ct_eq(expected)) {
+        Ok(())
+    } else {
+        warn!("internal API call without a valid bearer token refused");
+        Err(text(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: only the Estuary proxy may call this API",
+        ))
+    }
+}
+
+fn serial_from(headers: &HeaderMap) -> Result<DeviceSerial, Response> {
+    let raw = headers
+        .get(HDR_DEVICE_SERIAL)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("missing header {HDR_DEVICE_SERIAL}"),
+            )
+        })?;
+    DeviceSerial::parse(raw).map_err(|e| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("{HDR_DEVICE_SERIAL}: {e}"),
+        )
+    })
+}
+
+async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let serial = match serial_from(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let operation = match headers
+        .get(HDR_OPERATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(EstOperation::from_path_segment)
+    {
+        Some(op @ (EstOperation::SimpleEnroll | EstOperation::SimpleReenroll)) => op,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("{HDR_OPERATION} must be simpleenroll or simplereenroll"),
+            )
+        }
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case(CT_PKCS10) {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content-type must be {CT_PKCS10} (DER), got {ct:?}"),
+        );
+    }
+    let req = EnrollRequest {
+        csr_der: body.to_vec(),
+        serial,
+        operation,
+    };
+    match state.engine.enroll(req).await {
+        Ok(Outcome::Issued { pkcs7, .. }) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)], pkcs7).into_response()
+        }
+        Ok(Outcome::Pending { retry_after }) => with_retry_after(
+            text(
+                StatusCode::ACCEPTED,
+                format!("enrolment in progress; retry after {retry_after} s"),
+            ),
+            retry_after,
+        ),
+        Err(e) => error_response(&state, &e),
+    }
+}
+
+/// The one map from an enrolment error to the internal API's answer.
+fn error_response(state: &AppState, e: &EnrollError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match e {
+        EnrollError::Store(_) => "certificate store unavailable; retry later".to_string(),
+        other => other.to_string(),
+    };
+    if status.is_server_error() {
+        warn!(status = status.as_u16(), error = %e, "enrolment failed");
+    } else {
+        info!(status = status.as_u16(), error = %e, "enrolment refused");
+    }
+    let r = text(status, body);
+    match e.retry_after(state.engine.config()) {
+        Some(s) => with_retry_after(r, s),
+        None => r,
+    }
+}
+
+async fn cacerts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
+        state.cacerts_pkcs7.clone(),
+    )
+        .into_response()
+}
+
+async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let serial = match serial_from(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let name = match DeviceName::new(&serial, &state.parent) {
+        Ok(n) => n,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("device name: {e}")),
+    };
+    match csrattrs::device_template(&name, &state.keys).to_der() {
+        Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, CT_CSRATTRS)], der).into_response(),
+        Err(e) => {
+            warn!(error = %e, "cannot encode CSR attributes");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode CSR attributes")
+        }
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => text(StatusCode::OK, "ready"),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}

@@ -1,0 +1,584 @@
+//! The control plane's configuration: one TOML file, overridable from the environment.
+//!
+//! Every key can be overridden by an environment variable named
+//! `ESTUARY_<SECTION>__<KEY>` (upper case, double underscore between section and key), e.g.
+//! `ESTUARY_ACME__DIRECTORY_URL=https://…` or `ESTUARY_DNS__SECRET=…`. The value is read as a
+//! TOML value when it parses as one (numbers, booleans, arrays), else as a string. This is the
+//! way to keep secrets (`server.api_token`, `dns.secret`, `acme.eab_hmac_key`) out of the file.
+//!
+//! Loading collects every problem it can find (unknown keys, wrong types, bad values in any
+//! section) and reports them together, so an operator fixes a config in one pass.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use estuary_proto::names::ParentDomain;
+use estuary_proto::policy::KeyPolicy;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::dns::DnsConfig;
+
+/// The whole configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[est]`
+    pub est: EstConfig,
+    /// `[acme]`
+    pub acme: AcmeConfig,
+    /// `[dns]`
+    pub dns: DnsConfig,
+    /// `[redis]`
+    pub redis: RedisConfig,
+    /// `[enroll]`
+    pub enroll: EnrollConfig,
+    /// `est.parent_domain`, checked.
+    pub parent: ParentDomain,
+}
+
+/// A secret string: its Debug and Display never show the value.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `[server]`: the internal HTTP API that the edge filter calls.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address, e.g. `127.0.0.1:8081`.
+    pub listen: SocketAddr,
+    /// The bearer token the proxy presents (`authorization: Bearer …`). At least 16 characters.
+    pub api_token: Secret,
+}
+
+/// `[est]`: what devices may ask for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstConfig {
+    /// Devices are named `<serial>.<parent_domain>`.
+    pub parent_domain: String,
+    /// PEM file with the CA certificates served by `/cacerts` (the ACME CA's root(s)).
+    pub ca_certs_file: PathBuf,
+    /// Accepted key types and sizes.
+    #[serde(default)]
+    pub keys: KeysConfig,
+}
+
+/// Key policy in the config file; defaults match [`KeyPolicy::default`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Smallest RSA modulus accepted (≥ 2048).
+    pub rsa_min_bits: u32,
+    /// Largest RSA modulus accepted.
+    pub rsa_max_bits: u32,
+    /// ECDSA P-256.
+    pub allow_p256: bool,
+    /// ECDSA P-384.
+    pub allow_p384: bool,
+    /// Ed25519.
+    pub allow_ed25519: bool,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        let d = KeyPolicy::default();
+        Self {
+            rsa_min_bits: d.rsa_min_bits,
+            rsa_max_bits: d.rsa_max_bits,
+            allow_p256: d.allow_p256,
+            allow_p384: d.allow_p384,
+            allow_ed25519: d.allow_ed25519,
+        }
+    }
+}
+
+impl KeysConfig {
+    /// As the shared policy type.
+    pub fn policy(&self) -> KeyPolicy {
+        KeyPolicy {
+            rsa_min_bits: self.rsa_min_bits,
+            rsa_max_bits: self.rsa_max_bits,
+            allow_p256: self.allow_p256,
+            allow_p384: self.allow_p384,
+            allow_ed25519: self.allow_ed25519,
+        }
+    }
+}
+
+/// `[acme]`: the ACME CA.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The directory URL, e.g. `https://acme-v02.api.letsencrypt.org/directory`.
+    pub directory_url: String,
+    /// PEM file of the root that signs the ACME server's TLS certificate. Without it the
+    /// usual web PKI roots are used.
+    #[serde(default)]
+    pub tls_root_file: Option<PathBuf>,
+    /// Contact URIs for the account (`mailto:…`).
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// External account binding key id, when the CA requires EAB (RFC 8555 §7.3.4).
+    #[serde(default)]
+    pub eab_kid: Option<String>,
+    /// External account binding HMAC key, base64url as CAs hand it out.
+    #[serde(default)]
+    pub eab_hmac_key: Option<Secret>,
+    /// First delay when polling an order, in milliseconds (doubles each time).
+    #[serde(default = "default_poll_initial_ms")]
+    pub poll_initial_ms: u64,
+    /// Give up on an order after this many seconds.
+    #[serde(default = "default_order_timeout_s")]
+    pub order_timeout_s: u64,
+    /// Attempts per issuance for transient CA errors (badNonce, connection reset).
+    #[serde(default = "default_order_attempts")]
+    pub order_attempts: u32,
+}
+
+fn default_poll_initial_ms() -> u64 {
+    50
+}
+fn default_order_timeout_s() -> u64 {
+    90
+}
+fn default_order_attempts() -> u32 {
+    3
+}
+
+/// `[redis]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`
+    pub url: Secret,
+    /// Prefix of every key Estuary writes.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_prefix() -> String {
+    "estuary".into()
+}
+
+/// `[enroll]`: how long a request waits, and how pending work is shared between replicas.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollConfig {
+    /// How long an enrolment request waits for issuance before answering 202.
+    #[serde(default = "default_budget_ms")]
+    pub budget_ms: u64,
+    /// The `Retry-After` given with a 202.
+    #[serde(default = "default_retry_after_s")]
+    pub retry_after_s: u64,
+    /// The `Retry-After` given when the CA or Redis is unavailable.
+    #[serde(default = "default_unavailable_retry_after_s")]
+    pub unavailable_retry_after_s: u64,
+    /// Lifetime of the per-CSR issuance lock; the holder refreshes it at a third of this.
+    /// A crashed replica's lock frees itself after this long.
+    #[serde(default = "default_lock_ttl_s")]
+    pub lock_ttl_s: u64,
+    /// How long a failed issuance is remembered, so the device's retry learns why.
+    #[serde(default = "default_failure_ttl_s")]
+    pub failure_ttl_s: u64,
+}
+
+fn default_budget_ms() -> u64 {
+    2000
+}
+fn default_retry_after_s() -> u64 {
+    5
+}
+fn default_unavailable_retry_after_s() -> u64 {
+    30
+}
+fn default_lock_ttl_s() -> u64 {
+    15
+}
+fn default_failure_ttl_s() -> u64 {
+    300
+}
+
+impl Default for EnrollConfig {
+    fn default() -> Self {
+        Self {
+            budget_ms: default_budget_ms(),
+            retry_after_s: default_retry_after_s(),
+            unavailable_retry_after_s: default_unavailable_retry_after_s(),
+            lock_ttl_s: default_lock_ttl_s(),
+            failure_ttl_s: default_failure_ttl_s(),
+        }
+    }
+}
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const SECTIONS: [&str; 6] = ["server", "est", "acme", "dns", "redis", "enroll"];
+
+impl Config {
+    /// Reads `path`, applies `ESTUARY_*` overrides from the process environment, validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", path.display())]))?;
+        Self::from_toml(&text, std::env::vars())
+    }
+
+    /// Parses TOML text with the given environment (`ESTUARY_SECTION__KEY=value` pairs).
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut root: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => return Err(ConfigErrors(vec![format!("not valid TOML: {e}")])),
+        };
+        apply_env(&mut root, env, &mut errors);
+        for key in root.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                errors.push(format!(
+                    "unknown section `{key}` (known: {})",
+                    SECTIONS.join(", ")
+                ));
+            }
+        }
+        let server: Option<ServerConfig> = section(&root, "server", false, &mut errors);
+        let est: Option<EstConfig> = section(&root, "est", false, &mut errors);
+        let acme: Option<AcmeConfig> = section(&root, "acme", false, &mut errors);
+        let dns: Option<DnsConfig> = section(&root, "dns", false, &mut errors);
+        let redis: Option<RedisConfig> = section(&root, "redis", false, &mut errors);
+        let enroll: Option<EnrollConfig> = section(&root, "enroll", true, &mut errors);
+
+        if let Some(s) = &server {
+            if s.api_token.expose().len() < 16 {
+                errors.push("server.api_token: must be at least 16 characters".into());
+            }
+        }
+        let mut parent = None;
+        if let Some(e) = &est {
+            match e.parent_domain.parse::<ParentDomain>() {
+                Ok(p) => parent = Some(p),
+                Err(err) => errors.push(format!("est.parent_domain: {err}")),
+            }
+            if !e.ca_certs_file.is_file() {
+                errors.push(format!(
+                    "est.ca_certs_file: {} is not a readable file",
+                    e.ca_certs_file.display()
+                ));
+            }
+            let k = &e.keys;
+            if k.rsa_min_bits < 2048 {
+                errors.push("est.keys.rsa_min_bits: must be at least 2048".into());
+            }
+            if k.rsa_max_bits < k.rsa_min_bits {
+                errors.push("est.keys.rsa_max_bits: must not be below rsa_min_bits".into());
+            }
+        }
+        if let Some(a) = &acme {
+            if !(a.directory_url.starts_with("https://") || a.directory_url.starts_with("http://"))
+            {
+                errors.push("acme.directory_url: must be an http(s) URL".into());
+            }
+            if let Some(f) = &a.tls_root_file {
+                if !f.is_file() {
+                    errors.push(format!(
+                        "acme.tls_root_file: {} is not a readable file",
+                        f.display()
+                    ));
+                }
+            }
+            if a.eab_kid.is_some() != a.eab_hmac_key.is_some() {
+                errors.push("acme.eab_kid and acme.eab_hmac_key: give both or neither".into());
+            }
+            if a.order_attempts == 0 {
+                errors.push("acme.order_attempts: must be at least 1".into());
+            }
+        }
+        if let Some(d) = &dns {
+            errors.extend(d.validate().into_iter().map(|p| format!("dns: {p}")));
+        }
+        if let Some(r) = &redis {
+            let url = r.url.expose();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                errors.push("redis.url: must start with redis:// or rediss://".into());
+            }
+        }
+        if let Some(e) = &enroll {
+            if e.lock_ttl_s < 3 {
+                errors.push("enroll.lock_ttl_s: must be at least 3".into());
+            }
+            if e.retry_after_s == 0 {
+                errors.push("enroll.retry_after_s: must be at least 1".into());
+            }
+        }
+        match (server, est, acme, dns, redis, enroll, parent) {
+            (
+                Some(server),
+                Some(est),
+                Some(acme),
+                Some(dns),
+                Some(redis),
+                Some(enroll),
+                Some(parent),
+            ) if errors.is_empty() => Ok(Config {
+                server,
+                est,
+                acme,
+                dns,
+                redis,
+                enroll,
+                parent,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+/// Deserializes one section; a missing optional section takes its `Default`.
+fn section<T: DeserializeOwned + DefaultIfOptional>(
+    root: &toml::Table,
+    name: &str,
+    optional: bool,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    match root.get(name) {
+        None if optional => T::default_value(),
+        None => {
+            errors.push(format!("missing section [{name}]"));
+            None
+        }
+        Some(v) => match T::deserialize(v.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(format!("[{name}]: {}", e.message()));
+                None
+            }
+        },
+    }
+}
+
+/// Sections that may be left out entirely.
+trait DefaultIfOptional: Sized {
+    fn default_value() -> Option<Self> {
+        None
+    }
+}
+impl DefaultIfOptional for ServerConfig {}
+impl DefaultIfOptional for EstConfig {}
+impl DefaultIfOptional for AcmeConfig {}
+impl DefaultIfOptional for DnsConfig {}
+impl DefaultIfOptional for RedisConfig {}
+impl DefaultIfOptional for EnrollConfig {
+    fn default_value() -> Option<Self> {
+        Some(Self::default())
+    }
+}
+
+/// Applies `ESTUARY_SECTION__KEY[__SUBKEY]=value` overrides.
+fn apply_env(
+    root: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    errors: &mut Vec<String>,
+) {
+    let mut overrides = BTreeMap::new();
+    for (k, v) in env {
+        if let Some(rest) = k.strip_prefix("ESTUARY_") {
+            if rest.contains("__") {
+                overrides.insert(rest.to_ascii_lowercase(), v);
+            }
+        }
+    }
+    for (path, raw) in overrides {
+        let parts: Vec<&str> = path.split("__").collect();
+        if let Err(p) = set_path(root, &parts, parse_env_value(&raw)) {
+            errors.push(format!(
+                "environment override ESTUARY_{}: `{p}` is not a table",
+                path.to_ascii_uppercase()
+            ));
+        }
+    }
+}
+
+/// Sets `root.a.b.c = value`, creating tables on the way; Err names a non-table in the way.
+fn set_path(table: &mut toml::Table, parts: &[&str], value: toml::Value) -> Result<(), String> {
+    match parts {
+        [] => Ok(()),
+        [last] => {
+            table.insert((*last).to_string(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry((*first).to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err((*first).to_string()),
+            }
+        }
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // `x = <raw>` parses when raw is a TOML literal (number, bool, array, quoted string).
+    match format!("x = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ca: &Path) -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:8081"
+api_token = "0123456789abcdef0123"
+
+[est]
+parent_domain = "iot.example.test"
+ca_certs_file = "{}"
+
+[acme]
+directory_url = "https://127.0.0.1:14000/dir"
+
+[dns]
+server = "127.0.0.1:5353"
+zone = "example.test"
+key_name = "estuary-key"
+secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+
+[redis]
+url = "redis://127.0.0.1:6379/"
+"#,
+            ca.display()
+        )
+    }
+
+    fn ca_file() -> tempfile_path::Path {
+        tempfile_path::Path::new()
+    }
+
+    mod tempfile_path {
+        pub struct Path(pub std::path::PathBuf);
+        impl Path {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "estuary-config-test-{}-{:?}.pem",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
+                std::fs::write(&p, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+                    .expect("write temp file");
+                Self(p)
+            }
+        }
+        impl Drop for Path {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_complete_file_loads_with_defaults() {
+        let ca = ca_file();
+        let cfg = Config::from_toml(&sample(&ca.0), Vec::new()).expect("valid config");
+        assert_eq!(cfg.enroll.budget_ms, 2000);
+        assert_eq!(cfg.acme.order_attempts, 3);
+        assert_eq!(cfg.parent.as_str(), "iot.example.test");
+        assert_eq!(cfg.redis.key_prefix, "estuary");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let ca = ca_file();
+        let text = sample(&ca.0)
+            .replace("iot.example.test", "-bad-.example.test")
+            .replace("0123456789abcdef0123", "short")
+            .replace("redis://127.0.0.1:6379/", "http://nope")
+            + "\n[enroll]\nbudget_ms = 10\nfrobnicate = true\n[extra]\nx = 1\n";
+        let err = Config::from_toml(&text, Vec::new()).expect_err("invalid");
+        let all = err.to_string();
+        for needle in [
+            "est.parent_domain",
+            "server.api_token",
+            "redis.url",
+            "frobnicate",
+            "unknown section `extra`",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert!(err.0.len() >= 5, "{all}");
+    }
+
+    #[test]
+    fn environment_overrides_keys_and_types() {
+        let ca = ca_file();
+        let env = vec![
+            ("ESTUARY_ENROLL__BUDGET_MS".to_string(), "250".to_string()),
+            (
+                "ESTUARY_SERVER__API_TOKEN".to_string(),
+                "from-the-environment-123".to_string(),
+            ),
+            ("ESTUARY_EST__KEYS__ALLOW_ED25519".into(), "false".into()),
+            ("UNRELATED".into(), "x".into()),
+        ];
+        let cfg = Config::from_toml(&sample(&ca.0), env).expect("valid");
+        assert_eq!(cfg.enroll.budget_ms, 250);
+        assert_eq!(cfg.server.api_token.expose(), "from-the-environment-123");
+        assert!(!cfg.est.keys.allow_ed25519);
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let ca = ca_file();
+        let cfg = Config::from_toml(&sample(&ca.0), Vec::new()).expect("valid");
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("0123456789abcdef0123"), "{dbg}");
+        assert!(!dbg.contains("c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"), "{dbg}");
+    }
+
+    #[test]
+    fn a_missing_section_is_named() {
+        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\napi_token = \"0123456789abcdef0\"\n", Vec::new())
+            .expect_err("incomplete");
+        let all = err.to_string();
+        for s in ["[est]", "[acme]", "[dns]", "[redis]"] {
+            assert!(all.contains(s), "{all}");
+        }
+    }
+}

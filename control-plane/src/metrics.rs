@@ -1,0 +1,176 @@
+//! Prometheus metrics (text exposition at `/metrics`).
+//!
+//! Names other programs rely on (../shared/design.md): `estuary_enrollments_total{protocol,result}`,
+//! `estuary_acme_orders_total{result}`, `estuary_dns_updates_total`, `estuary_cache_hits_total`,
+//! `estuary_cache_misses_total`; plus the histogram `estuary_issuance_duration_seconds`.
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Outcome of one enrolment request, as counted.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum EnrollResult {
+    /// A new certificate was issued within the request.
+    issued,
+    /// The certificate came from the cache.
+    cached,
+    /// The request was answered 202.
+    pending,
+    /// The request was refused (4xx).
+    rejected,
+    /// Issuance failed or a dependency was down (5xx).
+    failed,
+}
+
+/// Enrolment protocol label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Protocol {
+    /// RFC 7030 EST.
+    est,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnrollLabels {
+    protocol: Protocol,
+    result: EnrollResult,
+}
+
+/// Outcome of one ACME order.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum OrderResult {
+    /// The order produced a certificate.
+    valid,
+    /// The order failed.
+    failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrderLabels {
+    result: OrderResult,
+}
+
+/// All of the control plane's metrics.
+pub struct Metrics {
+    registry: Registry,
+    enrollments: Family<EnrollLabels, Counter>,
+    orders: Family<OrderLabels, Counter>,
+    /// One per RFC 2136 UPDATE message sent.
+    pub dns_updates: Counter,
+    /// Certificate cache hits.
+    pub cache_hits: Counter,
+    /// Certificate cache misses.
+    pub cache_misses: Counter,
+    /// Seconds from the start of an issuance to the certificate in hand.
+    pub issuance_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers everything.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let enrollments = Family::<EnrollLabels, Counter>::default();
+        let orders = Family::<OrderLabels, Counter>::default();
+        let dns_updates = Counter::default();
+        let cache_hits = Counter::default();
+        let cache_misses = Counter::default();
+        let issuance_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "estuary_enrollments",
+            "Enrolment requests by protocol and result",
+            enrollments.clone(),
+        );
+        registry.register(
+            "estuary_acme_orders",
+            "ACME orders placed, by result",
+            orders.clone(),
+        );
+        registry.register(
+            "estuary_dns_updates",
+            "RFC 2136 UPDATE messages sent",
+            dns_updates.clone(),
+        );
+        registry.register(
+            "estuary_cache_hits",
+            "Certificate cache hits (identical CSR)",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "estuary_cache_misses",
+            "Certificate cache misses",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "estuary_issuance_duration_seconds",
+            "Time to issue one certificate through ACME",
+            issuance_seconds.clone(),
+        );
+        Self {
+            registry,
+            enrollments,
+            orders,
+            dns_updates,
+            cache_hits,
+            cache_misses,
+            issuance_seconds,
+        }
+    }
+
+    /// Counts one enrolment request.
+    pub fn enrollment(&self, protocol: Protocol, result: EnrollResult) {
+        self.enrollments
+            .get_or_create(&EnrollLabels { protocol, result })
+            .inc();
+    }
+
+    /// Counts one ACME order.
+    pub fn order(&self, result: OrderResult) {
+        self.orders.get_or_create(&OrderLabels { result }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_ones_design_md_promises() {
+        let m = Metrics::new();
+        m.enrollment(Protocol::est, EnrollResult::issued);
+        m.order(OrderResult::valid);
+        m.dns_updates.inc();
+        m.cache_hits.inc();
+        m.cache_misses.inc();
+        m.issuance_seconds.observe(0.3);
+        let text = m.render();
+        for line in [
+            "estuary_enrollments_total{protocol=\"est\",result=\"issued\"} 1",
+            "estuary_acme_orders_total{result=\"valid\"} 1",
+            "estuary_dns_updates_total 1",
+            "estuary_cache_hits_total 1",
+            "estuary_cache_misses_total 1",
+            "estuary_issuance_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+}

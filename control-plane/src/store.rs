@@ -1,0 +1,248 @@
+//! Redis: the certificate cache (seed §8.1), pending orders, per-CSR locks, the ACME account.
+//!
+//! Keys (all under `<prefix>:`):
+//! - `cert:<sha256(csr)>` — PEM chain of the issued certificate; expires at the leaf's notAfter (EXAT).
+//! - `lock:<sha256(csr)>` — random token of the task issuing for that CSR; PX lock, refreshed.
+//! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it.
+//! - `fail:<sha256(csr)>` — JSON of a failed issuance, kept briefly so the device's retry learns why.
+//! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key).
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, SetExpiry, SetOptions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of the whole CSR DER, hex: the cache key (seed §8.1).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CsrKey(String);
+
+impl CsrKey {
+    /// Hashes the CSR exactly as received.
+    pub fn of(csr_der: &[u8]) -> Self {
+        Self(hex::encode(Sha256::digest(csr_der)))
+    }
+
+    /// The hex digest.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Redis could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("redis unavailable: {0}")]
+pub struct StoreError(String);
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        // The error's Display names the kind and the server's message, not the URL.
+        Self(format!("{:?}: {}", e.kind(), e.detail().unwrap_or("")))
+    }
+}
+
+/// A failure remembered for a CSR.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Failure {
+    /// HTTP status of the internal API answer.
+    pub status: u16,
+    /// What went wrong, for the operator and (below 500) the device.
+    pub reason: String,
+}
+
+/// The Redis side of the engine.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    prefix: String,
+    refresh: Script,
+    release: Script,
+}
+
+impl Store {
+    /// Prepares a connection that is made lazily and remade after Redis restarts; this never
+    /// fails because Redis is down.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(1000)))
+            .set_response_timeout(Some(Duration::from_millis(2000)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            refresh: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+            ),
+            release: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            ),
+        })
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// The cached chain (PEM) for a CSR.
+    pub async fn cached_chain(&self, k: &CsrKey) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn.clone();
+        Ok(c.get(self.key("cert", k.as_str())).await?)
+    }
+
+    /// Caches a chain until `not_after` (Unix seconds). A certificate already expired is not cached.
+    pub async fn cache_chain(
+        &self,
+        k: &CsrKey,
+        chain_pem: &str,
+        not_after: i64,
+    ) -> Result<(), StoreError> {
+        let Ok(exat) = u64::try_from(not_after) else {
+            return Ok(());
+        };
+        if i64::try_from(exat).unwrap_or(i64::MAX) <= now_unix() {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let opts = SetOptions::default().with_expiration(SetExpiry::EXAT(exat));
+        let _: () = c
+            .set_options(self.key("cert", k.as_str()), chain_pem, opts)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the lock for a CSR if nobody holds it.
+    pub async fn try_lock(&self, k: &CsrKey, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let opts = SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(SetExpiry::PX(ttl_ms(ttl)));
+        let r: Option<String> = c
+            .set_options(self.key("lock", k.as_str()), token, opts)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    /// Extends our lock; false if it is no longer ours.
+    pub async fn refresh_lock(&self, k: &CsrKey, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let n: i64 = self
+            .refresh
+            .key(self.key("lock", k.as_str()))
+            .arg(token)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Releases our lock (never someone else's).
+    pub async fn release_lock(&self, k: &CsrKey, token: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.key("lock", k.as_str()))
+            .arg(token)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// The ACME order URL in progress for a CSR.
+    pub async fn order_url(&self, k: &CsrKey) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn.clone();
+        Ok(c.get(self.key("order", k.as_str())).await?)
+    }
+
+    /// Remembers the order URL for a CSR (for `ttl`).
+    pub async fn set_order_url(&self, k: &CsrKey, url: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .set_ex(self.key("order", k.as_str()), url, ttl.as_secs().max(1))
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the order URL.
+    pub async fn clear_order_url(&self, k: &CsrKey) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: () = c.del(self.key("order", k.as_str())).await?;
+        Ok(())
+    }
+
+    /// Remembers a failure for `ttl`.
+    pub async fn set_failure(&self, k: &CsrKey, f: &Failure, ttl: Duration) -> Result<(), StoreError> {
+        let json = serde_json::to_string(f).unwrap_or_default();
+        let mut c = self.conn.clone();
+        let _: () = c
+            .set_ex(self.key("fail", k.as_str()), json, ttl.as_secs().max(1))
+            .await?;
+        Ok(())
+    }
+
+    /// Takes (reads and deletes) a remembered failure: it is told once.
+    pub async fn take_failure(&self, k: &CsrKey) -> Result<Option<Failure>, StoreError> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = c.get_del(self.key("fail", k.as_str())).await?;
+        Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// Reads the stored ACME account for a directory.
+    pub async fn account(&self, directory_url: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn.clone();
+        Ok(c.get(self.account_key(directory_url)).await?)
+    }
+
+    /// Stores the ACME account unless one is already there; returns what is stored now.
+    pub async fn put_account_if_absent(
+        &self,
+        directory_url: &str,
+        json: &str,
+    ) -> Result<String, StoreError> {
+        let mut c = self.conn.clone();
+        let key = self.account_key(directory_url);
+        let _: bool = c.set_nx(&key, json).await?;
+        let now: Option<String> = c.get(&key).await?;
+        Ok(now.unwrap_or_else(|| json.to_string()))
+    }
+
+    fn account_key(&self, directory_url: &str) -> String {
+        self.key("acme-account", &hex::encode(Sha256::digest(directory_url.as_bytes())))
+    }
+}
+
+fn ttl_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_is_the_sha256_of_the_whole_csr() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            CsrKey::of(b"abc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(CsrKey::of(b"abc"), CsrKey::of(b"abd"));
+    }
+}
