@@ -359,7 +359,13 @@ fn read_keys(r: &mut Reader, obj: &mut Map<String, Value>) -> Option<KeyPolicy> 
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    // Tests: a panic here is a failed test.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
     use super::*;
 
     const GOOD: &str = r#"{

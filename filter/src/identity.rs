@@ -122,3 +122,110 @@ pub fn classify(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // Tests: a panic here is a failed test.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    fn parent() -> ParentDomain {
+        "iot.example.test".parse().unwrap()
+    }
+
+    fn cert(sans: &[&str], serial: Option<&str>) -> String {
+        let key = KeyPair::generate().unwrap();
+        let mut p =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        if let Some(s) = serial {
+            p.distinguished_name
+                .push(DnType::CustomDnType(vec![2, 5, 4, 5]), s);
+        }
+        p.distinguished_name.push(DnType::CommonName, "device");
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    fn xfcc(pem: &str) -> Vec<u8> {
+        let mut enc = String::new();
+        for b in pem.bytes() {
+            if b.is_ascii_alphanumeric() {
+                enc.push(b as char);
+            } else {
+                enc.push_str(&format!("%{b:02x}"));
+            }
+        }
+        format!("By=spiffe://x;Hash=00;Cert=\"{enc}\";Subject=\"CN=device\";URI=;DNS=").into_bytes()
+    }
+
+    #[test]
+    fn idevid_and_ldevid_are_told_apart() {
+        let idevid = xfcc(&cert(&[], Some("ABC-1")));
+        let ldevid = xfcc(&cert(&["abc-1.iot.example.test"], Some("ABC-1")));
+        let p = parent();
+        match authenticate(true, Some(&idevid), Need::IDevId, &p).unwrap() {
+            Identity::IDevId { serial } => assert_eq!(serial.as_str(), "abc-1"),
+            other => panic!("{other:?}"),
+        }
+        match authenticate(true, Some(&ldevid), Need::LDevId, &p).unwrap() {
+            Identity::LDevId { name, .. } => assert_eq!(name.as_str(), "abc-1.iot.example.test"),
+            other => panic!("{other:?}"),
+        }
+        let any = authenticate(true, Some(&idevid), Need::Any, &p).unwrap();
+        assert_eq!(any.serial().as_str(), "abc-1");
+        let any = authenticate(true, Some(&ldevid), Need::Any, &p).unwrap();
+        assert_eq!(any.serial().as_str(), "abc-1");
+    }
+
+    #[test]
+    fn wrong_kind_is_403_missing_is_401() {
+        let p = parent();
+        let idevid = xfcc(&cert(&[], Some("ABC-1")));
+        let ldevid = xfcc(&cert(&["abc-1.iot.example.test"], None));
+        let other_domain = xfcc(&cert(&["abc-1.elsewhere.test"], None));
+        let status = |r: Result<Identity, EdgeError>| r.map(|_| 200).unwrap_or_else(|e| e.status());
+        assert_eq!(
+            status(authenticate(true, Some(&ldevid), Need::IDevId, &p)),
+            403
+        );
+        assert_eq!(
+            status(authenticate(true, Some(&idevid), Need::LDevId, &p)),
+            403
+        );
+        assert_eq!(
+            status(authenticate(true, Some(&other_domain), Need::IDevId, &p)),
+            403
+        );
+        assert_eq!(
+            status(authenticate(true, Some(&other_domain), Need::LDevId, &p)),
+            403
+        );
+        assert_eq!(
+            status(authenticate(false, Some(&idevid), Need::IDevId, &p)),
+            401
+        );
+        assert_eq!(status(authenticate(true, None, Need::IDevId, &p)), 401);
+        assert_eq!(
+            status(authenticate(true, Some(b"By=x"), Need::Any, &p)),
+            401
+        );
+        assert_eq!(
+            status(authenticate(true, Some(b"Cert=\"junk\""), Need::Any, &p)),
+            401
+        );
+        assert_eq!(
+            status(authenticate(true, Some(b"\xff"), Need::Any, &p)),
+            401
+        );
+        let bad_serial = xfcc(&cert(&[], Some("not a label!")));
+        assert_eq!(
+            status(authenticate(true, Some(&bad_serial), Need::IDevId, &p)),
+            403
+        );
+    }
+}

@@ -174,3 +174,121 @@ fn ok_answer(kind: CallKind, body: &[u8]) -> Answer {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // Tests: a panic here is a failed test.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+
+    fn pkcs7() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        estuary_proto::pkcs7::encode_certs_only(&[cert.der().to_vec()]).unwrap()
+    }
+
+    #[test]
+    fn ok_enroll_is_base64_pkcs7_not_cached() {
+        let p7 = pkcs7();
+        let a = map_answer(CallKind::Enroll, Some(b"200"), None, &p7);
+        assert_eq!(a.reply.status, 200);
+        assert_eq!(
+            a.reply.header("content-type"),
+            Some(est::CT_PKCS7_CERTS_ONLY)
+        );
+        assert_eq!(a.reply.header("content-transfer-encoding"), Some("base64"));
+        assert_eq!(estuary_proto::base64::decode(&a.reply.body).unwrap(), p7);
+        assert_eq!(a.cache, None);
+        let a = map_answer(CallKind::CaCerts, Some(b"200"), None, &p7);
+        assert_eq!(a.cache, Some(p7));
+    }
+
+    #[test]
+    fn pending_busy_and_failures() {
+        let a = map_answer(CallKind::Enroll, Some(b"202"), Some(b" 42 "), b"");
+        assert_eq!(
+            (a.reply.status, a.reply.header("retry-after")),
+            (202, Some("42"))
+        );
+        let a = map_answer(
+            CallKind::Enroll,
+            Some(b"202"),
+            Some(b"Wed, 21 Oct 2015"),
+            b"",
+        );
+        assert_eq!(a.reply.header("retry-after"), Some("10"));
+        for s in [&b"429"[..], b"503"] {
+            let a = map_answer(CallKind::Enroll, Some(s), Some(b"3"), b"x");
+            assert_eq!(
+                (a.reply.status, a.reply.header("retry-after")),
+                (503, Some("3"))
+            );
+        }
+        for s in [None, Some(&b""[..]), Some(b"abc")] {
+            let a = map_answer(CallKind::Enroll, s, None, b"");
+            assert_eq!(a.reply.status, 503);
+            assert_eq!(a.reply.header("retry-after"), Some("10"));
+        }
+        let a = map_answer(
+            CallKind::Enroll,
+            Some(b"500"),
+            None,
+            b"db password=x at 10.0.0.1",
+        );
+        assert_eq!(a.reply.status, 500);
+        assert!(!String::from_utf8_lossy(&a.reply.body).contains("10.0.0.1"));
+        assert!(
+            a.log.unwrap().contains("10.0.0.1"),
+            "detail goes to the log"
+        );
+        let a = map_answer(CallKind::Enroll, Some(b"504"), None, b"");
+        assert_eq!(a.reply.status, 502);
+        let a = map_answer(CallKind::Enroll, Some(b"302"), None, b"");
+        assert_eq!(a.reply.status, 502);
+        // 202 makes no sense for cacerts.
+        let a = map_answer(CallKind::CaCerts, Some(b"202"), None, b"");
+        assert_eq!(a.reply.status, 502);
+    }
+
+    #[test]
+    fn client_errors_keep_a_clean_reason() {
+        let a = map_answer(CallKind::Enroll, Some(b"403"), None, b"name not allowed\n");
+        assert_eq!(
+            (a.reply.status, a.reply.body.as_slice()),
+            (403, &b"name not allowed\n"[..])
+        );
+        let a = map_answer(CallKind::Enroll, Some(b"409"), None, b"\x00\x01binary");
+        assert_eq!(a.reply.status, 409);
+        assert!(String::from_utf8_lossy(&a.reply.body).contains("HTTP 409"));
+        let long = vec![b'a'; MAX_REASON_BYTES + 1];
+        let a = map_answer(CallKind::Enroll, Some(b"400"), None, &long);
+        assert!(a.reply.body.len() < 100);
+    }
+
+    #[test]
+    fn bad_200_bodies_are_502() {
+        assert_eq!(
+            map_answer(CallKind::Enroll, Some(b"200"), None, b"nope")
+                .reply
+                .status,
+            502
+        );
+        assert_eq!(
+            map_answer(CallKind::CsrAttrs, Some(b"200"), None, b"nope")
+                .reply
+                .status,
+            502
+        );
+        let a = map_answer(CallKind::CsrAttrs, Some(b"200"), None, &[0x30, 0x00]);
+        assert_eq!(a.reply.status, 200, "an empty CsrAttrs is valid");
+        assert_eq!(a.reply.header("content-type"), Some(est::CT_CSRATTRS));
+    }
+}

@@ -99,6 +99,9 @@ pub fn parse(header: &str) -> Result<Vec<XfccElement>, XfccError> {
             }
         } else {
             let mut value = String::new();
+            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+                chars.next();
+            }
             if chars.peek() == Some(&'"') {
                 chars.next();
                 let mut closed = false;
@@ -206,6 +209,8 @@ pub fn client_cert_pem(header: &str) -> Result<Option<String>, XfccError> {
 
 #[cfg(test)]
 mod tests {
+    // Tests: a panic here is a failed test.
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]

@@ -1,0 +1,868 @@
+//! The release `estuary_filter.wasm` driven by an in-repo proxy-wasm host on wasmtime, the way
+//! Envoy drives it. Build the wasm first:
+//! `cargo build -p estuary-filter --target wasm32-wasip1 --profile wasm-release`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod host;
+
+use std::sync::OnceLock;
+
+use estuary_proto::internal_api;
+use host::{Filter, LocalResponse, Outcome, Request};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
+};
+
+const TOKEN: &str = "cp-token-DO-NOT-LOG-7f3a";
+const PARENT: &str = "iot.example.test";
+const SERIAL: &str = "SN-0001";
+const NAME: &str = "sn-0001.iot.example.test";
+
+fn config() -> String {
+    format!(
+        r#"{{"control_plane": {{"cluster": "estuary_cp", "authority": "control-plane", "token": "{TOKEN}", "timeout_ms": 1500}},
+            "parent_domain": "{PARENT}",
+            "max_body_bytes": 4096,
+            "labels": {{"fleet-a": "default"}},
+            "cache_ttl_s": 60}}"#
+    )
+}
+
+struct Pki {
+    ca_der: Vec<u8>,
+    idevid_pem: String,
+    idevid_no_serial_pem: String,
+    ldevid_pem: String,
+    ldevid_der: Vec<u8>,
+    enroll_csr: Vec<u8>,
+    reenroll_csr: Vec<u8>,
+    wrong_name_csr: Vec<u8>,
+}
+
+fn dn_with_serial(params: &mut CertificateParams, serial: &str, cn: &str) {
+    params
+        .distinguished_name
+        .push(DnType::CustomDnType(vec![2, 5, 4, 5]), serial);
+    params.distinguished_name.push(DnType::CommonName, cn);
+}
+
+fn csr_for(names: &[&str], cn: &str) -> Vec<u8> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.serialize_request(&key).unwrap().der().to_vec()
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Test Manufacturer CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        dn_with_serial(&mut p, SERIAL, "pledge");
+        let idevid = p.signed_by(&key, &issuer).unwrap();
+
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "no serial");
+        let no_serial = p.signed_by(&key, &issuer).unwrap();
+
+        // The LDevID and a re-enrolment CSR with the same subject and SAN.
+        let mut p = CertificateParams::new(vec![NAME.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, NAME);
+        let ldevid = p.signed_by(&key, &issuer).unwrap();
+        let reenroll_csr = p.serialize_request(&key).unwrap().der().to_vec();
+
+        Pki {
+            ca_der: ca_cert.der().to_vec(),
+            idevid_pem: idevid.pem(),
+            idevid_no_serial_pem: no_serial.pem(),
+            ldevid_pem: ldevid.pem(),
+            ldevid_der: ldevid.der().to_vec(),
+            enroll_csr: csr_for(&[NAME], NAME),
+            reenroll_csr,
+            wrong_name_csr: csr_for(&["other.iot.example.test"], "other.iot.example.test"),
+        }
+    })
+}
+
+fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An XFCC header as Envoy writes it with SANITIZE_SET.
+fn xfcc(pem: &str) -> String {
+    format!(
+        r#"By=spiffe://est.example.test;Hash=0123abcd;Cert="{}";Chain="{}";Subject="serialNumber=SN-0001,CN=pledge";URI=;DNS="#,
+        url_encode(pem),
+        url_encode(pem)
+    )
+}
+
+fn b64(der: &[u8]) -> String {
+    estuary_proto::base64::encode(der)
+}
+
+fn pkcs7() -> Vec<u8> {
+    estuary_proto::pkcs7::encode_certs_only(&[pki().ldevid_der.clone(), pki().ca_der.clone()])
+        .unwrap()
+}
+
+fn filter() -> Filter {
+    let f = Filter::new(&config()).unwrap();
+    assert!(f.configured, "logs: {:?}", f.logs());
+    f
+}
+
+fn enroll_req(path: &str, cert_pem: &str, body: &str) -> Request {
+    Request::new("POST", path)
+        .mtls(true)
+        .header("x-forwarded-client-cert", xfcc(cert_pem))
+        .header("content-type", "application/pkcs10")
+        .body(body)
+}
+
+fn local(o: &Outcome) -> &LocalResponse {
+    o.local.as_ref().expect("the filter answered locally")
+}
+
+fn assert_error(o: &Outcome, status: u32, needle: &str) {
+    let r = local(o);
+    assert_eq!(r.status, status, "body: {}", r.text());
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/plain"),
+        "{:?}",
+        r.headers
+    );
+    assert!(
+        r.text().to_lowercase().contains(&needle.to_lowercase()),
+        "{:?} not in {:?}",
+        needle,
+        r.text()
+    );
+    assert!(
+        o.calls.is_empty(),
+        "refused at the edge: no control-plane call"
+    );
+}
+
+mod routes {
+    use super::*;
+
+    #[test]
+    fn other_paths_pass_through_untouched() {
+        let mut f = filter();
+        let o = f.request(Request::new("GET", "/healthz")).unwrap();
+        assert_eq!(o.headers_action, 0, "Continue");
+        assert!(o.local.is_none() && o.calls.is_empty());
+        let o = f
+            .request(Request::new("POST", "/upload").body(vec![0u8; 100_000]))
+            .unwrap();
+        assert_eq!(o.headers_action, 0);
+        assert_eq!(o.body_actions, vec![0], "body not buffered");
+        assert!(o.local.is_none());
+        let o = f
+            .request(Request::new("GET", "/.well-known/estuary/cacerts"))
+            .unwrap();
+        assert_eq!(o.headers_action, 0);
+    }
+
+    #[test]
+    fn unknown_operation_label_and_shape_are_404() {
+        let mut f = filter();
+        let o = f
+            .request(Request::new("GET", "/.well-known/est/nope"))
+            .unwrap();
+        assert_error(&o, 404, "no such EST operation: nope");
+        let o = f
+            .request(Request::new("GET", "/.well-known/est/fleet-b/cacerts"))
+            .unwrap();
+        assert_error(&o, 404, "unknown EST label: fleet-b");
+        let o = f
+            .request(Request::new("GET", "/.well-known/est/a/b/cacerts"))
+            .unwrap();
+        assert_error(&o, 404, "not an EST path");
+        let o = f.request(Request::new("GET", "/.well-known/est")).unwrap();
+        assert_eq!(local(&o).status, 404);
+    }
+
+    #[test]
+    fn serverkeygen_and_fullcmc_are_501() {
+        let mut f = filter();
+        let o = f
+            .request(Request::new("POST", "/.well-known/est/serverkeygen"))
+            .unwrap();
+        assert_error(&o, 501, "serverkeygen is not offered");
+        let o = f
+            .request(Request::new("POST", "/.well-known/est/fleet-a/fullcmc"))
+            .unwrap();
+        assert_error(&o, 501, "fullcmc");
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow() {
+        let mut f = filter();
+        let o = f
+            .request(Request::new("GET", "/.well-known/est/simpleenroll"))
+            .unwrap();
+        assert_error(&o, 405, "use POST");
+        assert_eq!(local(&o).header("allow"), Some("POST"));
+        let o = f
+            .request(Request::new("POST", "/.well-known/est/cacerts").body("x"))
+            .unwrap();
+        assert_error(&o, 405, "use GET");
+        assert_eq!(local(&o).header("allow"), Some("GET"));
+    }
+}
+
+mod client_auth {
+    use super::*;
+
+    #[test]
+    fn no_client_certificate_is_401() {
+        let mut f = filter();
+        let body = b64(&pki().enroll_csr);
+        let o = f
+            .request(
+                Request::new("POST", "/.well-known/est/simpleenroll")
+                    .mtls(false)
+                    .header("x-forwarded-client-cert", xfcc(&pki().idevid_pem))
+                    .header("content-type", "application/pkcs10")
+                    .body(&body),
+            )
+            .unwrap();
+        assert_error(&o, 401, "client certificate is required");
+        // mTLS but Envoy passed on no certificate.
+        let o = f
+            .request(
+                Request::new("POST", "/.well-known/est/simpleenroll")
+                    .mtls(true)
+                    .header("content-type", "application/pkcs10")
+                    .body(&body),
+            )
+            .unwrap();
+        assert_error(&o, 401, "client certificate is required");
+        // The last XFCC element (this hop) has no Cert.
+        let spoof = format!("{},By=spiffe://envoy;Hash=00", xfcc(&pki().idevid_pem));
+        let o = f
+            .request(
+                Request::new("POST", "/.well-known/est/simpleenroll")
+                    .mtls(true)
+                    .header("x-forwarded-client-cert", spoof)
+                    .header("content-type", "application/pkcs10")
+                    .body(&body),
+            )
+            .unwrap();
+        assert_error(&o, 401, "client certificate is required");
+        // Garbage in Cert.
+        let o = f
+            .request(
+                Request::new("POST", "/.well-known/est/simpleenroll")
+                    .mtls(true)
+                    .header("x-forwarded-client-cert", "Cert=\"%zz\"")
+                    .header("content-type", "application/pkcs10")
+                    .body(&body),
+            )
+            .unwrap();
+        assert_error(&o, 401, "could not be read");
+    }
+
+    #[test]
+    fn wrong_kind_of_certificate_is_403() {
+        let mut f = filter();
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simpleenroll",
+                &pki().ldevid_pem,
+                &b64(&pki().enroll_csr),
+            ))
+            .unwrap();
+        assert_error(&o, 403, "use simplereenroll");
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simplereenroll",
+                &pki().idevid_pem,
+                &b64(&pki().reenroll_csr),
+            ))
+            .unwrap();
+        assert_error(
+            &o,
+            403,
+            "simplereenroll needs the certificate Estuary issued",
+        );
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simpleenroll",
+                &pki().idevid_no_serial_pem,
+                &b64(&pki().enroll_csr),
+            ))
+            .unwrap();
+        assert_error(&o, 403, "no subject serialNumber");
+    }
+}
+
+mod body_checks {
+    use super::*;
+
+    #[test]
+    fn wrong_content_type_is_415() {
+        let mut f = filter();
+        let o = f
+            .request(
+                Request::new("POST", "/.well-known/est/simpleenroll")
+                    .mtls(true)
+                    .header("x-forwarded-client-cert", xfcc(&pki().idevid_pem))
+                    .header("content-type", "application/json")
+                    .body(b64(&pki().enroll_csr)),
+            )
+            .unwrap();
+        assert_error(&o, 415, "application/pkcs10");
+        // Parameters are tolerated.
+        let o = f
+            .request(
+                Request::new("POST", "/.well-known/est/simpleenroll")
+                    .mtls(true)
+                    .header("x-forwarded-client-cert", xfcc(&pki().idevid_pem))
+                    .header("content-type", "application/pkcs10; charset=us-ascii")
+                    .body(b64(&pki().enroll_csr)),
+            )
+            .unwrap();
+        assert!(o.local.is_none(), "{:?}", o.local);
+        assert_eq!(o.calls.len(), 1);
+    }
+
+    #[test]
+    fn too_large_is_413_by_header_and_by_body() {
+        let mut f = filter();
+        let big = "A".repeat(5000);
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simpleenroll",
+                &pki().idevid_pem,
+                &big,
+            ))
+            .unwrap();
+        assert_eq!(o.headers_action, 1);
+        assert_error(&o, 413, "larger than 4096 bytes");
+        assert!(
+            o.body_actions.is_empty(),
+            "refused from Content-Length alone"
+        );
+        // No Content-Length: the accumulated body decides, chunk by chunk.
+        let mut req = Request::new("POST", "/.well-known/est/simpleenroll")
+            .mtls(true)
+            .header("x-forwarded-client-cert", xfcc(&pki().idevid_pem))
+            .header("content-type", "application/pkcs10");
+        req.body = Some(big.into_bytes());
+        req.chunks = 10;
+        let o = f.request(req).unwrap();
+        assert_eq!(o.headers_action, 1);
+        assert_error(&o, 413, "larger than 4096 bytes");
+        assert!(
+            o.body_actions.len() == 9,
+            "stopped early: {:?}",
+            o.body_actions
+        );
+    }
+
+    #[test]
+    fn bad_base64_der_and_signature_are_400() {
+        let mut f = filter();
+        let idevid = &pki().idevid_pem;
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simpleenroll",
+                idevid,
+                "!!! not base64 !!!",
+            ))
+            .unwrap();
+        assert_error(&o, 400, "not valid base64");
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simpleenroll",
+                idevid,
+                &b64(b"definitely not DER"),
+            ))
+            .unwrap();
+        assert_error(&o, 400, "bad CSR");
+        let mut tampered = pki().enroll_csr.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01;
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simpleenroll",
+                idevid,
+                &b64(&tampered),
+            ))
+            .unwrap();
+        assert_error(&o, 400, "bad CSR");
+        let o = f
+            .request(enroll_req("/.well-known/est/simpleenroll", idevid, "\r\n"))
+            .unwrap();
+        assert_error(&o, 400, "empty");
+    }
+
+    #[test]
+    fn csr_for_another_name_is_refused_at_the_edge() {
+        let mut f = filter();
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simpleenroll",
+                &pki().idevid_pem,
+                &b64(&pki().wrong_name_csr),
+            ))
+            .unwrap();
+        assert_error(&o, 403, "CSR refused");
+    }
+}
+
+mod enroll {
+    use super::*;
+
+    fn enroll(f: &mut Filter, path: &str) -> Outcome {
+        let o = f
+            .request(enroll_req(path, &pki().idevid_pem, &b64(&pki().enroll_csr)))
+            .unwrap();
+        assert!(
+            o.local.is_none(),
+            "{:?}",
+            o.local.as_ref().map(|l| l.text())
+        );
+        assert_eq!(o.headers_action, 1, "Pause for the body");
+        assert_eq!(o.body_actions, vec![1]);
+        assert_eq!(o.calls.len(), 1);
+        o
+    }
+
+    #[test]
+    fn simpleenroll_forwards_the_checked_csr_and_returns_base64_pkcs7() {
+        let mut f = filter();
+        let o = enroll(&mut f, "/.well-known/est/fleet-a/simpleenroll");
+        let call = &o.calls[0];
+        assert_eq!(call.upstream, "estuary_cp");
+        assert_eq!(call.timeout_ms, 1500);
+        assert_eq!(call.header(":method"), Some("POST"));
+        assert_eq!(call.header(":path"), Some(internal_api::ENROLL_PATH));
+        assert_eq!(call.header(":authority"), Some("control-plane"));
+        assert_eq!(
+            call.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        assert_eq!(call.header("content-type"), Some("application/pkcs10"));
+        assert_eq!(
+            call.header(internal_api::HDR_DEVICE_SERIAL),
+            Some("sn-0001")
+        );
+        assert_eq!(
+            call.header(internal_api::HDR_OPERATION),
+            Some("simpleenroll")
+        );
+        assert_eq!(call.header(internal_api::HDR_LABEL), Some("fleet-a"));
+        assert_eq!(call.body, pki().enroll_csr, "raw DER CSR");
+
+        let p7 = pkcs7();
+        let r = f
+            .answer(
+                &o,
+                Some(200),
+                &[("content-type", estuary_proto::est::CT_PKCS7_CERTS_ONLY)],
+                &p7,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/pkcs7-mime; smime-type=certs-only")
+        );
+        assert_eq!(r.header("content-transfer-encoding"), Some("base64"));
+        assert_eq!(estuary_proto::base64::decode(&r.body).unwrap(), p7);
+        let certs = estuary_proto::pkcs7::decode_certs_only(
+            &estuary_proto::base64::decode(&r.body).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(certs[0], pki().ldevid_der);
+        f.finish(&o).unwrap();
+        assert!(
+            f.logs().iter().all(|l| !l.contains(TOKEN)),
+            "token never logged"
+        );
+    }
+
+    #[test]
+    fn simplereenroll_with_the_ldevid() {
+        let mut f = filter();
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simplereenroll",
+                &pki().ldevid_pem,
+                &b64(&pki().reenroll_csr),
+            ))
+            .unwrap();
+        assert!(
+            o.local.is_none(),
+            "{:?}",
+            o.local.as_ref().map(|l| l.text())
+        );
+        let call = &o.calls[0];
+        assert_eq!(
+            call.header(internal_api::HDR_OPERATION),
+            Some("simplereenroll")
+        );
+        assert_eq!(
+            call.header(internal_api::HDR_DEVICE_SERIAL),
+            Some("sn-0001")
+        );
+        assert_eq!(call.header(internal_api::HDR_LABEL), None);
+        let r = f.answer(&o, Some(200), &[], &pkcs7()).unwrap().unwrap();
+        assert_eq!(r.status, 200);
+        // A re-enrolment CSR with another subject is refused (RFC 7030 §4.2.2).
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simplereenroll",
+                &pki().ldevid_pem,
+                &b64(&pki().wrong_name_csr),
+            ))
+            .unwrap();
+        assert_error(&o, 403, "CSR refused");
+    }
+
+    #[test]
+    fn pending_is_202_with_retry_after() {
+        let mut f = filter();
+        let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+        let r = f
+            .answer(&o, Some(202), &[("retry-after", "30")], b"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 202);
+        assert_eq!(r.header("retry-after"), Some("30"));
+        assert!(r.text().contains("pending"));
+        let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+        let r = f.answer(&o, Some(202), &[], b"").unwrap().unwrap();
+        assert_eq!(r.header("retry-after"), Some("10"));
+    }
+
+    #[test]
+    fn control_plane_4xx_reason_is_passed_on() {
+        let mut f = filter();
+        let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+        let r = f
+            .answer(
+                &o,
+                Some(409),
+                &[("content-type", "text/plain")],
+                b"a certificate for this device is being issued",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 409);
+        assert_eq!(
+            r.text().trim(),
+            "a certificate for this device is being issued"
+        );
+    }
+
+    #[test]
+    fn control_plane_5xx_detail_stays_internal() {
+        let mut f = filter();
+        for (status, expected) in [(500u16, 500u32), (502, 502), (504, 502)] {
+            let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+            let r = f
+                .answer(
+                    &o,
+                    Some(status),
+                    &[],
+                    b"redis 10.1.2.3:6379 refused; acme order 77 failed",
+                )
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.status, expected);
+            assert!(
+                !r.text().contains("redis") && !r.text().contains("10.1.2.3"),
+                "{}",
+                r.text()
+            );
+            assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        }
+        // 200 with something that is not PKCS#7: not forwarded either.
+        let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+        let r = f.answer(&o, Some(200), &[], b"oops").unwrap().unwrap();
+        assert_eq!(r.status, 502);
+    }
+
+    #[test]
+    fn busy_timeout_and_dispatch_failure_are_503_with_retry_after() {
+        let mut f = filter();
+        for status in [429u16, 503] {
+            let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+            let r = f
+                .answer(&o, Some(status), &[("retry-after", "7")], b"busy")
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.status, 503);
+            assert_eq!(r.header("retry-after"), Some("7"));
+        }
+        let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+        let r = f.answer(&o, None, &[], b"").unwrap().unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after"), Some("10"));
+        assert!(r.text().contains("control plane unavailable"));
+
+        f.store.data_mut().fail_http_call = true;
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simpleenroll",
+                &pki().idevid_pem,
+                &b64(&pki().enroll_csr),
+            ))
+            .unwrap();
+        let r = local(&o);
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after"), Some("10"));
+        assert!(r.text().contains("control plane unavailable"));
+    }
+}
+
+mod cached_gets {
+    use super::*;
+
+    #[test]
+    fn cacerts_needs_no_client_cert_and_is_cached() {
+        let mut f = filter();
+        let o = f
+            .request(Request::new("GET", "/.well-known/est/cacerts"))
+            .unwrap();
+        assert!(o.local.is_none());
+        assert_eq!(o.calls.len(), 1);
+        let call = &o.calls[0];
+        assert_eq!(call.header(":method"), Some("GET"));
+        assert_eq!(call.header(":path"), Some(internal_api::CACERTS_PATH));
+        assert_eq!(
+            call.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        let p7 = estuary_proto::pkcs7::encode_certs_only(&[pki().ca_der.clone()]).unwrap();
+        let r = f.answer(&o, Some(200), &[], &p7).unwrap().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/pkcs7-mime; smime-type=certs-only")
+        );
+        assert_eq!(r.header("content-transfer-encoding"), Some("base64"));
+        assert_eq!(estuary_proto::base64::decode(&r.body).unwrap(), p7);
+
+        // Second request: from the cache, no call.
+        let o2 = f
+            .request(Request::new("GET", "/.well-known/est/cacerts"))
+            .unwrap();
+        assert!(o2.calls.is_empty());
+        assert_eq!(local(&o2).status, 200);
+        assert_eq!(local(&o2).body, r.body);
+        // Another label has its own entry.
+        let o3 = f
+            .request(Request::new("GET", "/.well-known/est/fleet-a/cacerts"))
+            .unwrap();
+        assert_eq!(o3.calls.len(), 1);
+        assert_eq!(o3.calls[0].header(internal_api::HDR_LABEL), Some("fleet-a"));
+        // After the TTL (60 s) the control plane is asked again.
+        f.store.data_mut().now_ns += 61 * 1_000_000_000;
+        let o4 = f
+            .request(Request::new("GET", "/.well-known/est/cacerts"))
+            .unwrap();
+        assert_eq!(o4.calls.len(), 1);
+    }
+
+    #[test]
+    fn csrattrs_needs_a_client_cert_and_is_cached_per_device() {
+        let mut f = filter();
+        let o = f
+            .request(Request::new("GET", "/.well-known/est/csrattrs"))
+            .unwrap();
+        assert_error(&o, 401, "client certificate is required");
+
+        let req = || {
+            Request::new("GET", "/.well-known/est/csrattrs")
+                .mtls(true)
+                .header("x-forwarded-client-cert", xfcc(&pki().idevid_pem))
+        };
+        let o = f.request(req()).unwrap();
+        assert!(
+            o.local.is_none(),
+            "{:?}",
+            o.local.as_ref().map(|l| l.text())
+        );
+        let call = &o.calls[0];
+        assert_eq!(call.header(":path"), Some(internal_api::CSRATTRS_PATH));
+        assert_eq!(
+            call.header(internal_api::HDR_DEVICE_SERIAL),
+            Some("sn-0001")
+        );
+        let name =
+            estuary_proto::names::DeviceName::parse_under(NAME, &PARENT.parse().unwrap()).unwrap();
+        let attrs = estuary_proto::csrattrs::device_template(
+            &name,
+            &estuary_proto::policy::KeyPolicy::default(),
+        )
+        .to_der()
+        .unwrap();
+        let r = f.answer(&o, Some(200), &[], &attrs).unwrap().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("application/csrattrs"));
+        assert_eq!(r.header("content-transfer-encoding"), Some("base64"));
+        assert_eq!(estuary_proto::base64::decode(&r.body).unwrap(), attrs);
+
+        let o2 = f.request(req()).unwrap();
+        assert!(o2.calls.is_empty());
+        assert_eq!(local(&o2).body, r.body);
+
+        // The LDevID of the same device is served the same way.
+        let o3 = f
+            .request(
+                Request::new("GET", "/.well-known/est/csrattrs")
+                    .mtls(true)
+                    .header("x-forwarded-client-cert", xfcc(&pki().ldevid_pem)),
+            )
+            .unwrap();
+        assert_eq!(local(&o3).status, 200);
+    }
+}
+
+mod configuration {
+    use super::*;
+
+    #[test]
+    fn bad_configuration_refuses_to_start_and_names_the_fields() {
+        let f = Filter::new(
+            r#"{"control_plane": {"cluster": "cp", "authority": "cp", "token": "hunter2-secret", "timeout_ms": 0},
+                "parent_domain": "iot.example.test", "keys": {"rsa_min_bits": 1024}, "colour": "blue"}"#,
+        )
+        .unwrap();
+        assert!(!f.configured);
+        let logs = f.logs().join("\n");
+        for field in ["control_plane.timeout_ms", "keys.rsa_min_bits", "colour"] {
+            assert!(logs.contains(field), "{field} not named in {logs}");
+        }
+        assert!(!logs.contains("hunter2"), "token logged: {logs}");
+        let f = Filter::new("not json").unwrap();
+        assert!(!f.configured);
+        assert!(f.logs().join("\n").contains("not valid JSON"));
+    }
+
+    #[test]
+    fn release_wasm_is_under_one_mebibyte() {
+        let size = host::wasm_size();
+        assert!(size > 0 && size < 1024 * 1024, "wasm is {size} bytes");
+        eprintln!("estuary_filter.wasm: {size} bytes");
+    }
+}
+
+mod randomized {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("/.well-known/est/simpleenroll".to_string()),
+            Just("/.well-known/est/simplereenroll".to_string()),
+            Just("/.well-known/est/cacerts".to_string()),
+            Just("/.well-known/est/csrattrs".to_string()),
+            Just("/.well-known/est/fleet-a/simpleenroll".to_string()),
+            "/\\.well-known/est/[a-z%/?.-]{0,20}",
+            ".{0,40}",
+        ]
+    }
+
+    fn xfcc_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(xfcc(&pki().idevid_pem).into_bytes()),
+            Just(xfcc(&pki().ldevid_pem).into_bytes()),
+            "[A-Za-z=;,\"\\\\% ]{0,80}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..120),
+            // A real header with random damage.
+            (0usize..2000, any::<u8>()).prop_map(|(at, b)| {
+                let mut v = xfcc(&pki().idevid_pem).into_bytes();
+                let i = at % v.len();
+                v[i] = b;
+                v
+            }),
+        ]
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b64(&pki().enroll_csr).into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..600),
+            "[A-Za-z0-9+/=\r\n]{0,600}".prop_map(String::into_bytes),
+            (0usize..4000, any::<u8>()).prop_map(|(at, b)| {
+                let mut der = pki().enroll_csr.clone();
+                let i = at % der.len();
+                der[i] = b;
+                b64(&der).into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn random_requests_never_trap(
+            method in prop_oneof![Just("GET".to_string()), Just("POST".to_string()), Just("PUT".to_string()), "[A-Z]{0,6}"],
+            path in path(),
+            mtls in proptest::option::of(any::<bool>()),
+            xfcc in proptest::option::of(xfcc_value()),
+            content_type in proptest::option::of(prop_oneof![Just(b"application/pkcs10".to_vec()), proptest::collection::vec(any::<u8>(), 0..30)]),
+            content_length in proptest::option::of(prop_oneof![Just(b"12".to_vec()), proptest::collection::vec(any::<u8>(), 0..12)]),
+            body in proptest::option::of(body()),
+            chunks in 1usize..4,
+            answer_status in proptest::option::of(100u16..600),
+            answer_body in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            thread_local! {
+                static F: std::cell::RefCell<Option<Filter>> = const { std::cell::RefCell::new(None) };
+            }
+            F.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                let f = slot.get_or_insert_with(filter);
+                let mut req = Request::new(&method, &path);
+                req.mtls = mtls;
+                if let Some(x) = &xfcc { req = req.header("x-forwarded-client-cert", x); }
+                if let Some(ct) = &content_type { req = req.header("content-type", ct); }
+                if let Some(cl) = &content_length { req = req.header("content-length", cl); }
+                req.body = body.clone();
+                req.chunks = chunks;
+                let o = f.request(req).expect("the filter never traps on a request");
+                if o.local.is_none() && !o.calls.is_empty() {
+                    let r = f
+                        .answer(&o, answer_status, &[("retry-after", "x")], &answer_body)
+                        .expect("the filter never traps on an answer");
+                    let r = r.expect("every control-plane answer gets a reply");
+                    prop_assert!(r.status >= 200 && r.status < 600);
+                }
+                if let Some(l) = &o.local {
+                    prop_assert!(l.status >= 200 && l.status < 600);
+                }
+                f.finish(&o).expect("stream teardown never traps");
+                Ok(())
+            })?;
+        }
+    }
+}
