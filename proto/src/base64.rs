@@ -58,6 +58,10 @@ pub fn decode(body: &[u8]) -> Result<Vec<u8>, Base64Error> {
         compact.push(byte);
         offsets.push(offset);
     }
+    // Padding is all or nothing: with any '=', the text must fill whole 4-symbol groups.
+    if compact.last() == Some(&b'=') && compact.len() % 4 != 0 {
+        return Err(Base64Error::InvalidPadding);
+    }
     DECODER.decode(&compact).map_err(|e| match e {
         base64::DecodeError::InvalidByte(i, byte) => {
             if byte == b'=' {

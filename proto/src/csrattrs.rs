@@ -11,9 +11,15 @@
 //!
 //! [`device_template`] uses the RFC 9908 reading of an `extensionRequest` attribute: its value
 //! is an `Extensions` whose subjectAltName carries the exact dNSName the device must request.
-//! Key types are given as RFC 7030 §4.5.2 does for EC keys (an `id-ecPublicKey` attribute whose
-//! values are the accepted curves), RSA as an `rsaEncryption` attribute whose value is the
-//! smallest accepted modulus size (INTEGER, RFC 9908 §3), Ed25519 as a bare OID.
+//! Key types follow RFC 9908 §3.2: one `id-ecPublicKey` attribute per accepted curve (value: the
+//! curve OID, as in the RFC 7030 §4.5.2 example), an `rsaEncryption` attribute whose value is
+//! the smallest accepted modulus size (INTEGER), Ed25519 as a bare OID. The device may use any
+//! of the listed key types.
+//!
+//! Not done: the RFC 9908 §3.4 `CertificationRequestInfoTemplate` is not emitted (so no
+//! subject commonName value is prescribed; the enrolment policy accepts an absent CN or one
+//! equal to the name). [`CsrAttrs::requested_dns_names`] does read a template's
+//! extensionRequest.
 //! challengePassword is not requested.
 
 use const_oid::ObjectIdentifier;
@@ -192,11 +198,22 @@ impl CsrAttrs {
 
     /// The elliptic curves the server accepts (values of an `id-ecPublicKey` attribute).
     pub fn requested_curves(&self) -> Vec<ObjectIdentifier> {
-        self.attribute_values(oids::EC_PUBLIC_KEY)
-            .unwrap_or_default()
+        self.0
             .iter()
+            .filter_map(|e| match e {
+                AttrOrOid::Attribute { oid, values } if *oid == oids::EC_PUBLIC_KEY => Some(values),
+                _ => None,
+            })
+            .flatten()
             .filter_map(|v| ObjectIdentifier::from_der(v).ok())
             .collect()
+    }
+
+    /// The smallest RSA modulus the server asks for (an `rsaEncryption` attribute whose value
+    /// is an INTEGER, RFC 9908 §3.2), if any.
+    pub fn requested_rsa_bits(&self) -> Option<u32> {
+        let value = self.attribute_values(oids::RSA_ENCRYPTION)?.first()?;
+        u32::from_der(value).ok()
     }
 }
 
@@ -268,21 +285,18 @@ pub fn device_template(name: &DeviceName, keys: &KeyPolicy) -> CsrAttrs {
             values: vec![integer_der(keys.rsa_min_bits)],
         });
     }
-    let mut curves = Vec::new();
-    // DER SET OF order: 1.2.840... (secp256r1) sorts after 1.3.132... by encoding? Compare
-    // encodings and keep sorted.
-    if keys.allow_p256 {
-        curves.push(derutil::oid_der(&oids::SECP256R1));
-    }
-    if keys.allow_p384 {
-        curves.push(derutil::oid_der(&oids::SECP384R1));
-    }
-    curves.sort();
-    if !curves.is_empty() {
-        entries.push(AttrOrOid::Attribute {
-            oid: oids::EC_PUBLIC_KEY,
-            values: curves,
-        });
+    // RFC 9908 §3.2: an id-ecPublicKey attribute names one curve; one attribute per
+    // accepted curve, the device picks any.
+    for (allowed, curve) in [
+        (keys.allow_p256, oids::SECP256R1),
+        (keys.allow_p384, oids::SECP384R1),
+    ] {
+        if allowed {
+            entries.push(AttrOrOid::Attribute {
+                oid: oids::EC_PUBLIC_KEY,
+                values: vec![derutil::oid_der(&curve)],
+            });
+        }
     }
     if keys.allow_ed25519 {
         entries.push(AttrOrOid::Oid(oids::ED25519));
@@ -292,4 +306,137 @@ pub fn device_template(name: &DeviceName, keys: &KeyPolicy) -> CsrAttrs {
         values: vec![san_extensions(name.as_str())],
     });
     CsrAttrs(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{DeviceSerial, ParentDomain};
+
+    /// RFC 7030 §4.5.2, the example CsrAttrs: challengePassword, an ecPublicKey attribute with
+    /// secp384r1, an extensionRequest attribute with macAddress (1.3.6.1.1.1.1.22), and
+    /// ecdsa-with-SHA384. <https://www.rfc-editor.org/rfc/rfc7030#section-4.5.2>
+    const RFC7030_EXAMPLE: &str = "MEEGCSqGSIb3DQEJBzASBgcqhkjOPQIBMQcGBSuBBAAiMBYGCSqGSIb3DQEJDjEJBgcrBgEBAQEWBggqhkjOPQQDAw==";
+
+    fn oid(s: &str) -> ObjectIdentifier {
+        ObjectIdentifier::new(s).unwrap()
+    }
+
+    #[test]
+    fn rfc7030_section_4_5_2_example() {
+        let der = crate::base64::decode(RFC7030_EXAMPLE.as_bytes()).unwrap();
+        let attrs = CsrAttrs::from_der(&der).unwrap();
+        assert_eq!(
+            attrs.0,
+            vec![
+                AttrOrOid::Oid(oid("1.2.840.113549.1.9.7")),
+                AttrOrOid::Attribute {
+                    oid: oid("1.2.840.10045.2.1"),
+                    values: vec![derutil::oid_der(&oid("1.3.132.0.34"))],
+                },
+                AttrOrOid::Attribute {
+                    oid: oid("1.2.840.113549.1.9.14"),
+                    values: vec![derutil::oid_der(&oid("1.3.6.1.1.1.1.22"))],
+                },
+                AttrOrOid::Oid(oid("1.2.840.10045.4.3.3")),
+            ]
+        );
+        assert!(attrs.mentions(oids::CHALLENGE_PASSWORD));
+        assert_eq!(attrs.requested_curves(), vec![oids::SECP384R1]);
+        // The extensionRequest value here is a bare OID, not Extensions: no names.
+        assert!(attrs.requested_dns_names().is_empty());
+        assert_eq!(attrs.to_der().unwrap(), der);
+        assert_eq!(
+            crate::base64::encode(&der).replace("\r\n", ""),
+            RFC7030_EXAMPLE
+        );
+    }
+
+    #[test]
+    fn every_prefix_and_trailing() {
+        let der = crate::base64::decode(RFC7030_EXAMPLE.as_bytes()).unwrap();
+        for len in 0..der.len() {
+            assert!(CsrAttrs::from_der(&der[..len]).is_err(), "prefix {len}");
+        }
+        let mut long = der.clone();
+        long.push(0);
+        assert_eq!(CsrAttrs::from_der(&long), Err(CsrAttrsError::TrailingData));
+    }
+
+    #[test]
+    fn empty_and_bad_entries() {
+        assert_eq!(CsrAttrs::from_der(&[0x30, 0]).unwrap(), CsrAttrs(vec![]));
+        assert_eq!(CsrAttrs(vec![]).to_der().unwrap(), vec![0x30, 0]);
+        assert_eq!(
+            CsrAttrs::from_der(&[0x31, 0]),
+            Err(CsrAttrsError::NotASequence)
+        );
+        // SEQUENCE { INTEGER 1 }
+        assert_eq!(
+            CsrAttrs::from_der(&[0x30, 3, 2, 1, 1]),
+            Err(CsrAttrsError::BadEntry { index: 0 })
+        );
+        // SEQUENCE { SEQUENCE { OID 2.5.4.3, SET {} } }
+        let empty_set = [0x30, 9, 0x30, 7, 6, 3, 0x55, 4, 3, 0x31, 0];
+        assert_eq!(
+            CsrAttrs::from_der(&empty_set),
+            Err(CsrAttrsError::EmptyValues { index: 0 })
+        );
+        let bad = CsrAttrs(vec![AttrOrOid::Attribute {
+            oid: oids::COMMON_NAME,
+            values: vec![vec![0x04, 5, 1]],
+        }]);
+        assert_eq!(bad.to_der(), Err(CsrAttrsError::BadValue { index: 0 }));
+        let none = CsrAttrs(vec![AttrOrOid::Attribute {
+            oid: oids::COMMON_NAME,
+            values: vec![],
+        }]);
+        assert_eq!(none.to_der(), Err(CsrAttrsError::EmptyValues { index: 0 }));
+    }
+
+    #[test]
+    fn device_template_names_the_device() {
+        let parent = ParentDomain::parse("iot.example.test").unwrap();
+        let name = DeviceName::new(&DeviceSerial::parse("Dev1").unwrap(), &parent).unwrap();
+        let attrs = device_template(&name, &KeyPolicy::default());
+        let der = attrs.to_der().unwrap();
+        let back = CsrAttrs::from_der(&der).unwrap();
+        assert_eq!(back, attrs);
+        assert_eq!(back.requested_dns_names(), vec!["dev1.iot.example.test"]);
+        assert_eq!(
+            back.requested_curves(),
+            vec![oids::SECP256R1, oids::SECP384R1]
+        );
+        assert_eq!(back.requested_rsa_bits(), Some(2048));
+        assert!(back.mentions(oids::ED25519));
+        assert!(!back.mentions(oids::CHALLENGE_PASSWORD));
+        // The extensionRequest value is an Extensions that x509-cert reads as one SAN.
+        let ext = back.attribute_values(oids::EXTENSION_REQUEST).unwrap();
+        let exts = Extensions::from_der(&ext[0]).unwrap();
+        assert_eq!(exts.len(), 1);
+        assert_eq!(exts[0].extn_id, oids::SUBJECT_ALT_NAME);
+        assert!(!exts[0].critical);
+
+        let ec_only = KeyPolicy {
+            rsa_min_bits: 1,
+            rsa_max_bits: 0,
+            allow_p256: true,
+            allow_p384: false,
+            allow_ed25519: false,
+        };
+        let attrs = device_template(&name, &ec_only);
+        assert_eq!(attrs.requested_rsa_bits(), None);
+        assert!(!attrs.mentions(oids::RSA_ENCRYPTION));
+        assert_eq!(attrs.requested_curves(), vec![oids::SECP256R1]);
+        assert!(!attrs.mentions(oids::ED25519));
+    }
+
+    #[test]
+    fn integers() {
+        assert_eq!(integer_der(0), vec![2, 1, 0]);
+        assert_eq!(integer_der(127), vec![2, 1, 127]);
+        assert_eq!(integer_der(128), vec![2, 2, 0, 128]);
+        assert_eq!(integer_der(2048), vec![2, 2, 8, 0]);
+        assert_eq!(u32::from_der(&integer_der(4096)).unwrap(), 4096);
+    }
 }
