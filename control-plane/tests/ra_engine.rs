@@ -21,7 +21,7 @@ fn serial(tag: &str) -> String {
 /// (a) (b) (c): issuance, openssl verification, DNS cleanup, identical CSR from the cache.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_csr_becomes_a_chain_that_openssl_verifies_and_is_cached() {
-    let stack = Stack::start();
+    let stack = stack();
     let cp = ControlPlane::start(&stack, &CpOptions::default());
     let sn = serial("sn-a");
     let name = format!("{sn}.{PARENT}");
@@ -101,7 +101,7 @@ async fn a_csr_becomes_a_chain_that_openssl_verifies_and_is_cached() {
 /// (d) 50 distinct CSRs in flight at once are all issued.
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_enrolments_are_all_issued() {
-    let stack = Stack::start();
+    let stack = stack();
     let cp = std::sync::Arc::new(ControlPlane::start(
         &stack,
         &CpOptions {
@@ -138,7 +138,7 @@ async fn fifty_concurrent_enrolments_are_all_issued() {
 /// (e) A name outside the TSIG key's scope: a clear error, and nothing left in DNS.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_outside_the_keys_scope_fails_clearly_and_leaves_nothing() {
-    let stack = Stack::start();
+    let stack = stack();
     // The key may write TXT only below iot.example.test; this RA is misconfigured for lab.
     let cp = ControlPlane::start(
         &stack,
@@ -174,7 +174,7 @@ async fn a_name_outside_the_keys_scope_fails_clearly_and_leaves_nothing() {
 /// (f) The process is killed after it answered "pending"; a fresh one finishes the enrolment.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_process_completes_what_a_killed_one_left_pending() {
-    let stack = Stack::start();
+    let stack = stack();
     let opts = CpOptions {
         budget_ms: 1,
         retry_after_s: 1,
@@ -215,7 +215,7 @@ async fn a_fresh_process_completes_what_a_killed_one_left_pending() {
 /// (g) Redis restarts mid-run: 503 + Retry-After while it is down, recovery without a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_rides_out_a_redis_restart() {
-    let mut stack = Stack::start();
+    let mut stack = stack();
     let mut cp = ControlPlane::start(&stack, &CpOptions::default());
     let sn = serial("sn-g1");
     let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
@@ -250,7 +250,7 @@ async fn the_service_rides_out_a_redis_restart() {
 /// (h) Garbage, truncated and wrongly-signed CSRs get typed 4xx errors; the process lives on.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_csrs_get_typed_errors_never_a_crash() {
-    let stack = Stack::start();
+    let stack = stack();
     let mut cp = ControlPlane::start(&stack, &CpOptions::default());
     let sn = serial("sn-h");
     let (good, _) = csr_for(&format!("{sn}.{PARENT}"));
@@ -325,7 +325,7 @@ async fn bad_csrs_get_typed_errors_never_a_crash() {
 /// cacerts and csrattrs through the internal API.
 #[tokio::test(flavor = "multi_thread")]
 async fn cacerts_and_csrattrs_describe_the_ca_and_the_device() {
-    let stack = Stack::start();
+    let stack = stack();
     let cp = ControlPlane::start(&stack, &CpOptions::default());
     let auth = format!("Bearer {TOKEN}");
     let r = http(

@@ -1,9 +1,14 @@
-//! Test harness for Estuary: starts real services (Redis, BIND9, Pebble, the control plane) on
-//! loopback, each on a free port and in a fresh temporary directory, and stops them on drop.
+//! Test harness for Estuary: starts real services (Redis, BIND9, Pebble, Envoy, the control
+//! plane) on loopback, each on a free port and in a fresh temporary directory, and stops them
+//! on drop. `cargo xtask up` uses the same code for the dev stack.
 //!
-//! Every starter fails with a message that says which Debian package to install when the
-//! program is missing; nothing here is skipped silently.
+//! Every starter fails with a message that says what to install when a program is missing;
+//! nothing here is skipped silently.
 pub mod bind;
+pub mod envoy;
+pub mod hostapd;
 pub mod pebble;
+pub mod pki;
 pub mod redis;
+pub mod stack;
 pub mod util;

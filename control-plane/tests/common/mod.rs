@@ -4,176 +4,48 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use estuary_tests::bind::Bind;
-use estuary_tests::pebble::Pebble;
-use estuary_tests::redis::Redis;
-use estuary_tests::util::{free_port, tail, wait_tcp, KillOnDrop, TempDir};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 
-pub const TOKEN: &str = "test-token-0123456789abcdef";
-pub const PARENT: &str = "iot.example.test";
+pub use estuary_tests::stack::{ControlPlane as Process, CpOptions, Stack};
 
-/// BIND9 + Redis + Pebble on loopback.
-pub struct Stack {
-    pub bind: Bind,
-    pub redis: Redis,
-    pub pebble: Pebble,
+pub const TOKEN: &str = estuary_tests::stack::DEV_TOKEN;
+pub const PARENT: &str = estuary_tests::stack::DEV_PARENT;
+
+/// Starts the BIND9 + Redis + Pebble stack.
+pub fn stack() -> Stack {
+    Stack::start().expect("start BIND9, Redis and Pebble")
 }
 
-impl Stack {
-    pub fn start() -> Stack {
-        let bind = Bind::start().expect("start BIND9");
-        let redis = Redis::start().expect("start Redis");
-        let pebble = Pebble::start(bind.addr).expect("start Pebble");
-        Stack {
-            bind,
-            redis,
-            pebble,
-        }
+/// The control plane of this package, as a real process, with test helpers.
+pub struct ControlPlane(pub Process);
+
+impl std::ops::Deref for ControlPlane {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
     }
 }
 
-/// Knobs for one control-plane process.
-#[derive(Clone)]
-pub struct CpOptions {
-    pub parent: String,
-    pub budget_ms: u64,
-    pub retry_after_s: u64,
-    pub lock_ttl_s: u64,
-    pub extra_env: Vec<(String, String)>,
-}
-
-impl Default for CpOptions {
-    fn default() -> Self {
-        Self {
-            parent: PARENT.into(),
-            budget_ms: 5000,
-            retry_after_s: 1,
-            lock_ttl_s: 15,
-            extra_env: Vec::new(),
-        }
+impl std::ops::DerefMut for ControlPlane {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
     }
-}
-
-/// The control plane, as a real process.
-pub struct ControlPlane {
-    pub addr: SocketAddr,
-    pub log: PathBuf,
-    pub config: PathBuf,
-    child: KillOnDrop,
-    _dir: TempDir,
 }
 
 impl ControlPlane {
     pub fn start(stack: &Stack, opts: &CpOptions) -> ControlPlane {
-        let dir = TempDir::new("cp").expect("temp dir");
-        let port = free_port().expect("port");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let config = dir.path().join("estuary.toml");
-        let text = format!(
-            r#"
-[server]
-listen = "{addr}"
-api_token = "{TOKEN}"
-
-[est]
-parent_domain = "{parent}"
-ca_certs_file = "{roots}"
-
-[acme]
-directory_url = "{dir_url}"
-tls_root_file = "{tls_root}"
-poll_initial_ms = 20
-order_timeout_s = 30
-
-[dns]
-server = "{dns}"
-zone = "{zone}"
-key_name = "{key_name}"
-algorithm = "hmac-sha256"
-timeout_ms = 2000
-
-[redis]
-url = "{redis}"
-
-[enroll]
-budget_ms = {budget}
-retry_after_s = {retry}
-lock_ttl_s = {lock}
-unavailable_retry_after_s = 2
-"#,
-            parent = opts.parent,
-            roots = stack.pebble.issuer_root_pem.display(),
-            dir_url = stack.pebble.directory_url,
-            tls_root = stack.pebble.tls_ca_pem.display(),
-            dns = stack.bind.addr,
-            zone = stack.bind.zone,
-            key_name = stack.bind.key_name,
-            redis = stack.redis.url(),
-            budget = opts.budget_ms,
-            retry = opts.retry_after_s,
-            lock = opts.lock_ttl_s,
-        );
-        std::fs::write(&config, text).expect("write config");
-        Self::spawn(dir, addr, config, stack, opts)
-    }
-
-    fn spawn(dir: TempDir, addr: SocketAddr, config: PathBuf, stack: &Stack, opts: &CpOptions) -> ControlPlane {
-        let log = dir.path().join(format!("cp-{}.log", addr.port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary-control-plane"));
-        cmd.arg("--config")
-            .arg(&config)
-            // The TSIG secret comes from the environment, as an operator would pass it.
-            .env("ESTUARY_DNS__SECRET", &stack.bind.secret_b64)
-            .env("RUST_LOG", "info,estuary_control_plane=debug");
-        for (k, v) in &opts.extra_env {
-            cmd.env(k, v);
-        }
-        let child = KillOnDrop::spawn(cmd, &log).expect("spawn control plane");
-        wait_tcp(addr, Duration::from_secs(20), "control plane")
-            .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
-        ControlPlane {
-            addr,
-            log,
-            config,
-            child,
-            _dir: dir,
-        }
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        self.child.kill();
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.is_running()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_estuary-control-plane"));
+        ControlPlane(Process::start(bin, stack, opts).expect("start the control plane"))
     }
 
     /// A counter or sample value from `/metrics` (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
         let r = http(&self.url("/metrics"), "GET", &[], Vec::new()).await;
-        let text = String::from_utf8_lossy(&r.body).to_string();
-        text.lines()
-            .find_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                (name == series).then(|| value.parse::<f64>().ok())?
-            })
-            .unwrap_or(0.0)
+        estuary_tests::stack::metric_value(&String::from_utf8_lossy(&r.body), series)
     }
 
     /// POST /estuary/v1/enroll.
@@ -192,7 +64,7 @@ unavailable_retry_after_s = 2
         .await
     }
 
-    /// Enrols, following 202 + Retry-After, until a final answer or `deadline`.
+    /// Enrols, following 202 + Retry-After, until a final answer or `within` has passed.
     pub async fn enroll_until_done(&self, serial: &str, csr_der: &[u8], within: Duration) -> Resp {
         let deadline = Instant::now() + within;
         loop {

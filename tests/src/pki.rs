@@ -1,0 +1,132 @@
+//! The dev/test PKI: the Envoy listener's CA and certificate, the manufacturer CA that issues
+//! IDevIDs (subject serialNumber = device serial), and IDevIDs on demand. Files are PEM.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// A CA: its certificate PEM and key, able to issue.
+pub struct Ca {
+    /// Certificate file.
+    pub cert_path: PathBuf,
+    /// Private key file (PKCS#8 PEM).
+    pub key_path: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate and key written to disk.
+pub struct Issued {
+    /// Certificate file (leaf only).
+    pub cert_path: PathBuf,
+    /// Private key file.
+    pub key_path: PathBuf,
+}
+
+impl Ca {
+    /// A new self-signed CA named `cn`, written as `<dir>/<stem>.pem` and `<stem>.key`.
+    pub fn create(dir: &Path, stem: &str, cn: &str) -> anyhow::Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.distinguished_name.push(DnType::OrganizationName, "Estuary dev");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key)?;
+        let cert_path = dir.join(format!("{stem}.pem"));
+        let key_path = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert_path, cert.pem())
+            .with_context(|| format!("writing {}", cert_path.display()))?;
+        write_key(&key_path, &key.serialize_pem())?;
+        Ok(Self {
+            cert_path,
+            key_path,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A TLS server certificate for `localhost` and 127.0.0.1.
+    pub fn issue_server(&self, dir: &Path, stem: &str) -> anyhow::Result<Issued> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        write_pair(dir, stem, &cert.pem(), &key.serialize_pem())
+    }
+
+    /// An IDevID for device `serial`: subject `serialNumber=<serial>, CN=<cn>`, clientAuth.
+    pub fn issue_idevid(&self, dir: &Path, stem: &str, serial: &str) -> anyhow::Result<Issued> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            DnValue::PrintableString(serial.try_into().context("serial must be printable")?),
+        );
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("Estuary dev pledge {serial}"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        write_pair(dir, stem, &cert.pem(), &key.serialize_pem())
+    }
+}
+
+fn write_pair(dir: &Path, stem: &str, cert: &str, key: &str) -> anyhow::Result<Issued> {
+    let cert_path = dir.join(format!("{stem}.pem"));
+    let key_path = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert_path, cert).with_context(|| format!("writing {}", cert_path.display()))?;
+    write_key(&key_path, key)?;
+    Ok(Issued {
+        cert_path,
+        key_path,
+    })
+}
+
+fn write_key(path: &Path, pem: &str) -> anyhow::Result<()> {
+    std::fs::write(path, pem).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// The dev stack's PKI, in one directory.
+pub struct DevPki {
+    /// Signs the Envoy listener's certificate (clients trust this: `ESTUARY_SERVER_CA`).
+    pub server_ca: Ca,
+    /// The Envoy listener's certificate.
+    pub server: Issued,
+    /// The manufacturer CA that issues IDevIDs.
+    pub manufacturer: Ca,
+    /// One ready IDevID (`ESTUARY_DEMO_CERT`/`KEY`).
+    pub demo: Issued,
+    /// The demo device's serial.
+    pub demo_serial: String,
+}
+
+impl DevPki {
+    /// Creates everything under `dir`.
+    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let server_ca = Ca::create(dir, "server-ca", "Estuary dev server CA")?;
+        let server = server_ca.issue_server(dir, "envoy-server")?;
+        let manufacturer = Ca::create(dir, "manufacturer-ca", "Estuary dev manufacturer CA")?;
+        let demo_serial = "DEMO-0001".to_string();
+        let demo = manufacturer.issue_idevid(dir, "demo-idevid", &demo_serial)?;
+        Ok(Self {
+            server_ca,
+            server,
+            manufacturer,
+            demo,
+            demo_serial,
+        })
+    }
+}

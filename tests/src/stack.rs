@@ -1,0 +1,199 @@
+//! The back half of an Estuary deployment on loopback: BIND9, Redis, Pebble, and control-plane
+//! processes configured against them.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::bind::Bind;
+use crate::pebble::Pebble;
+use crate::redis::Redis;
+use crate::util::{free_port, tail, wait_tcp, KillOnDrop, TempDir};
+
+/// The bearer token the test/dev proxies and control planes share.
+pub const DEV_TOKEN: &str = "dev-token-not-for-production-0123";
+/// The dev stack's parent domain (the BIND key may write TXT below it).
+pub const DEV_PARENT: &str = "iot.example.test";
+
+/// BIND9 + Redis + Pebble on loopback.
+pub struct Stack {
+    /// DNS primary.
+    pub bind: Bind,
+    /// Redis.
+    pub redis: Redis,
+    /// ACME CA.
+    pub pebble: Pebble,
+}
+
+impl Stack {
+    /// Starts all three.
+    pub fn start() -> anyhow::Result<Stack> {
+        let bind = Bind::start().context("starting BIND9")?;
+        let redis = Redis::start().context("starting Redis")?;
+        let pebble = Pebble::start(bind.addr).context("starting Pebble")?;
+        Ok(Stack {
+            bind,
+            redis,
+            pebble,
+        })
+    }
+}
+
+/// Knobs for one control-plane process.
+#[derive(Clone, Debug)]
+pub struct CpOptions {
+    /// `est.parent_domain`.
+    pub parent: String,
+    /// `enroll.budget_ms`.
+    pub budget_ms: u64,
+    /// `enroll.retry_after_s`.
+    pub retry_after_s: u64,
+    /// `enroll.lock_ttl_s`.
+    pub lock_ttl_s: u64,
+    /// A fixed listen port, or `None` for a free one.
+    pub port: Option<u16>,
+    /// Extra environment (e.g. `ESTUARY_*` overrides).
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Default for CpOptions {
+    fn default() -> Self {
+        Self {
+            parent: DEV_PARENT.into(),
+            budget_ms: 5000,
+            retry_after_s: 1,
+            lock_ttl_s: 15,
+            port: None,
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// The control plane, as a real process (killed on drop).
+pub struct ControlPlane {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its log (stderr).
+    pub log: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    child: KillOnDrop,
+    _dir: TempDir,
+}
+
+impl ControlPlane {
+    /// Writes a config for `stack` and starts `binary` with it; waits until it listens.
+    pub fn start(
+        binary: &std::path::Path,
+        stack: &Stack,
+        opts: &CpOptions,
+    ) -> anyhow::Result<ControlPlane> {
+        let dir = TempDir::new("cp")?;
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let config = dir.path().join("estuary.toml");
+        let text = format!(
+            r#"# Written by the Estuary test harness.
+[server]
+listen = "{addr}"
+api_token = "{DEV_TOKEN}"
+
+[est]
+parent_domain = "{parent}"
+ca_certs_file = "{roots}"
+
+[acme]
+directory_url = "{dir_url}"
+tls_root_file = "{tls_root}"
+poll_initial_ms = 20
+order_timeout_s = 30
+
+[dns]
+server = "{dns}"
+zone = "{zone}"
+key_name = "{key_name}"
+algorithm = "hmac-sha256"
+timeout_ms = 2000
+# secret: from ESTUARY_DNS__SECRET
+
+[redis]
+url = "{redis}"
+
+[enroll]
+budget_ms = {budget}
+retry_after_s = {retry}
+lock_ttl_s = {lock}
+unavailable_retry_after_s = 2
+"#,
+            parent = opts.parent,
+            roots = stack.pebble.issuer_root_pem.display(),
+            dir_url = stack.pebble.directory_url,
+            tls_root = stack.pebble.tls_ca_pem.display(),
+            dns = stack.bind.addr,
+            zone = stack.bind.zone,
+            key_name = stack.bind.key_name,
+            redis = stack.redis.url(),
+            budget = opts.budget_ms,
+            retry = opts.retry_after_s,
+            lock = opts.lock_ttl_s,
+        );
+        std::fs::write(&config, text)?;
+        let log = dir.path().join(format!("cp-{port}.log"));
+        let mut cmd = Command::new(binary);
+        cmd.arg("--config")
+            .arg(&config)
+            // The TSIG secret comes from the environment, as an operator would pass it.
+            .env("ESTUARY_DNS__SECRET", &stack.bind.secret_b64)
+            .env("RUST_LOG", "info,estuary_control_plane=debug");
+        for (k, v) in &opts.extra_env {
+            cmd.env(k, v);
+        }
+        let child = KillOnDrop::spawn(cmd, &log)?;
+        wait_tcp(addr, Duration::from_secs(20), "control plane")
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 40)))?;
+        Ok(ControlPlane {
+            addr,
+            log,
+            config,
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_running()
+    }
+
+    /// `http://addr<path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A value from a Prometheus text exposition (`series` is the name with labels, exactly as
+/// printed); 0 when absent.
+pub fn metric_value(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<f64>().ok())?
+        })
+        .unwrap_or(0.0)
+}
