@@ -79,17 +79,18 @@ pub fn decode(body: &[u8]) -> Result<Vec<u8>, Base64Error> {
     })
 }
 
-/// Encodes DER for an EST body: standard alphabet with padding, lines of 64 characters
-/// separated by CRLF, no trailing line break.
+/// Encodes DER for an EST body: standard alphabet with padding, lines of 64 characters, each
+/// line ended by CRLF (RFC 2045), nothing else. Empty input gives an empty string.
+///
+/// The last line is terminated too: `openssl base64 -d` (OpenSSL 3.0) silently outputs nothing
+/// for a single unterminated line, so a short body would not decode for a curl + openssl client.
 pub fn encode(der: &[u8]) -> String {
     let flat = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::with_capacity(flat.len() + flat.len() / LINE_LEN * 2);
-    for (i, chunk) in flat.as_bytes().chunks(LINE_LEN).enumerate() {
-        if i > 0 {
-            out.push_str("\r\n");
-        }
+    for chunk in flat.as_bytes().chunks(LINE_LEN) {
         // The base64 alphabet is ASCII, so every chunk is valid UTF-8.
         out.push_str(core::str::from_utf8(chunk).unwrap_or_default());
+        out.push_str("\r\n");
     }
     out
 }
@@ -110,7 +111,12 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(encode(plain.as_bytes()), enc);
+            let want = if enc.is_empty() {
+                String::new()
+            } else {
+                format!("{enc}\r\n")
+            };
+            assert_eq!(encode(plain.as_bytes()), want);
             assert_eq!(decode(enc.as_bytes()).unwrap(), plain.as_bytes());
             // Padding may be left out.
             assert_eq!(
@@ -152,13 +158,14 @@ mod tests {
     fn lines_of_64_with_crlf() {
         let data: Vec<u8> = (0..=255u8).collect();
         let text = encode(&data);
-        let lines: Vec<&str> = text.split("\r\n").collect();
-        assert!(lines.len() > 1);
+        let body = text.strip_suffix("\r\n").unwrap();
+        let lines: Vec<&str> = body.split("\r\n").collect();
+        assert_eq!(lines.len(), 6);
         for l in &lines[..lines.len() - 1] {
             assert_eq!(l.len(), 64);
         }
-        assert!(!text.ends_with('\n'));
-        assert!(!text.contains('\n') || text.contains("\r\n"));
+        assert_eq!(lines[5].len(), 344 - 5 * 64);
+        assert_eq!(text.matches('\n').count(), text.matches("\r\n").count());
         assert_eq!(decode(text.as_bytes()).unwrap(), data);
     }
 }
