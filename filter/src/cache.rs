@@ -42,7 +42,7 @@ mod tests {
         let e = encode(100, b"der");
         assert_eq!(fresh(&e, 99), Some(&b"der"[..]));
         assert_eq!(fresh(&e, 100), None);
-        assert_eq!(fresh(&e[..7], 0), None);
+        assert_eq!(fresh(e.get(..7).unwrap_or_default(), 0), None);
         assert_eq!(fresh(&encode(100, b""), 0), None);
         assert_eq!(fresh(b"", 0), None);
     }
