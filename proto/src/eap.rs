@@ -216,7 +216,9 @@ impl TeapFrame {
         frame.outer_tlvs = rest[split..].to_vec();
         if let Some(total) = frame.message_length {
             if (total as usize) < frame.tls_data.len() {
-                return Err(EapError::TeapHeader("Message Length below the fragment's size"));
+                return Err(EapError::TeapHeader(
+                    "Message Length below the fragment's size",
+                ));
             }
         }
         Ok(frame)
@@ -288,7 +290,11 @@ pub fn fragment(tls: &[u8], max_tls: usize, outer_tlvs: &[u8]) -> Vec<TeapFrame>
             more: i + 1 < n,
             version: TEAP_VERSION,
             tls_data: c.to_vec(),
-            outer_tlvs: if i == 0 { outer_tlvs.to_vec() } else { Vec::new() },
+            outer_tlvs: if i == 0 {
+                outer_tlvs.to_vec()
+            } else {
+                Vec::new()
+            },
             ..TeapFrame::default()
         })
         .collect()
@@ -318,7 +324,12 @@ mod tests {
 
     #[test]
     fn every_prefix_of_a_packet_is_refused_without_panic() {
-        let p = EapPacket::new(EapCode::REQUEST, 1, EapType::TEAP, vec![0x81, 0, 0, 0, 3, 1, 2, 3]);
+        let p = EapPacket::new(
+            EapCode::REQUEST,
+            1,
+            EapType::TEAP,
+            vec![0x81, 0, 0, 0, 3, 1, 2, 3],
+        );
         let b = p.encode().expect("encode");
         for i in 0..b.len() {
             assert!(EapPacket::decode(&b[..i]).is_err(), "prefix {i}");

@@ -11,6 +11,7 @@ pub mod cert;
 pub mod csr;
 pub mod csrattrs;
 mod derutil;
+pub mod eap;
 pub mod est;
 pub mod internal_api;
 pub mod names;
@@ -18,6 +19,8 @@ pub mod oids;
 pub mod pem;
 pub mod pkcs7;
 pub mod policy;
+pub mod radius;
+pub mod teap;
 
 pub use cert::{CertError, CertSummary};
 pub use csr::{parse_and_verify, CsrError, KeyKind, VerifiedCsr};

@@ -335,7 +335,7 @@ pub fn find_vendor(p: &Packet, vendor: u32, vtype: u8) -> Option<Vec<u8>> {
 pub fn mppe_encrypt(secret: &[u8], request_auth: &[u8; 16], salt: [u8; 2], key: &[u8]) -> Vec<u8> {
     let mut p = vec![key.len() as u8];
     p.extend_from_slice(key);
-    while p.len() % 16 != 0 {
+    while !p.len().is_multiple_of(16) {
         p.push(0);
     }
     let mut out = salt.to_vec();
@@ -358,7 +358,7 @@ pub fn mppe_decrypt(
     request_auth: &[u8; 16],
     value: &[u8],
 ) -> Result<Vec<u8>, RadiusError> {
-    if value.len() < 18 || (value.len() - 2) % 16 != 0 {
+    if value.len() < 18 || !(value.len() - 2).is_multiple_of(16) {
         return Err(RadiusError::BadMppe);
     }
     let salt = &value[..2];
@@ -463,7 +463,7 @@ impl Md5 {
             *w = u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
         }
         let [mut a, mut bb, mut c, mut d] = self.state;
-        for i in 0..64 {
+        for (i, &shift) in MD5_S.iter().enumerate() {
             let (f, g) = match i / 16 {
                 0 => ((bb & c) | (!bb & d), i),
                 1 => ((d & bb) | (!d & c), (5 * i + 1) % 16),
@@ -476,7 +476,7 @@ impl Md5 {
             a = d;
             d = c;
             c = bb;
-            bb = bb.wrapping_add(f2.rotate_left(MD5_S[i]));
+            bb = bb.wrapping_add(f2.rotate_left(shift));
         }
         self.state[0] = self.state[0].wrapping_add(a);
         self.state[1] = self.state[1].wrapping_add(bb);
@@ -530,11 +530,17 @@ mod tests {
         let wire = p.encode_request(b"s3cret").expect("encode");
         let back = verify_request(&wire, b"s3cret").expect("verifies");
         assert_eq!(back.eap_message().expect("eap").len(), 600);
-        assert_eq!(verify_request(&wire, b"other"), Err(RadiusError::BadAuthenticator));
+        assert_eq!(
+            verify_request(&wire, b"other"),
+            Err(RadiusError::BadAuthenticator)
+        );
         let mut bad = wire.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert_eq!(verify_request(&bad, b"s3cret"), Err(RadiusError::BadAuthenticator));
+        assert_eq!(
+            verify_request(&bad, b"s3cret"),
+            Err(RadiusError::BadAuthenticator)
+        );
         // No Message-Authenticator at all.
         assert_eq!(
             verify_request(&p.encode().expect("encode"), b"s3cret"),
@@ -554,7 +560,10 @@ mod tests {
         let key: Vec<u8> = (0..32).collect();
         let v = mppe_encrypt(b"secret", &[3u8; 16], [0x80, 0x01], &key);
         assert_eq!(v.len(), 2 + 48);
-        assert_eq!(mppe_decrypt(b"secret", &[3u8; 16], &v).expect("decrypt"), key);
+        assert_eq!(
+            mppe_decrypt(b"secret", &[3u8; 16], &v).expect("decrypt"),
+            key
+        );
         let vsa = vendor_specific(VENDOR_MICROSOFT, MS_MPPE_RECV_KEY, &v);
         let mut p = Packet::new(Code::ACCESS_ACCEPT, 1, [0; 16]);
         p.push(AttrType::VENDOR_SPECIFIC, vsa);
