@@ -1,0 +1,947 @@
+//! DNS-01 record publishing by RFC 2136 UPDATE signed with TSIG (RFC 8945).
+//!
+//! [`DnsUpdater::publish`] adds TXT records and [`DnsUpdater::remove`] deletes exactly those
+//! records, each call sending ONE UPDATE message to the zone's primary, however many records it
+//! carries (a later stage coalesces many orders into one message).
+//!
+//! Messages are built and signed with `hickory-proto` (through `hickory_net::proto`). The
+//! exchange itself (UDP, with TCP when the message is large or the answer is truncated) is done
+//! here rather than through `hickory_net`'s `UdpClientStream`, because that stream reduces a
+//! TSIG failure answer (BADSIG, BADKEY: unsigned per RFC 8945 §5.3.2) to a misleading
+//! "truncated HMACs" error string. Here the TSIG error field of the answer is read first, so a
+//! wrong secret is reported as [`DnsError::BadSig`] and an unknown key as [`DnsError::BadKey`].
+//!
+//! No secret ever reaches a log line, an error or a `Debug` output: [`TsigSecret`] prints
+//! `<redacted>`.
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hickory_net::proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_net::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_net::proto::rr::rdata::TXT;
+use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigVerifier, TSigner};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// TSIG fudge (RFC 8945 §5.2.3): accepted clock difference with the server, in seconds.
+const TSIG_FUDGE: u16 = 300;
+/// Largest message sent over UDP; larger batches go over TCP (RFC 1035 §4.2.2 framing).
+/// 1232 is the DNS Flag Day 2020 size that avoids IP fragmentation on common paths.
+const MAX_UDP_MESSAGE: usize = 1232;
+/// Largest TXT value accepted per record (bytes). ACME DNS-01 values are 43 bytes.
+const MAX_TXT_VALUE: usize = 4096;
+
+/// TSIG MAC algorithm, named as in BIND's `key` statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TsigAlgorithmName {
+    /// `hmac-sha256` (RFC 8945 §6), the default.
+    #[default]
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// `hmac-sha384`.
+    #[serde(rename = "hmac-sha384")]
+    HmacSha384,
+    /// `hmac-sha512`.
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+impl TsigAlgorithmName {
+    fn to_hickory(self) -> TsigAlgorithm {
+        match self {
+            TsigAlgorithmName::HmacSha256 => TsigAlgorithm::HmacSha256,
+            TsigAlgorithmName::HmacSha384 => TsigAlgorithm::HmacSha384,
+            TsigAlgorithmName::HmacSha512 => TsigAlgorithm::HmacSha512,
+        }
+    }
+
+    /// The algorithm's name as BIND writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TsigAlgorithmName::HmacSha256 => "hmac-sha256",
+            TsigAlgorithmName::HmacSha384 => "hmac-sha384",
+            TsigAlgorithmName::HmacSha512 => "hmac-sha512",
+        }
+    }
+}
+
+impl fmt::Display for TsigAlgorithmName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A TSIG shared secret (raw key bytes). Written base64 in configuration; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TsigSecret(Vec<u8>);
+
+impl TsigSecret {
+    /// Wraps raw key bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        TsigSecret(bytes)
+    }
+
+    /// Decodes a base64 secret (standard alphabet, padded, as `tsig-keygen` writes it).
+    /// The error does not contain the input.
+    pub fn from_base64(text: &str) -> Result<Self, InvalidSecret> {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map(TsigSecret)
+            .map_err(|_| InvalidSecret)
+    }
+
+    /// Whether the secret has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Length of the secret in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A TSIG secret that is not valid base64. Says nothing about the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("TSIG secret is not valid base64")]
+pub struct InvalidSecret;
+
+impl fmt::Debug for TsigSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for TsigSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for TsigSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl serde::de::Visitor<'_> for SecretVisitor {
+            type Value = TsigSecret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 TSIG secret")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TsigSecret, E> {
+                TsigSecret::from_base64(v).map_err(E::custom)
+            }
+        }
+        // Only strings are accepted; any other type is reported by its kind, and the only way
+        // to print the value would be for it to be a string, which is handled above.
+        deserializer.deserialize_str(SecretVisitor)
+    }
+}
+
+fn default_algorithm() -> TsigAlgorithmName {
+    TsigAlgorithmName::HmacSha256
+}
+fn default_timeout_ms() -> u64 {
+    3000
+}
+fn default_ttl() -> u32 {
+    60
+}
+
+/// Where and how to send DNS UPDATEs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The zone's primary server (UDP and TCP).
+    pub server: SocketAddr,
+    /// The zone to update, e.g. `example.test`.
+    pub zone: String,
+    /// Name of the TSIG key as the server knows it.
+    pub key_name: String,
+    /// TSIG algorithm (default `hmac-sha256`).
+    #[serde(default = "default_algorithm")]
+    pub algorithm: TsigAlgorithmName,
+    /// TSIG secret, base64 in configuration.
+    pub secret: TsigSecret,
+    /// Upper bound for one UPDATE exchange, retransmissions included (default 3000 ms).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// TTL of published TXT records (default 60 s).
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+}
+
+impl DnsConfig {
+    /// Returns every problem in the configuration at once (empty when it is usable).
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(why) = check_domain_name(&self.zone) {
+            problems.push(format!("dns.zone {:?}: {why}", self.zone));
+        } else if self.zone.trim_end_matches('.').is_empty() {
+            problems.push("dns.zone: the root zone cannot be updated".to_owned());
+        }
+        if let Err(why) = check_domain_name(&self.key_name) {
+            problems.push(format!("dns.key_name {:?}: {why}", self.key_name));
+        }
+        if self.secret.is_empty() {
+            problems.push("dns.secret is empty".to_owned());
+        }
+        if self.server.port() == 0 {
+            problems.push(format!("dns.server {}: port 0", self.server));
+        }
+        if self.server.ip().is_unspecified() {
+            problems.push(format!("dns.server {}: unspecified address", self.server));
+        }
+        if self.timeout_ms == 0 {
+            problems.push("dns.timeout_ms must be greater than 0".to_owned());
+        }
+        // RFC 2181 §8: TTLs are 31-bit.
+        if self.ttl > i32::MAX as u32 {
+            problems.push(format!("dns.ttl {} is above 2^31-1", self.ttl));
+        }
+        problems
+    }
+}
+
+/// Checks host-name-like syntax: dot-separated labels of letters, digits, `-` and `_`, each 1-63
+/// bytes, not starting or ending with `-`, at most 253 bytes without the optional final dot.
+fn check_domain_name(name: &str) -> Result<(), &'static str> {
+    let body = name.strip_suffix('.').unwrap_or(name);
+    if body.is_empty() {
+        return if name == "." {
+            Ok(())
+        } else {
+            Err("empty name")
+        };
+    }
+    if body.len() > 253 {
+        return Err("longer than 253 bytes");
+    }
+    for label in body.split('.') {
+        if label.is_empty() {
+            return Err("empty label");
+        }
+        if label.len() > 63 {
+            return Err("label longer than 63 bytes");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("only letters, digits, '-' and '_' are allowed in labels");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("label starts or ends with '-'");
+        }
+    }
+    Ok(())
+}
+
+fn parse_fqdn(name: &str) -> Result<Name, &'static str> {
+    check_domain_name(name)?;
+    let mut parsed = Name::from_ascii(name).map_err(|_| "not a domain name")?;
+    parsed.set_fqdn(true);
+    Ok(parsed)
+}
+
+/// One TXT record: owner name and value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TxtRecord {
+    /// Fully qualified owner name, e.g. `_acme-challenge.sn1.iot.example.test` (final dot optional).
+    pub name: String,
+    /// The TXT value (split into 255-byte character-strings on the wire).
+    pub value: String,
+}
+
+impl TxtRecord {
+    /// A TXT record at `name` with `value`.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        TxtRecord {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Why an UPDATE did not take effect. No variant carries the TSIG secret.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The configuration is unusable; every problem is listed.
+    #[error("invalid DNS configuration: {}", problems.join("; "))]
+    InvalidConfig {
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+    /// A record name is not inside the configured zone; nothing was sent.
+    #[error("{name} is outside the zone {zone}; nothing was sent")]
+    OutsideZone {
+        /// The record's name.
+        name: String,
+        /// The configured zone.
+        zone: String,
+    },
+    /// A record is malformed (name syntax, value too long); nothing was sent.
+    #[error("invalid TXT record {name:?}: {reason}; nothing was sent")]
+    InvalidRecord {
+        /// The record's name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// RCODE REFUSED (RFC 2136 §3.3): the key is not allowed to write these names or types.
+    #[error("DNS primary refused the update for {names}: the TSIG key may not write there (REFUSED, zone {zone})")]
+    Refused {
+        /// The zone updated.
+        zone: String,
+        /// The record names in the message, comma-separated.
+        names: String,
+    },
+    /// RCODE NOTAUTH without a TSIG error (RFC 2136 §3.1.1): the server is not authoritative
+    /// (or not the primary) for the zone.
+    #[error("DNS server is not authoritative for zone {zone} (NOTAUTH)")]
+    NotAuth {
+        /// The zone updated.
+        zone: String,
+    },
+    /// TSIG error BADSIG (RFC 8945 §5.2.2): the server knows the key but the MAC did not
+    /// verify, i.e. the secret (or algorithm) is wrong.
+    #[error("DNS server rejected the TSIG signature of key {key_name}: wrong secret (BADSIG)")]
+    BadSig {
+        /// The key name used.
+        key_name: String,
+    },
+    /// TSIG error BADKEY (RFC 8945 §5.2.1): the server does not know this key name with this
+    /// algorithm.
+    #[error("DNS server does not know TSIG key {key_name} with algorithm {algorithm} (BADKEY)")]
+    BadKey {
+        /// The key name used.
+        key_name: String,
+        /// The algorithm used.
+        algorithm: TsigAlgorithmName,
+    },
+    /// TSIG error BADTIME (RFC 8945 §5.2.3): our clock and the server's differ by more than the
+    /// fudge (300 s).
+    #[error("DNS server rejected the TSIG time of key {key_name}: clocks differ by more than {TSIG_FUDGE} s (BADTIME)")]
+    BadTime {
+        /// The key name used.
+        key_name: String,
+    },
+    /// Any other failing RCODE (SERVFAIL, FORMERR, NOTIMP, NOTZONE, ...) or TSIG error.
+    #[error("DNS server failed the update for {names}: {rcode}")]
+    ServerFailure {
+        /// The RCODE (or TSIG error) as text.
+        rcode: String,
+        /// The record names in the message, comma-separated.
+        names: String,
+    },
+    /// The answer could not be trusted: it claims success without a valid TSIG signature, or
+    /// its signature does not verify with our key.
+    #[error("DNS answer from {server} is not authenticated: {reason}")]
+    Unauthenticated {
+        /// The server asked.
+        server: SocketAddr,
+        /// Why the answer was rejected.
+        reason: String,
+    },
+    /// The answer could not be parsed, or the message could not be built.
+    #[error("DNS protocol error with {server}: {reason}")]
+    Protocol {
+        /// The server asked.
+        server: SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+    /// No answer within the configured timeout.
+    #[error("no answer from DNS server {server} within {after_ms} ms")]
+    Timeout {
+        /// The server asked.
+        server: SocketAddr,
+        /// The timeout that elapsed.
+        after_ms: u64,
+    },
+    /// A socket error (e.g. connection refused: nothing listens on the server port).
+    #[error("network error talking to DNS server {server}: {source}")]
+    Transport {
+        /// The server asked.
+        server: SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl DnsError {
+    /// Whether retrying the same update later cannot help without a change of configuration or
+    /// input (refused, bad key or signature, wrong clock, not authoritative, invalid input).
+    /// Timeouts, network errors, server failures and unauthenticated answers are transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            DnsError::InvalidConfig { .. }
+            | DnsError::OutsideZone { .. }
+            | DnsError::InvalidRecord { .. }
+            | DnsError::Refused { .. }
+            | DnsError::NotAuth { .. }
+            | DnsError::BadSig { .. }
+            | DnsError::BadKey { .. }
+            | DnsError::BadTime { .. } => true,
+            DnsError::ServerFailure { .. }
+            | DnsError::Unauthenticated { .. }
+            | DnsError::Protocol { .. }
+            | DnsError::Timeout { .. }
+            | DnsError::Transport { .. } => false,
+        }
+    }
+}
+
+/// What one UPDATE message does to its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// RFC 2136 §2.5.1 Add To An RRset.
+    Add,
+    /// RFC 2136 §2.5.4 Delete An RR From An RRset.
+    Delete,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Add => "add",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// Callback run once per UPDATE message sent.
+pub type UpdateCounter = Arc<dyn Fn() + Send + Sync>;
+
+/// Sends TSIG-signed RFC 2136 UPDATEs for TXT records to one zone's primary.
+#[derive(Clone)]
+pub struct DnsUpdater {
+    server: SocketAddr,
+    zone: Name,
+    zone_text: String,
+    key_name: String,
+    algorithm: TsigAlgorithmName,
+    signer: TSigner,
+    timeout: Duration,
+    ttl: u32,
+    counter: Option<UpdateCounter>,
+}
+
+impl fmt::Debug for DnsUpdater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnsUpdater")
+            .field("server", &self.server)
+            .field("zone", &self.zone_text)
+            .field("key_name", &self.key_name)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl DnsUpdater {
+    /// Checks the configuration ([`DnsConfig::validate`]) and prepares the TSIG signer.
+    pub fn new(cfg: DnsConfig) -> Result<Self, DnsError> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(DnsError::InvalidConfig { problems });
+        }
+        let invalid = |what: &str| DnsError::InvalidConfig {
+            problems: vec![what.to_owned()],
+        };
+        let zone = parse_fqdn(&cfg.zone).map_err(|_| invalid("dns.zone is not a domain name"))?;
+        let key =
+            parse_fqdn(&cfg.key_name).map_err(|_| invalid("dns.key_name is not a domain name"))?;
+        let signer = TSigner::new(cfg.secret.0, cfg.algorithm.to_hickory(), key, TSIG_FUDGE)
+            .map_err(|_| invalid("dns.algorithm is not supported by the TSIG implementation"))?;
+        Ok(DnsUpdater {
+            server: cfg.server,
+            zone_text: zone.to_string().trim_end_matches('.').to_owned(),
+            zone,
+            key_name: cfg.key_name,
+            algorithm: cfg.algorithm,
+            signer,
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            ttl: cfg.ttl,
+            counter: None,
+        })
+    }
+
+    /// Registers a callback run once per UPDATE message sent (not per record, not per
+    /// retransmission), e.g. to increment `estuary_dns_updates_total`.
+    pub fn with_update_counter(mut self, counter: UpdateCounter) -> Self {
+        self.counter = Some(counter);
+        self
+    }
+
+    /// The zone updated, without final dot.
+    pub fn zone(&self) -> &str {
+        &self.zone_text
+    }
+
+    /// Adds all `records` in ONE UPDATE message (RFC 2136 §2.5.1, no prerequisites: a record
+    /// already present is silently kept, as the RFC says). An empty slice sends nothing.
+    pub async fn publish(&self, records: &[TxtRecord]) -> Result<(), DnsError> {
+        self.update(Action::Add, records).await
+    }
+
+    /// Deletes exactly `records` (name AND value) in ONE UPDATE message (RFC 2136 §2.5.4:
+    /// class NONE, TTL 0, the rdata), so other TXT values at the same name stay. Deleting a
+    /// record that does not exist is not an error. An empty slice sends nothing.
+    pub async fn remove(&self, records: &[TxtRecord]) -> Result<(), DnsError> {
+        self.update(Action::Delete, records).await
+    }
+
+    async fn update(&self, action: Action, records: &[TxtRecord]) -> Result<(), DnsError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut message = self.build(action, records)?;
+        let names = names_of(records);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let verifier = message
+            .finalize(&self.signer, now)
+            .map_err(|e| self.protocol(format!("cannot sign the UPDATE: {e}")))?;
+        let request = message
+            .to_vec()
+            .map_err(|e| self.protocol(format!("cannot encode the UPDATE: {e}")))?;
+
+        if let Some(count) = &self.counter {
+            count();
+        }
+        let started = Instant::now();
+        let mut transport = "none";
+        let result =
+            match tokio::time::timeout(self.timeout, self.exchange(&request, message.id)).await {
+                Ok(Ok((answer, via))) => {
+                    transport = via;
+                    self.interpret(&answer, verifier, &names)
+                }
+                Ok(Err(e)) => Err(DnsError::Transport {
+                    server: self.server,
+                    source: e,
+                }),
+                Err(_) => Err(DnsError::Timeout {
+                    server: self.server,
+                    after_ms: self.timeout.as_millis() as u64,
+                }),
+            };
+        let outcome = match &result {
+            Ok(()) => "NOERROR".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(
+            action = action.as_str(),
+            zone = %self.zone_text,
+            records = records.len(),
+            names = %names,
+            bytes = request.len(),
+            transport,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            outcome = %outcome,
+            "DNS UPDATE"
+        );
+        result
+    }
+
+    fn protocol(&self, reason: String) -> DnsError {
+        DnsError::Protocol {
+            server: self.server,
+            reason,
+        }
+    }
+
+    /// Builds the unsigned UPDATE: zone section = (zone, IN, SOA), no prerequisites, one update
+    /// RR per record. Every name is checked to be inside the zone first.
+    fn build(&self, action: Action, records: &[TxtRecord]) -> Result<Message, DnsError> {
+        let mut updates = Vec::with_capacity(records.len());
+        for rec in records {
+            let name = parse_fqdn(&rec.name).map_err(|reason| DnsError::InvalidRecord {
+                name: rec.name.clone(),
+                reason,
+            })?;
+            if !self.zone.zone_of(&name) {
+                return Err(DnsError::OutsideZone {
+                    name: rec.name.clone(),
+                    zone: self.zone_text.clone(),
+                });
+            }
+            if rec.value.len() > MAX_TXT_VALUE {
+                return Err(DnsError::InvalidRecord {
+                    name: rec.name.clone(),
+                    reason: "TXT value longer than 4096 bytes",
+                });
+            }
+            let mut record = Record::from_rdata(name, 0, RData::TXT(txt_rdata(&rec.value)));
+            match action {
+                Action::Add => record.ttl = self.ttl,
+                Action::Delete => {
+                    record.ttl = 0;
+                    record.dns_class = DNSClass::NONE;
+                }
+            }
+            updates.push(record);
+        }
+
+        let mut zone = Query::query(self.zone.clone(), RecordType::SOA);
+        zone.set_query_class(DNSClass::IN);
+        let mut message = Message::query();
+        message.metadata.op_code = OpCode::Update;
+        message.metadata.recursion_desired = false;
+        message.add_zone(zone);
+        message.add_updates(updates);
+        Ok(message)
+    }
+
+    /// Sends the signed message and returns the raw answer with the same ID.
+    /// Says which transport carried the answer ("udp" or "tcp").
+    async fn exchange(&self, request: &[u8], id: u16) -> io::Result<(Vec<u8>, &'static str)> {
+        if request.len() > MAX_UDP_MESSAGE {
+            return Ok((self.exchange_tcp(request).await?, "tcp"));
+        }
+        let answer = self.exchange_udp(request, id).await?;
+        // TC bit: the answer did not fit; ask again over TCP (RFC 1035 §4.2.1).
+        if answer.get(2).is_some_and(|flags| flags & 0x02 != 0) {
+            return Ok((self.exchange_tcp(request).await?, "tcp"));
+        }
+        Ok((answer, "udp"))
+    }
+
+    async fn exchange_udp(&self, request: &[u8], id: u16) -> io::Result<Vec<u8>> {
+        let local: SocketAddr = match self.server {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(local).await?;
+        // connect(): the kernel drops datagrams from other sources, and ICMP port unreachable
+        // comes back as ECONNREFUSED instead of a silent timeout.
+        socket.connect(self.server).await?;
+        // Retransmit the same signed bytes (UPDATE adds and deletes are idempotent) until an
+        // answer comes; the caller's timeout bounds the whole exchange.
+        let resend_every = (self.timeout / 3).max(Duration::from_millis(100));
+        let mut buf = vec![0u8; 65535];
+        loop {
+            socket.send(request).await?;
+            let deadline = tokio::time::Instant::now() + resend_every;
+            loop {
+                match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                    Err(_) => break, // resend
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(n)) => {
+                        let answer = &buf[..n];
+                        // Same ID and QR=1, else ignore (RFC 5452 §9.1 style screening).
+                        if n >= 12 && answer[..2] == id.to_be_bytes() && answer[2] & 0x80 != 0 {
+                            return Ok(answer.to_vec());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn exchange_tcp(&self, request: &[u8]) -> io::Result<Vec<u8>> {
+        let len = u16::try_from(request.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "UPDATE exceeds 65535 bytes")
+        })?;
+        let mut stream = TcpStream::connect(self.server).await?;
+        let mut framed = Vec::with_capacity(request.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(request);
+        stream.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut answer).await?;
+        Ok(answer)
+    }
+
+    /// Maps the answer to a result. Order matters:
+    /// 1. a TSIG error (BADSIG, BADKEY, BADTIME) is read from the answer first: such answers
+    ///    are unsigned by design (RFC 8945 §5.3.2), so they are reported as they are, unverified
+    ///    (a forged one can only make an update fail, never succeed);
+    /// 2. an answer without TSIG is trusted only to report failure;
+    /// 3. a signed answer must verify with our key (RFC 8945 §5.3) before its RCODE counts.
+    fn interpret(
+        &self,
+        answer: &[u8],
+        verifier: Option<TSigVerifier>,
+        names: &str,
+    ) -> Result<(), DnsError> {
+        let parsed = Message::from_vec(answer)
+            .map_err(|e| self.protocol(format!("malformed answer: {e}")))?;
+        if parsed.metadata.message_type != MessageType::Response
+            || parsed.metadata.op_code != OpCode::Update
+        {
+            return Err(self.protocol("answer is not an UPDATE response".to_owned()));
+        }
+        let rcode = parsed.metadata.response_code;
+        let tsig_error = parsed.signature().and_then(|sig| sig.data.error);
+        match tsig_error {
+            Some(TsigError::BadSig) => {
+                return Err(DnsError::BadSig {
+                    key_name: self.key_name.clone(),
+                })
+            }
+            Some(TsigError::BadKey) => {
+                return Err(DnsError::BadKey {
+                    key_name: self.key_name.clone(),
+                    algorithm: self.algorithm,
+                })
+            }
+            Some(TsigError::BadTime) => {
+                return Err(DnsError::BadTime {
+                    key_name: self.key_name.clone(),
+                })
+            }
+            Some(other) => {
+                return Err(DnsError::ServerFailure {
+                    rcode: format!("{rcode} with TSIG error {other:?}"),
+                    names: names.to_owned(),
+                })
+            }
+            None => {}
+        }
+        if parsed.signature().is_none() {
+            if rcode == ResponseCode::NoError {
+                return Err(DnsError::Unauthenticated {
+                    server: self.server,
+                    reason: "NOERROR answer without TSIG signature".to_owned(),
+                });
+            }
+            return Err(self.rcode_error(rcode, names));
+        }
+        let Some(mut verifier) = verifier else {
+            return Err(self.protocol("no TSIG verifier for a signed request".to_owned()));
+        };
+        verifier
+            .verify(answer)
+            .map_err(|e| DnsError::Unauthenticated {
+                server: self.server,
+                reason: format!("TSIG of the answer does not verify: {e}"),
+            })?;
+        if rcode == ResponseCode::NoError {
+            Ok(())
+        } else {
+            Err(self.rcode_error(rcode, names))
+        }
+    }
+
+    /// RCODE → error (RFC 2136 §2.2, RFC 6895 §2.3).
+    fn rcode_error(&self, rcode: ResponseCode, names: &str) -> DnsError {
+        match rcode {
+            ResponseCode::Refused => DnsError::Refused {
+                zone: self.zone_text.clone(),
+                names: names.to_owned(),
+            },
+            ResponseCode::NotAuth => DnsError::NotAuth {
+                zone: self.zone_text.clone(),
+            },
+            ResponseCode::BADSIG => DnsError::BadSig {
+                key_name: self.key_name.clone(),
+            },
+            ResponseCode::BADKEY => DnsError::BadKey {
+                key_name: self.key_name.clone(),
+                algorithm: self.algorithm,
+            },
+            ResponseCode::BADTIME => DnsError::BadTime {
+                key_name: self.key_name.clone(),
+            },
+            other => DnsError::ServerFailure {
+                rcode: other.to_string(),
+                names: names.to_owned(),
+            },
+        }
+    }
+}
+
+/// TXT RDATA for `value`: character-strings of at most 255 bytes (RFC 1035 §3.3.14).
+fn txt_rdata(value: &str) -> TXT {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() {
+        return TXT::from_bytes(vec![&[][..]]);
+    }
+    TXT::from_bytes(bytes.chunks(255).collect())
+}
+
+fn names_of(records: &[TxtRecord]) -> String {
+    let mut names: Vec<&str> = records
+        .iter()
+        .map(|r| r.name.trim_end_matches('.'))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(secret: &[u8]) -> DnsConfig {
+        DnsConfig {
+            server: "127.0.0.1:53".parse().unwrap(),
+            zone: "example.test".into(),
+            key_name: "k".into(),
+            algorithm: TsigAlgorithmName::HmacSha256,
+            secret: TsigSecret::from_bytes(secret.to_vec()),
+            timeout_ms: 3000,
+            ttl: 60,
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Wrapper {
+        dns: DnsConfig,
+    }
+
+    #[test]
+    fn config_parses_with_defaults() {
+        let w: Wrapper = toml::from_str(
+            r#"[dns]
+server = "127.0.0.1:5353"
+zone = "example.test"
+key_name = "estuary"
+secret = "c2VjcmV0LWJ5dGVz"
+"#,
+        )
+        .unwrap();
+        assert_eq!(w.dns.algorithm, TsigAlgorithmName::HmacSha256);
+        assert_eq!(w.dns.timeout_ms, 3000);
+        assert_eq!(w.dns.ttl, 60);
+        assert_eq!(
+            w.dns.secret,
+            TsigSecret::from_bytes(b"secret-bytes".to_vec())
+        );
+        assert!(w.dns.validate().is_empty());
+        assert_eq!(format!("{:?}", w.dns.secret), "<redacted>");
+        assert!(!format!("{:?}", w.dns).contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn bad_base64_error_does_not_echo_the_value() {
+        let err = toml::from_str::<Wrapper>(
+            r#"[dns]
+server = "127.0.0.1:53"
+zone = "example.test"
+key_name = "k"
+secret = "not*base64*SECRETVALUE"
+"#,
+        )
+        .err()
+        .expect("bad base64 must fail");
+        let text = err.to_string();
+        assert!(text.contains("not valid base64"), "{text}");
+        // toml quotes the offending source line; our own message must not add the value.
+        assert!(!err.message().contains("SECRETVALUE"), "{}", err.message());
+    }
+
+    #[test]
+    fn unknown_field_and_algorithm_are_rejected() {
+        let unknown = toml::from_str::<Wrapper>(
+            "[dns]\nserver=\"127.0.0.1:53\"\nzone=\"a.test\"\nkey_name=\"k\"\nsecret=\"AA==\"\nport=5\n",
+        );
+        assert!(unknown.is_err());
+        let md5 = toml::from_str::<Wrapper>(
+            "[dns]\nserver=\"127.0.0.1:53\"\nzone=\"a.test\"\nkey_name=\"k\"\nsecret=\"AA==\"\nalgorithm=\"hmac-md5\"\n",
+        );
+        assert!(md5.is_err());
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let mut cfg = config(b"");
+        cfg.zone = "bad zone..".into();
+        cfg.key_name = "".into();
+        cfg.server = "0.0.0.0:0".parse().unwrap();
+        cfg.timeout_ms = 0;
+        let problems = cfg.validate();
+        assert_eq!(problems.len(), 6, "{problems:?}");
+        let err = DnsUpdater::new(cfg).unwrap_err();
+        assert!(matches!(err, DnsError::InvalidConfig { ref problems } if problems.len() == 6));
+        assert!(err.is_permanent());
+    }
+
+    #[test]
+    fn domain_name_syntax() {
+        assert!(check_domain_name("_acme-challenge.sn1.iot.example.test.").is_ok());
+        assert!(check_domain_name("example.test").is_ok());
+        assert!(check_domain_name("a..b").is_err());
+        assert!(check_domain_name("a b.test").is_err());
+        assert!(check_domain_name("-a.test").is_err());
+        assert!(check_domain_name(&"a".repeat(64)).is_err());
+        assert!(check_domain_name(&["a"; 128].join(".")).is_err());
+        assert!(check_domain_name("").is_err());
+    }
+
+    #[test]
+    fn build_add_and_delete_messages() {
+        let up = DnsUpdater::new(config(b"0123456789abcdef")).unwrap();
+        let recs = [
+            TxtRecord::new("_acme-challenge.a.iot.example.test", "v1"),
+            TxtRecord::new("_acme-challenge.b.iot.example.test.", "v2"),
+        ];
+        let add = up.build(Action::Add, &recs).unwrap();
+        assert_eq!(add.metadata.op_code, OpCode::Update);
+        assert_eq!(add.zones().len(), 1);
+        assert_eq!(add.zones()[0].query_type(), RecordType::SOA);
+        assert!(add.prerequisites().is_empty());
+        assert_eq!(add.updates().len(), 2);
+        assert!(add
+            .updates()
+            .iter()
+            .all(|r| r.dns_class == DNSClass::IN && r.ttl == 60));
+        let del = up.build(Action::Delete, &recs).unwrap();
+        assert!(del
+            .updates()
+            .iter()
+            .all(|r| r.dns_class == DNSClass::NONE && r.ttl == 0));
+        // The value is carried, so the delete removes only this RR (RFC 2136 §2.5.4).
+        assert_eq!(del.updates()[0].data, RData::TXT(txt_rdata("v1")));
+    }
+
+    #[test]
+    fn long_values_split_into_255_byte_strings() {
+        let v = "x".repeat(600);
+        let txt = txt_rdata(&v);
+        let lens: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
+        assert_eq!(lens, [255, 255, 90]);
+    }
+
+    #[test]
+    fn outside_zone_and_bad_names_are_rejected_before_sending() {
+        let up = DnsUpdater::new(config(b"0123456789abcdef")).unwrap();
+        let err = up
+            .build(
+                Action::Add,
+                &[TxtRecord::new("_acme-challenge.example.org", "v")],
+            )
+            .unwrap_err();
+        assert!(matches!(err, DnsError::OutsideZone { .. }), "{err}");
+        // A suffix match on text is not a zone match.
+        let err = up
+            .build(Action::Add, &[TxtRecord::new("notexample.test", "v")])
+            .unwrap_err();
+        assert!(matches!(err, DnsError::OutsideZone { .. }), "{err}");
+        let err = up
+            .build(Action::Add, &[TxtRecord::new("a b.example.test", "v")])
+            .unwrap_err();
+        assert!(matches!(err, DnsError::InvalidRecord { .. }), "{err}");
+        let err = up
+            .build(
+                Action::Add,
+                &[TxtRecord::new("a.example.test", "x".repeat(5000))],
+            )
+            .unwrap_err();
+        assert!(matches!(err, DnsError::InvalidRecord { .. }), "{err}");
+    }
+}
