@@ -1,0 +1,18 @@
+//! estuary-pledge: an EST (RFC 7030) client that device makers and operators use to test an
+//! Estuary deployment — `cacerts`, `csrattrs`, `simpleenroll` (following `202 Retry-After`)
+//! and `simplereenroll`, over TLS with a client certificate.
+//!
+//! The pure parts (CSR building, answer decoding, `Retry-After`) are in [`csr`] and [`est`];
+//! [`transport`] does TLS (rustls, ring provider) and HTTP/1.1 (hyper); [`flow`] runs the
+//! commands.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod csr;
+pub mod error;
+pub mod est;
+pub mod flow;
+pub mod keys;
+pub mod transport;
+
+pub use error::{Exchange, PledgeError};

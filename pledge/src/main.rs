@@ -1,0 +1,293 @@
+//! The `estuary-pledge` command line.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use estuary_pledge::flow::{self, EnrollOptions};
+use estuary_pledge::keys::KeyType;
+use estuary_pledge::transport::{self, EstClient, Identity};
+use estuary_pledge::PledgeError;
+
+/// An EST (RFC 7030) client for testing an Estuary deployment.
+///
+/// Progress goes to stderr, results to stdout (`--json` for a machine-readable summary).
+/// Exit codes: 0 ok, 1 local or protocol error, 2 usage, 3 refused by the server (4xx),
+/// 4 connection or TLS failure, 5 still pending at --max-wait.
+#[derive(Parser, Debug)]
+#[command(name = "estuary-pledge", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Server {
+    /// EST base URL, e.g. https://127.0.0.1:8443/.well-known/est
+    #[arg(long, value_name = "URL")]
+    est_url: String,
+    /// PEM trust anchor(s) for the server's certificate (no system roots are used)
+    #[arg(long, value_name = "FILE")]
+    server_ca: PathBuf,
+    /// EST CA label (RFC 7030 §3.2.2): <URL>/<LABEL>/<operation>
+    #[arg(long, value_name = "L")]
+    label: Option<String>,
+    /// Name the server certificate must carry, if not the URL's host
+    #[arg(long, value_name = "NAME")]
+    tls_name: Option<String>,
+    /// Limit for each HTTP exchange, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ClientCert {
+    /// Client certificate (PEM; leaf first, intermediates may follow)
+    #[arg(long, value_name = "CERT.pem")]
+    cert: PathBuf,
+    /// Private key of the client certificate (PEM: PKCS#8, SEC1 or PKCS#1)
+    #[arg(long, value_name = "KEY.pem")]
+    key: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct Enrolment {
+    /// Directory for key.pem (0600), cert.pem, chain.pem, cacerts.pem (created if missing)
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+    /// Key type of the new key [default: enroll: the first of p256, p384, ed25519, rsa2048
+    /// that csrattrs accepts; reenroll: that of the current certificate]
+    #[arg(long, value_enum)]
+    key_type: Option<KeyType>,
+    /// Give up when the server still answers 202 after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    max_wait: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// GET /cacerts and write the CA certificates as PEM
+    Cacerts {
+        #[command(flatten)]
+        server: Server,
+        /// Output file (default: stdout)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Client certificate to present (optional: /cacerts needs no client authentication)
+        #[arg(long, value_name = "CERT.pem", requires = "key")]
+        cert: Option<PathBuf>,
+        /// Private key of --cert
+        #[arg(long, value_name = "KEY.pem", requires = "cert")]
+        key: Option<PathBuf>,
+    },
+    /// GET /csrattrs and print what the server asks for
+    Csrattrs {
+        #[command(flatten)]
+        server: Server,
+        #[command(flatten)]
+        client: ClientCert,
+    },
+    /// First enrolment with the IDevID: new key, CSR from csrattrs, POST /simpleenroll
+    Enroll {
+        #[command(flatten)]
+        server: Server,
+        #[command(flatten)]
+        client: ClientCert,
+        #[command(flatten)]
+        enrolment: Enrolment,
+        /// DNS name to ask for instead of the one csrattrs names (for testing refusals)
+        #[arg(long, value_name = "NAME")]
+        dns_name: Option<String>,
+    },
+    /// Re-enrolment with the current certificate: same subject and names, new key,
+    /// POST /simplereenroll
+    Reenroll {
+        #[command(flatten)]
+        server: Server,
+        /// Current certificate (e.g. DIR/cert.pem; a chain.pem beside it is sent as the TLS chain)
+        #[command(flatten)]
+        client: ClientCert,
+        #[command(flatten)]
+        enrolment: Enrolment,
+    },
+}
+
+fn client_for(server: &Server, identity: Option<&Identity>) -> Result<EstClient, PledgeError> {
+    let config = transport::client_config(&server.server_ca, identity)?;
+    EstClient::new(
+        &server.est_url,
+        server.label.as_deref(),
+        server.tls_name.as_deref(),
+        config,
+        Duration::from_secs(server.timeout),
+    )
+}
+
+fn identity(client: &ClientCert) -> Identity {
+    Identity {
+        cert: client.cert.clone(),
+        key: client.key.clone(),
+        extra_chain: Vec::new(),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn print_summary(s: &flow::Summary, json: bool) {
+    if json {
+        print_json(&s.to_json());
+    } else {
+        println!("certificate for {}", s.dns_names.join(", "));
+        println!("  serial    {}", s.serial);
+        println!("  notAfter  {}", s.not_after);
+        println!("  key       {} ({})", s.written.key.display(), s.key_type);
+        println!("  cert      {}", s.written.cert.display());
+        println!(
+            "  chain     {} ({} certificates)",
+            s.written.chain.display(),
+            s.chain_len
+        );
+        println!("  cacerts   {}", s.written.cacerts.display());
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), PledgeError> {
+    match cli.command {
+        Command::Cacerts {
+            server,
+            out,
+            cert,
+            key,
+        } => {
+            let id = cert.zip(key).map(|(cert, key)| Identity {
+                cert,
+                key,
+                extra_chain: Vec::new(),
+            });
+            let client = client_for(&server, id.as_ref())?;
+            let certs = flow::fetch_cacerts(&client).await?;
+            let ders: Vec<Vec<u8>> = certs.iter().map(|c| c.der().to_vec()).collect();
+            let pem = estuary_proto::pem::encode_certs(&ders);
+            match &out {
+                Some(path) => {
+                    flow::write_file(path, pem.as_bytes(), false)?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None if !server.json => print!("{pem}"),
+                None => {}
+            }
+            if server.json {
+                print_json(&serde_json::json!({
+                    "out": out,
+                    "count": certs.len(),
+                    "certificates": certs.iter().map(|c| serde_json::json!({
+                        "subject_cn": c.subject_common_name(),
+                        "not_after": flow::rfc3339(c.not_after_unix()),
+                        "self_issued": c.subject_der() == c.issuer_der(),
+                    })).collect::<Vec<_>>(),
+                }));
+            }
+            Ok(())
+        }
+        Command::Csrattrs { server, client } => {
+            let est = client_for(&server, Some(&identity(&client)))?;
+            let attrs = flow::fetch_csrattrs(&est).await?;
+            if server.json {
+                print_json(&flow::csrattrs_json(&attrs));
+            } else {
+                for line in flow::describe_csrattrs(&attrs) {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
+        Command::Enroll {
+            server,
+            client,
+            enrolment,
+            dns_name,
+        } => {
+            let est = client_for(&server, Some(&identity(&client)))?;
+            let opts = EnrollOptions {
+                out_dir: enrolment.out_dir,
+                key_type: enrolment.key_type,
+                max_wait: Duration::from_secs(enrolment.max_wait),
+                dns_name,
+            };
+            let summary = flow::enroll(&est, &opts).await?;
+            print_summary(&summary, server.json);
+            Ok(())
+        }
+        Command::Reenroll {
+            server,
+            client,
+            enrolment,
+        } => {
+            let current_ders = transport::read_pem_certs("--cert", &client.cert)?;
+            let leaf_der = current_ders.first().map(|c| c.to_vec()).unwrap_or_default();
+            let current = estuary_proto::CertSummary::from_der(&leaf_der).map_err(|source| {
+                PledgeError::Cert {
+                    origin: client.cert.display().to_string(),
+                    index: 0,
+                    source,
+                }
+            })?;
+            let mut id = identity(&client);
+            // A chain.pem beside cert.pem (as `enroll` writes them) holding the same leaf:
+            // send its intermediates too, so the server can build the path.
+            if current_ders.len() == 1 {
+                if let Some(chain_path) = client.cert.parent().map(|d| d.join("chain.pem")) {
+                    if let Ok(chain) = transport::read_pem_certs("chain.pem", &chain_path) {
+                        if chain.first().map(|c| c.as_ref()) == Some(leaf_der.as_slice())
+                            && chain.len() > 1
+                        {
+                            eprintln!(
+                                "presenting {} as the TLS client chain",
+                                chain_path.display()
+                            );
+                            id.extra_chain = chain.into_iter().skip(1).collect();
+                        }
+                    }
+                }
+            }
+            let est = client_for(&server, Some(&id))?;
+            let opts = EnrollOptions {
+                out_dir: enrolment.out_dir,
+                key_type: enrolment.key_type,
+                max_wait: Duration::from_secs(enrolment.max_wait),
+                dns_name: None,
+            };
+            let summary = flow::reenroll(&est, &current, &opts).await?;
+            print_summary(&summary, server.json);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
