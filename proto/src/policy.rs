@@ -77,8 +77,9 @@ pub enum PolicyError {
     /// The SAN holds IP addresses, URIs, e-mail addresses or other non-DNS names.
     #[error("CSR asks for subjectAltName entries other than DNS names; only dNSName is allowed")]
     NonDnsSan,
-    /// The subject commonName differs from the allowed name.
-    #[error("CSR subject commonName {asked} differs from the allowed name {expected}")]
+    /// The subject commonName differs from the allowed name. (The CN is quoted and escaped:
+    /// unlike SAN dNSNames it may hold any Unicode, control characters included.)
+    #[error("CSR subject commonName {asked:?} differs from the allowed name {expected}")]
     WrongCommonName {
         /// The commonName in the CSR.
         asked: String,

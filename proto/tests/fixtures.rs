@@ -215,12 +215,17 @@ fn enroll_policy() {
         "CSR asks for name dev2.iot.example.test, this device may only ask for dev1.iot.example.test"
     );
     assert_eq!(check("p256-ip-san"), Err(PolicyError::NonDnsSan));
+    let e = check("p256-wrong-cn").unwrap_err();
     assert_eq!(
-        check("p256-wrong-cn"),
-        Err(PolicyError::WrongCommonName {
+        e,
+        PolicyError::WrongCommonName {
             asked: "someone-else".into(),
             expected: NAME.into()
-        })
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "CSR subject commonName \"someone-else\" differs from the allowed name dev1.iot.example.test"
     );
     let only_rsa = KeyPolicy {
         allow_p256: false,
