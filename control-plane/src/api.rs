@@ -94,7 +94,8 @@ fn with_retry_after(mut r: Response, secs: u64) -> Response {
     r
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// `None` when the proxy's bearer token is right; else the 401 to send.
+fn refused(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -102,41 +103,32 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .unwrap_or("");
     let expected = state.token.expose().as_bytes();
     if bool::from(presented.as_bytes().ct_eq(expected)) {
-        Ok(())
+        None
     } else {
         warn!("internal API call without a valid bearer token refused");
-        Err(text(
+        Some(text(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token: only the Estuary proxy may call this API",
         ))
     }
 }
 
-fn serial_from(headers: &HeaderMap) -> Result<DeviceSerial, Response> {
+/// The device serial the proxy authenticated, or the reason it is unusable (a 400).
+fn serial_from(headers: &HeaderMap) -> Result<DeviceSerial, String> {
     let raw = headers
         .get(HDR_DEVICE_SERIAL)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("missing header {HDR_DEVICE_SERIAL}"),
-            )
-        })?;
-    DeviceSerial::parse(raw).map_err(|e| {
-        text(
-            StatusCode::BAD_REQUEST,
-            format!("{HDR_DEVICE_SERIAL}: {e}"),
-        )
-    })
+        .ok_or_else(|| format!("missing header {HDR_DEVICE_SERIAL}"))?;
+    DeviceSerial::parse(raw).map_err(|e| format!("{HDR_DEVICE_SERIAL}: {e}"))
 }
 
 async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = refused(&state, &headers) {
         return r;
     }
     let serial = match serial_from(&headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
     };
     let operation = match headers
         .get(HDR_OPERATION)
@@ -202,7 +194,7 @@ fn error_response(state: &AppState, e: &EnrollError) -> Response {
 }
 
 async fn cacerts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = refused(&state, &headers) {
         return r;
     }
     (
@@ -214,12 +206,12 @@ async fn cacerts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 }
 
 async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = refused(&state, &headers) {
         return r;
     }
     let serial = match serial_from(&headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
     };
     let name = match DeviceName::new(&serial, &state.parent) {
         Ok(n) => n,

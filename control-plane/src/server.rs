@@ -51,7 +51,7 @@ pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, std::net::SocketAddr
     let keys = cfg.est.keys.policy();
     let engine = Engine::new(
         cfg.parent.clone(),
-        keys.clone(),
+        keys,
         cfg.enroll,
         store.clone(),
         acme,
@@ -70,8 +70,21 @@ pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, std::net::SocketAddr
 }
 
 /// Serves until SIGTERM or Ctrl-C.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    let teap = cfg.teap.take();
     let (state, listen) = build(cfg)?;
+    if let Some(t) = teap {
+        let radius = crate::teap::server::TeapServer::bind(
+            &t,
+            Arc::clone(&state.engine),
+            state.parent.clone(),
+            state.keys.clone(),
+            Arc::clone(&state.metrics),
+        )
+        .await?;
+        info!(listen = %radius.local_addr()?, "TEAP RADIUS server listening");
+        tokio::spawn(radius.run());
+    }
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding server.listen {listen}"))?;

