@@ -93,6 +93,9 @@ pub enum PledgeError {
         /// The alert received.
         alert: rustls::AlertDescription,
     },
+    /// The server requires a client certificate and we sent none.
+    #[error("the server requires a client certificate (TLS alert CertificateRequired); pass --cert and --key")]
+    ClientCertRequired,
     /// The server's certificate did not verify against `--server-ca`.
     #[error("the server's certificate did not verify against --server-ca: {0}")]
     ServerCertInvalid(rustls::CertificateError),
@@ -266,6 +269,7 @@ impl PledgeError {
             PledgeError::Refused { .. } => 3,
             PledgeError::Connect { .. }
             | PledgeError::ClientCertRefused { .. }
+            | PledgeError::ClientCertRequired
             | PledgeError::ServerCertInvalid(_)
             | PledgeError::Tls(_)
             | PledgeError::ConnectionClosed { .. }

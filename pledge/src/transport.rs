@@ -116,6 +116,7 @@ pub struct EstClient {
     server_name: ServerName<'static>,
     connector: TlsConnector,
     timeout: Duration,
+    sent_cert: bool,
 }
 
 impl std::fmt::Debug for EstClient {
@@ -178,6 +179,7 @@ impl EstClient {
             base_path.push_str(label);
         }
         let name = tls_name.unwrap_or(&host).to_owned();
+        let sent_cert = config.client_auth_cert_resolver.has_certs();
         let server_name = ServerName::try_from(name)
             .map_err(|_| bad("the host is not a valid TLS server name"))?;
         Ok(EstClient {
@@ -188,6 +190,7 @@ impl EstClient {
             server_name,
             connector: TlsConnector::from(Arc::new(config)),
             timeout,
+            sent_cert,
         })
     }
 
@@ -255,12 +258,12 @@ impl EstClient {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| {
-                classify(exchange, &e)
+                classify(exchange, self.sent_cert, &e)
                     .unwrap_or_else(|| PledgeError::Tls(rustls::Error::General(e.to_string())))
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|source| http_error(exchange, source))?;
+            .map_err(|source| http_error(exchange, self.sent_cert, source))?;
         let conn = tokio::spawn(conn);
         let result = async {
             let resp = sender.send_request(req).await?;
@@ -278,15 +281,18 @@ impl EstClient {
                     Ok(Ok(Err(ce))) => Some(ce),
                     _ => None,
                 };
-                if let Some(found) = conn_err.as_ref().and_then(|ce| classify(exchange, ce)) {
+                if let Some(found) = conn_err
+                    .as_ref()
+                    .and_then(|ce| classify(exchange, self.sent_cert, ce))
+                {
                     return Err(found);
                 }
-                return Err(http_error(exchange, e));
+                return Err(http_error(exchange, self.sent_cert, e));
             }
         };
         let body = body
             .map_err(|e| match e.downcast::<hyper::Error>() {
-                Ok(he) => http_error(exchange, *he),
+                Ok(he) => http_error(exchange, self.sent_cert, *he),
                 Err(_) => PledgeError::BodyTooLarge {
                     exchange,
                     limit: MAX_BODY,
@@ -318,8 +324,8 @@ impl From<hyper::Error> for RequestError {
     }
 }
 
-fn http_error(exchange: Exchange, source: hyper::Error) -> PledgeError {
-    if let Some(found) = classify(exchange, &source) {
+fn http_error(exchange: Exchange, sent_cert: bool, source: hyper::Error) -> PledgeError {
+    if let Some(found) = classify(exchange, sent_cert, &source) {
         return found;
     }
     if source.is_incomplete_message() || source.is_canceled() {
@@ -347,8 +353,11 @@ fn refuses_client_cert(alert: AlertDescription) -> bool {
 }
 
 /// Maps a rustls error to ours.
-pub fn tls_error(err: &rustls::Error) -> PledgeError {
+pub fn tls_error(err: &rustls::Error, sent_cert: bool) -> PledgeError {
     match err {
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) if !sent_cert => {
+            PledgeError::ClientCertRequired
+        }
         rustls::Error::AlertReceived(alert) if refuses_client_cert(*alert) => {
             PledgeError::ClientCertRefused { alert: *alert }
         }
@@ -359,15 +368,19 @@ pub fn tls_error(err: &rustls::Error) -> PledgeError {
 
 /// Looks through an error's causes (including the payload of `io::Error`s, which
 /// `source()` skips) for a rustls error or a reset connection.
-fn classify(exchange: Exchange, err: &(dyn std::error::Error + 'static)) -> Option<PledgeError> {
+fn classify(
+    exchange: Exchange,
+    sent_cert: bool,
+    err: &(dyn std::error::Error + 'static),
+) -> Option<PledgeError> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = next {
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls_error(t));
+            return Some(tls_error(t, sent_cert));
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if let Some(inner) = io.get_ref() {
-                if let Some(found) = classify(exchange, inner) {
+                if let Some(found) = classify(exchange, sent_cert, inner) {
                     return Some(found);
                 }
             }
