@@ -171,7 +171,7 @@ pub fn check_reenroll(
     current: &CertSummary,
     keys: &KeyPolicy,
 ) -> Result<(), PolicyError> {
-    if csr.subject_der() != current.subject_der() {
+    if !same_name(csr.subject_der(), current.subject_der()) {
         return Err(PolicyError::SubjectChanged);
     }
     if csr.has_non_dns_sans() {
@@ -190,4 +190,96 @@ pub fn check_reenroll(
         });
     }
     check_key(csr, keys)
+}
+
+/// Whether two DER-encoded X.501 Names are the same name (RFC 5280 §7.1, simplified): the same
+/// RDNs with the same attribute types in the same order, and each value equal — directory
+/// strings compared as text, ignoring case, the string type (a CA may re-encode a UTF8String
+/// as PrintableString) and leading, trailing and repeated white space; any other value
+/// compared byte for byte. Undecodable input is never the same as anything.
+pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+    use der::Decode;
+    if a == b {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (
+        x509_cert::name::Name::from_der(a),
+        x509_cert::name::Name::from_der(b),
+    ) else {
+        return false;
+    };
+    a.0.len() == b.0.len()
+        && a.0.iter().zip(b.0.iter()).all(|(ra, rb)| {
+            let (ra, rb) = (ra.0.as_slice(), rb.0.as_slice());
+            ra.len() == rb.len()
+                && ra.iter().zip(rb.iter()).all(|(x, y)| {
+                    x.oid == y.oid
+                        && match (directory_text(&x.value), directory_text(&y.value)) {
+                            (Some(tx), Some(ty)) => tx == ty,
+                            _ => x.value == y.value,
+                        }
+                })
+        })
+}
+
+/// The normalised text of a directory-string value (PrintableString, UTF8String, IA5String,
+/// TeletexString), or `None` for other types.
+fn directory_text(v: &der::Any) -> Option<String> {
+    use der::{Tag, Tagged};
+    match v.tag() {
+        Tag::PrintableString | Tag::Utf8String | Tag::Ia5String | Tag::TeletexString => {
+            let s = core::str::from_utf8(v.value()).ok()?;
+            Some(
+                s.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase(),
+            )
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod same_name_tests {
+    use super::same_name;
+    use der::asn1::{PrintableStringRef, Utf8StringRef};
+    use der::{Encode, Tag};
+
+    /// `SEQUENCE { SET { SEQUENCE { OID 2.5.4.3, <value> } } }` by hand.
+    fn cn_name(value_der: &[u8]) -> Vec<u8> {
+        let oid = [0x06, 0x03, 0x55, 0x04, 0x03];
+        let mut atv = vec![0x30, (oid.len() + value_der.len()) as u8];
+        atv.extend_from_slice(&oid);
+        atv.extend_from_slice(value_der);
+        let mut set = vec![0x31, atv.len() as u8];
+        set.extend_from_slice(&atv);
+        let mut name = vec![0x30, set.len() as u8];
+        name.extend_from_slice(&set);
+        name
+    }
+
+    #[test]
+    fn printable_and_utf8_with_the_same_text_are_the_same_name() {
+        let p = PrintableStringRef::new("Device 1.iot.example.test")
+            .and_then(|s| s.to_der())
+            .expect("printable");
+        let u = Utf8StringRef::new("device  1.IOT.example.test ")
+            .and_then(|s| s.to_der())
+            .expect("utf8");
+        assert_eq!(p.first().copied(), Some(Tag::PrintableString.octet()));
+        assert!(same_name(&cn_name(&p), &cn_name(&u)));
+    }
+
+    #[test]
+    fn different_text_or_shape_is_a_different_name() {
+        let a = Utf8StringRef::new("a.example").and_then(|s| s.to_der()).expect("a");
+        let b = Utf8StringRef::new("b.example").and_then(|s| s.to_der()).expect("b");
+        assert!(!same_name(&cn_name(&a), &cn_name(&b)));
+        // An empty name against a one-RDN name.
+        assert!(!same_name(&[0x30, 0x00], &cn_name(&a)));
+        assert!(same_name(&[0x30, 0x00], &[0x30, 0x00]));
+        // Garbage is never the same as anything, not even itself unless byte-equal.
+        assert!(!same_name(&[0x30, 0x05, 0x01], &[0x30, 0x05, 0x02]));
+    }
 }

@@ -407,7 +407,7 @@ fn a_202_started_on_one_replica_finishes_on_the_other() {
     let id = stack
         .pki
         .manufacturer
-        .issue_idevid(tmp.path(), "rep", &serial)
+        .issue_idevid(tmp.path(), "rep-idevid", &serial)
         .expect("idevid");
     let name = format!("{serial}.{DEV_PARENT}");
     let (_k, csr) = openssl_csr(tmp.path(), "rep", &name);
@@ -439,4 +439,76 @@ fn a_202_started_on_one_replica_finishes_on_the_other() {
         .map(|i| metric_value(&metrics(&stack, i), "estuary_acme_orders_total{result=\"valid\"}"))
         .sum();
     assert_eq!(orders, 1.0, "exactly one ACME order for the CSR");
+}
+
+/// The pledge CLI (our own EST client) against the same real stack: enrol, then re-enrol.
+#[test]
+fn the_pledge_cli_enrols_and_reenrols_through_envoy() {
+    let stack = start(DevStackOptions::default());
+    let pledge = workspace_bin("estuary-pledge", "ESTUARY_PLEDGE_BIN").expect("pledge binary");
+    let tmp = TempDir::new("pledge").expect("tmp");
+    let serial = unique("pl");
+    let id = stack
+        .pki
+        .manufacturer
+        .issue_idevid(tmp.path(), "idevid", &serial)
+        .expect("idevid");
+    let out1 = tmp.path().join("first");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new(&pledge).args(args).output().expect("run pledge");
+        assert!(
+            o.status.success(),
+            "estuary-pledge {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let url = stack.est_url();
+    let ca = stack.pki.server_ca.cert_path.clone();
+    let progress = run(&[
+        "enroll".as_ref(),
+        "--est-url".as_ref(),
+        url.as_ref(),
+        "--server-ca".as_ref(),
+        ca.as_os_str(),
+        "--cert".as_ref(),
+        id.cert_path.as_os_str(),
+        "--key".as_ref(),
+        id.key_path.as_os_str(),
+        "--out-dir".as_ref(),
+        out1.as_os_str(),
+    ]);
+    assert!(progress.contains("cacerts"), "{progress}");
+    let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
+    let cert1 = out1.join("cert.pem");
+    let san = sh(Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&cert1));
+    assert!(san.contains(&format!("DNS:{name}")), "{san}");
+    let verify = sh(Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&stack.stack.pebble.issuer_root_pem)
+        .arg("-untrusted")
+        .arg(out1.join("chain.pem"))
+        .arg(&cert1));
+    assert!(verify.contains("OK"), "{verify}");
+
+    let out2 = tmp.path().join("second");
+    run(&[
+        "reenroll".as_ref(),
+        "--est-url".as_ref(),
+        url.as_ref(),
+        "--server-ca".as_ref(),
+        ca.as_os_str(),
+        "--cert".as_ref(),
+        cert1.as_os_str(),
+        "--key".as_ref(),
+        out1.join("key.pem").as_os_str(),
+        "--out-dir".as_ref(),
+        out2.as_os_str(),
+    ]);
+    let cert2 = std::fs::read_to_string(out2.join("cert.pem")).expect("new cert");
+    assert_ne!(cert2, std::fs::read_to_string(&cert1).expect("old cert"));
 }
