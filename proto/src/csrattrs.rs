@@ -16,10 +16,9 @@
 //! the smallest accepted modulus size (INTEGER), Ed25519 as a bare OID. The device may use any
 //! of the listed key types.
 //!
-//! Not done: the RFC 9908 §3.4 `CertificationRequestInfoTemplate` is not emitted (so no
-//! subject commonName value is prescribed; the enrolment policy accepts an absent CN or one
-//! equal to the name). [`CsrAttrs::requested_dns_names`] does read a template's
-//! extensionRequest.
+//! The same request is also given as an RFC 9908 §3.4 `CertificationRequestInfoTemplate`
+//! (`id-aa-certificationRequestInfoTemplate`), which is the only way to prescribe the subject
+//! `CN=<name>`. The enrolment policy accepts an absent CN or one equal to the name.
 //! challengePassword is not requested.
 
 use const_oid::ObjectIdentifier;
@@ -71,6 +70,13 @@ pub enum CsrAttrsError {
     /// An attribute has no values (values is SET SIZE(1..MAX)).
     #[error("CSR attributes entry {index} has no values")]
     EmptyValues {
+        /// Index of the entry.
+        index: usize,
+    },
+    /// An OID shorter than 3 content octets (e.g. `1.2.3`): the DER decoder used here cannot
+    /// read those back, so they are refused on encoding too.
+    #[error("CSR attributes entry {index} has an OID too short to round-trip")]
+    OidTooShort {
         /// Index of the entry.
         index: usize,
     },
@@ -138,6 +144,10 @@ impl CsrAttrs {
     pub fn to_der(&self) -> Result<Vec<u8>, CsrAttrsError> {
         let mut body = Vec::new();
         for (index, entry) in self.0.iter().enumerate() {
+            let (AttrOrOid::Oid(oid) | AttrOrOid::Attribute { oid, .. }) = entry;
+            if oid.as_bytes().len() < 3 {
+                return Err(CsrAttrsError::OidTooShort { index });
+            }
             match entry {
                 AttrOrOid::Oid(oid) => body.extend(derutil::oid_der(oid)),
                 AttrOrOid::Attribute { oid, values } => {
@@ -193,7 +203,28 @@ impl CsrAttrs {
                 }
             }
         }
-        out
+        // The same name may be given both ways (plain attribute and template): list it once.
+        let mut unique: Vec<String> = Vec::with_capacity(out.len());
+        for name in out {
+            if !unique.iter().any(|u| u.eq_ignore_ascii_case(&name)) {
+                unique.push(name);
+            }
+        }
+        unique
+    }
+
+    /// The subject commonName value prescribed by a CertificationRequestInfoTemplate
+    /// (RFC 9908 §3.4), if any: the first commonName with a UTF8String, PrintableString or
+    /// IA5String value in the template's subject.
+    pub fn requested_common_name(&self) -> Option<String> {
+        self.0.iter().find_map(|e| match e {
+            AttrOrOid::Attribute { oid, values }
+                if *oid == oids::CERTIFICATION_REQUEST_INFO_TEMPLATE =>
+            {
+                values.iter().find_map(|v| template_common_name(v))
+            }
+            _ => None,
+        })
     }
 
     /// The elliptic curves the server accepts (values of an `id-ecPublicKey` attribute).
@@ -254,6 +285,50 @@ fn template_sans(template_der: &[u8], out: &mut Vec<String>) {
     }
 }
 
+/// The commonName value in a template's NameTemplate:
+/// `SEQUENCE OF SET OF SEQUENCE { type OID, value ANY OPTIONAL }`.
+fn template_common_name(template_der: &[u8]) -> Option<String> {
+    let t = derutil::one_tlv(template_der).ok()?;
+    let fields = derutil::tlvs(t.value()).ok()?;
+    let subject = fields.iter().find(|f| f.tag() == Tag::Sequence)?;
+    for rdn in derutil::tlvs(subject.value()).ok()? {
+        for atv in derutil::tlvs(rdn.value()).ok()? {
+            let parts = derutil::tlvs(atv.value()).ok()?;
+            let (Some(ty), Some(value)) = (parts.first(), parts.get(1)) else {
+                continue;
+            };
+            if ty.decode_as::<ObjectIdentifier>().ok() != Some(oids::COMMON_NAME) {
+                continue;
+            }
+            let any = der::Any::from(*value);
+            if let Ok(cn) = derutil::directory_string(&any) {
+                return Some(cn);
+            }
+        }
+    }
+    None
+}
+
+/// RFC 9908 §3.4 CertificationRequestInfoTemplate for one device: version v1(0), subject
+/// `CN=<name>`, no subjectPKInfo (several key types are allowed), attributes `[1]` holding an
+/// extensionRequest with the subjectAltName (all values given, so the plain extensionRequest
+/// rather than id-aa-extensionReqTemplate).
+fn cri_template(name: &str) -> Vec<u8> {
+    let mut atv = derutil::oid_der(&oids::COMMON_NAME);
+    atv.extend(derutil::tlv(0x0c, name.as_bytes())); // UTF8String
+    let rdn = derutil::tlv(tag::SET, &derutil::tlv(tag::SEQUENCE, &atv));
+    let subject = derutil::tlv(tag::SEQUENCE, &rdn);
+
+    let mut ext_req = derutil::oid_der(&oids::EXTENSION_REQUEST);
+    ext_req.extend(derutil::tlv(tag::SET, &san_extensions(name)));
+    let attributes = derutil::tlv(0xa1, &derutil::tlv(tag::SEQUENCE, &ext_req));
+
+    let mut body = derutil::tlv(tag::INTEGER, &[0]);
+    body.extend(subject);
+    body.extend(attributes);
+    derutil::tlv(tag::SEQUENCE, &body)
+}
+
 /// DER of `Extensions` holding one non-critical subjectAltName with one dNSName.
 fn san_extensions(name: &str) -> Vec<u8> {
     // GeneralName dNSName is [2] IMPLICIT IA5String.
@@ -275,8 +350,11 @@ fn integer_der(v: u32) -> Vec<u8> {
 }
 
 /// What Estuary tells one device at `/csrattrs`: the one dNSName it must put in its
-/// subjectAltName (an `extensionRequest` attribute with the value filled in, RFC 9908), and the
-/// key types `keys` accepts. challengePassword is not requested.
+/// subjectAltName (an `extensionRequest` attribute with the value filled in, RFC 9908 §3.3),
+/// the key types `keys` accepts, and the same name as an RFC 9908 §3.4
+/// CertificationRequestInfoTemplate (subject `CN=<name>` plus the subjectAltName) for clients
+/// that understand templates; clients that do not ignore that attribute. challengePassword is
+/// not requested.
 pub fn device_template(name: &DeviceName, keys: &KeyPolicy) -> CsrAttrs {
     let mut entries = Vec::new();
     if keys.allows_rsa() {
@@ -304,6 +382,10 @@ pub fn device_template(name: &DeviceName, keys: &KeyPolicy) -> CsrAttrs {
     entries.push(AttrOrOid::Attribute {
         oid: oids::EXTENSION_REQUEST,
         values: vec![san_extensions(name.as_str())],
+    });
+    entries.push(AttrOrOid::Attribute {
+        oid: oids::CERTIFICATION_REQUEST_INFO_TEMPLATE,
+        values: vec![cri_template(name.as_str())],
     });
     CsrAttrs(entries)
 }
@@ -392,6 +474,8 @@ mod tests {
             values: vec![],
         }]);
         assert_eq!(none.to_der(), Err(CsrAttrsError::EmptyValues { index: 0 }));
+        let short = CsrAttrs(vec![AttrOrOid::Oid(ObjectIdentifier::new_unwrap("1.2.3"))]);
+        assert_eq!(short.to_der(), Err(CsrAttrsError::OidTooShort { index: 0 }));
     }
 
     #[test]
@@ -410,6 +494,23 @@ mod tests {
         assert_eq!(back.requested_rsa_bits(), Some(2048));
         assert!(back.mentions(oids::ED25519));
         assert!(!back.mentions(oids::CHALLENGE_PASSWORD));
+        assert_eq!(
+            back.requested_common_name().as_deref(),
+            Some("dev1.iot.example.test")
+        );
+        // The template alone also yields the name.
+        let only_template = CsrAttrs(
+            back.0
+                .iter()
+                .filter(|e| matches!(e, AttrOrOid::Attribute { oid, .. } if *oid == oids::CERTIFICATION_REQUEST_INFO_TEMPLATE))
+                .cloned()
+                .collect(),
+        );
+        assert_eq!(only_template.0.len(), 1);
+        assert_eq!(
+            only_template.requested_dns_names(),
+            vec!["dev1.iot.example.test"]
+        );
         // The extensionRequest value is an Extensions that x509-cert reads as one SAN.
         let ext = back.attribute_values(oids::EXTENSION_REQUEST).unwrap();
         let exts = Extensions::from_der(&ext[0]).unwrap();

@@ -34,8 +34,10 @@ pub const SUBJECT_ALT_NAME: Oid = Oid::new_unwrap("2.5.29.17");
 pub const CHALLENGE_PASSWORD: Oid = Oid::new_unwrap("1.2.840.113549.1.9.7");
 /// pkcs-9-at-extensionRequest (RFC 2985 §5.4.2).
 pub const EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.14");
-/// id-aa-certificationRequestInfoTemplate (RFC 9908 §3.4, from the S/MIME arc id-aa 61).
+/// id-aa-certificationRequestInfoTemplate (RFC 9908 §3.4; id-aa 61).
 pub const CERTIFICATION_REQUEST_INFO_TEMPLATE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.61");
+/// id-aa-extensionReqTemplate (RFC 9908 §3.4; id-aa 62): extensions with optional values.
+pub const EXTENSION_REQ_TEMPLATE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.62");
 
 /// id-signedData (RFC 5652 §5.1).
 pub const SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");

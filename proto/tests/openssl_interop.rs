@@ -128,6 +128,8 @@ fn openssl_parses_our_csrattrs() {
         assert!(text.contains(want), "asn1parse lacks {want}:\n{text}");
     }
     assert!(!text.contains("challengePassword"));
+    // The RFC 9908 template attribute (openssl has no name for the OID).
+    assert!(text.contains("1.2.840.113549.1.9.16.2.61"), "{text}");
     // The SAN extension inside decodes in openssl as well.
     let dump = String::from_utf8(openssl(
         &["asn1parse", "-inform", "DER", "-i", "-dump"],
@@ -153,7 +155,11 @@ fn fresh_openssl_csrs_from_the_template() {
     let dns = attrs.requested_dns_names();
     assert_eq!(dns, vec!["fresh-9.iot.example.test"]);
     let san = format!("subjectAltName=DNS:{}", dns[0]);
-    let subj = format!("/serialNumber=FRESH-9/CN={}", dns[0]);
+    let cn = attrs
+        .requested_common_name()
+        .expect("template prescribes a CN");
+    assert_eq!(cn, dns[0]);
+    let subj = format!("/serialNumber=FRESH-9/CN={cn}");
     let cases: &[(&[&str], KeyKind)] = &[
         (
             &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
