@@ -35,6 +35,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// `[enroll]`
     pub enroll: EnrollConfig,
+    /// `[teap]`: the RADIUS/EAP-TEAP listener, when present.
+    pub teap: Option<crate::teap::TeapConfig>,
     /// `est.parent_domain`, checked.
     pub parent: ParentDomain,
 }
@@ -243,7 +245,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 6] = ["server", "est", "acme", "dns", "redis", "enroll"];
+const SECTIONS: [&str; 7] = ["server", "est", "acme", "dns", "redis", "enroll", "teap"];
 
 impl Config {
     /// Reads `path`, applies `ESTUARY_*` overrides from the process environment, validates.
@@ -278,6 +280,10 @@ impl Config {
         let dns: Option<DnsConfig> = section(&root, "dns", false, &mut errors);
         let redis: Option<RedisConfig> = section(&root, "redis", false, &mut errors);
         let enroll: Option<EnrollConfig> = section(&root, "enroll", true, &mut errors);
+        let teap: Option<crate::teap::TeapConfig> = section(&root, "teap", true, &mut errors);
+        if let Some(t) = &teap {
+            errors.extend(t.validate());
+        }
 
         if let Some(s) = &server {
             if s.api_token.expose().len() < 16 {
@@ -358,6 +364,7 @@ impl Config {
                 redis,
                 enroll,
                 parent,
+                teap,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -398,6 +405,7 @@ impl DefaultIfOptional for EstConfig {}
 impl DefaultIfOptional for AcmeConfig {}
 impl DefaultIfOptional for DnsConfig {}
 impl DefaultIfOptional for RedisConfig {}
+impl DefaultIfOptional for crate::teap::TeapConfig {}
 impl DefaultIfOptional for EnrollConfig {
     fn default_value() -> Option<Self> {
         Some(Self::default())

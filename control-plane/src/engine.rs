@@ -153,6 +153,15 @@ impl Engine {
 
     /// Enrols one CSR; counts the result.
     pub async fn enroll(self: &Arc<Self>, req: EnrollRequest) -> Result<Outcome, EnrollError> {
+        self.enroll_as(Protocol::est, req).await
+    }
+
+    /// Enrols one CSR for `protocol`; counts the result under that protocol label.
+    pub async fn enroll_as(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        req: EnrollRequest,
+    ) -> Result<Outcome, EnrollError> {
         let result = self.enroll_inner(req).await;
         let label = match &result {
             Ok(Outcome::Issued { cached: true, .. }) => EnrollResult::cached,
@@ -161,7 +170,7 @@ impl Engine {
             Err(e) if e.status() < 500 => EnrollResult::rejected,
             Err(_) => EnrollResult::failed,
         };
-        self.metrics.enrollment(Protocol::est, label);
+        self.metrics.enrollment(protocol, label);
         result
     }
 

@@ -6,6 +6,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -31,6 +32,8 @@ pub enum EnrollResult {
 pub enum Protocol {
     /// RFC 7030 EST.
     est,
+    /// RFC 9930 TEAP over RADIUS.
+    teap,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +70,8 @@ pub struct Metrics {
     pub cache_misses: Counter,
     /// Seconds from the start of an issuance to the certificate in hand.
     pub issuance_seconds: Histogram,
+    /// TEAP conversations held now.
+    pub teap_sessions: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,6 +90,12 @@ impl Metrics {
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
         let issuance_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        let teap_sessions = Gauge::default();
+        registry.register(
+            "estuary_teap_sessions",
+            "TEAP conversations in progress",
+            teap_sessions.clone(),
+        );
         // prometheus-client appends `_total` to counters.
         registry.register(
             "estuary_enrollments",
@@ -124,6 +135,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             issuance_seconds,
+            teap_sessions,
         }
     }
 

@@ -78,7 +78,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             &t,
             Arc::clone(&state.engine),
             state.parent.clone(),
-            state.keys.clone(),
+            state.keys,
             Arc::clone(&state.metrics),
         )
         .await?;

@@ -1,0 +1,406 @@
+//! A TEAP peer that is also its own NAS: it sends RADIUS Access-Requests carrying EAP to a
+//! TEAP server, drives a rustls client through the tunnel, answers the server's
+//! Request-Action for a PKCS#10 with a CSR built from the CSR-Attributes, receives the PKCS#7,
+//! checks the Crypto-Binding, and at the end compares the MS-MPPE keys in the Access-Accept with
+//! the MSK it derived itself.
+//!
+//! The pledge CLI's `teap` subcommand is a thin wrapper around [`run`].
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estuary_proto::csrattrs::CsrAttrs;
+use estuary_proto::eap::{EapCode, EapPacket, EapType, TeapFrame, TEAP_VERSION};
+use estuary_proto::radius::{self, AttrType, Code, Packet};
+use estuary_proto::teap::{
+    self, Action, CbSubType, CryptoBinding, ErrorCode, Status, TeapKeys, Tlv, TlvType,
+};
+use rand::RngCore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::ClientConnection;
+use tokio::net::UdpSocket;
+
+use super::tunnel::{Incoming, Tunnel, TunnelError};
+
+/// Builds a CSR (DER) from the server's CSR-Attributes (DER; `None` when the server sent
+/// none).
+pub type CsrMaker = Box<dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, String> + Send>;
+
+/// How to reach the server and who we are.
+pub struct PeerConfig {
+    /// The TEAP server's RADIUS address.
+    pub server: SocketAddr,
+    /// The RADIUS shared secret.
+    pub secret: Vec<u8>,
+    /// The outer EAP identity (User-Name).
+    pub identity: String,
+    /// Client certificate chain (IDevID or LDevID), leaf first, and its private key. `None`
+    /// sends no certificate (the server then rejects).
+    pub client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    /// Trust anchors for the TEAP server's certificate.
+    pub server_roots: rustls::RootCertStore,
+    /// The name the server's certificate must carry.
+    pub server_name: ServerName<'static>,
+    /// TLS octets per EAP-Response.
+    pub fragment_size: usize,
+    /// Offer TLS 1.3 as well as 1.2.
+    pub tls13: bool,
+    /// Seconds to wait for each RADIUS reply before retransmitting (3 tries).
+    pub radius_timeout: Duration,
+    /// Test knob: replaces the first phase-2 reply with these raw octets (to send malformed
+    /// or unknown TLVs on purpose).
+    pub dangerous_first_phase2_reply: Option<Vec<u8>>,
+}
+
+/// A completed authentication.
+#[derive(Debug)]
+pub struct PeerOutcome {
+    /// The MSK this peer derived.
+    pub msk: Box<[u8; 64]>,
+    /// The MS-MPPE-Recv/Send keys of the Access-Accept equal MSK[0..32] / MSK[32..64].
+    pub mppe_keys_match: bool,
+    /// The PKCS#7 TLV's content, when the server sent one.
+    pub pkcs7: Option<Vec<u8>>,
+    /// The CSR-Attributes TLV's content, when the server sent one.
+    pub csr_attrs: Option<Vec<u8>>,
+}
+
+/// Why the peer did not authenticate.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Socket trouble.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// No valid RADIUS reply after all retransmissions.
+    #[error("no valid RADIUS reply from {0} (wrong secret, or server down)")]
+    NoReply(SocketAddr),
+    /// The server rejected us; the last phase-2 TLVs it sent say why.
+    #[error("Access-Reject (server TLVs: {server_tlvs:?})")]
+    Rejected {
+        /// The last phase-2 TLVs received (Error, NAK, Result…).
+        server_tlvs: Vec<Tlv>,
+    },
+    /// The TLS tunnel failed.
+    #[error("tunnel: {0}")]
+    Tunnel(#[from] TunnelError),
+    /// The server broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    /// Building the CSR failed.
+    #[error("CSR: {0}")]
+    Csr(String),
+}
+
+struct PeerState {
+    tunnel: Option<Tunnel<ClientConnection>>,
+    server_outer: Vec<u8>,
+    keys: Option<TeapKeys>,
+    pkcs7: Option<Vec<u8>>,
+    csr_attrs: Option<Vec<u8>>,
+    last_tlvs: Vec<Tlv>,
+    override_reply: Option<Vec<u8>>,
+    csr: Option<CsrMaker>,
+}
+
+/// Runs one TEAP authentication (and enrolment, if `csr` is given and the server asks).
+pub async fn run(cfg: &PeerConfig, csr: Option<CsrMaker>) -> Result<PeerOutcome, PeerError> {
+    let tls = client_config(cfg)?;
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let mut st = PeerState {
+        tunnel: None,
+        server_outer: Vec::new(),
+        keys: None,
+        pkcs7: None,
+        csr_attrs: None,
+        last_tlvs: Vec::new(),
+        override_reply: cfg.dangerous_first_phase2_reply.clone(),
+        csr,
+    };
+    let mut radius_id: u8 = rand::rng().next_u32() as u8;
+    let mut state_attr: Option<Vec<u8>> = None;
+    let mut eap_out = EapPacket::new(
+        EapCode::RESPONSE,
+        0,
+        EapType::IDENTITY,
+        cfg.identity.as_bytes().to_vec(),
+    );
+    // Bounded: a conversation that does not end in 2000 round trips is broken.
+    for _ in 0..2000 {
+        radius_id = radius_id.wrapping_add(1);
+        let mut auth = [0u8; 16];
+        rand::rng().fill_bytes(&mut auth);
+        let mut req = Packet::new(Code::ACCESS_REQUEST, radius_id, auth);
+        req.push(AttrType::USER_NAME, cfg.identity.as_bytes().to_vec());
+        req.push(AttrType::NAS_IDENTIFIER, b"estuary-teap-peer".to_vec());
+        req.push(AttrType::FRAMED_MTU, 1400u32.to_be_bytes().to_vec());
+        let eap_bytes = eap_out
+            .encode()
+            .map_err(|_| PeerError::Protocol("EAP response too large"))?;
+        req.push_eap_message(&eap_bytes);
+        if let Some(s) = &state_attr {
+            req.push(AttrType::STATE, s.clone());
+        }
+        let wire = req
+            .encode_request(&cfg.secret)
+            .map_err(|_| PeerError::Protocol("RADIUS request too large"))?;
+        let reply = exchange(&socket, cfg, &wire, &auth).await?;
+        let eap_in = reply.eap_message().and_then(|b| EapPacket::decode(&b).ok());
+        match reply.code {
+            Code::ACCESS_CHALLENGE => {
+                state_attr = reply.attr(AttrType::STATE).map(<[u8]>::to_vec);
+                let eap_in = eap_in.ok_or(PeerError::Protocol("challenge without EAP"))?;
+                eap_out = step(&mut st, cfg, &tls, &eap_in)?;
+            }
+            Code::ACCESS_ACCEPT => {
+                if eap_in.map(|e| e.code) != Some(EapCode::SUCCESS) {
+                    return Err(PeerError::Protocol("Access-Accept without EAP-Success"));
+                }
+                let keys = st
+                    .keys
+                    .as_ref()
+                    .ok_or(PeerError::Protocol("success before the tunnel was up"))?;
+                let recv =
+                    radius::find_vendor(&reply, radius::VENDOR_MICROSOFT, radius::MS_MPPE_RECV_KEY)
+                        .and_then(|v| radius::mppe_decrypt(&cfg.secret, &auth, &v).ok());
+                let send =
+                    radius::find_vendor(&reply, radius::VENDOR_MICROSOFT, radius::MS_MPPE_SEND_KEY)
+                        .and_then(|v| radius::mppe_decrypt(&cfg.secret, &auth, &v).ok());
+                let mppe_keys_match = recv.as_deref() == Some(&keys.msk[..32])
+                    && send.as_deref() == Some(&keys.msk[32..]);
+                return Ok(PeerOutcome {
+                    msk: Box::new(keys.msk),
+                    mppe_keys_match,
+                    pkcs7: st.pkcs7,
+                    csr_attrs: st.csr_attrs,
+                });
+            }
+            Code::ACCESS_REJECT => {
+                return Err(PeerError::Rejected {
+                    server_tlvs: st.last_tlvs,
+                })
+            }
+            _ => return Err(PeerError::Protocol("unexpected RADIUS code")),
+        }
+    }
+    Err(PeerError::Protocol("conversation did not end"))
+}
+
+fn client_config(cfg: &PeerConfig) -> Result<Arc<rustls::ClientConfig>, PeerError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if cfg.tls13 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS12]
+    };
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| PeerError::Tunnel(e.into()))?
+        .with_root_certificates(cfg.server_roots.clone());
+    let mut c = match &cfg.client {
+        Some((chain, key)) => b
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| PeerError::Tunnel(e.into()))?,
+        None => b.with_no_client_auth(),
+    };
+    c.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(c))
+}
+
+async fn exchange(
+    socket: &UdpSocket,
+    cfg: &PeerConfig,
+    wire: &[u8],
+    auth: &[u8; 16],
+) -> Result<Packet, PeerError> {
+    let mut buf = vec![0u8; radius::MAX_LEN];
+    for _ in 0..3 {
+        socket.send_to(wire, cfg.server).await?;
+        let deadline = tokio::time::Instant::now() + cfg.radius_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+                Err(_) => break,
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok((n, from))) => {
+                    if from != cfg.server || buf[1] != wire[1] {
+                        continue;
+                    }
+                    if let Ok(p) = radius::verify_response(&buf[..n], &cfg.secret, auth) {
+                        return Ok(p);
+                    }
+                }
+            }
+        }
+    }
+    Err(PeerError::NoReply(cfg.server))
+}
+
+fn step(
+    st: &mut PeerState,
+    cfg: &PeerConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    eap: &EapPacket,
+) -> Result<EapPacket, PeerError> {
+    let respond = |frame: TeapFrame| {
+        EapPacket::new(
+            EapCode::RESPONSE,
+            eap.identifier,
+            EapType::TEAP,
+            frame.encode(),
+        )
+    };
+    if eap.code != EapCode::REQUEST {
+        return Err(PeerError::Protocol("expected an EAP-Request"));
+    }
+    if eap.typ == Some(EapType::IDENTITY) {
+        return Ok(EapPacket::new(
+            EapCode::RESPONSE,
+            eap.identifier,
+            EapType::IDENTITY,
+            cfg.identity.as_bytes().to_vec(),
+        ));
+    }
+    if eap.typ != Some(EapType::TEAP) {
+        // Legacy Nak proposing TEAP (RFC 3748 §5.3.1).
+        return Ok(EapPacket::new(
+            EapCode::RESPONSE,
+            eap.identifier,
+            EapType::NAK,
+            vec![EapType::TEAP.0],
+        ));
+    }
+    let frame = TeapFrame::decode(&eap.data).map_err(|_| PeerError::Protocol("bad TEAP header"))?;
+    if frame.start {
+        if frame.version < TEAP_VERSION {
+            return Err(PeerError::Protocol("server offers TEAP version 0"));
+        }
+        st.server_outer = frame.outer_tlvs.clone();
+        let conn = ClientConnection::new(Arc::clone(tls), cfg.server_name.clone())
+            .map_err(TunnelError::from)?;
+        let mut t = Tunnel::new(conn, cfg.fragment_size);
+        t.flush(&[])?;
+        let f = t.next_frame();
+        st.tunnel = Some(t);
+        return Ok(respond(f));
+    }
+    let t = st
+        .tunnel
+        .as_mut()
+        .ok_or(PeerError::Protocol("TEAP data before TEAP/Start"))?;
+    match t.receive(&frame)? {
+        Incoming::NeedAck => return Ok(respond(TeapFrame::ack())),
+        Incoming::SendNext => return Ok(respond(t.next_frame())),
+        Incoming::Message => {}
+    }
+    if !t.conn.is_handshaking() {
+        if st.keys.is_none() {
+            st.keys = Some(t.keys()?);
+        }
+        let plain = t.read_plain()?;
+        if !plain.is_empty() {
+            let reply = match st.override_reply.take() {
+                Some(raw) => raw,
+                None => {
+                    let tlvs = phase2(st, &plain)?;
+                    teap::encode(&tlvs).map_err(|_| PeerError::Protocol("TLV too long"))?
+                }
+            };
+            let t = st.tunnel.as_mut().ok_or(PeerError::Protocol("no tunnel"))?;
+            t.write_plain(&reply)?;
+        }
+    }
+    let t = st.tunnel.as_mut().ok_or(PeerError::Protocol("no tunnel"))?;
+    t.flush(&[])?;
+    Ok(respond(t.next_frame()))
+}
+
+/// The peer's answer to the server's phase-2 TLVs.
+fn phase2(st: &mut PeerState, plain: &[u8]) -> Result<Vec<Tlv>, PeerError> {
+    let tlvs = match teap::decode(plain) {
+        Ok(t) => t,
+        Err(_) => {
+            return Ok(vec![
+                Tlv::error(ErrorCode::UNEXPECTED_TLVS),
+                Tlv::result(Status::FAILURE),
+            ])
+        }
+    };
+    st.last_tlvs = tlvs.clone();
+    if let Some(t) = teap::first_unknown_mandatory(&tlvs, TlvType::is_defined) {
+        return Ok(vec![Tlv::nak(t)]);
+    }
+    let find = |t: TlvType| tlvs.iter().find(|x| x.typ == t);
+    if find(TlvType::ERROR).is_some()
+        || find(TlvType::RESULT).and_then(|r| r.status().ok()) == Some(Status::FAILURE)
+    {
+        return Ok(vec![Tlv::result(Status::FAILURE)]);
+    }
+    if let Some(a) = find(TlvType::CSR_ATTRIBUTES) {
+        st.csr_attrs = Some(a.value.clone());
+    }
+    if let Some(p) = find(TlvType::PKCS7) {
+        st.pkcs7 = Some(p.value.clone());
+    }
+    let mut out = Vec::new();
+    if let Some(ra) = find(TlvType::REQUEST_ACTION) {
+        let wants_csr = matches!(
+            ra.request_action_parts(),
+            Ok((_, Action::PROCESS_TLV, inner)) if inner.iter().any(|t| t.typ == TlvType::PKCS10)
+        );
+        if wants_csr {
+            if let Some(make) = st.csr.as_mut() {
+                let csr = make(st.csr_attrs.as_deref()).map_err(PeerError::Csr)?;
+                out.push(Tlv::new(false, TlvType::PKCS10, csr));
+            }
+        }
+    }
+    if let Some(cb) = find(TlvType::CRYPTO_BINDING) {
+        let keys = st
+            .keys
+            .as_ref()
+            .ok_or(PeerError::Protocol("Crypto-Binding before keys"))?;
+        let ok_result = find(TlvType::RESULT).and_then(|r| r.status().ok())
+            == Some(Status::SUCCESS)
+            || find(TlvType::INTERMEDIATE_RESULT).and_then(|r| r.status().ok())
+                == Some(Status::SUCCESS);
+        let req = CryptoBinding::decode(&cb.value).ok().filter(|c| {
+            ok_result
+                && c.sub_type == CbSubType::Request
+                && c.nonce[31] & 1 == 0
+                && keys.verify(c, &st.server_outer, &[])
+        });
+        let Some(req) = req else {
+            return Ok(vec![
+                Tlv::error(ErrorCode::TUNNEL_COMPROMISE),
+                Tlv::result(Status::FAILURE),
+            ]);
+        };
+        let mut resp = CryptoBinding {
+            sub_type: CbSubType::Response,
+            ..req
+        };
+        resp.nonce[31] |= 1;
+        keys.sign(&mut resp, &st.server_outer, &[]);
+        out.push(resp.to_tlv());
+        out.push(Tlv::result(Status::SUCCESS));
+    }
+    Ok(out)
+}
+
+/// A CSR for the names the CSR-Attributes ask for, with a fresh P-256 key: (CSR DER, key PEM).
+pub fn csr_from_attrs(attrs_der: Option<&[u8]>) -> Result<(Vec<u8>, String), String> {
+    let attrs = CsrAttrs::from_der(attrs_der.ok_or("the server sent no CSR-Attributes")?)
+        .map_err(|e| format!("CSR-Attributes: {e}"))?;
+    let names = attrs.requested_dns_names();
+    let first = names
+        .first()
+        .ok_or("the CSR-Attributes name no DNS name")?
+        .clone();
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(|e| e.to_string())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, first);
+    let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+    Ok((csr.der().to_vec(), key.serialize_pem()))
+}

@@ -1,0 +1,273 @@
+//! TEAP (RFC 9930) over RADIUS against the real control plane process, with the real stack
+//! behind it (Pebble issues, BIND9 holds the DNS-01 records, Redis caches). The device side is
+//! Estuary's own TEAP peer; certificates are checked with the openssl CLI.
+mod common;
+mod teap_support;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{pem_blocks, pkcs7_to_pem, sh, PARENT};
+use estuary_control_plane::teap::peer::{self, CsrMaker, PeerError};
+use estuary_proto::eap::{EapCode, EapPacket, EapType};
+use estuary_proto::radius::{self, AttrType, Code, Packet};
+use estuary_proto::teap::{ErrorCode, Status, Tlv, TlvType};
+use teap_support::*;
+
+fn csr_maker(key_out: Arc<Mutex<Option<String>>>) -> CsrMaker {
+    Box::new(move |attrs| {
+        let (csr, key) = peer::csr_from_attrs(attrs)?;
+        *key_out.lock().map_err(|_| "poisoned")? = Some(key);
+        Ok(csr)
+    })
+}
+
+/// Enrols `sn` through TEAP and checks the certificate with openssl against Pebble's root.
+async fn enrol_and_verify(t: &Teap, sn: &str, fragment: usize) {
+    let dev = t.idevid(sn);
+    let mut cfg = t.peer(Some(&dev));
+    cfg.fragment_size = fragment;
+    let key = Arc::new(Mutex::new(None));
+    let out = peer::run(&cfg, Some(csr_maker(Arc::clone(&key))))
+        .await
+        .unwrap_or_else(|e| panic!("TEAP failed: {e}\n{}", t.cp.log_text()));
+    assert!(out.mppe_keys_match, "MS-MPPE keys differ from our MSK");
+    let attrs = out.csr_attrs.expect("CSR-Attributes TLV");
+    let attrs = estuary_proto::csrattrs::CsrAttrs::from_der(&attrs).expect("attrs parse");
+    let name = format!("{sn}.{PARENT}");
+    assert_eq!(attrs.requested_dns_names(), vec![name.clone()]);
+
+    let p7 = out.pkcs7.expect("PKCS#7 TLV");
+    let tmp = estuary_tests::util::TempDir::new("teap-check").expect("tmp");
+    let certs = pem_blocks(&pkcs7_to_pem(tmp.path(), &p7));
+    assert!(certs.len() >= 2, "leaf and intermediate expected");
+    let leaf = tmp.path().join("leaf.pem");
+    let inter = tmp.path().join("inter.pem");
+    std::fs::write(&leaf, &certs[0]).expect("write");
+    std::fs::write(&inter, certs[1..].concat()).expect("write");
+    let verify = sh(Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&t.stack.pebble.issuer_root_pem)
+        .arg("-untrusted")
+        .arg(&inter)
+        .arg(&leaf));
+    assert!(verify.contains(": OK"), "{verify}");
+    let san = sh(Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&leaf));
+    assert!(san.contains(&format!("DNS:{name}")), "{san}");
+    // The leaf certifies the key the peer generated.
+    let key_pem = key.lock().expect("lock").clone().expect("key made");
+    let key_file = tmp.path().join("key.pem");
+    std::fs::write(&key_file, key_pem).expect("write");
+    let from_key = sh(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key_file));
+    let from_cert = sh(Command::new("openssl")
+        .args(["x509", "-noout", "-pubkey", "-in"])
+        .arg(&leaf));
+    assert_eq!(from_key.trim(), from_cert.trim());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn teap_enrolment_ends_with_an_acme_certificate_from_pebble() {
+    let t = start(&[]);
+    enrol_and_verify(&t, &serial("teap-a"), 1000).await;
+    assert_eq!(
+        t.cp.metric("estuary_enrollments_total{protocol=\"teap\",result=\"issued\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn teap_enrolment_with_300_byte_fragments_on_both_sides() {
+    let t = start(&[("fragment_size", "300")]);
+    enrol_and_verify(&t, &serial("teap-f"), 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn teap_over_tls12_only_also_enrols() {
+    let t = start(&[("tls13", "false")]);
+    enrol_and_verify(&t, &serial("teap-12"), 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_secret_and_bad_message_authenticator_are_silently_dropped() {
+    let t = start(&[]);
+    let dev = t.idevid(&serial("teap-s"));
+    let mut cfg = t.peer(Some(&dev));
+    cfg.secret = b"not-the-secret-0123456789".to_vec();
+    cfg.radius_timeout = Duration::from_millis(400);
+    match peer::run(&cfg, None).await {
+        Err(PeerError::NoReply(_)) => {}
+        other => panic!("expected silence, got {other:?}"),
+    }
+
+    // A well-formed Access-Request whose Message-Authenticator is wrong: no answer at all,
+    // while the same request correctly signed gets its Access-Challenge.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut p = Packet::new(Code::ACCESS_REQUEST, 42, [9u8; 16]);
+    p.push(AttrType::USER_NAME, b"x".to_vec());
+    let eap = EapPacket::new(EapCode::RESPONSE, 1, EapType::IDENTITY, b"x".to_vec());
+    p.push_eap_message(&eap.encode().expect("eap"));
+    let good = p.encode_request(SECRET.as_bytes()).expect("encode");
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    let no_ma = p.encode().expect("encode");
+    let mut buf = vec![0u8; 4096];
+    for dgram in [&bad, &no_ma] {
+        sock.send_to(dgram, t.radius).await.expect("send");
+        let r = tokio::time::timeout(Duration::from_millis(700), sock.recv_from(&mut buf)).await;
+        assert!(r.is_err(), "a reply came to a badly authenticated request");
+    }
+    sock.send_to(&good, t.radius).await.expect("send");
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .expect("reply in time")
+        .expect("recv");
+    let reply = radius::verify_response(&buf[..n], SECRET.as_bytes(), &[9u8; 16]).expect("valid");
+    assert_eq!(reply.code, Code::ACCESS_CHALLENGE);
+    // A retransmission of the same request gets the same answer (duplicate detection).
+    sock.send_to(&good, t.radius).await.expect("send");
+    let (n2, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .expect("reply in time")
+        .expect("recv");
+    let again = radius::verify_response(&buf[..n2], SECRET.as_bytes(), &[9u8; 16]).expect("ok");
+    assert_eq!(again.attr(AttrType::STATE), reply.attr(AttrType::STATE));
+    assert!(t.cp.log_text().contains("RADIUS packet dropped"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_without_a_client_certificate_is_rejected() {
+    let t = start(&[]);
+    let cfg = t.peer(None);
+    match peer::run(&cfg, None).await {
+        Err(PeerError::Rejected { .. }) | Err(PeerError::Tunnel(_)) => {}
+        other => panic!("expected Access-Reject, got {other:?}"),
+    }
+}
+
+fn has_error(tlvs: &[Tlv], code: ErrorCode) -> bool {
+    tlvs.iter()
+        .any(|t| t.typ == TlvType::ERROR && t.error_code() == Ok(code))
+}
+
+fn has_failure(tlvs: &[Tlv]) -> bool {
+    tlvs.iter()
+        .any(|t| t.typ == TlvType::RESULT && t.status() == Ok(Status::FAILURE))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_truncated_and_unknown_mandatory_tlvs_get_error_or_nak_then_reject() {
+    let t = start(&[]);
+    let dev = t.idevid(&serial("teap-m"));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // Header says 80 octets, 2 follow.
+        ("truncated", vec![0x80, 0x10, 0x00, 0x50, 1, 2]),
+        // Three octets: not even a TLV header.
+        ("short header", vec![0x80, 0x03, 0x00]),
+        // A Result TLV of the wrong size.
+        ("malformed Result", vec![0x80, 0x03, 0x00, 0x01, 0x01]),
+        (
+            "unknown mandatory",
+            estuary_proto::teap::encode(&[Tlv::new(true, TlvType(0x3ff0), vec![1, 2])])
+                .expect("encode"),
+        ),
+    ];
+    for (what, raw) in cases {
+        let mut cfg = t.peer(Some(&dev));
+        cfg.dangerous_first_phase2_reply = Some(raw);
+        let tlvs = match peer::run(&cfg, None).await {
+            Err(PeerError::Rejected { server_tlvs }) => server_tlvs,
+            other => panic!("{what}: expected Access-Reject, got {other:?}"),
+        };
+        assert!(has_failure(&tlvs), "{what}: no Result(Failure) in {tlvs:?}");
+        if what == "unknown mandatory" {
+            let nak = tlvs
+                .iter()
+                .find(|t| t.typ == TlvType::NAK)
+                .unwrap_or_else(|| panic!("no NAK in {tlvs:?}"));
+            assert_eq!(nak.nak_parts(), Ok((0, TlvType(0x3ff0))));
+        } else {
+            assert!(
+                has_error(&tlvs, ErrorCode::UNEXPECTED_TLVS),
+                "{what}: no Error 2002 in {tlvs:?}"
+            );
+        }
+    }
+    // The server is still fine: a normal conversation succeeds (no CSR: already enrolled).
+    let out = peer::run(&t.peer(Some(&dev)), None)
+        .await
+        .expect("still serving");
+    assert!(out.mppe_keys_match);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_half_open_conversations_are_bounded_and_expire() {
+    let t = start(&[("max_sessions", "400"), ("session_timeout_s", "2")]);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut buf = vec![0u8; 4096];
+    let (mut challenges, mut rejects) = (0, 0);
+    for batch in 0..20u32 {
+        let mut auths = std::collections::HashMap::new();
+        for i in 0..50u32 {
+            let id = (batch * 50 + i) as u8;
+            let mut auth = [0u8; 16];
+            auth[..4].copy_from_slice(&(batch * 50 + i).to_be_bytes());
+            let mut p = Packet::new(Code::ACCESS_REQUEST, id, auth);
+            let eap = EapPacket::new(EapCode::RESPONSE, 1, EapType::IDENTITY, b"flood".to_vec());
+            p.push_eap_message(&eap.encode().expect("eap"));
+            auths.insert(id, auth);
+            sock.send_to(&p.encode_request(SECRET.as_bytes()).expect("enc"), t.radius)
+                .await
+                .expect("send");
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut got = 0;
+        while got < 50 && Instant::now() < deadline {
+            let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+            else {
+                continue;
+            };
+            let Some(auth) = auths.get(&buf[1]) else {
+                continue;
+            };
+            let r = radius::verify_response(&buf[..n], SECRET.as_bytes(), auth).expect("valid");
+            got += 1;
+            match r.code {
+                Code::ACCESS_CHALLENGE => challenges += 1,
+                Code::ACCESS_REJECT => rejects += 1,
+                c => panic!("unexpected {c:?}"),
+            }
+        }
+    }
+    // Some requests of a batch may be dropped when the server is busy (the NAS would
+    // retransmit); what is held never exceeds the cap.
+    assert!(
+        challenges <= 400,
+        "{challenges} conversations held (cap 400)"
+    );
+    assert!(challenges >= 300, "only {challenges} conversations started");
+    assert!(rejects > 0, "the table never filled");
+    let held = t.cp.metric("estuary_teap_sessions").await;
+    assert!(held <= 400.0 && held > 0.0, "sessions gauge {held}");
+    // The HTTP side kept serving throughout (metric() above), and the table drains.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(t.cp.metric("estuary_teap_sessions").await, 0.0);
+    // And a real device still gets through.
+    let dev = t.idevid(&serial("teap-h"));
+    let out = peer::run(&t.peer(Some(&dev)), None)
+        .await
+        .expect("after the flood");
+    assert!(out.mppe_keys_match);
+}
