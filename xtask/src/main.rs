@@ -101,6 +101,7 @@ pub(crate) fn install() -> anyhow::Result<()> {
         run(inst)?;
     }
     install_envoy()?;
+    install_python_tools()?;
     let out = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -111,6 +112,28 @@ pub(crate) fn install() -> anyhow::Result<()> {
         run(add)?;
     }
     Ok(())
+}
+
+/// Offline validators for the Istio/Kubernetes manifests (envoy/istio/check.py).
+const PY_TOOLS: &[&str] = &[
+    "kubernetes-validate==1.37.0",
+    "check-jsonschema==0.39.0",
+    "yamllint==1.38.0",
+];
+
+fn install_python_tools() -> anyhow::Result<()> {
+    let present = Command::new("python3")
+        .args(["-c", "import kubernetes_validate, check_jsonschema, yamllint"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "install", "--quiet", "--root-user-action=ignore"])
+        .args(PY_TOOLS);
+    run(pip).context("installing the manifest validators from PyPI")
 }
 
 /// The Envoy release the tests and the dev stack run (BoringSSL build from PyPI).
