@@ -124,7 +124,9 @@ pub fn check_enroll(
     keys: &KeyPolicy,
 ) -> Result<(), PolicyError> {
     let want = expected.as_str();
-    let same = |s: &str| s.strip_suffix('.').unwrap_or(s).eq_ignore_ascii_case(want);
+    // Exact text up to ASCII case: a trailing dot is refused here because an ACME CA would
+    // refuse it at finalize time.
+    let same = |s: &str| s.eq_ignore_ascii_case(want);
     if csr.has_non_dns_sans() {
         return Err(PolicyError::NonDnsSan);
     }
@@ -273,8 +275,12 @@ mod same_name_tests {
 
     #[test]
     fn different_text_or_shape_is_a_different_name() {
-        let a = Utf8StringRef::new("a.example").and_then(|s| s.to_der()).expect("a");
-        let b = Utf8StringRef::new("b.example").and_then(|s| s.to_der()).expect("b");
+        let a = Utf8StringRef::new("a.example")
+            .and_then(|s| s.to_der())
+            .expect("a");
+        let b = Utf8StringRef::new("b.example")
+            .and_then(|s| s.to_der())
+            .expect("b");
         assert!(!same_name(&cn_name(&a), &cn_name(&b)));
         // An empty name against a one-RDN name.
         assert!(!same_name(&[0x30, 0x00], &cn_name(&a)));
