@@ -4,8 +4,8 @@
 //! present a client certificate (IDevID, or the LDevID Estuary issued). Phase 2 (inside TLS):
 //!
 //! ```text
-//! server: CSR-Attributes, Request-Action(Process-TLV, [PKCS#10])
-//! peer:   PKCS#10                         (a peer that ignores the request sends nothing)
+//! server: CSR-Attributes, Request-Action(Process-TLV, [PKCS#10]), Crypto-Binding, Result(Success)
+//! peer:   PKCS#10, Crypto-Binding, Result   (a peer that ignores the request: no PKCS#10 -> Accept)
 //! server: PKCS#7, Crypto-Binding, Result(Success)   | Error, Result(Failure)
 //! peer:   Crypto-Binding, Result(Success)
 //! server: EAP-Success (RADIUS Access-Accept with the MSK)
@@ -285,8 +285,14 @@ impl ServerSession {
         };
         self.state = State::AwaitCsr;
         let request = Tlv::new(false, TlvType::PKCS10, Vec::new());
+        // The Crypto-Binding and Result go along: a peer that ignores the CSR request (hostapd
+        // 2.10 does; it cannot even send an empty reply) answers them and is done.
         match Tlv::request_action(1, Action::PROCESS_TLV, &[request]) {
-            Ok(ra) => vec![Tlv::new(false, TlvType::CSR_ATTRIBUTES, attrs), ra],
+            Ok(ra) => {
+                let mut tlvs = vec![Tlv::new(false, TlvType::CSR_ATTRIBUTES, attrs), ra];
+                tlvs.extend(self.binding());
+                tlvs
+            }
             Err(_) => {
                 self.state = State::FailureSent;
                 vec![
@@ -327,6 +333,11 @@ impl ServerSession {
         }
         match self.state {
             State::AwaitCsr => match find(TlvType::PKCS10) {
+                _ if find(TlvType::CRYPTO_BINDING)
+                    .is_some_and(|cb| !self.check_binding(&cb.value)) =>
+                {
+                    self.fail(ErrorCode::TUNNEL_COMPROMISE)
+                }
                 Some(t) if !t.value.is_empty() => {
                     let Some(d) = &self.device else {
                         return self.fail(ErrorCode::CLIENT_CERTIFICATE_REJECTED);
@@ -340,9 +351,18 @@ impl ServerSession {
                 }
                 Some(_) => self.fail(ErrorCode::BAD_CSR),
                 None if self.cfg.allow_without_csr => {
-                    self.state = State::AwaitBinding;
-                    let b = self.binding();
-                    self.send_tlvs(&b)
+                    // Already enrolled: the Crypto-Binding (checked above) and Result end it.
+                    match (
+                        &self.keys,
+                        find(TlvType::CRYPTO_BINDING),
+                        find(TlvType::RESULT),
+                    ) {
+                        (Some(keys), Some(_), Some(_)) => Ok(Step::Accept {
+                            eap: EapPacket::outcome(EapCode::SUCCESS, id),
+                            msk: Box::new(keys.msk),
+                        }),
+                        _ => self.fail(ErrorCode::TUNNEL_COMPROMISE),
+                    }
                 }
                 None => self.fail(ErrorCode::UNSPECIFIED_AUTHORIZATION_FAILURE),
             },
