@@ -8,11 +8,14 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
     Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
+use std::sync::OnceLock;
+
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
 use crate::config::AcmeConfig;
 use crate::dns::{DnsError, DnsUpdater, TxtRecord};
+use crate::dns_batch::DnsBatcher;
 use crate::store::{CsrKey, Store, StoreError};
 
 /// ACME problem types (RFC 8555 §6.7), typed; unknown ones are kept.
@@ -109,6 +112,9 @@ pub enum IssueError {
     /// Redis failed while the order was in progress.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The CA's answer is not valid ACME (a required field missing, not JSON, no Location).
+    #[error("the ACME CA's answer is not valid ACME: {0}")]
+    CaProtocol(String),
 }
 
 impl IssueError {
@@ -122,39 +128,55 @@ impl IssueError {
     }
 }
 
-fn from_acme(e: instant_acme::Error) -> IssueError {
+/// The typed error for an ACME problem document (RFC 8555 §6.7). `identifier` names the
+/// subproblem's identifier when there is one.
+pub(crate) fn problem_error(
+    problem: ProblemType,
+    detail: String,
+    identifier: String,
+) -> IssueError {
+    match problem {
+        ProblemType::BadNonce | ProblemType::ServerInternal => IssueError::CaUnavailable {
+            detail: format!("{problem:?}: {detail}"),
+            retry_after: None,
+        },
+        ProblemType::RateLimited => IssueError::CaUnavailable {
+            detail: format!("rate limited: {detail}"),
+            retry_after: Some(Duration::from_secs(60)),
+        },
+        ProblemType::Dns
+        | ProblemType::IncorrectResponse
+        | ProblemType::Unauthorized
+        | ProblemType::Connection => IssueError::ChallengeFailed {
+            name: identifier,
+            detail,
+        },
+        problem => IssueError::CaRejected { problem, detail },
+    }
+}
+
+pub(crate) fn from_acme(e: instant_acme::Error) -> IssueError {
     match e {
         instant_acme::Error::Api(p) => {
             let problem = ProblemType::parse(p.r#type.as_deref());
             let detail = p.detail.clone().unwrap_or_default();
-            match problem {
-                ProblemType::BadNonce | ProblemType::ServerInternal => IssueError::CaUnavailable {
-                    detail: format!("{problem:?}: {detail}"),
-                    retry_after: None,
-                },
-                ProblemType::RateLimited => IssueError::CaUnavailable {
-                    detail: format!("rate limited: {detail}"),
-                    retry_after: Some(Duration::from_secs(60)),
-                },
-                ProblemType::Dns
-                | ProblemType::IncorrectResponse
-                | ProblemType::Unauthorized
-                | ProblemType::Connection => IssueError::ChallengeFailed {
-                    name: p
-                        .subproblems
-                        .first()
-                        .and_then(|s| s.identifier.as_ref())
-                        .map(|i| format!("{i:?}"))
-                        .unwrap_or_default(),
-                    detail,
-                },
-                problem => IssueError::CaRejected { problem, detail },
-            }
+            let identifier = p
+                .subproblems
+                .first()
+                .and_then(|s| s.identifier.as_ref())
+                .map(|i| format!("{i:?}"))
+                .unwrap_or_default();
+            problem_error(problem, detail, identifier)
         }
         instant_acme::Error::Timeout(_) => IssueError::CaUnavailable {
             detail: "timed out waiting for the CA".into(),
             retry_after: None,
         },
+        // serde_json's error names what is missing or mistyped in the CA's answer.
+        instant_acme::Error::Json(e) => {
+            IssueError::CaProtocol(format!("the CA's answer does not parse: {e}"))
+        }
+        instant_acme::Error::Str(s) => IssueError::CaProtocol(s.to_string()),
         other => IssueError::CaUnavailable {
             detail: other.to_string(),
             retry_after: None,
@@ -164,11 +186,16 @@ fn from_acme(e: instant_acme::Error) -> IssueError {
 
 /// The ACME side of the engine.
 pub struct Acme {
-    cfg: AcmeConfig,
-    store: Store,
+    pub(crate) cfg: AcmeConfig,
+    pub(crate) store: Store,
     dns: Arc<DnsUpdater>,
+    batcher: OnceLock<DnsBatcher>,
     account: OnceCell<Account>,
+    /// The account key (PKCS#8 DER) for our own JWS requests ([`crate::acme_jws`]).
+    pub(crate) account_key: OnceLock<Vec<u8>>,
     on_order: Arc<dyn Fn(bool) + Send + Sync>,
+    /// Pre-authorisation state ([`crate::preauth`]).
+    pub(crate) preauth: crate::preauth::PreauthState,
 }
 
 impl Acme {
@@ -183,9 +210,23 @@ impl Acme {
             cfg,
             store,
             dns,
+            batcher: OnceLock::new(),
             account: OnceCell::new(),
+            account_key: OnceLock::new(),
+            preauth: crate::preauth::PreauthState::default(),
             on_order,
         }
+    }
+
+    /// The coalescing DNS sender, started on first use (inside the runtime).
+    pub(crate) fn dns(&self) -> &DnsBatcher {
+        self.batcher.get_or_init(|| {
+            DnsBatcher::spawn(
+                Arc::clone(&self.dns),
+                Duration::from_millis(self.cfg.dns_batch_window_ms),
+                self.cfg.dns_batch_max_records,
+            )
+        })
     }
 
     fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
@@ -207,6 +248,9 @@ impl Acme {
                         IssueError::BadChain(format!("stored ACME account unreadable: {e}"))
                     })?;
                     info!(directory = %dir, "using the stored ACME account");
+                    let _ = self
+                        .account_key
+                        .set(creds.private_key().secret_pkcs8_der().to_vec());
                     return self.builder()?.from_credentials(creds).await.map_err(from_acme);
                 }
                 let contact: Vec<&str> = self.cfg.contact.iter().map(String::as_str).collect();
@@ -242,12 +286,18 @@ impl Acme {
                 let stored = self.store.put_account_if_absent(dir, &json).await?;
                 if stored == json {
                     info!(directory = %dir, account = %account.id(), "created the ACME account");
+                    let _ = self
+                        .account_key
+                        .set(creds.private_key().secret_pkcs8_der().to_vec());
                     Ok(account)
                 } else {
                     info!(directory = %dir, "another replica created the ACME account first; using it");
                     let creds: AccountCredentials = serde_json::from_str(&stored).map_err(|e| {
                         IssueError::BadChain(format!("stored ACME account unreadable: {e}"))
                     })?;
+                    let _ = self
+                        .account_key
+                        .set(creds.private_key().secret_pkcs8_der().to_vec());
                     self.builder()?.from_credentials(creds).await.map_err(from_acme)
                 }
             })
@@ -255,7 +305,7 @@ impl Acme {
             .cloned()
     }
 
-    fn retry_policy(&self) -> RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::new()
             .initial_delay(Duration::from_millis(self.cfg.poll_initial_ms))
             .backoff(1.5)
@@ -311,7 +361,10 @@ impl Acme {
         };
         let mut order = match resumed {
             Some(o) => o,
-            None => self.new_order(&account, key, name).await?,
+            None => match self.preauthorized_order(&account, key, name).await? {
+                Some(o) => o,
+                None => self.new_order(&account, key, name).await?,
+            },
         };
         let order_url = order.url().to_string();
         let result = self.drive(&mut order, csr_der, name).await;
@@ -355,30 +408,58 @@ impl Acme {
         name: &DeviceName,
     ) -> Result<String, IssueError> {
         let retry = self.retry_policy();
-        let mut status = order.state().status;
-        if status == OrderStatus::Pending {
-            let records = self.challenge_records(order).await?;
-            if !records.is_empty() {
-                self.dns.publish(&records).await?;
-            }
-            let outcome = async {
-                self.set_ready(order).await?;
-                order.poll_ready(&retry).await.map_err(|e| match e {
-                    instant_acme::Error::Timeout(_) => IssueError::OrderTimeout {
-                        order_url: order.url().to_string(),
-                    },
-                    e => from_acme(e),
-                })
-            }
-            .await;
-            // Remove the records whatever the outcome.
-            if !records.is_empty() {
-                if let Err(e) = self.dns.remove(&records).await {
-                    warn!(device = %name.as_str(), error = %e, "could not remove DNS-01 records");
-                }
-            }
-            status = outcome?;
+        let status = order.state().status;
+        if status != OrderStatus::Pending {
+            return self.finish(order, status, csr_der, name, &retry).await;
         }
+        let records = self.challenge_records(order).await?;
+        let cleanup = async {
+            // Remove the records whatever the outcome.
+            if let Err(e) = self.dns().remove(&records).await {
+                warn!(device = %name.as_str(), error = %e, "could not remove DNS-01 records");
+            }
+        };
+        if let Err(e) = self.dns().publish(&records).await {
+            // A timed-out UPDATE may still have been applied.
+            if !e.is_permanent() {
+                cleanup.await;
+            }
+            return Err(e.into());
+        }
+        let outcome = async {
+            self.set_ready(order).await?;
+            order.poll_ready(&retry).await.map_err(|e| match e {
+                instant_acme::Error::Timeout(_) => IssueError::OrderTimeout {
+                    order_url: order.url().to_string(),
+                },
+                e => from_acme(e),
+            })
+        }
+        .await;
+        match outcome {
+            // The records are no longer needed once the order is ready: remove them while
+            // the CA finalizes, off the enrolment's critical path.
+            Ok(status) => {
+                let (issued, ()) =
+                    tokio::join!(self.finish(order, status, csr_der, name, &retry), cleanup);
+                issued
+            }
+            Err(e) => {
+                cleanup.await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Finalizes a ready order (or follows one already finalized) to its certificate chain.
+    async fn finish(
+        &self,
+        order: &mut Order,
+        status: OrderStatus,
+        csr_der: &[u8],
+        name: &DeviceName,
+        retry: &RetryPolicy,
+    ) -> Result<String, IssueError> {
         match status {
             OrderStatus::Ready => order.finalize_csr(csr_der).await.map_err(from_acme)?,
             OrderStatus::Processing | OrderStatus::Valid => {}
@@ -395,7 +476,7 @@ impl Acme {
                 });
             }
         }
-        order.poll_certificate(&retry).await.map_err(|e| match e {
+        order.poll_certificate(retry).await.map_err(|e| match e {
             instant_acme::Error::Timeout(_) => IssueError::OrderTimeout {
                 order_url: order.url().to_string(),
             },

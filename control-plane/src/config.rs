@@ -82,9 +82,9 @@ pub struct EstConfig {
     pub keys: KeysConfig,
 }
 
-/// Key policy in the config file; defaults match [`KeyPolicy::default`].
+/// Key policy in the config file; defaults match [`KeyPolicy::default`], key by key.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
     /// Smallest RSA modulus accepted (≥ 2048).
     pub rsa_min_bits: u32,
@@ -152,6 +152,34 @@ pub struct AcmeConfig {
     /// Attempts per issuance for transient CA errors (badNonce, connection reset).
     #[serde(default = "default_order_attempts")]
     pub order_attempts: u32,
+    /// Pre-authorise the parent domain (`newAuthz` with RFC 9444 `subdomainAuthAllowed`) when
+    /// the CA offers it, so device orders need no DNS-01 of their own. Default true; a CA
+    /// without it is used with per-name DNS-01 either way.
+    #[serde(default = "default_true")]
+    pub preauthorize: bool,
+    /// Pre-authorise again when the parent's authorisation has less than this many seconds left.
+    #[serde(default = "default_preauth_renew_margin_s")]
+    pub preauth_renew_margin_s: u64,
+    /// DNS-01 records of concurrent orders are sent together: at most one UPDATE message of a
+    /// kind (add, delete) per this many milliseconds; a lone request is sent at once.
+    #[serde(default = "default_dns_batch_window_ms")]
+    pub dns_batch_window_ms: u64,
+    /// Largest number of records in one coalesced UPDATE message.
+    #[serde(default = "default_dns_batch_max_records")]
+    pub dns_batch_max_records: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_preauth_renew_margin_s() -> u64 {
+    3600
+}
+fn default_dns_batch_window_ms() -> u64 {
+    100
+}
+fn default_dns_batch_max_records() -> usize {
+    100
 }
 
 fn default_poll_initial_ms() -> u64 {

@@ -92,6 +92,7 @@ impl EnrollError {
                 },
                 IssueError::Dns(d) if !d.is_permanent() => 503,
                 IssueError::Dns(_)
+                | IssueError::CaProtocol(_)
                 | IssueError::ChallengeFailed { .. }
                 | IssueError::BadChain(_)
                 | IssueError::NoDnsChallenge(_) => 502,
@@ -135,6 +136,7 @@ impl Engine {
         acme: Arc<Acme>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        acme.attach_metrics(Arc::clone(&metrics));
         Arc::new(Self {
             parent,
             keys,
@@ -397,7 +399,7 @@ fn chain_to_pkcs7(chain_pem: &str) -> Result<Vec<u8>, EnrollError> {
     })
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);

@@ -8,11 +8,14 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
+pub mod acme_jws;
 pub mod api;
 pub mod config;
 pub mod dns;
+pub mod dns_batch;
 pub mod engine;
 pub mod metrics;
+pub mod preauth;
 pub mod server;
 pub mod store;
 pub mod teap;

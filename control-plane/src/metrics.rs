@@ -52,6 +52,27 @@ pub enum OrderResult {
     failed,
 }
 
+/// Why device orders use per-name DNS-01 instead of a pre-authorised parent (RFC 9444).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum FallbackReason {
+    /// The directory has no `newAuthz` (RFC 8555 §7.4.1), e.g. Pebble, Boulder.
+    no_new_authz,
+    /// The directory does not announce `meta.subdomainAuthAllowed` (RFC 9444 §4.4).
+    no_subdomain_auth,
+    /// newAuthz refused or ignored `subdomainAuthAllowed`.
+    subdomain_refused,
+    /// newOrder refused `ancestorDomain`.
+    ancestor_refused,
+    /// Pre-authorisation is switched off (`acme.preauthorize = false`).
+    disabled,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    reason: FallbackReason,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OrderLabels {
     result: OrderResult,
@@ -70,6 +91,8 @@ pub struct Metrics {
     pub cache_misses: Counter,
     /// Seconds from the start of an issuance to the certificate in hand.
     pub issuance_seconds: Histogram,
+    preauth_fallbacks: Family<FallbackLabels, Counter>,
+    preauths: Family<OrderLabels, Counter>,
     /// TEAP conversations held now.
     pub teap_sessions: Gauge,
 }
@@ -90,6 +113,18 @@ impl Metrics {
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
         let issuance_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        let preauth_fallbacks = Family::<FallbackLabels, Counter>::default();
+        let preauths = Family::<OrderLabels, Counter>::default();
+        registry.register(
+            "estuary_acme_preauth_fallbacks",
+            "Times the RA fell back from a pre-authorised parent (RFC 9444) to per-name DNS-01, by reason",
+            preauth_fallbacks.clone(),
+        );
+        registry.register(
+            "estuary_acme_preauthorizations",
+            "Parent-domain pre-authorisations (newAuthz + DNS-01), by result",
+            preauths.clone(),
+        );
         let teap_sessions = Gauge::default();
         registry.register(
             "estuary_teap_sessions",
@@ -135,6 +170,8 @@ impl Metrics {
             cache_hits,
             cache_misses,
             issuance_seconds,
+            preauth_fallbacks,
+            preauths,
             teap_sessions,
         }
     }
@@ -149,6 +186,18 @@ impl Metrics {
     /// Counts one ACME order.
     pub fn order(&self, result: OrderResult) {
         self.orders.get_or_create(&OrderLabels { result }).inc();
+    }
+
+    /// Counts a fall-back to per-name DNS-01.
+    pub fn preauth_fallback(&self, reason: FallbackReason) {
+        self.preauth_fallbacks
+            .get_or_create(&FallbackLabels { reason })
+            .inc();
+    }
+
+    /// Counts one pre-authorisation of a parent domain.
+    pub fn preauthorization(&self, result: OrderResult) {
+        self.preauths.get_or_create(&OrderLabels { result }).inc();
     }
 
     /// The text exposition format.

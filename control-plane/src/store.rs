@@ -6,6 +6,9 @@
 //! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it.
 //! - `fail:<sha256(csr)>` — JSON of a failed issuance, kept briefly so the device's retry learns why.
 //! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key).
+//! - `preauth:<sha256(directory url)>:<parent>` — the parent domain's pre-authorisation (URL and
+//!   expiry, JSON), expiring with it (EXAT).
+//! - `preauth-lock:<sha256(directory url)>:<parent>` — token of the replica (re)authorising it.
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -48,6 +51,15 @@ pub struct Failure {
     pub status: u16,
     /// What went wrong, for the operator and (below 500) the device.
     pub reason: String,
+}
+
+/// A valid authorisation of a parent domain with RFC 9444 `subdomainAuthAllowed`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Preauthorization {
+    /// The authorisation URL.
+    pub url: String,
+    /// Its expiry, Unix seconds.
+    pub expires: i64,
 }
 
 /// The Redis side of the engine.
@@ -121,7 +133,12 @@ impl Store {
     }
 
     /// Takes the lock for a CSR if nobody holds it.
-    pub async fn try_lock(&self, k: &CsrKey, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+    pub async fn try_lock(
+        &self,
+        k: &CsrKey,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
         let opts = SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
@@ -133,7 +150,12 @@ impl Store {
     }
 
     /// Extends our lock; false if it is no longer ours.
-    pub async fn refresh_lock(&self, k: &CsrKey, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+    pub async fn refresh_lock(
+        &self,
+        k: &CsrKey,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
         let n: i64 = self
             .refresh
@@ -164,7 +186,12 @@ impl Store {
     }
 
     /// Remembers the order URL for a CSR (for `ttl`).
-    pub async fn set_order_url(&self, k: &CsrKey, url: &str, ttl: Duration) -> Result<(), StoreError> {
+    pub async fn set_order_url(
+        &self,
+        k: &CsrKey,
+        url: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         let _: () = c
             .set_ex(self.key("order", k.as_str()), url, ttl.as_secs().max(1))
@@ -180,7 +207,12 @@ impl Store {
     }
 
     /// Remembers a failure for `ttl`.
-    pub async fn set_failure(&self, k: &CsrKey, f: &Failure, ttl: Duration) -> Result<(), StoreError> {
+    pub async fn set_failure(
+        &self,
+        k: &CsrKey,
+        f: &Failure,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_string(f).unwrap_or_default();
         let mut c = self.conn.clone();
         let _: () = c
@@ -215,8 +247,103 @@ impl Store {
         Ok(now.unwrap_or_else(|| json.to_string()))
     }
 
+    fn preauth_key(&self, kind: &str, directory_url: &str, parent: &str) -> String {
+        let dir = hex::encode(Sha256::digest(directory_url.as_bytes()));
+        self.key(kind, &format!("{dir}:{parent}"))
+    }
+
+    /// The pre-authorisation of `parent` at this CA, shared by all replicas.
+    pub async fn preauth(
+        &self,
+        directory_url: &str,
+        parent: &str,
+    ) -> Result<Option<Preauthorization>, StoreError> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = c
+            .get(self.preauth_key("preauth", directory_url, parent))
+            .await?;
+        Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// Stores a pre-authorisation until its expiry.
+    pub async fn set_preauth(
+        &self,
+        directory_url: &str,
+        parent: &str,
+        p: &Preauthorization,
+    ) -> Result<(), StoreError> {
+        let Ok(exat) = u64::try_from(p.expires) else {
+            return Ok(());
+        };
+        if p.expires <= now_unix() {
+            return Ok(());
+        }
+        let json = serde_json::to_string(p).unwrap_or_default();
+        let mut c = self.conn.clone();
+        let opts = SetOptions::default().with_expiration(SetExpiry::EXAT(exat));
+        let _: () = c
+            .set_options(
+                self.preauth_key("preauth", directory_url, parent),
+                json,
+                opts,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a pre-authorisation (the CA stopped honouring it).
+    pub async fn clear_preauth(&self, directory_url: &str, parent: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .del(self.preauth_key("preauth", directory_url, parent))
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the lock that lets one replica (re)authorise `parent`.
+    pub async fn try_lock_preauth(
+        &self,
+        directory_url: &str,
+        parent: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let opts = SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(SetExpiry::PX(ttl_ms(ttl)));
+        let r: Option<String> = c
+            .set_options(
+                self.preauth_key("preauth-lock", directory_url, parent),
+                token,
+                opts,
+            )
+            .await?;
+        Ok(r.is_some())
+    }
+
+    /// Releases our pre-authorisation lock (never someone else's).
+    pub async fn release_preauth_lock(
+        &self,
+        directory_url: &str,
+        parent: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.preauth_key("preauth-lock", directory_url, parent))
+            .arg(token)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
     fn account_key(&self, directory_url: &str) -> String {
-        self.key("acme-account", &hex::encode(Sha256::digest(directory_url.as_bytes())))
+        self.key(
+            "acme-account",
+            &hex::encode(Sha256::digest(directory_url.as_bytes())),
+        )
     }
 }
 

@@ -1,0 +1,461 @@
+//! The smallest extension of instant-acme that pre-authorisation needs: JWS-signed POSTs of
+//! our own for the requests instant-acme has no API for (`newAuthz`, RFC 8555 §7.4.1, and
+//! `newOrder` with RFC 9444's `ancestorDomain`), and a directory read that keeps the fields
+//! instant-acme drops (`newAuthz`, `meta.subdomainAuthAllowed`).
+//!
+//! Requests are flattened JWS (RFC 8555 §6.2) signed ES256 with the account key that
+//! instant-acme created (its [`instant_acme::AccountCredentials`] serialize the PKCS#8 key) and
+//! `kid` = [`instant_acme::Account::id`]. Nonces come from the last answer or from `newNonce`;
+//! a `badNonce` problem is retried with the nonce it carries (RFC 8555 §6.5), twice at most.
+//! Everything else (orders once placed, finalize, certificate) goes through instant-acme.
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
+
+use crate::acme::{problem_error, IssueError, ProblemType};
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Largest ACME answer read (bytes); directories, orders and authorisations are small.
+const MAX_BODY: usize = 256 * 1024;
+/// Upper bound for one HTTP exchange with the CA.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An HTTPS client for the CA, trusting `root` only when given, else the web PKI roots.
+#[derive(Clone)]
+pub struct AcmeHttp(Client<Https, Full<Bytes>>);
+
+fn unavailable(detail: impl Into<String>) -> IssueError {
+    IssueError::CaUnavailable {
+        detail: detail.into(),
+        retry_after: None,
+    }
+}
+
+fn protocol(detail: impl Into<String>) -> IssueError {
+    IssueError::CaProtocol(detail.into())
+}
+
+impl AcmeHttp {
+    /// Builds the client.
+    pub fn new(root: Option<&Path>) -> Result<Self, IssueError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        match root {
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                use rustls::pki_types::CertificateDer;
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| unavailable(format!("acme.tls_root_file: {e}")))?;
+                for c in certs {
+                    let c = c.map_err(|e| unavailable(format!("acme.tls_root_file: {e}")))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| unavailable(format!("acme.tls_root_file: {e}")))?;
+                }
+            }
+            None => {
+                return Err(unavailable(
+                    "pre-authorisation needs acme.tls_root_file (web PKI roots are not bundled)",
+                ))
+            }
+        }
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Ok(Self(
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build(https),
+        ))
+    }
+
+    async fn exchange(&self, req: hyper::Request<Full<Bytes>>) -> Result<AcmeResponse, IssueError> {
+        let rsp = tokio::time::timeout(HTTP_TIMEOUT, self.0.request(req))
+            .await
+            .map_err(|_| unavailable("the ACME CA did not answer in time"))?
+            .map_err(|e| unavailable(format!("cannot reach the ACME CA: {e}")))?;
+        let status = rsp.status().as_u16();
+        let header = |n: &str| {
+            rsp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header("location");
+        let nonce = header("replay-nonce");
+        let content_type = header("content-type").unwrap_or_default();
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = http_body_util::Limited::new(rsp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| unavailable(format!("reading the ACME answer: {e}")))?
+            .to_bytes()
+            .to_vec();
+        Ok(AcmeResponse {
+            status,
+            location,
+            nonce,
+            content_type,
+            retry_after,
+            body,
+        })
+    }
+
+    /// GET of a JSON resource (the directory).
+    pub async fn get_json(&self, url: &str) -> Result<Value, IssueError> {
+        let req = hyper::Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| protocol(format!("bad URL {url:?}: {e}")))?;
+        let rsp = self.exchange(req).await?;
+        if rsp.status != 200 {
+            return Err(unavailable(format!("GET {url}: HTTP {}", rsp.status)));
+        }
+        serde_json::from_slice(&rsp.body).map_err(|e| protocol(format!("GET {url}: not JSON: {e}")))
+    }
+}
+
+/// An answer from the CA.
+#[derive(Debug)]
+pub struct AcmeResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// `Location`, for created resources.
+    pub location: Option<String>,
+    nonce: Option<String>,
+    content_type: String,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<Duration>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl AcmeResponse {
+    /// The body as a JSON object.
+    pub fn json(&self) -> Result<Value, IssueError> {
+        let v: Value = serde_json::from_slice(&self.body)
+            .map_err(|e| protocol(format!("answer is not JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(protocol("answer is not a JSON object"));
+        }
+        Ok(v)
+    }
+}
+
+/// The directory fields that instant-acme does not keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryExt {
+    /// `newNonce`.
+    pub new_nonce: String,
+    /// `newOrder`.
+    pub new_order: String,
+    /// `newAuthz`, if the CA offers pre-authorisation (RFC 8555 §7.4.1).
+    pub new_authz: Option<String>,
+    /// `meta.subdomainAuthAllowed` (RFC 9444 §4.4).
+    pub subdomain_auth_allowed: bool,
+}
+
+impl DirectoryExt {
+    /// Reads the fields from a directory object.
+    pub fn from_json(v: &Value) -> Result<Self, IssueError> {
+        let url = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        Ok(Self {
+            new_nonce: url("newNonce").ok_or_else(|| protocol("directory has no newNonce"))?,
+            new_order: url("newOrder").ok_or_else(|| protocol("directory has no newOrder"))?,
+            new_authz: url("newAuthz"),
+            subdomain_auth_allowed: v
+                .pointer("/meta/subdomainAuthAllowed")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// Signs and sends POSTs with the account key.
+pub struct JwsClient {
+    http: AcmeHttp,
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+    kid: String,
+    new_nonce: String,
+    nonce: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for JwsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwsClient")
+            .field("kid", &self.kid)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl JwsClient {
+    /// `pkcs8` is the account's P-256 key (PKCS#8 DER), `kid` its account URL.
+    pub fn new(
+        http: AcmeHttp,
+        pkcs8: &[u8],
+        kid: String,
+        new_nonce: String,
+    ) -> Result<Self, IssueError> {
+        let rng = SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+            .map_err(|_| protocol("the ACME account key is not a P-256 PKCS#8 key"))?;
+        Ok(Self {
+            http,
+            key,
+            rng,
+            kid,
+            new_nonce,
+            nonce: Mutex::new(None),
+        })
+    }
+
+    fn take_saved_nonce(&self) -> Option<String> {
+        self.nonce.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn save_nonce(&self, n: Option<String>) {
+        if let Some(n) = n {
+            *self.nonce.lock().unwrap_or_else(|p| p.into_inner()) = Some(n);
+        }
+    }
+
+    async fn fresh_nonce(&self) -> Result<String, IssueError> {
+        if let Some(n) = self.take_saved_nonce() {
+            return Ok(n);
+        }
+        let req = hyper::Request::head(&self.new_nonce)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| protocol(format!("bad newNonce URL: {e}")))?;
+        let rsp = self.http.exchange(req).await?;
+        rsp.nonce
+            .ok_or_else(|| protocol("newNonce answered without Replay-Nonce"))
+    }
+
+    /// The flattened JWS body for `url` (RFC 8555 §6.2); `payload` `None` is POST-as-GET.
+    pub fn sign(
+        &self,
+        url: &str,
+        nonce: &str,
+        payload: Option<&Value>,
+    ) -> Result<Vec<u8>, IssueError> {
+        let protected = json!({"alg": "ES256", "kid": self.kid, "nonce": nonce, "url": url});
+        let protected = B64.encode(protected.to_string());
+        let payload = match payload {
+            Some(p) => B64.encode(p.to_string()),
+            None => String::new(),
+        };
+        let input = format!("{protected}.{payload}");
+        let sig = self
+            .key
+            .sign(&self.rng, input.as_bytes())
+            .map_err(|_| protocol("signing with the account key failed"))?;
+        let body = json!({
+            "protected": protected,
+            "payload": payload,
+            "signature": B64.encode(sig.as_ref()),
+        });
+        Ok(body.to_string().into_bytes())
+    }
+
+    /// POSTs `payload` (or POST-as-GET) to `url`. A problem document becomes a typed error.
+    pub async fn post(
+        &self,
+        url: &str,
+        payload: Option<&Value>,
+    ) -> Result<AcmeResponse, IssueError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let nonce = self.fresh_nonce().await?;
+            let body = self.sign(url, &nonce, payload)?;
+            let req = hyper::Request::post(url)
+                .header("content-type", "application/jose+json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| protocol(format!("bad URL {url:?}: {e}")))?;
+            let rsp = self.http.exchange(req).await?;
+            self.save_nonce(rsp.nonce.clone());
+            if rsp.status < 400 {
+                return Ok(rsp);
+            }
+            let err = problem_of(&rsp);
+            if matches!(&err, IssueError::CaUnavailable { detail, .. } if detail.starts_with("BadNonce"))
+                && attempt < 3
+            {
+                continue;
+            }
+            return Err(err);
+        }
+    }
+}
+
+/// The typed error for a failed answer: its problem document (RFC 8555 §6.7), or the status.
+fn problem_of(rsp: &AcmeResponse) -> IssueError {
+    let is_problem = rsp.content_type.starts_with("application/problem+json");
+    let doc: Option<Value> = serde_json::from_slice(&rsp.body).ok();
+    match doc {
+        Some(doc) if is_problem || doc.get("type").is_some() => {
+            let kind = ProblemType::parse(doc.get("type").and_then(Value::as_str));
+            let detail = doc
+                .get("detail")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .chars()
+                .take(500)
+                .collect();
+            let mut e = problem_error(kind, detail, String::new());
+            if let (IssueError::CaUnavailable { retry_after, .. }, Some(r)) =
+                (&mut e, rsp.retry_after)
+            {
+                *retry_after = Some(r);
+            }
+            e
+        }
+        _ if rsp.status >= 500 => unavailable(format!("ACME CA answered HTTP {}", rsp.status)),
+        _ => protocol(format!(
+            "ACME CA answered HTTP {} without a problem document",
+            rsp.status
+        )),
+    }
+}
+
+/// RFC 8555 §8.4: the DNS-01 TXT value, base64url(SHA-256(token "." thumbprint)).
+pub fn dns01_value(token: &str, thumbprint: &str) -> String {
+    use sha2::Digest;
+    B64.encode(sha2::Sha256::digest(
+        format!("{token}.{thumbprint}").as_bytes(),
+    ))
+}
+
+/// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, fraction and offset allowed) to Unix
+/// seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &r[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            let o = oh * 3600 + om * 60;
+            if rest.starts_with('-') {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    // Days from civil (proleptic Gregorian), H. Hinnant's algorithm.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_timestamps() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        // RFC 8555 §7.1.4 example authorization expiry.
+        assert_eq!(parse_rfc3339("2016-01-02T14:09:30Z"), Some(1_451_743_770));
+        assert_eq!(
+            parse_rfc3339("2016-01-02T14:09:30.123Z"),
+            Some(1_451_743_770)
+        );
+        assert_eq!(
+            parse_rfc3339("2016-01-02T16:09:30+02:00"),
+            Some(1_451_743_770)
+        );
+        assert_eq!(parse_rfc3339("2016-01-02 14:09:30"), None);
+        assert_eq!(parse_rfc3339("2016-13-02T14:09:30Z"), None);
+        assert_eq!(parse_rfc3339(""), None);
+        for cut in 0..20 {
+            let _ = parse_rfc3339(&"2016-01-02T14:09:30Z"[..cut]);
+        }
+    }
+
+    #[test]
+    fn dns01_value_is_the_rfc8555_digest() {
+        // base64url(SHA-256("a.b")), computed with `printf a.b | openssl dgst -sha256 -binary | basenc --base64url`.
+        assert_eq!(
+            dns01_value("a", "b"),
+            "LnM23I66h-9HLfVow1SCq_JXXcPl6sDFxiuP-urCyTQ"
+        );
+    }
+
+    #[test]
+    fn directory_fields() {
+        let d = DirectoryExt::from_json(&json!({
+            "newNonce": "https://ca/nonce", "newOrder": "https://ca/order",
+            "newAuthz": "https://ca/authz", "meta": {"subdomainAuthAllowed": true}
+        }))
+        .unwrap();
+        assert_eq!(d.new_authz.as_deref(), Some("https://ca/authz"));
+        assert!(d.subdomain_auth_allowed);
+        let pebble = DirectoryExt::from_json(&json!({
+            "newNonce": "n", "newOrder": "o", "meta": {"externalAccountRequired": false}
+        }))
+        .unwrap();
+        assert_eq!(pebble.new_authz, None);
+        assert!(!pebble.subdomain_auth_allowed);
+        assert!(matches!(
+            DirectoryExt::from_json(&json!({"newOrder": "o"})),
+            Err(IssueError::CaProtocol(_))
+        ));
+    }
+}

@@ -1,0 +1,449 @@
+//! Pre-authorisation of the parent domain (seed step 1): `newAuthz` (RFC 8555 §7.4.1) with
+//! `subdomainAuthAllowed` (RFC 9444 §4.2) and one DNS-01, then device orders that name the
+//! parent as `ancestorDomain` (RFC 9444 §4.3) and come back ready with no challenge.
+//!
+//! - The CA's directory decides: pre-authorisation is used only when it has `newAuthz` and
+//!   announces `meta.subdomainAuthAllowed` (RFC 9444 §4.4).
+//! - The authorisation URL and expiry are kept in Redis for all replicas. Shortly before expiry
+//!   (`acme.preauth_renew_margin_s`) one replica, holding a Redis lock, authorises again;
+//!   the others wait for its result.
+//! - A CA that refuses `subdomainAuthAllowed` or `ancestorDomain` (or ignores the former) makes
+//!   this process fall back to per-name DNS-01 for good: logged once, counted in
+//!   `estuary_acme_preauth_fallbacks_total{reason}`.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use estuary_proto::names::DeviceName;
+use instant_acme::{Account, Order, OrderStatus};
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::acme::{Acme, IssueError, ProblemType};
+use crate::acme_jws::{dns01_value, parse_rfc3339, AcmeHttp, DirectoryExt, JwsClient};
+use crate::dns::TxtRecord;
+use crate::metrics::{FallbackReason, Metrics, OrderResult};
+use crate::store::{now_unix, CsrKey, Preauthorization};
+
+/// Per-process pre-authorisation state.
+#[derive(Default)]
+pub struct PreauthState {
+    directory: OnceCell<DirectoryExt>,
+    jws: OnceCell<Arc<JwsClient>>,
+    fallback: OnceLock<FallbackReason>,
+    logged: AtomicBool,
+    metrics: OnceLock<Arc<Metrics>>,
+}
+
+/// Either fall back (the CA does not do RFC 9444) or a real failure.
+enum Step {
+    Fallback(FallbackReason, String),
+    Failed(IssueError),
+}
+
+impl From<IssueError> for Step {
+    fn from(e: IssueError) -> Self {
+        Step::Failed(e)
+    }
+}
+
+/// Problems by which a CA says it will not do what RFC 9444 asks.
+fn is_refusal(e: &IssueError) -> bool {
+    matches!(
+        e,
+        IssueError::CaRejected {
+            problem: ProblemType::RejectedIdentifier,
+            ..
+        }
+    ) || matches!(
+        e,
+        IssueError::CaRejected { problem: ProblemType::Other(p), .. }
+            if p == "malformed" || p == "unsupportedIdentifier"
+    )
+}
+
+impl Acme {
+    /// Lets the engine's metrics count pre-authorisations and fall-backs.
+    pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.preauth.metrics.set(metrics);
+    }
+
+    fn fall_back(&self, reason: FallbackReason, why: &str) {
+        let _ = self.preauth.fallback.set(reason);
+        if !self.preauth.logged.swap(true, Ordering::SeqCst) {
+            warn!(
+                reason = ?reason,
+                detail = why,
+                "the ACME CA does not offer pre-authorisation of the parent domain (RFC 9444); \
+                 using one DNS-01 per device name"
+            );
+            if let Some(m) = self.preauth.metrics.get() {
+                m.preauth_fallback(reason);
+            }
+        }
+    }
+
+    /// Why pre-authorisation is not used, once decided.
+    pub fn preauth_fallback(&self) -> Option<FallbackReason> {
+        self.preauth.fallback.get().copied()
+    }
+
+    async fn directory_ext(&self) -> Result<&DirectoryExt, IssueError> {
+        self.preauth
+            .directory
+            .get_or_try_init(|| async {
+                let http = AcmeHttp::new(self.cfg.tls_root_file.as_deref())?;
+                DirectoryExt::from_json(&http.get_json(&self.cfg.directory_url).await?)
+            })
+            .await
+    }
+
+    async fn jws(
+        &self,
+        account: &Account,
+        dir: &DirectoryExt,
+    ) -> Result<&Arc<JwsClient>, IssueError> {
+        self.preauth
+            .jws
+            .get_or_try_init(|| async {
+                let key = self.account_key.get().ok_or_else(|| {
+                    IssueError::CaProtocol("the account key is not loaded".into())
+                })?;
+                let http = AcmeHttp::new(self.cfg.tls_root_file.as_deref())?;
+                Ok(Arc::new(JwsClient::new(
+                    http,
+                    key,
+                    account.id().to_string(),
+                    dir.new_nonce.clone(),
+                )?))
+            })
+            .await
+    }
+
+    /// Places a device order through the pre-authorised parent, when the CA allows it.
+    /// `Ok(None)`: use an ordinary order (per-name DNS-01).
+    pub(crate) async fn preauthorized_order(
+        &self,
+        account: &Account,
+        key: &CsrKey,
+        name: &DeviceName,
+    ) -> Result<Option<Order>, IssueError> {
+        if self.preauth.fallback.get().is_some() {
+            return Ok(None);
+        }
+        if !self.cfg.preauthorize {
+            self.fall_back(FallbackReason::disabled, "acme.preauthorize = false");
+            return Ok(None);
+        }
+        let dir = self.directory_ext().await?.clone();
+        let Some(new_authz) = dir.new_authz.clone() else {
+            self.fall_back(
+                FallbackReason::no_new_authz,
+                "the directory has no newAuthz",
+            );
+            return Ok(None);
+        };
+        if !dir.subdomain_auth_allowed {
+            self.fall_back(
+                FallbackReason::no_subdomain_auth,
+                "the directory does not announce meta.subdomainAuthAllowed",
+            );
+            return Ok(None);
+        }
+        let jws = Arc::clone(self.jws(account, &dir).await?);
+        let parent = name.parent();
+        let parent = parent.as_str();
+        match self
+            .order_below(account, &jws, &dir, &new_authz, key, name, parent)
+            .await
+        {
+            Ok(o) => Ok(Some(o)),
+            Err(Step::Fallback(reason, why)) => {
+                self.fall_back(reason, &why);
+                Ok(None)
+            }
+            Err(Step::Failed(e)) => Err(e),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn order_below(
+        &self,
+        account: &Account,
+        jws: &JwsClient,
+        dir: &DirectoryExt,
+        new_authz: &str,
+        key: &CsrKey,
+        name: &DeviceName,
+        parent: &str,
+    ) -> Result<Order, Step> {
+        self.parent_authorization(account, jws, new_authz, parent)
+            .await?;
+        let payload = json!({
+            "identifiers": [{"type": "dns", "value": name.as_str(), "ancestorDomain": parent}]
+        });
+        let rsp = match jws.post(&dir.new_order, Some(&payload)).await {
+            Ok(r) => r,
+            Err(e) if is_refusal(&e) => {
+                return Err(Step::Fallback(
+                    FallbackReason::ancestor_refused,
+                    format!("newOrder with ancestorDomain refused: {e}"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let url = rsp
+            .location
+            .clone()
+            .ok_or_else(|| IssueError::CaProtocol("newOrder answer has no Location".into()))?;
+        let body = rsp.json()?;
+        body.get("status")
+            .and_then(Value::as_str)
+            .ok_or_else(|| IssueError::CaProtocol("newOrder answer has no status".into()))?;
+        info!(order_url = %url, device = %name.as_str(), ancestor = parent, "placed ACME order under the pre-authorised parent");
+        let keep = Duration::from_secs(self.cfg.order_timeout_s.saturating_mul(4).max(60));
+        self.store
+            .set_order_url(key, &url, keep)
+            .await
+            .map_err(IssueError::from)?;
+        let mut order = account
+            .order(url.clone())
+            .await
+            .map_err(|e| Step::Failed(crate::acme::from_acme(e)))?;
+        if order.state().status == OrderStatus::Pending {
+            // The CA did not apply the parent's authorisation (expired or revoked): forget it,
+            // so that the next order authorises the parent again; this one does its own DNS-01.
+            warn!(order_url = %url, "order under the pre-authorised parent is pending; re-authorising the parent next time");
+            let _ = self
+                .store
+                .clear_preauth(&self.cfg.directory_url, parent)
+                .await;
+        }
+        Ok(order)
+    }
+
+    /// A valid pre-authorisation of `parent`, from Redis or made now (one replica at a time).
+    async fn parent_authorization(
+        &self,
+        account: &Account,
+        jws: &JwsClient,
+        new_authz: &str,
+        parent: &str,
+    ) -> Result<Preauthorization, Step> {
+        let dir = &self.cfg.directory_url;
+        let margin = i64::try_from(self.cfg.preauth_renew_margin_s).unwrap_or(i64::MAX);
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.order_timeout_s);
+        loop {
+            if let Some(p) = self
+                .store
+                .preauth(dir, parent)
+                .await
+                .map_err(IssueError::from)?
+            {
+                if p.expires.saturating_sub(margin) > now_unix() {
+                    return Ok(p);
+                }
+            }
+            if self.preauth.fallback.get().is_some() {
+                return Err(Step::Fallback(
+                    FallbackReason::subdomain_refused,
+                    "decided by another request".into(),
+                ));
+            }
+            let token = crate::engine::random_token();
+            let ttl = Duration::from_secs(self.cfg.order_timeout_s + 10);
+            if self
+                .store
+                .try_lock_preauth(dir, parent, &token, ttl)
+                .await
+                .map_err(IssueError::from)?
+            {
+                let made = self.preauthorize(account, jws, new_authz, parent).await;
+                if let Some(m) = self.preauth.metrics.get() {
+                    m.preauthorization(if made.is_ok() {
+                        OrderResult::valid
+                    } else {
+                        OrderResult::failed
+                    });
+                }
+                if let Ok(p) = &made {
+                    if let Err(e) = self.store.set_preauth(dir, parent, p).await {
+                        let _ = self.store.release_preauth_lock(dir, parent, &token).await;
+                        return Err(IssueError::from(e).into());
+                    }
+                }
+                let _ = self.store.release_preauth_lock(dir, parent, &token).await;
+                return made;
+            }
+            // Another replica (or request) is authorising the parent: wait for its result.
+            if Instant::now() > deadline {
+                return Err(IssueError::OrderTimeout {
+                    order_url: format!("pre-authorisation of {parent}"),
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// newAuthz with subdomainAuthAllowed, one DNS-01, wait until valid.
+    async fn preauthorize(
+        &self,
+        account: &Account,
+        jws: &JwsClient,
+        new_authz: &str,
+        parent: &str,
+    ) -> Result<Preauthorization, Step> {
+        let payload = json!({
+            "identifier": {"type": "dns", "value": parent, "subdomainAuthAllowed": true}
+        });
+        let rsp = match jws.post(new_authz, Some(&payload)).await {
+            Ok(r) => r,
+            Err(e) if is_refusal(&e) => {
+                return Err(Step::Fallback(
+                    FallbackReason::subdomain_refused,
+                    format!("newAuthz with subdomainAuthAllowed refused: {e}"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let url = rsp
+            .location
+            .clone()
+            .ok_or_else(|| IssueError::CaProtocol("newAuthz answer has no Location".into()))?;
+        let authz = rsp.json()?;
+        if authz.get("subdomainAuthAllowed").and_then(Value::as_bool) != Some(true) {
+            return Err(Step::Fallback(
+                FallbackReason::subdomain_refused,
+                "the CA's authorisation does not carry subdomainAuthAllowed".into(),
+            ));
+        }
+        if let Some(p) = valid_until(&url, &authz)? {
+            return Ok(p);
+        }
+        let (chall_url, token) = dns01_challenge(&authz)
+            .ok_or_else(|| IssueError::NoDnsChallenge(parent.to_string()))?;
+        let record = TxtRecord::new(
+            format!("_acme-challenge.{parent}"),
+            dns01_value(&token, account.key_thumbprint()),
+        );
+        let records = [record];
+        self.dns()
+            .publish(&records)
+            .await
+            .map_err(IssueError::from)?;
+        let outcome = self.validate(jws, &url, &chall_url, parent).await;
+        if let Err(e) = self.dns().remove(&records).await {
+            warn!(parent, error = %e, "could not remove the parent's DNS-01 record");
+        }
+        let p = outcome?;
+        info!(parent, authz_url = %url, expires = p.expires, "pre-authorised the parent domain (RFC 9444)");
+        Ok(p)
+    }
+
+    async fn validate(
+        &self,
+        jws: &JwsClient,
+        authz_url: &str,
+        chall_url: &str,
+        parent: &str,
+    ) -> Result<Preauthorization, IssueError> {
+        jws.post(chall_url, Some(&json!({}))).await?;
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.order_timeout_s);
+        let mut delay = Duration::from_millis(self.cfg.poll_initial_ms.max(10));
+        loop {
+            tokio::time::sleep(delay).await;
+            let authz = jws.post(authz_url, None).await?.json()?;
+            if let Some(p) = valid_until(authz_url, &authz)? {
+                return Ok(p);
+            }
+            match authz.get("status").and_then(Value::as_str) {
+                Some("pending") => {}
+                Some(other) => {
+                    let detail = authz
+                        .pointer("/challenges/0/error/detail")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    return Err(IssueError::ChallengeFailed {
+                        name: parent.to_string(),
+                        detail: format!("authorization is {other}: {detail}"),
+                    });
+                }
+                None => return Err(IssueError::CaProtocol("authorization has no status".into())),
+            }
+            if Instant::now() > deadline {
+                return Err(IssueError::OrderTimeout {
+                    order_url: authz_url.to_string(),
+                });
+            }
+            delay = (delay * 3 / 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// `Some` when the authorisation is valid (with its expiry).
+fn valid_until(url: &str, authz: &Value) -> Result<Option<Preauthorization>, IssueError> {
+    if authz.get("status").and_then(Value::as_str) != Some("valid") {
+        return Ok(None);
+    }
+    let expires = authz
+        .get("expires")
+        .and_then(Value::as_str)
+        .ok_or_else(|| IssueError::CaProtocol("valid authorization has no expires".into()))?;
+    let expires = parse_rfc3339(expires).ok_or_else(|| {
+        IssueError::CaProtocol(format!("authorization expires {expires:?} is not RFC 3339"))
+    })?;
+    Ok(Some(Preauthorization {
+        url: url.to_string(),
+        expires,
+    }))
+}
+
+/// The dns-01 challenge: (url, token).
+fn dns01_challenge(authz: &Value) -> Option<(String, String)> {
+    authz
+        .get("challenges")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("dns-01"))
+        .and_then(|c| {
+            Some((
+                c.get("url")?.as_str()?.to_string(),
+                c.get("token")?.as_str()?.to_string(),
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_fields() {
+        let a = json!({
+            "status": "valid", "expires": "2030-01-01T00:00:00Z",
+            "identifier": {"type": "dns", "value": "iot.example.test"},
+            "subdomainAuthAllowed": true,
+            "challenges": [{"type": "http-01", "url": "h", "token": "t1"},
+                           {"type": "dns-01", "url": "d", "token": "t2"}]
+        });
+        assert_eq!(
+            valid_until("u", &a).unwrap(),
+            Some(Preauthorization {
+                url: "u".into(),
+                expires: 1_893_456_000
+            })
+        );
+        assert_eq!(dns01_challenge(&a), Some(("d".into(), "t2".into())));
+        let pending = json!({"status": "pending", "challenges": []});
+        assert_eq!(valid_until("u", &pending).unwrap(), None);
+        assert_eq!(dns01_challenge(&pending), None);
+        let no_expiry = json!({"status": "valid"});
+        assert!(matches!(
+            valid_until("u", &no_expiry),
+            Err(IssueError::CaProtocol(_))
+        ));
+    }
+}

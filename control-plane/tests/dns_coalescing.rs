@@ -1,0 +1,140 @@
+//! Coalescing of DNS-01 records (RFC 2136: one UPDATE carries many RRs) against real Pebble
+//! (which has no pre-authorisation, so every device name needs its own DNS-01), BIND9 and
+//! Redis. Counted twice: by our `estuary_dns_updates_total` and by BIND itself (the zone's SOA
+//! serial goes up once per UPDATE message applied; its `update` log has one line per RR).
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn serial(tag: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{tag}-{n:x}")
+}
+
+fn log_lines(log: &str, needle: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("updating zone") && l.contains(needle))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_enrolments_need_at_most_ten_dns_updates() {
+    let stack = stack();
+    let serial_before = stack.bind.soa_serial().expect("SOA");
+    let cp = Arc::new(ControlPlane::start(
+        &stack,
+        &CpOptions {
+            budget_ms: 5000,
+            ..CpOptions::default()
+        },
+    ));
+    let mut tasks = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..50 {
+        let cp = Arc::clone(&cp);
+        let sn = serial(&format!("co{i}"));
+        names.push(format!("{sn}.{PARENT}"));
+        tasks.push(tokio::spawn(async move {
+            let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
+            let r = cp
+                .enroll_until_done(&sn, &csr, Duration::from_secs(120))
+                .await;
+            (sn, r.status, r.text())
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        let (sn, status, text) = t.await.expect("task");
+        if status != 200 {
+            failures.push(format!("{sn}: {status} {text}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not issued:\n{}\n{}",
+        failures.join("\n"),
+        cp.log_text()
+    );
+    assert_eq!(
+        cp.metric("estuary_acme_orders_total{result=\"valid\"}")
+            .await,
+        50.0
+    );
+    let ours = cp.metric("estuary_dns_updates_total").await;
+    let applied = f64::from(stack.bind.soa_serial().expect("SOA") - serial_before);
+    let log = stack.bind.log();
+    let adds = log_lines(&log, "adding an RR");
+    let deletes = log_lines(&log, "deleting an RR");
+    println!(
+        "50 enrolments: {ours} UPDATE messages counted by us, {applied} applied by BIND \
+         ({adds} RRs added, {deletes} deleted): {:.2} messages per enrolment",
+        ours / 50.0
+    );
+    assert!(ours <= 10.0, "{ours} UPDATE messages for 50 enrolments");
+    assert!(ours >= 2.0, "publish and cleanup are separate messages");
+    // BIND applied exactly the messages we counted, and every record went in and out.
+    assert_eq!(applied, ours, "BIND's SOA serial disagrees with our metric");
+    assert_eq!(adds, 50, "BIND log:\n{log}");
+    assert_eq!(deletes, 50, "BIND log:\n{log}");
+    for name in names.iter().take(5) {
+        let txt = stack
+            .bind
+            .dig_txt(&format!("_acme-challenge.{name}"))
+            .expect("dig");
+        assert!(txt.is_empty(), "{name}: {txt:?}");
+    }
+}
+
+/// Sequential single enrolments, each on an idle RA: milliseconds per enrolment.
+async fn lone_enrolments(cp: &ControlPlane, tag: &str, n: usize, idle: Duration) -> Vec<u128> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        // Idle long enough that the previous enrolment's messages are outside the window.
+        tokio::time::sleep(idle).await;
+        let sn = serial(&format!("{tag}{i}"));
+        let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
+        let t = Instant::now();
+        let r = cp.enroll(&sn, &csr).await;
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), cp.log_text());
+        out.push(t.elapsed().as_millis());
+    }
+    out.sort_unstable();
+    out
+}
+
+/// A lone enrolment is sent at once: the batching window only delays requests that come
+/// while another UPDATE of the same kind went out recently. With a 1.5 s window a lone
+/// enrolment would take over 1.5 s if it had to wait; it takes well under that.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_enrolment_does_not_wait_for_the_batching_window() {
+    let stack = stack();
+    let window = |ms: u64| CpOptions {
+        extra_env: vec![("ESTUARY_ACME__DNS_BATCH_WINDOW_MS".into(), ms.to_string())],
+        ..CpOptions::default()
+    };
+    // Warm up Pebble and the account with one enrolment, then measure.
+    let unbatched = ControlPlane::start(&stack, &window(0));
+    let idle = Duration::from_millis(1600);
+    lone_enrolments(&unbatched, "w", 1, idle).await;
+    let plain = lone_enrolments(&unbatched, "u", 3, idle).await;
+    drop(unbatched);
+    let batched = ControlPlane::start(&stack, &window(1500));
+    lone_enrolments(&batched, "x", 1, idle).await;
+    let slow_window = lone_enrolments(&batched, "b", 3, idle).await;
+    println!(
+        "single-enrolment latency (ms, sorted): window 0: {plain:?}; window 1500 ms: {slow_window:?}"
+    );
+    let median = slow_window[slow_window.len() / 2];
+    assert!(
+        median < 1200,
+        "a lone enrolment waited for the window: {slow_window:?}"
+    );
+    // One add and one delete per enrolment, none held back.
+    assert!(batched.metric("estuary_dns_updates_total").await >= 8.0);
+}
