@@ -4,7 +4,7 @@
 //!
 //! The pure parts (CSR building, answer decoding, `Retry-After`) are in [`csr`] and [`est`];
 //! [`transport`] does TLS (rustls, ring provider) and HTTP/1.1 (hyper); [`flow`] runs the
-//! commands.
+//! commands; [`teap`] enrols over EAP-TEAP (RFC 9930) through RADIUS.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -13,6 +13,7 @@ pub mod error;
 pub mod est;
 pub mod flow;
 pub mod keys;
+pub mod teap;
 pub mod transport;
 
 pub use error::{Exchange, PledgeError};

@@ -71,6 +71,33 @@ struct Enrolment {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Enrol over EAP-TEAP (RFC 9930), as peer and NAS at once: RADIUS Access-Requests with
+    /// EAP-Message to the TEAP server; answers its PKCS#10 request with a CSR for a new key
+    Teap {
+        /// The TEAP server's RADIUS address, e.g. 127.0.0.1:1812
+        #[arg(long, value_name = "ADDR")]
+        radius: std::net::SocketAddr,
+        /// Environment variable holding the RADIUS shared secret (not given on the command line)
+        #[arg(long, value_name = "VAR", default_value = "ESTUARY_RADIUS_SECRET")]
+        secret_env: String,
+        /// Outer EAP identity (User-Name)
+        #[arg(long, default_value = "anonymous@teap")]
+        identity: String,
+        #[command(flatten)]
+        client: ClientCert,
+        /// PEM trust anchor(s) for the TEAP server's certificate
+        #[arg(long, value_name = "FILE")]
+        server_ca: PathBuf,
+        /// Name the TEAP server's certificate must carry
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// TLS octets per EAP-Response
+        #[arg(long, default_value_t = 1000)]
+        fragment_size: usize,
+        /// Directory for key.pem (0600), cert.pem, chain.pem
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// GET /cacerts and write the CA certificates as PEM
     Cacerts {
         #[command(flatten)]
@@ -160,6 +187,7 @@ fn print_summary(s: &flow::Summary, json: bool) {
 
 async fn run(cli: Cli) -> Result<(), PledgeError> {
     match cli.command {
+        Command::Teap { .. } => unreachable!("handled in main"),
         Command::Cacerts {
             server,
             out,
@@ -273,6 +301,53 @@ async fn run(cli: Cli) -> Result<(), PledgeError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Teap {
+        radius,
+        secret_env,
+        identity,
+        client,
+        server_ca,
+        server_name,
+        fragment_size,
+        out_dir,
+    } = cli.command
+    {
+        let Ok(secret) = std::env::var(&secret_env) else {
+            eprintln!("error: set the RADIUS shared secret in ${secret_env}");
+            return ExitCode::from(2);
+        };
+        let opts = estuary_pledge::teap::TeapOptions {
+            radius,
+            secret,
+            identity,
+            cert: client.cert,
+            key: client.key,
+            server_ca,
+            server_name,
+            fragment_size,
+            out_dir,
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match rt.block_on(estuary_pledge::teap::run(&opts)) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err((msg, code)) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(code)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,6 +10,9 @@ use crate::pki::DevPki;
 use crate::stack::{ControlPlane, CpOptions, Stack, DEV_PARENT, DEV_TOKEN};
 use crate::util::TempDir;
 
+/// The RADIUS shared secret of the dev stack's TEAP server (dev only).
+pub const DEV_RADIUS_SECRET: &str = "dev-radius-secret-0123456789";
+
 /// The name of the control-plane cluster in envoy/envoy.yaml.
 pub const CP_CLUSTER: &str = "estuary_control_plane";
 
@@ -26,6 +29,8 @@ pub struct DevStackOptions {
     pub admin_port: Option<u16>,
     /// `cache_ttl_s` of the filter.
     pub filter_cache_ttl_s: u64,
+    /// Run the TEAP (RADIUS) server in the first replica.
+    pub teap: bool,
 }
 
 impl Default for DevStackOptions {
@@ -36,6 +41,7 @@ impl Default for DevStackOptions {
             est_port: None,
             admin_port: None,
             filter_cache_ttl_s: 300,
+            teap: false,
         }
     }
 }
@@ -54,6 +60,8 @@ pub struct DevStack {
     pub client_ca_bundle: PathBuf,
     /// Where the PKI and bundle live.
     pub dir: PathBuf,
+    /// The TEAP server's RADIUS address and shared secret, when `teap` was asked for.
+    pub radius: Option<(std::net::SocketAddr, String)>,
     _tmp: Option<TempDir>,
 }
 
@@ -93,14 +101,6 @@ impl DevStack {
         };
         let pki = DevPki::create(&dir).context("creating the dev PKI")?;
         let stack = Stack::start()?;
-        let mut control_planes = Vec::new();
-        for i in 0..opts.replicas.max(1) {
-            let mut o = opts.cp.clone();
-            if i > 0 {
-                o.port = None;
-            }
-            control_planes.push(ControlPlane::start(cp_binary, &stack, &o)?);
-        }
         let client_ca_bundle = dir.join("client-ca-bundle.pem");
         let bundle = format!(
             "{}{}",
@@ -108,6 +108,33 @@ impl DevStack {
             std::fs::read_to_string(&stack.pebble.issuer_root_pem)?
         );
         std::fs::write(&client_ca_bundle, bundle)?;
+        let radius = if opts.teap {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::util::free_port()?));
+            Some((addr, DEV_RADIUS_SECRET.to_string()))
+        } else {
+            None
+        };
+        let mut control_planes = Vec::new();
+        for i in 0..opts.replicas.max(1) {
+            let mut o = opts.cp.clone();
+            if i > 0 {
+                o.port = None;
+            }
+            if let (0, Some((addr, secret))) = (i, &radius) {
+                let q = |p: &Path| format!("{:?}", p.display().to_string());
+                o.extra_env.extend([
+                    ("ESTUARY_TEAP__LISTEN".to_string(), format!("\"{addr}\"")),
+                    ("ESTUARY_TEAP__CERT_FILE".into(), q(&pki.server.cert_path)),
+                    ("ESTUARY_TEAP__KEY_FILE".into(), q(&pki.server.key_path)),
+                    ("ESTUARY_TEAP__CLIENT_CA_FILE".into(), q(&client_ca_bundle)),
+                    (
+                        "ESTUARY_TEAP__CLIENTS".into(),
+                        format!("[{{ address = \"127.0.0.1\", secret = \"{secret}\" }}]"),
+                    ),
+                ]);
+            }
+            control_planes.push(ControlPlane::start(cp_binary, &stack, &o)?);
+        }
         let envoy = Envoy::start(&EnvoySettings {
             server_cert: pki.server.cert_path.clone(),
             server_key: pki.server.key_path.clone(),
@@ -125,6 +152,7 @@ impl DevStack {
             pki,
             client_ca_bundle,
             dir,
+            radius,
             _tmp: tmp,
         })
     }

@@ -15,7 +15,10 @@ use estuary_tests::stack::DEV_PARENT;
 use crate::{build_wasm, cargo, install, root, run};
 
 pub fn up(args: &[String]) -> anyhow::Result<()> {
-    let mut opts = DevStackOptions::default();
+    let mut opts = DevStackOptions {
+        teap: true,
+        ..DevStackOptions::default()
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -126,6 +129,11 @@ fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result
     ];
     for (k, v) in kv {
         writeln!(s, "{k}={v}")?;
+    }
+    if let Some((addr, secret)) = &stack.radius {
+        writeln!(s, "ESTUARY_RADIUS_ADDR={addr}")?;
+        // A dev-only secret, generated for this stack's loopback RADIUS server.
+        writeln!(s, "ESTUARY_RADIUS_SECRET={secret}")?;
     }
     Ok(s)
 }
