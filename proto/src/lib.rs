@@ -8,6 +8,7 @@
 
 pub mod base64;
 pub mod cert;
+pub mod cms_signed;
 pub mod csr;
 pub mod csrattrs;
 mod derutil;
@@ -21,6 +22,7 @@ pub mod pkcs7;
 pub mod policy;
 pub mod radius;
 pub mod teap;
+pub mod voucher;
 
 pub use cert::{CertError, CertSummary};
 pub use csr::{parse_and_verify, CsrError, KeyKind, VerifiedCsr};

@@ -1,0 +1,338 @@
+//! Voucher (RFC 8366 §5.3) and voucher-request (RFC 8995 §3) JSON, as carried in CMS
+//! ([`crate::cms_signed`], eContentType id-ct-animaJSONVoucher).
+//!
+//! ```text
+//! {"ietf-voucher-request:voucher": {"assertion": "proximity", "nonce": "...",
+//!   "serial-number": "...", "created-on": "2026-11-28T19:00:00Z",
+//!   "proximity-registrar-cert": "<base64 DER>", "idevid-issuer": "<base64 DER Name>",
+//!   "prior-signed-voucher-request": "<base64 CMS>"}}
+//! {"ietf-voucher:voucher": {"assertion": "logged", "serial-number": "...", "nonce": "...",
+//!   "pinned-domain-cert": "<base64 DER>", "created-on": "...", "expires-on": "..."}}
+//! ```
+//!
+//! Binary leaves are base64 (RFC 7951 §6.6, `binary` type: standard alphabet with padding).
+//! Unknown members are ignored (RFC 8366bis adds some); known ones must have the right type.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Content type of a CMS-signed voucher or voucher request (RFC 8366 §8.3.2).
+pub const CT_VOUCHER_CMS_JSON: &str = "application/voucher-cms+json";
+/// The registrar's BRSKI path prefix (RFC 8995 §5).
+pub const BRSKI_PREFIX: &str = "/.well-known/brski";
+
+/// What the voucher (request) asserts about ownership (RFC 8366 §5.3 `assertion`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assertion {
+    /// The MASA verified the owner through its records.
+    Verified,
+    /// The MASA logged the claim without verifying it.
+    Logged,
+    /// The pledge was in proximity of the registrar (RFC 8995 §3.3).
+    Proximity,
+}
+
+/// Why voucher JSON could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum VoucherError {
+    /// Not the JSON RFC 8366 / RFC 8995 describes.
+    #[error("voucher JSON is malformed: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A base64 leaf does not decode.
+    #[error("field {0} is not valid base64")]
+    BadBase64(&'static str),
+    /// A required field is absent.
+    #[error("field {0} is missing")]
+    Missing(&'static str),
+}
+
+/// The inner object of a voucher request (RFC 8995 §3.2, §5.5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VoucherRequest {
+    /// `proximity` from a pledge; the registrar's own assertion in its request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<Assertion>,
+    /// The pledge's nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// The pledge's serial number (its IDevID subject serialNumber).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// RFC 3339 time of creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_on: Option<String>,
+    /// The registrar's TLS certificate as the pledge saw it (base64 DER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proximity_registrar_cert: Option<String>,
+    /// The issuer of the pledge's IDevID: base64 of the DER Name (registrar request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idevid_issuer: Option<String>,
+    /// The pledge's signed voucher request: base64 of the CMS (registrar request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_signed_voucher_request: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VoucherRequestDoc {
+    #[serde(rename = "ietf-voucher-request:voucher")]
+    voucher: VoucherRequest,
+}
+
+/// The inner object of a voucher (RFC 8366 §5.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Voucher {
+    /// What the MASA asserts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<Assertion>,
+    /// The pledge this voucher is for.
+    #[serde(default)]
+    pub serial_number: String,
+    /// Echo of the pledge's nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// The domain certificate the pledge must trust (base64 DER).
+    #[serde(default)]
+    pub pinned_domain_cert: String,
+    /// RFC 3339 time of creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_on: Option<String>,
+    /// RFC 3339 end of validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_on: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VoucherDoc {
+    #[serde(rename = "ietf-voucher:voucher")]
+    voucher: Voucher,
+}
+
+impl VoucherRequest {
+    /// Reads `{"ietf-voucher-request:voucher": {...}}`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, VoucherError> {
+        let doc: VoucherRequestDoc = serde_json::from_slice(bytes)?;
+        Ok(doc.voucher)
+    }
+
+    /// Writes `{"ietf-voucher-request:voucher": {...}}`.
+    pub fn to_json(&self) -> Result<Vec<u8>, VoucherError> {
+        Ok(serde_json::to_vec(&VoucherRequestDoc {
+            voucher: self.clone(),
+        })?)
+    }
+
+    /// The proximity-registrar-cert, decoded.
+    pub fn proximity_registrar_cert_der(&self) -> Result<Vec<u8>, VoucherError> {
+        decode_field(
+            self.proximity_registrar_cert.as_deref(),
+            "proximity-registrar-cert",
+        )
+    }
+
+    /// The prior-signed-voucher-request, decoded.
+    pub fn prior_signed_voucher_request_der(&self) -> Result<Vec<u8>, VoucherError> {
+        decode_field(
+            self.prior_signed_voucher_request.as_deref(),
+            "prior-signed-voucher-request",
+        )
+    }
+
+    /// The idevid-issuer, decoded.
+    pub fn idevid_issuer_der(&self) -> Result<Vec<u8>, VoucherError> {
+        decode_field(self.idevid_issuer.as_deref(), "idevid-issuer")
+    }
+}
+
+impl Voucher {
+    /// Reads `{"ietf-voucher:voucher": {...}}`; serial-number and pinned-domain-cert must be set.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, VoucherError> {
+        let doc: VoucherDoc = serde_json::from_slice(bytes)?;
+        if doc.voucher.serial_number.is_empty() {
+            return Err(VoucherError::Missing("serial-number"));
+        }
+        if doc.voucher.pinned_domain_cert.is_empty() {
+            return Err(VoucherError::Missing("pinned-domain-cert"));
+        }
+        Ok(doc.voucher)
+    }
+
+    /// Writes `{"ietf-voucher:voucher": {...}}`.
+    pub fn to_json(&self) -> Result<Vec<u8>, VoucherError> {
+        Ok(serde_json::to_vec(&VoucherDoc {
+            voucher: self.clone(),
+        })?)
+    }
+
+    /// The pinned-domain-cert, decoded.
+    pub fn pinned_domain_cert_der(&self) -> Result<Vec<u8>, VoucherError> {
+        decode_field(Some(&self.pinned_domain_cert), "pinned-domain-cert")
+    }
+}
+
+fn decode_field(value: Option<&str>, name: &'static str) -> Result<Vec<u8>, VoucherError> {
+    let v = value.ok_or(VoucherError::Missing(name))?;
+    STANDARD
+        .decode(v.as_bytes())
+        .map_err(|_| VoucherError::BadBase64(name))
+}
+
+/// Base64 (standard alphabet, padded) of binary data, for the JSON leaves.
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch (RFC 3339 §5.6), days by the
+/// proleptic Gregorian calendar.
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 date-time (`Z` or `±HH:MM`, optional fraction,
+/// which is dropped); `None` when it is not one.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = s.get(from..from + len)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let sep = |at: usize, c: &[u8]| b.get(at).is_some_and(|x| c.contains(x));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (h, mi, se) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    let offset = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        c @ (b'+' | b'-') if i + 6 == b.len() && sep(i + 3, b":") => {
+            let v = num(i + 1, 2)? * 3600 + num(i + 4, 2)? * 60;
+            if *c == b'+' {
+                v
+            } else {
+                -v
+            }
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+// Howard Hinnant's days_from_civil / civil_from_days (public-domain algorithms, written here).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 8366 §5.3 example shape (values shortened).
+    #[test]
+    fn voucher_json_round_trips() {
+        let text = br#"{"ietf-voucher:voucher":{"created-on":"2016-10-07T19:31:42Z","expires-on":"2016-10-21T19:31:42Z","assertion":"verified","serial-number":"JADA123456789","pinned-domain-cert":"MIIC","nonce":"base64encodedvalue==","extra":1}}"#;
+        let v = Voucher::from_json(text).unwrap();
+        assert_eq!(v.assertion, Some(Assertion::Verified));
+        assert_eq!(v.serial_number, "JADA123456789");
+        assert_eq!(Voucher::from_json(&v.to_json().unwrap()).unwrap(), v);
+        assert!(Voucher::from_json(br#"{"ietf-voucher:voucher":{"serial-number":"x"}}"#).is_err());
+        assert!(Voucher::from_json(br#"{"ietf-voucher:voucher":{"assertion":"bogus","serial-number":"x","pinned-domain-cert":"AA=="}}"#).is_err());
+        assert!(Voucher::from_json(b"[]").is_err());
+    }
+
+    #[test]
+    fn voucher_request_json_round_trips() {
+        let r = VoucherRequest {
+            assertion: Some(Assertion::Proximity),
+            nonce: Some("n".into()),
+            serial_number: Some("SN1".into()),
+            created_on: Some(rfc3339(0)),
+            proximity_registrar_cert: Some(b64(b"\x30\x00")),
+            ..Default::default()
+        };
+        let json = r.to_json().unwrap();
+        let s = String::from_utf8(json.clone()).unwrap();
+        assert!(
+            s.starts_with(r#"{"ietf-voucher-request:voucher":{"assertion":"proximity""#),
+            "{s}"
+        );
+        assert!(s.contains(r#""proximity-registrar-cert":"MAA=""#), "{s}");
+        let back = VoucherRequest::from_json(&json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.proximity_registrar_cert_der().unwrap(), b"\x30\x00");
+        assert!(matches!(
+            back.prior_signed_voucher_request_der(),
+            Err(VoucherError::Missing("prior-signed-voucher-request"))
+        ));
+    }
+
+    #[test]
+    fn rfc3339_both_ways() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_475_868_702), "2016-10-07T19:31:42Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        for t in [0, 1_475_868_702, 951_782_400, 4_102_444_800, 1_795_000_123] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            parse_rfc3339("2016-10-07T21:31:42.123+02:00"),
+            Some(1_475_868_702)
+        );
+        for bad in [
+            "",
+            "2016-10-07",
+            "2016-13-07T00:00:00Z",
+            "2016-10-07T00:00:00",
+            "2016-10-07T00:00:00Zx",
+            "2016-10-07T00:00:00.",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}
