@@ -37,6 +37,8 @@ pub struct Config {
     pub enroll: EnrollConfig,
     /// `[teap]`: the RADIUS/EAP-TEAP listener, when present.
     pub teap: Option<crate::teap::TeapConfig>,
+    /// `[brski]`: the BRSKI registrar, when present.
+    pub brski: Option<crate::brski::BrskiConfig>,
     /// `est.parent_domain`, checked.
     pub parent: ParentDomain,
 }
@@ -273,7 +275,9 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 7] = ["server", "est", "acme", "dns", "redis", "enroll", "teap"];
+const SECTIONS: [&str; 8] = [
+    "server", "est", "acme", "dns", "redis", "enroll", "teap", "brski",
+];
 
 impl Config {
     /// Reads `path`, applies `ESTUARY_*` overrides from the process environment, validates.
@@ -311,6 +315,10 @@ impl Config {
         let teap: Option<crate::teap::TeapConfig> = section(&root, "teap", true, &mut errors);
         if let Some(t) = &teap {
             errors.extend(t.validate());
+        }
+        let brski: Option<crate::brski::BrskiConfig> = section(&root, "brski", true, &mut errors);
+        if let Some(b) = &brski {
+            errors.extend(b.validate());
         }
 
         if let Some(s) = &server {
@@ -393,6 +401,7 @@ impl Config {
                 enroll,
                 parent,
                 teap,
+                brski,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -434,6 +443,7 @@ impl DefaultIfOptional for AcmeConfig {}
 impl DefaultIfOptional for DnsConfig {}
 impl DefaultIfOptional for RedisConfig {}
 impl DefaultIfOptional for crate::teap::TeapConfig {}
+impl DefaultIfOptional for crate::brski::BrskiConfig {}
 impl DefaultIfOptional for EnrollConfig {
     fn default_value() -> Option<Self> {
         Some(Self::default())
@@ -488,7 +498,9 @@ fn set_path(table: &mut toml::Table, parts: &[&str], value: toml::Value) -> Resu
 fn parse_env_value(raw: &str) -> toml::Value {
     // `x = <raw>` parses when raw is a TOML literal (number, bool, array, quoted string).
     match format!("x = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("x")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -537,8 +549,11 @@ url = "redis://127.0.0.1:6379/"
                     std::process::id(),
                     std::thread::current().id()
                 ));
-                std::fs::write(&p, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
-                    .expect("write temp file");
+                std::fs::write(
+                    &p,
+                    "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+                )
+                .expect("write temp file");
                 Self(p)
             }
         }
@@ -610,8 +625,11 @@ url = "redis://127.0.0.1:6379/"
 
     #[test]
     fn a_missing_section_is_named() {
-        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\napi_token = \"0123456789abcdef0\"\n", Vec::new())
-            .expect_err("incomplete");
+        let err = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:1\"\napi_token = \"0123456789abcdef0\"\n",
+            Vec::new(),
+        )
+        .expect_err("incomplete");
         let all = err.to_string();
         for s in ["[est]", "[acme]", "[dns]", "[redis]"] {
             assert!(all.contains(s), "{all}");

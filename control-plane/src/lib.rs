@@ -10,6 +10,7 @@
 pub mod acme;
 pub mod acme_jws;
 pub mod api;
+pub mod brski;
 pub mod config;
 pub mod dns;
 pub mod dns_batch;

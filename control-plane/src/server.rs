@@ -19,12 +19,16 @@ pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, std::net::SocketAddr
     // One rustls crypto backend for the process (ring); ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
-    let ca_pem = std::fs::read_to_string(&cfg.est.ca_certs_file)
-        .with_context(|| format!("reading est.ca_certs_file {}", cfg.est.ca_certs_file.display()))?;
-    let ca_ders = pem::decode_certs(&ca_pem)
+    let ca_pem = std::fs::read_to_string(&cfg.est.ca_certs_file).with_context(|| {
+        format!(
+            "reading est.ca_certs_file {}",
+            cfg.est.ca_certs_file.display()
+        )
+    })?;
+    let ca_ders =
+        pem::decode_certs(&ca_pem).map_err(|e| anyhow::anyhow!("est.ca_certs_file: {e}"))?;
+    let cacerts_pkcs7 = pkcs7::encode_certs_only(&ca_ders)
         .map_err(|e| anyhow::anyhow!("est.ca_certs_file: {e}"))?;
-    let cacerts_pkcs7 =
-        pkcs7::encode_certs_only(&ca_ders).map_err(|e| anyhow::anyhow!("est.ca_certs_file: {e}"))?;
     let store = Store::new(cfg.redis.url.expose(), &cfg.redis.key_prefix)
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     let counter = metrics.dns_updates.clone();
@@ -72,6 +76,15 @@ pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, std::net::SocketAddr
 /// Serves until SIGTERM or Ctrl-C.
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let teap = cfg.teap.take();
+    let brski = match cfg.brski.take() {
+        Some(b) => Some(Arc::new(crate::brski::Registrar::new(
+            &b,
+            cfg.redis.url.expose(),
+            &cfg.redis.key_prefix,
+            cfg.server.api_token.clone(),
+        )?)),
+        None => None,
+    };
     let (state, listen) = build(cfg)?;
     if let Some(t) = teap {
         let radius = crate::teap::server::TeapServer::bind(
@@ -89,7 +102,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding server.listen {listen}"))?;
     info!(listen = %listener.local_addr()?, "estuary control plane listening");
-    axum::serve(listener, api::router(state))
+    let mut app = api::router(state);
+    if let Some(registrar) = brski {
+        info!("BRSKI registrar enabled");
+        app = app.merge(crate::brski::router(registrar));
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;

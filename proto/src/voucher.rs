@@ -173,6 +173,21 @@ impl Voucher {
     }
 }
 
+/// id-pe-masa-url (RFC 8995 §2.3.2): the certificate extension naming the pledge's MASA.
+pub const ID_PE_MASA_URL: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.32");
+
+/// The MASA URI of an IDevID (`MASAURLSyntax ::= IA5String`, RFC 8995 §2.3.2), if it has one.
+/// A malformed extension counts as none.
+pub fn masa_url(cert_der: &[u8]) -> Option<String> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(cert_der).ok()?;
+    let exts = cert.tbs_certificate.extensions?;
+    let ext = exts.iter().find(|e| e.extn_id == ID_PE_MASA_URL)?;
+    let s = der::asn1::Ia5StringRef::from_der(ext.extn_value.as_bytes()).ok()?;
+    Some(s.as_str().to_string())
+}
+
 fn decode_field(value: Option<&str>, name: &'static str) -> Result<Vec<u8>, VoucherError> {
     let v = value.ok_or(VoucherError::Missing(name))?;
     STANDARD

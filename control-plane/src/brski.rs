@@ -1,0 +1,667 @@
+//! BRSKI registrar (RFC 8995 §5): voucher requests from pledges, relayed to their MASA.
+//!
+//! The edge filter has checked that the TLS client presented a certificate and that the body
+//! is CMS; it forwards the body and the client certificate (base64 DER in
+//! [`HDR_CLIENT_CERT`]). The registrar then, per RFC 8995 §5.5:
+//! 1. verifies the pledge voucher request's CMS signature, and that its signer is the very
+//!    IDevID of the TLS connection (same certificate);
+//! 2. checks `proximity-registrar-cert` is our registrar certificate and `serial-number` is the
+//!    IDevID's subject serialNumber;
+//! 3. finds the manufacturer: the IDevID must be issued by one of `[[brski.manufacturers]]`'s CA;
+//! 4. builds and signs the registrar voucher request (nonce, serial-number, idevid-issuer,
+//!    prior-signed-voucher-request, created-on, assertion) with the registrar key;
+//! 5. POSTs it to the MASA (the IDevID's id-pe-masa-url, or the manufacturer's `masa_url`);
+//! 6. checks the voucher's signature against the manufacturer's MASA anchor, its serial and
+//!    nonce, and hands it to the pledge unchanged.
+//!
+//! `voucher_status` and `enrollstatus` (RFC 8995 §5.7, §5.9.4) are stored in Redis with a TTL
+//! and logged; `requestauditlog` (§5.8) is relayed to the MASA.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use estuary_proto::cert::CertSummary;
+use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
+use estuary_proto::voucher::{self, Assertion, Voucher, VoucherRequest, CT_VOUCHER_CMS_JSON};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+use crate::config::Secret;
+
+/// Internal API: `POST` the pledge's CMS voucher request -> the MASA's CMS voucher.
+pub const REQUESTVOUCHER_PATH: &str = "/estuary/v1/brski/requestvoucher";
+/// Internal API: `POST` voucher status telemetry JSON (RFC 8995 §5.7).
+pub const VOUCHER_STATUS_PATH: &str = "/estuary/v1/brski/voucher_status";
+/// Internal API: `POST` enrolment status telemetry JSON (RFC 8995 §5.9.4).
+pub const ENROLLSTATUS_PATH: &str = "/estuary/v1/brski/enrollstatus";
+/// Internal API: `POST` (or `GET`) the device's audit log, relayed from the MASA (§5.8).
+pub const REQUESTAUDITLOG_PATH: &str = "/estuary/v1/brski/requestauditlog";
+/// Header with the TLS client certificate (base64 of its DER), set by the edge.
+pub const HDR_CLIENT_CERT: &str = "estuary-client-cert";
+
+const MASA_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_MASA_BODY: usize = 256 * 1024;
+
+/// `[brski]`: the registrar.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrskiConfig {
+    /// The registrar certificate (PEM, first certificate): id-kp-cmcRA, issued by the domain CA.
+    /// The pledge sees it as the TLS server certificate, so it is the proxy's certificate.
+    pub registrar_cert_file: PathBuf,
+    /// Its PKCS#8 P-256 private key (PEM).
+    pub registrar_key_file: PathBuf,
+    /// The domain CA (PEM), included in registrar voucher requests so the MASA can pin it.
+    #[serde(default)]
+    pub domain_ca_file: Option<PathBuf>,
+    /// The manufacturers whose pledges may join (the allow-list of IDevID issuers).
+    #[serde(default)]
+    pub manufacturers: Vec<ManufacturerConfig>,
+    /// How long voucher_status and enrollstatus reports are kept in Redis.
+    #[serde(default = "default_status_ttl_s")]
+    pub status_ttl_s: u64,
+    /// `Retry-After` when the MASA cannot be reached.
+    #[serde(default = "default_retry_after_s")]
+    pub masa_retry_after_s: u64,
+}
+
+fn default_status_ttl_s() -> u64 {
+    7 * 86_400
+}
+fn default_retry_after_s() -> u64 {
+    30
+}
+
+/// One manufacturer: who issues its IDevIDs and how to reach and trust its MASA.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManufacturerConfig {
+    /// PEM of the CA that issues this manufacturer's IDevIDs.
+    pub idevid_ca_file: PathBuf,
+    /// PEM trust anchor for the MASA: its vouchers' signer and its TLS server certificate.
+    pub masa_ca_file: PathBuf,
+    /// MASA base URL, overriding the IDevID's id-pe-masa-url extension.
+    #[serde(default)]
+    pub masa_url: Option<String>,
+}
+
+impl BrskiConfig {
+    /// Problems with the section, one per line.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut file = |what: &str, f: &PathBuf| {
+            if !f.is_file() {
+                p.push(format!(
+                    "brski.{what}: {} is not a readable file",
+                    f.display()
+                ));
+            }
+        };
+        file("registrar_cert_file", &self.registrar_cert_file);
+        file("registrar_key_file", &self.registrar_key_file);
+        if let Some(d) = &self.domain_ca_file {
+            file("domain_ca_file", d);
+        }
+        for m in &self.manufacturers {
+            file("manufacturers.idevid_ca_file", &m.idevid_ca_file);
+            file("manufacturers.masa_ca_file", &m.masa_ca_file);
+        }
+        for m in &self.manufacturers {
+            if let Some(u) = &m.masa_url {
+                if !u.starts_with("https://") {
+                    p.push(format!(
+                        "brski.manufacturers.masa_url: {u} is not an https URL"
+                    ));
+                }
+            }
+        }
+        if self.manufacturers.is_empty() {
+            p.push("brski.manufacturers: give at least one manufacturer".into());
+        }
+        p
+    }
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+struct Manufacturer {
+    idevid_ca: Vec<u8>,
+    masa_anchor: Vec<u8>,
+    masa_url: Option<String>,
+    client: HttpsClient,
+}
+
+/// The registrar: keys, manufacturers, Redis.
+pub struct Registrar {
+    cert: Vec<u8>,
+    chain: Vec<Vec<u8>>,
+    key: p256::ecdsa::SigningKey,
+    manufacturers: Vec<Manufacturer>,
+    redis: redis::Client,
+    prefix: String,
+    status_ttl_s: u64,
+    retry_after_s: u64,
+    token: Secret,
+}
+
+fn read_certs(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let certs = estuary_proto::pem::decode_certs(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{}: no certificate", path.display());
+    }
+    Ok(certs)
+}
+
+fn first_cert(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{}: no certificate", path.display()))
+}
+
+fn masa_client(anchor: &PathBuf) -> anyhow::Result<HttpsClient> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(anchor)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", anchor.display()))?
+    {
+        let c = c.map_err(|e| anyhow::anyhow!("{}: {e}", anchor.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", anchor.display()))?;
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+}
+
+impl Registrar {
+    /// Loads keys and certificates.
+    pub fn new(
+        cfg: &BrskiConfig,
+        redis_url: &str,
+        prefix: &str,
+        token: Secret,
+    ) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        let cert = first_cert(&cfg.registrar_cert_file)?;
+        let key_der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(&cfg.registrar_key_file)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "brski.registrar_key_file {}: not a PKCS#8 PEM key: {e}",
+                    cfg.registrar_key_file.display()
+                )
+            })?;
+        let key = cms_signed::signing_key_from_pkcs8_der(key_der.secret_pkcs8_der())
+            .map_err(|e| anyhow::anyhow!("brski.registrar_key_file: {e}"))?;
+        let chain = match &cfg.domain_ca_file {
+            Some(f) => read_certs(f)?,
+            None => Vec::new(),
+        };
+        let mut manufacturers = Vec::new();
+        for m in &cfg.manufacturers {
+            manufacturers.push(Manufacturer {
+                idevid_ca: first_cert(&m.idevid_ca_file)?,
+                masa_anchor: first_cert(&m.masa_ca_file)?,
+                masa_url: m.masa_url.clone(),
+                client: masa_client(&m.masa_ca_file)?,
+            });
+        }
+        // Prove the key matches the certificate now rather than on the first pledge.
+        cms_signed::sign(ANIMA_JSON_VOUCHER, b"{}", &cert, &[], &key)
+            .map_err(|e| anyhow::anyhow!("brski: registrar key and certificate: {e}"))?;
+        Ok(Self {
+            cert,
+            chain,
+            key,
+            manufacturers,
+            redis: redis::Client::open(redis_url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?,
+            prefix: prefix.to_string(),
+            status_ttl_s: cfg.status_ttl_s,
+            retry_after_s: cfg.masa_retry_after_s,
+            token,
+        })
+    }
+}
+
+/// Why a BRSKI request failed; [`BrskiError::status`] is the one map to HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum BrskiError {
+    /// No client certificate came from the edge.
+    #[error("no client certificate")]
+    NoClientCert,
+    /// The body is not a verifiable CMS voucher request (RFC 8995 §5.5: 400).
+    #[error("voucher request: {0}")]
+    BadRequest(String),
+    /// The request is well formed but refused by policy (§5.5: 403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The MASA could not be reached (503 + Retry-After).
+    #[error("MASA unavailable: {0}")]
+    MasaUnavailable(String),
+    /// The MASA refused (its 4xx, relayed).
+    #[error("the MASA refused the voucher request (HTTP {status}): {reason}")]
+    MasaRefused {
+        /// Its status.
+        status: u16,
+        /// Its reason, if printable.
+        reason: String,
+    },
+    /// The MASA answered something we must not hand to a pledge (502).
+    #[error("bad voucher from the MASA: {0}")]
+    BadVoucher(String),
+    /// Redis failed.
+    #[error("status store unavailable: {0}")]
+    Store(String),
+    /// Internal (signing) failure.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl BrskiError {
+    /// The internal API status (RFC 8995 §5.5, §5.6).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BrskiError::NoClientCert => StatusCode::UNAUTHORIZED,
+            BrskiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            BrskiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            BrskiError::MasaUnavailable(_) | BrskiError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            BrskiError::MasaRefused { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
+            }
+            BrskiError::BadVoucher(_) => StatusCode::BAD_GATEWAY,
+            BrskiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The router for the BRSKI internal API paths.
+pub fn router(registrar: Arc<Registrar>) -> Router {
+    Router::new()
+        .route(REQUESTVOUCHER_PATH, post(requestvoucher))
+        .route(VOUCHER_STATUS_PATH, post(voucher_status))
+        .route(ENROLLSTATUS_PATH, post(enrollstatus))
+        .route(
+            REQUESTAUDITLOG_PATH,
+            post(requestauditlog).get(requestauditlog),
+        )
+        .with_state(registrar)
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
+fn error_response(reg: &Registrar, e: &BrskiError) -> Response {
+    let status = e.status();
+    if status.is_server_error() {
+        warn!(status = status.as_u16(), error = %e, "BRSKI request failed");
+    } else {
+        info!(status = status.as_u16(), error = %e, "BRSKI request refused");
+    }
+    let body = match e {
+        BrskiError::MasaUnavailable(_) => "the MASA is unavailable; retry later".to_string(),
+        BrskiError::Store(_) => "status store unavailable; retry later".to_string(),
+        BrskiError::BadVoucher(_) => "the MASA returned an invalid voucher".to_string(),
+        BrskiError::Internal(_) => "internal error".to_string(),
+        other => other.to_string(),
+    };
+    let mut r = text(status, body);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Ok(v) = reg.retry_after_s.to_string().parse() {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+fn authorized(reg: &Registrar, headers: &HeaderMap) -> Option<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(reg.token.expose().as_bytes())) {
+        None
+    } else {
+        Some(text(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: only the Estuary proxy may call this API".into(),
+        ))
+    }
+}
+
+fn client_cert(headers: &HeaderMap) -> Result<(Vec<u8>, CertSummary), BrskiError> {
+    let raw = headers
+        .get(HDR_CLIENT_CERT)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(BrskiError::NoClientCert)?;
+    let der = STANDARD
+        .decode(raw.trim())
+        .map_err(|_| BrskiError::NoClientCert)?;
+    let summary = CertSummary::from_der(&der).map_err(|_| BrskiError::NoClientCert)?;
+    Ok((der, summary))
+}
+
+fn now_unix() -> i64 {
+    crate::store::now_unix()
+}
+
+async fn requestvoucher(
+    State(reg): State<Arc<Registrar>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = authorized(&reg, &headers) {
+        return r;
+    }
+    match handle_requestvoucher(&reg, &headers, &body).await {
+        Ok(cms) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CT_VOUCHER_CMS_JSON)],
+            cms,
+        )
+            .into_response(),
+        Err(e) => error_response(&reg, &e),
+    }
+}
+
+/// Which manufacturer issued this IDevID (signature checked), if any we know.
+fn manufacturer_of<'a>(reg: &'a Registrar, idevid: &[u8]) -> Option<&'a Manufacturer> {
+    reg.manufacturers
+        .iter()
+        .find(|m| cms_signed::verify_issued_by(idevid, &m.idevid_ca).is_ok())
+}
+
+async fn handle_requestvoucher(
+    reg: &Registrar,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<u8>, BrskiError> {
+    let (idevid_der, idevid) = client_cert(headers)?;
+    let bad = |s: String| BrskiError::BadRequest(s);
+    // §5.5: the voucher request must be signed by the IDevID of the TLS connection.
+    let pvr = cms_signed::verify(body, ANIMA_JSON_VOUCHER).map_err(|e| bad(e.to_string()))?;
+    if pvr.signer_cert != idevid_der {
+        return Err(BrskiError::Forbidden(
+            "the voucher request is not signed by the certificate this TLS connection authenticated with".into(),
+        ));
+    }
+    let req = VoucherRequest::from_json(&pvr.content).map_err(|e| bad(e.to_string()))?;
+    if req.assertion != Some(Assertion::Proximity) {
+        return Err(bad("assertion must be \"proximity\" (RFC 8995 §3.3)".into()));
+    }
+    let prox = req
+        .proximity_registrar_cert_der()
+        .map_err(|e| bad(e.to_string()))?;
+    if prox != reg.cert {
+        return Err(BrskiError::Forbidden(
+            "proximity-registrar-cert is not this registrar's certificate".into(),
+        ));
+    }
+    let serial = idevid
+        .subject_serial_number()
+        .ok_or_else(|| BrskiError::Forbidden("the IDevID has no subject serialNumber".into()))?
+        .to_string();
+    if req.serial_number.as_deref() != Some(serial.as_str()) {
+        return Err(BrskiError::Forbidden(format!(
+            "serial-number does not match the IDevID's serialNumber {serial:?}"
+        )));
+    }
+    let m = manufacturer_of(reg, &idevid_der).ok_or_else(|| {
+        BrskiError::Forbidden(
+            "unknown manufacturer: the IDevID's issuer is not accepted by this registrar".into(),
+        )
+    })?;
+    let masa = m
+        .masa_url
+        .clone()
+        .or_else(|| voucher::masa_url(&idevid_der))
+        .ok_or_else(|| {
+            BrskiError::Forbidden(
+                "no MASA known for this pledge (no id-pe-masa-url and no configured masa_url)"
+                    .into(),
+            )
+        })?;
+    let nonce = req.nonce.clone();
+    let rvr = VoucherRequest {
+        assertion: Some(Assertion::Proximity),
+        nonce: nonce.clone(),
+        serial_number: Some(serial.clone()),
+        created_on: Some(voucher::rfc3339(now_unix())),
+        proximity_registrar_cert: None,
+        idevid_issuer: Some(voucher::b64(idevid.issuer_der())),
+        prior_signed_voucher_request: Some(voucher::b64(body)),
+    };
+    let json = rvr
+        .to_json()
+        .map_err(|e| BrskiError::Internal(e.to_string()))?;
+    let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &reg.cert, &reg.chain, &reg.key)
+        .map_err(|e| BrskiError::Internal(e.to_string()))?;
+    let url = format!(
+        "{}/.well-known/brski/requestvoucher",
+        masa.trim_end_matches('/')
+    );
+    let (status, rbody) = masa_post(m, &url, CT_VOUCHER_CMS_JSON, signed).await?;
+    if status != 200 {
+        return Err(masa_status_error(status, &rbody));
+    }
+    // §5.6: check the voucher before handing it on.
+    let v = cms_signed::verify(&rbody, ANIMA_JSON_VOUCHER)
+        .map_err(|e| BrskiError::BadVoucher(e.to_string()))?;
+    if !cms_signed::chains_to(&v.signer_cert, &v.certs, &m.masa_anchor) {
+        return Err(BrskiError::BadVoucher(
+            "voucher signer does not chain to the MASA trust anchor".into(),
+        ));
+    }
+    let voucher =
+        Voucher::from_json(&v.content).map_err(|e| BrskiError::BadVoucher(e.to_string()))?;
+    if voucher.serial_number != serial {
+        return Err(BrskiError::BadVoucher(
+            "voucher is for another serial-number".into(),
+        ));
+    }
+    if voucher.nonce != nonce {
+        return Err(BrskiError::BadVoucher(
+            "voucher nonce does not match the request".into(),
+        ));
+    }
+    info!(serial = %serial, masa = %masa, "voucher obtained from the MASA");
+    Ok(rbody)
+}
+
+fn masa_status_error(status: u16, body: &[u8]) -> BrskiError {
+    let reason = std::str::from_utf8(body)
+        .ok()
+        .map(str::trim)
+        .filter(|t| t.len() <= 512 && t.chars().all(|c| !c.is_control()))
+        .unwrap_or("")
+        .to_string();
+    match status {
+        503 | 429 => BrskiError::MasaUnavailable(format!("MASA answered {status}")),
+        400..=499 => BrskiError::MasaRefused { status, reason },
+        _ => BrskiError::BadVoucher(format!("MASA answered {status}: {reason}")),
+    }
+}
+
+async fn masa_post(
+    m: &Manufacturer,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), BrskiError> {
+    let req = hyper::Request::post(url)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::ACCEPT, CT_VOUCHER_CMS_JSON)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| BrskiError::Forbidden(format!("MASA URL {url:?} is unusable: {e}")))?;
+    let rsp = tokio::time::timeout(MASA_TIMEOUT, m.client.request(req))
+        .await
+        .map_err(|_| BrskiError::MasaUnavailable(format!("{url}: no answer in time")))?
+        .map_err(|e| BrskiError::MasaUnavailable(format!("{url}: {e}")))?;
+    let status = rsp.status().as_u16();
+    let body = http_body_util::Limited::new(rsp.into_body(), MAX_MASA_BODY)
+        .collect()
+        .await
+        .map_err(|e| BrskiError::MasaUnavailable(format!("reading {url}: {e}")))?
+        .to_bytes()
+        .to_vec();
+    Ok((status, body))
+}
+
+#[derive(Clone, Copy)]
+enum StatusKind {
+    Voucher,
+    Enroll,
+}
+
+async fn voucher_status(
+    State(reg): State<Arc<Registrar>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    status_report(&reg, &headers, &body, StatusKind::Voucher).await
+}
+
+async fn enrollstatus(
+    State(reg): State<Arc<Registrar>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    status_report(&reg, &headers, &body, StatusKind::Enroll).await
+}
+
+/// RFC 8995 §5.7 / §5.9.4: `{"version": 1, "status": bool, "reason": "...", ...}`.
+async fn status_report(
+    reg: &Registrar,
+    headers: &HeaderMap,
+    body: &[u8],
+    kind: StatusKind,
+) -> Response {
+    if let Some(r) = authorized(reg, headers) {
+        return r;
+    }
+    let result = async {
+        let (_, cert) = client_cert(headers)?;
+        let serial = cert
+            .subject_serial_number()
+            .or_else(|| cert.dns_names().first().and_then(|n| n.split('.').next()))
+            .ok_or_else(|| BrskiError::Forbidden("the client certificate names no device".into()))?
+            .to_string();
+        let v: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| BrskiError::BadRequest(format!("status is not JSON: {e}")))?;
+        let ok = v
+            .get("status")
+            .and_then(serde_json::Value::as_bool)
+            .ok_or_else(|| BrskiError::BadRequest("status report needs a boolean \"status\"".into()))?;
+        let reason = v.get("reason").and_then(|r| r.as_str()).unwrap_or("");
+        let name = match kind {
+            StatusKind::Voucher => "voucher_status",
+            StatusKind::Enroll => "enrollstatus",
+        };
+        info!(serial = %serial, status = ok, reason = %reason.escape_debug(), "BRSKI {name} report");
+        let key = format!("{}:brski:{name}:{serial}", reg.prefix);
+        let mut conn = reg
+            .redis
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| BrskiError::Store(e.to_string()))?;
+        let stored = serde_json::json!({"at": now_unix(), "report": v}).to_string();
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(stored)
+            .arg("EX")
+            .arg(reg.status_ttl_s.max(1))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| BrskiError::Store(e.to_string()))?;
+        Ok::<(), BrskiError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => text(StatusCode::OK, "status recorded".into()),
+        Err(e) => error_response(reg, &e),
+    }
+}
+
+async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderMap) -> Response {
+    if let Some(r) = authorized(&reg, &headers) {
+        return r;
+    }
+    let result = async {
+        let (der, cert) = client_cert(&headers)?;
+        let serial = cert
+            .subject_serial_number()
+            .ok_or_else(|| BrskiError::Forbidden("the IDevID has no subject serialNumber".into()))?
+            .to_string();
+        let m = manufacturer_of(&reg, &der)
+            .ok_or_else(|| BrskiError::Forbidden("unknown manufacturer".into()))?;
+        let masa = m
+            .masa_url
+            .clone()
+            .or_else(|| voucher::masa_url(&der))
+            .ok_or_else(|| BrskiError::Forbidden("no MASA known for this pledge".into()))?;
+        let rvr = VoucherRequest {
+            serial_number: Some(serial),
+            created_on: Some(voucher::rfc3339(now_unix())),
+            idevid_issuer: Some(voucher::b64(cert.issuer_der())),
+            ..Default::default()
+        };
+        let json = rvr
+            .to_json()
+            .map_err(|e| BrskiError::Internal(e.to_string()))?;
+        let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &reg.cert, &reg.chain, &reg.key)
+            .map_err(|e| BrskiError::Internal(e.to_string()))?;
+        let url = format!(
+            "{}/.well-known/brski/requestauditlog",
+            masa.trim_end_matches('/')
+        );
+        let (status, body) = masa_post(m, &url, CT_VOUCHER_CMS_JSON, signed).await?;
+        if status != 200 {
+            return Err(masa_status_error(status, &body));
+        }
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .map_err(|_| BrskiError::BadVoucher("audit log is not JSON".into()))?;
+        Ok(body)
+    }
+    .await;
+    match result {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => error_response(&reg, &e),
+    }
+}
