@@ -13,6 +13,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
+use crate::brski::{self, BrskiOp};
 use crate::cache;
 use crate::config::{self, Config};
 use crate::enroll;
@@ -94,6 +95,10 @@ enum State {
         label: Option<String>,
         identity: Identity,
     },
+    /// BRSKI headers checked; waiting for the whole body.
+    CollectingBrski { op: BrskiOp, cert_b64: String },
+    /// A BRSKI control-plane call is out.
+    WaitingBrski { token: u32, op: BrskiOp },
     /// A control-plane call is out.
     Waiting {
         token: u32,
@@ -243,6 +248,100 @@ impl EdgeStream {
         }
     }
 
+    /// The TLS client certificate as base64 DER, for the registrar (RFC 8995 §5.5).
+    fn client_cert_b64() -> Result<String, EdgeError> {
+        if !connection_is_mtls() {
+            return Err(EdgeError::NoClientCertificate);
+        }
+        let raw =
+            request_header("x-forwarded-client-cert").ok_or(EdgeError::NoClientCertificate)?;
+        let header = std::str::from_utf8(&raw).map_err(|_| {
+            EdgeError::UnreadableClientCertificate(crate::xfcc::XfccError::HeaderNotUtf8)
+        })?;
+        let pem = crate::xfcc::client_cert_pem(header)
+            .map_err(EdgeError::UnreadableClientCertificate)?
+            .ok_or(EdgeError::NoClientCertificate)?;
+        let der = estuary_proto::pem::decode_certs(&pem)
+            .ok()
+            .and_then(|d| d.into_iter().next())
+            .ok_or(EdgeError::UnreadableClientCertificate(
+                crate::xfcc::XfccError::BadPem,
+            ))?;
+        Ok(estuary_proto::base64::encode(&der))
+    }
+
+    fn start_brski(&mut self, cfg: &Config, path: &[u8], end_of_stream: bool) -> Action {
+        let method = request_header(":method");
+        let op = match brski::route(path, method.as_deref()) {
+            Ok(op) => op,
+            Err(e) => return self.send(&e.reply()),
+        };
+        let cert_b64 = match Self::client_cert_b64() {
+            Ok(c) => c,
+            Err(e) => return self.fail(&e),
+        };
+        if let Err(e) = brski::check_content_type(op, request_header("content-type").as_deref()) {
+            return self.send(&e.reply());
+        }
+        if let Err(e) = route::check_content_length(
+            request_header("content-length").as_deref(),
+            cfg.max_body_bytes,
+        ) {
+            return self.fail(&e);
+        }
+        if end_of_stream {
+            return self.finish_brski(cfg, op, cert_b64, &[]);
+        }
+        self.state = State::CollectingBrski { op, cert_b64 };
+        Action::Pause
+    }
+
+    fn finish_brski(&mut self, cfg: &Config, op: BrskiOp, cert_b64: String, body: &[u8]) -> Action {
+        if let Err(e) = brski::check_body(op, body) {
+            return self.send(&e.reply());
+        }
+        let cp = &cfg.control_plane;
+        let auth = format!("Bearer {}", cp.token.expose());
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", "POST"),
+            (":path", op.internal_path()),
+            (":authority", cp.authority.as_str()),
+            (internal_api::HDR_AUTHORIZATION, auth.as_str()),
+            (brski::HDR_CLIENT_CERT, cert_b64.as_str()),
+        ];
+        if op.has_body() {
+            headers.push(("content-type", op.content_type()));
+        }
+        let body = if op.has_body() { Some(body) } else { None };
+        match hostcalls::dispatch_http_call(&cp.cluster, headers, body, vec![], cp.timeout) {
+            Ok(token) => {
+                self.state = State::WaitingBrski { token, op };
+                Action::Pause
+            }
+            Err(status) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("estuary-filter: BRSKI dispatch failed: {status:?}"),
+                );
+                self.fail(&EdgeError::ControlPlaneUnavailable)
+            }
+        }
+    }
+
+    /// The whole BRSKI body has arrived (size already checked).
+    fn brski_body_done(&mut self, cfg: &Config, body_size: usize) -> Action {
+        let State::CollectingBrski { op, cert_b64 } =
+            std::mem::replace(&mut self.state, State::Done)
+        else {
+            return Action::Continue;
+        };
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.finish_brski(cfg, op, cert_b64, &body)
+    }
+
     fn cacerts(&mut self, cfg: &Config, label: Option<String>) -> Action {
         let key = cache::cacerts_key(label.as_deref());
         if let Some(der) = Self::cache_get(cfg, &key) {
@@ -345,11 +444,43 @@ impl Context for EdgeStream {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        if let State::WaitingBrski { token, op } = state {
+            if token != token_id {
+                self.state = State::WaitingBrski { token, op };
+                return;
+            }
+            let status = if num_headers == 0 {
+                None
+            } else {
+                call_response_header(":status")
+            };
+            let body = if body_size == 0 {
+                Vec::new()
+            } else {
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            let (reply, line) = brski::map_answer(
+                op,
+                status.as_deref(),
+                call_response_header(internal_api::HDR_RETRY_AFTER).as_deref(),
+                call_response_header("content-type").as_deref(),
+                &body,
+            );
+            if let Some(line) = line {
+                log(LogLevel::Warn, &format!("estuary-filter: {line}"));
+            }
+            self.send(&reply);
+            return;
+        }
         let State::Waiting {
             token,
             kind,
             cache_key,
-        } = std::mem::replace(&mut self.state, State::Done)
+        } = state
         else {
             return;
         };
@@ -392,6 +523,12 @@ impl HttpContext for EdgeStream {
         let Some(path) = request_header(":path") else {
             return Action::Continue;
         };
+        if brski::is_brski_path(&path) {
+            let Some(cfg) = self.config.clone() else {
+                return self.send(&Reply::text(503, "BRSKI service not configured"));
+            };
+            return self.start_brski(&cfg, &path, end_of_stream);
+        }
         if !route::is_est_path(&path) {
             return Action::Continue;
         }
@@ -411,11 +548,14 @@ impl HttpContext for EdgeStream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        match &self.state {
-            State::Collecting { .. } => {}
+        let brski = match &self.state {
+            State::Collecting { .. } => false,
+            State::CollectingBrski { .. } => true,
             State::Idle => return Action::Continue,
-            State::Waiting { .. } | State::Done => return Action::Pause,
-        }
+            State::Waiting { .. } | State::WaitingBrski { .. } | State::Done => {
+                return Action::Pause
+            }
+        };
         let Some(cfg) = self.config.clone() else {
             return Action::Continue;
         };
@@ -426,11 +566,15 @@ impl HttpContext for EdgeStream {
         if !end_of_stream {
             return Action::Pause;
         }
+        if brski {
+            return self.brski_body_done(&cfg, body_size);
+        }
         self.finish_enroll(&cfg, body_size)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if !matches!(self.state, State::Collecting { .. }) {
+        let brski = matches!(self.state, State::CollectingBrski { .. });
+        if !brski && !matches!(self.state, State::Collecting { .. }) {
             return Action::Continue;
         }
         let Some(cfg) = self.config.clone() else {
@@ -444,6 +588,9 @@ impl HttpContext for EdgeStream {
         let limit = cfg.max_body_bytes;
         if u64::try_from(size).map_or(true, |n| n > limit) {
             return self.fail(&EdgeError::PayloadTooLarge { limit });
+        }
+        if brski {
+            return self.brski_body_done(&cfg, size);
         }
         self.finish_enroll(&cfg, size)
     }

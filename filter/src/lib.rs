@@ -50,6 +50,7 @@
     clippy::panic
 )]
 
+pub mod brski;
 pub mod cache;
 pub mod config;
 pub mod enroll;

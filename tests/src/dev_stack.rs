@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::envoy::{Envoy, EnvoySettings};
+use crate::masa::{MasaOptions, TestMasa};
 use crate::pki::DevPki;
 use crate::stack::{ControlPlane, CpOptions, Stack, DEV_PARENT, DEV_TOKEN};
 use crate::util::TempDir;
@@ -31,6 +32,9 @@ pub struct DevStackOptions {
     pub filter_cache_ttl_s: u64,
     /// Run the TEAP (RADIUS) server in the first replica.
     pub teap: bool,
+    /// Run a test MASA, give the demo IDevID its URL, and enable the BRSKI registrar
+    /// (`[brski]`) in every replica.
+    pub brski: bool,
 }
 
 impl Default for DevStackOptions {
@@ -42,6 +46,7 @@ impl Default for DevStackOptions {
             admin_port: None,
             filter_cache_ttl_s: 300,
             teap: false,
+            brski: false,
         }
     }
 }
@@ -62,6 +67,8 @@ pub struct DevStack {
     pub dir: PathBuf,
     /// The TEAP server's RADIUS address and shared secret, when `teap` was asked for.
     pub radius: Option<(std::net::SocketAddr, String)>,
+    /// The test MASA, when `brski` was asked for.
+    pub masa: Option<TestMasa>,
     _tmp: Option<TempDir>,
 }
 
@@ -99,7 +106,28 @@ impl DevStack {
                 (Some(t), p)
             }
         };
-        let pki = DevPki::create(&dir).context("creating the dev PKI")?;
+        let masa_port = if opts.brski {
+            Some(crate::masa::reserve_port()?)
+        } else {
+            None
+        };
+        let masa_url = masa_port.map(|p| format!("https://127.0.0.1:{p}"));
+        let pki =
+            DevPki::create_with_masa(&dir, masa_url.as_deref()).context("creating the dev PKI")?;
+        let masa = match masa_port {
+            Some(port) => Some(
+                TestMasa::start(
+                    &MasaOptions {
+                        manufacturer_ca: pki.manufacturer.cert_path.clone(),
+                        devices: None,
+                        port: Some(port),
+                    },
+                    Some(&dir.join("masa")),
+                )
+                .context("starting the test MASA")?,
+            ),
+            None => None,
+        };
         let stack = Stack::start()?;
         let client_ca_bundle = dir.join("client-ca-bundle.pem");
         let bundle = format!(
@@ -133,6 +161,9 @@ impl DevStack {
                     ),
                 ]);
             }
+            if let Some(m) = &masa {
+                o.extra_env.extend(brski_env(&pki, &m.anchor_pem));
+            }
             control_planes.push(ControlPlane::start(cp_binary, &stack, &o)?);
         }
         let envoy = Envoy::start(&EnvoySettings {
@@ -153,8 +184,14 @@ impl DevStack {
             client_ca_bundle,
             dir,
             radius,
+            masa,
             _tmp: tmp,
         })
+    }
+
+    /// `https://127.0.0.1:P/.well-known/brski`
+    pub fn brski_url(&self) -> String {
+        format!("{}/.well-known/brski", self.envoy.base_url)
     }
 
     /// `https://127.0.0.1:P/.well-known/est`
@@ -163,11 +200,44 @@ impl DevStack {
     }
 }
 
+/// The `[brski]` section as `ESTUARY_BRSKI__*` overrides: Envoy's listener certificate is the
+/// registrar certificate, the server CA is the domain CA, the dev manufacturer is the one
+/// accepted, trusting `masa_anchor` (its MASA URL comes from the IDevID).
+pub fn brski_env(pki: &DevPki, masa_anchor: &Path) -> Vec<(String, String)> {
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    vec![
+        (
+            "ESTUARY_BRSKI__REGISTRAR_CERT_FILE".to_string(),
+            q(&pki.server.cert_path),
+        ),
+        (
+            "ESTUARY_BRSKI__REGISTRAR_KEY_FILE".into(),
+            q(&pki.server.key_path),
+        ),
+        (
+            "ESTUARY_BRSKI__DOMAIN_CA_FILE".into(),
+            q(&pki.server_ca.cert_path),
+        ),
+        (
+            "ESTUARY_BRSKI__MANUFACTURERS".into(),
+            format!(
+                "[{{ idevid_ca_file = {}, masa_ca_file = {} }}]",
+                q(&pki.manufacturer.cert_path),
+                q(masa_anchor)
+            ),
+        ),
+    ]
+}
+
 /// A binary of this workspace: `$<env_var>`, or `target/debug/<name>`.
 pub fn workspace_bin(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
     let p = std::env::var_os(env_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::envoy::workspace_root().join("target/debug").join(name));
+        .unwrap_or_else(|| {
+            crate::envoy::workspace_root()
+                .join("target/debug")
+                .join(name)
+        });
     if !p.is_file() {
         anyhow::bail!(
             "{} is not built: run `cargo build --workspace --bins` (cargo xtask test does), or set {env_var}",

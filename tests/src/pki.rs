@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// A CA: its certificate PEM and key, able to issue.
@@ -32,7 +32,9 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.distinguished_name.push(DnType::OrganizationName, "Estuary dev");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Estuary dev");
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key)?;
         let cert_path = dir.join(format!("{stem}.pem"));
@@ -54,14 +56,57 @@ impl Ca {
         params
             .subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        write_pair(dir, stem, &cert.pem(), &key.serialize_pem())
+    }
+
+    /// A TLS server certificate for `localhost` and 127.0.0.1 that is also a BRSKI registrar
+    /// certificate: serverAuth + id-kp-cmcRA (RFC 8995 §2.5.3, RFC 6402 §2.10).
+    pub fn issue_registrar(&self, dir: &Path, stem: &str) -> anyhow::Result<Issued> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 5, 5, 7, 3, 28]),
+        ];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        write_pair(dir, stem, &cert.pem(), &key.serialize_pem())
+    }
+
+    /// A plain end-entity certificate named `cn` (digitalSignature), e.g. a voucher signer.
+    pub fn issue_named(&self, dir: &Path, stem: &str, cn: &str) -> anyhow::Result<Issued> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = params.signed_by(&key, &self.issuer)?;
         write_pair(dir, stem, &cert.pem(), &key.serialize_pem())
     }
 
     /// An IDevID for device `serial`: subject `serialNumber=<serial>, CN=<cn>`, clientAuth.
     pub fn issue_idevid(&self, dir: &Path, stem: &str, serial: &str) -> anyhow::Result<Issued> {
+        self.issue_idevid_with_masa(dir, stem, serial, None)
+    }
+
+    /// An IDevID as [`Ca::issue_idevid`], carrying the id-pe-masa-url extension
+    /// (1.3.6.1.5.5.7.1.32, RFC 8995 §2.3.2) when `masa_url` is given.
+    pub fn issue_idevid_with_masa(
+        &self,
+        dir: &Path,
+        stem: &str,
+        serial: &str,
+        masa_url: Option<&str>,
+    ) -> anyhow::Result<Issued> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(
@@ -72,6 +117,21 @@ impl Ca {
             .distinguished_name
             .push(DnType::CommonName, format!("Estuary dev pledge {serial}"));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some(url) = masa_url {
+            // MASAURLSyntax ::= IA5String
+            anyhow::ensure!(
+                url.is_ascii() && url.len() < 128,
+                "MASA URL must be short ASCII"
+            );
+            let mut value = vec![0x16, url.len() as u8];
+            value.extend_from_slice(url.as_bytes());
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 5, 5, 7, 1, 32],
+                    value,
+                ));
+        }
         let cert = params.signed_by(&key, &self.issuer)?;
         write_pair(dir, stem, &cert.pem(), &key.serialize_pem())
     }
@@ -115,12 +175,20 @@ pub struct DevPki {
 impl DevPki {
     /// Creates everything under `dir`.
     pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        Self::create_with_masa(dir, None)
+    }
+
+    /// Creates everything under `dir`; the demo IDevID names `masa_url` as its MASA. The
+    /// listener certificate is also the BRSKI registrar certificate (serverAuth + cmcRA), and
+    /// the server CA is the domain CA.
+    pub fn create_with_masa(dir: &Path, masa_url: Option<&str>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let server_ca = Ca::create(dir, "server-ca", "Estuary dev server CA")?;
-        let server = server_ca.issue_server(dir, "envoy-server")?;
+        let server = server_ca.issue_registrar(dir, "envoy-server")?;
         let manufacturer = Ca::create(dir, "manufacturer-ca", "Estuary dev manufacturer CA")?;
         let demo_serial = "DEMO-0001".to_string();
-        let demo = manufacturer.issue_idevid(dir, "demo-idevid", &demo_serial)?;
+        let demo =
+            manufacturer.issue_idevid_with_masa(dir, "demo-idevid", &demo_serial, masa_url)?;
         Ok(Self {
             server_ca,
             server,
