@@ -36,7 +36,7 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::config::Secret;
-use crate::engine::{EnrollError, EnrollRequest, Engine, Outcome};
+use crate::engine::{Engine, EnrollError, EnrollRequest, Outcome};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -160,9 +160,12 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
         operation,
     };
     match state.engine.enroll(req).await {
-        Ok(Outcome::Issued { pkcs7, .. }) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)], pkcs7).into_response()
-        }
+        Ok(Outcome::Issued { pkcs7, .. }) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
+            pkcs7,
+        )
+            .into_response(),
         Ok(Outcome::Pending { retry_after }) => with_retry_after(
             text(
                 StatusCode::ACCEPTED,
@@ -221,7 +224,10 @@ async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
         Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, CT_CSRATTRS)], der).into_response(),
         Err(e) => {
             warn!(error = %e, "cannot encode CSR attributes");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode CSR attributes")
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode CSR attributes",
+            )
         }
     }
 }

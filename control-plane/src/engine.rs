@@ -299,7 +299,9 @@ impl Engine {
                     match store.refresh_lock(&key, &token, ttl).await {
                         Ok(true) => {}
                         Ok(false) => warn!(csr = key.as_str(), "lost the issuance lock"),
-                        Err(e) => warn!(csr = key.as_str(), error = %e, "cannot refresh the issuance lock"),
+                        Err(e) => {
+                            warn!(csr = key.as_str(), error = %e, "cannot refresh the issuance lock")
+                        }
                     }
                 }
             })

@@ -23,7 +23,11 @@ async fn an_unreachable_ca_means_retry_later() {
     let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
     let r = cp.enroll(sn, &csr).await;
     assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(r.header("retry-after"), Some("2"), "unavailable_retry_after_s");
+    assert_eq!(
+        r.header("retry-after"),
+        Some("2"),
+        "unavailable_retry_after_s"
+    );
     assert!(r.text().contains("ACME CA unavailable"), "{}", r.text());
     assert!(cp.is_running());
     assert_eq!(cp.metric("estuary_dns_updates_total").await, 0.0);

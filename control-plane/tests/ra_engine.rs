@@ -38,7 +38,11 @@ async fn a_csr_becomes_a_chain_that_openssl_verifies_and_is_cached() {
     let tmp = TempDir::new("a").expect("tmp");
     let pem = pkcs7_to_pem(tmp.path(), &r.body);
     let certs = pem_blocks(&pem);
-    assert!(certs.len() >= 2, "leaf and intermediate expected, got {}", certs.len());
+    assert!(
+        certs.len() >= 2,
+        "leaf and intermediate expected, got {}",
+        certs.len()
+    );
     let leaf = tmp.path().join("leaf.pem");
     let inter = tmp.path().join("inter.pem");
     std::fs::write(&leaf, &certs[0]).expect("write");
@@ -70,13 +74,16 @@ async fn a_csr_becomes_a_chain_that_openssl_verifies_and_is_cached() {
     assert_eq!(cp.metric("estuary_dns_updates_total").await, 2.0);
 
     // (c) the same CSR again: byte-identical chain, no new order.
-    let orders_before = cp.metric("estuary_acme_orders_total{result=\"valid\"}").await;
+    let orders_before = cp
+        .metric("estuary_acme_orders_total{result=\"valid\"}")
+        .await;
     let pebble_orders_before = stack.pebble.orders_logged();
     let again = cp.enroll(&sn, &csr).await;
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.body, r.body, "a cached answer must be byte-identical");
     assert_eq!(
-        cp.metric("estuary_acme_orders_total{result=\"valid\"}").await,
+        cp.metric("estuary_acme_orders_total{result=\"valid\"}")
+            .await,
         orders_before
     );
     assert_eq!(stack.pebble.orders_logged(), pebble_orders_before);
@@ -93,7 +100,8 @@ async fn a_csr_becomes_a_chain_that_openssl_verifies_and_is_cached() {
     assert_eq!(third.status, 200, "{}", third.text());
     assert_ne!(third.body, r.body);
     assert_eq!(
-        cp.metric("estuary_acme_orders_total{result=\"valid\"}").await,
+        cp.metric("estuary_acme_orders_total{result=\"valid\"}")
+            .await,
         orders_before + 1.0
     );
 }
@@ -128,9 +136,15 @@ async fn fifty_concurrent_enrolments_are_all_issued() {
             failures.push(format!("{sn}: {status} {text}"));
         }
     }
-    assert!(failures.is_empty(), "not issued:\n{}\n{}", failures.join("\n"), cp.log_text());
+    assert!(
+        failures.is_empty(),
+        "not issued:\n{}\n{}",
+        failures.join("\n"),
+        cp.log_text()
+    );
     assert_eq!(
-        cp.metric("estuary_acme_orders_total{result=\"valid\"}").await,
+        cp.metric("estuary_acme_orders_total{result=\"valid\"}")
+            .await,
         50.0
     );
 }
@@ -153,9 +167,18 @@ async fn a_name_outside_the_keys_scope_fails_clearly_and_leaves_nothing() {
     let r = cp.enroll(&sn, &csr).await;
     assert_eq!(r.status, 502, "{}", r.text());
     let body = r.text();
-    assert!(body.contains("REFUSED"), "the reason names the cause: {body}");
-    assert!(!body.contains(&stack.bind.secret_b64), "secret leaked: {body}");
-    assert!(!cp.log_text().contains(&stack.bind.secret_b64), "secret in the log");
+    assert!(
+        body.contains("REFUSED"),
+        "the reason names the cause: {body}"
+    );
+    assert!(
+        !body.contains(&stack.bind.secret_b64),
+        "secret leaked: {body}"
+    );
+    assert!(
+        !cp.log_text().contains(&stack.bind.secret_b64),
+        "secret in the log"
+    );
     let txt = stack
         .bind
         .dig_txt(&format!("_acme-challenge.{name}"))
@@ -269,7 +292,11 @@ async fn bad_csrs_get_typed_errors_never_a_crash() {
     bad_sig[last] ^= 0x01;
     let r = cp.enroll(&sn, &bad_sig).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().to_lowercase().contains("signature"), "{}", r.text());
+    assert!(
+        r.text().to_lowercase().contains("signature"),
+        "{}",
+        r.text()
+    );
 
     // Another device's name: refused by policy, not sent to the CA.
     let (other, _) = csr_for(&format!("someone-else.{PARENT}"));
@@ -313,7 +340,11 @@ async fn bad_csrs_get_typed_errors_never_a_crash() {
     assert_eq!(r.status, 415);
 
     assert!(cp.is_running());
-    assert_eq!(cp.metric("estuary_acme_orders_total{result=\"valid\"}").await, 0.0);
+    assert_eq!(
+        cp.metric("estuary_acme_orders_total{result=\"valid\"}")
+            .await,
+        0.0
+    );
     assert_eq!(cp.metric("estuary_dns_updates_total").await, 0.0);
     assert_eq!(
         cp.metric("estuary_enrollments_total{protocol=\"est\",result=\"rejected\"}")
@@ -351,10 +382,7 @@ async fn cacerts_and_csrattrs_describe_the_ca_and_the_device() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/csrattrs"));
     let attrs = estuary_proto::csrattrs::CsrAttrs::from_der(&r.body).expect("csrattrs DER");
-    assert_eq!(
-        attrs.requested_dns_names(),
-        vec![format!("sn-77.{PARENT}")]
-    );
+    assert_eq!(attrs.requested_dns_names(), vec![format!("sn-77.{PARENT}")]);
     let r = http(&cp.url("/estuary/v1/csrattrs"), "GET", &[], Vec::new()).await;
     assert_eq!(r.status, 401);
 }

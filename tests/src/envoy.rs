@@ -103,12 +103,21 @@ pub fn render(s: &EnvoySettings) -> anyhow::Result<(String, u16, u16)> {
         .replace("{{EST_PORT}}", &est_port.to_string())
         .replace("{{SERVER_CERT}}", &s.server_cert.display().to_string())
         .replace("{{SERVER_KEY}}", &s.server_key.display().to_string())
-        .replace("{{CLIENT_CA_BUNDLE}}", &s.client_ca_bundle.display().to_string())
+        .replace(
+            "{{CLIENT_CA_BUNDLE}}",
+            &s.client_ca_bundle.display().to_string(),
+        )
         .replace("{{FILTER_WASM}}", &s.filter_wasm.display().to_string())
         .replace("{{FILTER_CONFIG_JSON}}", &json)
-        .replace("{{CP_LB_ENDPOINTS}}", &format!("[{}]", endpoints.join(", ")));
+        .replace(
+            "{{CP_LB_ENDPOINTS}}",
+            &format!("[{}]", endpoints.join(", ")),
+        );
     if let Some(i) = out.find("{{") {
-        bail!("unrendered placeholder in envoy.yaml near: {}", &out[i..(i + 40).min(out.len())]);
+        bail!(
+            "unrendered placeholder in envoy.yaml near: {}",
+            &out[i..(i + 40).min(out.len())]
+        );
     }
     Ok((out, est_port, admin_port))
 }
@@ -116,7 +125,14 @@ pub fn render(s: &EnvoySettings) -> anyhow::Result<(String, u16, u16)> {
 /// `envoy --mode validate -c FILE`: Ok, or the validation message.
 pub fn validate(config: &Path) -> anyhow::Result<()> {
     let out = Command::new(envoy_binary()?)
-        .args(["--mode", "validate", "--disable-hot-restart", "-l", "warning", "-c"])
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+            "-c",
+        ])
         .arg(config)
         .output()
         .context("running envoy --mode validate")?;
@@ -159,8 +175,15 @@ impl Envoy {
         validate(&config_path)?;
         let log = dir.path().join("envoy.log");
         let mut cmd = Command::new(envoy_binary()?);
-        cmd.args(["--disable-hot-restart", "--concurrency", "1", "-l", "info", "-c"])
-            .arg(&config_path);
+        cmd.args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            "info",
+            "-c",
+        ])
+        .arg(&config_path);
         let child = KillOnDrop::spawn(cmd, &log)?;
         let admin_url = format!("http://127.0.0.1:{admin_port}");
         wait_ready(&admin_url, &log)?;

@@ -31,10 +31,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "estuary-{tag}-{}-{n}-{nanos}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("estuary-{tag}-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self(path))
     }
@@ -88,9 +86,12 @@ pub struct KillOnDrop(pub Child);
 impl KillOnDrop {
     /// Spawns `cmd` with stdout/stderr sent to `log`.
     pub fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        cmd.stdout(out).stderr(err).stdin(std::process::Stdio::null());
+        cmd.stdout(out)
+            .stderr(err)
+            .stdin(std::process::Stdio::null());
         let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
         Ok(Self(child))
     }

@@ -137,7 +137,9 @@ impl<'a> Client<'a> {
 }
 
 fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}{}",
@@ -153,12 +155,25 @@ fn openssl_csr(dir: &Path, stem: &str, name: &str) -> (PathBuf, Vec<u8>) {
 }
 
 /// The same with a given subject (`/CN=…` form; empty for an empty subject).
-fn openssl_csr_with_subject(dir: &Path, stem: &str, name: &str, subject: &str) -> (PathBuf, Vec<u8>) {
+fn openssl_csr_with_subject(
+    dir: &Path,
+    stem: &str,
+    name: &str,
+    subject: &str,
+) -> (PathBuf, Vec<u8>) {
     let subject = if subject.is_empty() { "/" } else { subject };
     let key = dir.join(format!("{stem}.key"));
     let der = dir.join(format!("{stem}.csr.der"));
     sh(Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
         .arg("-keyout")
         .arg(&key)
         .args(["-subj", subject])
@@ -186,7 +201,9 @@ fn p7_b64_to_pem(dir: &Path, stem: &str, body: &[u8]) -> String {
 
 fn first_cert(pem: &str) -> String {
     let end = "-----END CERTIFICATE-----";
-    let start = pem.find("-----BEGIN CERTIFICATE-----").expect("a certificate");
+    let start = pem
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
     let stop = pem[start..].find(end).expect("end") + start + end.len();
     format!("{}\n", &pem[start..stop])
 }
@@ -276,8 +293,9 @@ fn est_enrolment_and_reenrolment_with_curl_and_openssl() {
     let parsed = sh(Command::new("openssl")
         .args(["asn1parse", "-inform", "DER", "-in"])
         .arg(&attrs_der));
-    let attrs = estuary_proto::csrattrs::CsrAttrs::from_der(&std::fs::read(&attrs_der).expect("read"))
-        .expect("CsrAttrs DER");
+    let attrs =
+        estuary_proto::csrattrs::CsrAttrs::from_der(&std::fs::read(&attrs_der).expect("read"))
+            .expect("CsrAttrs DER");
     assert_eq!(attrs.requested_dns_names(), vec![name.clone()], "{parsed}");
 
     // simpleenroll with the IDevID.
@@ -309,7 +327,11 @@ fn est_enrolment_and_reenrolment_with_curl_and_openssl() {
     let subject = sh(Command::new("openssl")
         .args(["x509", "-noout", "-subject", "-nameopt", "compat", "-in"])
         .arg(&leaf));
-    let subject = subject.trim().trim_start_matches("subject=").trim().to_string();
+    let subject = subject
+        .trim()
+        .trim_start_matches("subject=")
+        .trim()
+        .to_string();
     let (_key2, csr2) = openssl_csr_with_subject(dir, "ldevid2", &name, &subject);
     let r = enroll_until_done(&ldevid, "simplereenroll", &csr2, Duration::from_secs(60));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -340,7 +362,11 @@ fn no_client_certificate_is_401_and_an_unknown_ca_fails_the_handshake() {
         .issue_idevid(tmp.path(), "rogue-idevid", "DEMO-0001")
         .expect("idevid");
     let r = Client::with_cert(&stack, &id.cert_path, &id.key_path).post_csr("simpleenroll", &csr);
-    assert_eq!(r.status, 0, "the handshake must fail, got HTTP {}", r.status);
+    assert_eq!(
+        r.status, 0,
+        "the handshake must fail, got HTTP {}",
+        r.status
+    );
     assert_ne!(r.curl_exit, 0);
     assert_eq!(enrolments_seen(&stack), 0.0);
 }
@@ -353,7 +379,11 @@ fn another_devices_name_dies_at_the_edge_and_never_reaches_the_control_plane() {
     let idevid = Client::with_cert(&stack, &stack.pki.demo.cert_path, &stack.pki.demo.key_path);
     let r = idevid.post_csr("simpleenroll", &csr);
     assert!((400..500).contains(&r.status), "{} {}", r.status, r.text());
-    assert_eq!(enrolments_seen(&stack), 0.0, "the control plane saw the request");
+    assert_eq!(
+        enrolments_seen(&stack),
+        0.0,
+        "the control plane saw the request"
+    );
 }
 
 #[test]
@@ -379,12 +409,16 @@ fn a_spoofed_xfcc_header_from_the_client_is_ignored() {
         .collect();
     let (_k, csr) = openssl_csr(tmp.path(), "v", &format!("victim-1.{DEV_PARENT}"));
     let r = Client::anonymous(&stack)
-        .header(&format!("x-forwarded-client-cert: Hash=00;Cert=\"{encoded}\""))
+        .header(&format!(
+            "x-forwarded-client-cert: Hash=00;Cert=\"{encoded}\""
+        ))
         .post_csr("simpleenroll", &csr);
     assert_eq!(r.status, 401, "{}", r.text());
     // With the demo IDevID plus the spoofed header, the identity is the demo device's.
     let r = Client::with_cert(&stack, &stack.pki.demo.cert_path, &stack.pki.demo.key_path)
-        .header(&format!("x-forwarded-client-cert: Hash=00;Cert=\"{encoded}\""))
+        .header(&format!(
+            "x-forwarded-client-cert: Hash=00;Cert=\"{encoded}\""
+        ))
         .post_csr("simpleenroll", &csr);
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(enrolments_seen(&stack), 0.0);
@@ -436,7 +470,12 @@ fn a_202_started_on_one_replica_finishes_on_the_other() {
         "both replicas must have served the device: {per_replica:?}"
     );
     let orders: f64 = (0..2)
-        .map(|i| metric_value(&metrics(&stack, i), "estuary_acme_orders_total{result=\"valid\"}"))
+        .map(|i| {
+            metric_value(
+                &metrics(&stack, i),
+                "estuary_acme_orders_total{result=\"valid\"}",
+            )
+        })
         .sum();
     assert_eq!(orders, 1.0, "exactly one ACME order for the CSR");
 }
@@ -455,7 +494,10 @@ fn the_pledge_cli_enrols_and_reenrols_through_envoy() {
         .expect("idevid");
     let out1 = tmp.path().join("first");
     let run = |args: &[&std::ffi::OsStr]| {
-        let o = Command::new(&pledge).args(args).output().expect("run pledge");
+        let o = Command::new(&pledge)
+            .args(args)
+            .output()
+            .expect("run pledge");
         assert!(
             o.status.success(),
             "estuary-pledge {args:?} failed:\n{}{}",

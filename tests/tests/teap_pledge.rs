@@ -48,7 +48,11 @@ fn the_pledge_cli_enrols_over_teap() {
         .output()
         .expect("run pledge");
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{}{stderr}", String::from_utf8_lossy(&run.stdout));
+    assert!(
+        run.status.success(),
+        "{}{stderr}",
+        String::from_utf8_lossy(&run.stdout)
+    );
     assert!(stderr.contains("MS-MPPE keys match"), "{stderr}");
     assert!(!stderr.contains(&secret), "the secret must not be printed");
     let verify = Command::new("openssl")
@@ -60,7 +64,11 @@ fn the_pledge_cli_enrols_over_teap() {
         .arg(out.join("cert.pem"))
         .output()
         .expect("openssl");
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let san = Command::new("openssl")
         .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
         .arg(out.join("cert.pem"))
@@ -85,5 +93,10 @@ fn the_pledge_cli_enrols_over_teap() {
         .env("ESTUARY_RADIUS_SECRET", "not-the-secret-0123456789")
         .output()
         .expect("run pledge");
-    assert_eq!(bad.status.code(), Some(4), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert_eq!(
+        bad.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

@@ -72,7 +72,10 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
             .arg(&demo_out);
         run(enroll).context("enrolling the demo pledge")?;
     } else {
-        eprintln!("xtask: {} is not built; skipping the demo enrolment", pledge.display());
+        eprintln!(
+            "xtask: {} is not built; skipping the demo enrolment",
+            pledge.display()
+        );
     }
 
     println!("\n{}", howto(&stack, &env_path));
@@ -95,10 +98,7 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
 
 fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result<String> {
     let mut s = String::from("# Written by `cargo xtask up`; valid while it runs.\n");
-    let cp = stack
-        .control_planes
-        .first()
-        .context("no control plane")?;
+    let cp = stack.control_planes.first().context("no control plane")?;
     let kv = [
         ("ESTUARY_EST_URL", stack.est_url()),
         (
@@ -113,8 +113,14 @@ fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result
             "ESTUARY_IDEVID_CA_KEY",
             stack.pki.manufacturer.key_path.display().to_string(),
         ),
-        ("ESTUARY_DEMO_CERT", stack.pki.demo.cert_path.display().to_string()),
-        ("ESTUARY_DEMO_KEY", stack.pki.demo.key_path.display().to_string()),
+        (
+            "ESTUARY_DEMO_CERT",
+            stack.pki.demo.cert_path.display().to_string(),
+        ),
+        (
+            "ESTUARY_DEMO_KEY",
+            stack.pki.demo.key_path.display().to_string(),
+        ),
         ("ESTUARY_DEMO_SERIAL", stack.pki.demo_serial.clone()),
         ("ESTUARY_DEMO_OUT", demo_out.display().to_string()),
         ("ESTUARY_PARENT_DOMAIN", DEV_PARENT.to_string()),

@@ -3,12 +3,12 @@
 //! implementation independent of ours) and checks made with the openssl CLI.
 #![allow(dead_code)]
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 
 pub use estuary_tests::stack::{ControlPlane as Process, CpOptions, Stack};
 
@@ -148,7 +148,9 @@ pub fn csr_for(name: &str) -> (Vec<u8>, String) {
 
 /// Runs a command and returns its stdout; panics with stderr on failure.
 pub fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
