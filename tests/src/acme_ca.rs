@@ -47,8 +47,11 @@ pub struct CaOptions {
     pub dns_server: SocketAddr,
     /// Offer `newAuthz` in the directory (RFC 8555 §7.4.1).
     pub new_authz: bool,
-    /// Accept `subdomainAuthAllowed` in newAuthz and advertise it (RFC 9444 §4.2, §4.4).
+    /// Accept `subdomainAuthAllowed` in newAuthz (RFC 9444 §4.2).
     pub subdomain_auth: bool,
+    /// Announce `meta.subdomainAuthAllowed` in the directory (RFC 9444 §4.4). With
+    /// `subdomain_auth` false this makes a CA that announces but then refuses.
+    pub advertise_subdomain_auth: bool,
     /// Accept `ancestorDomain` in newOrder (RFC 9444 §4.3).
     pub ancestor_domain: bool,
     /// Lifetime of a valid authorisation.
@@ -60,14 +63,15 @@ pub struct CaOptions {
 }
 
 impl CaOptions {
-    /// Everything offered, authorisations valid one hour.
+    /// Everything offered, authorisations valid one day.
     pub fn rfc9444(dns_server: SocketAddr) -> Self {
         Self {
             dns_server,
             new_authz: true,
             subdomain_auth: true,
+            advertise_subdomain_auth: true,
             ancestor_domain: true,
-            authz_lifetime: Duration::from_secs(3600),
+            authz_lifetime: Duration::from_secs(24 * 3600),
             cert_validity: Duration::from_secs(7 * 24 * 3600),
             fault: Fault::None,
         }
@@ -665,7 +669,7 @@ async fn directory(State(ca): S) -> Response {
     if ca.opts.new_authz {
         d["newAuthz"] = json!(format!("{b}/new-authz"));
     }
-    if ca.opts.subdomain_auth {
+    if ca.opts.advertise_subdomain_auth {
         d["meta"]["subdomainAuthAllowed"] = json!(true);
     }
     let mut r = (StatusCode::OK, d.to_string()).into_response();
@@ -868,7 +872,8 @@ fn is_below(name: &str, ancestor: &str) -> bool {
 
 async fn new_order(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
     let v = try_p!(ca, verify(&ca, &headers, "/new-order", &body));
-    if let Fault::NewOrderProblem(kind, status) = ca.fault() {
+    let fault = ca.fault();
+    if let Fault::NewOrderProblem(kind, status) = fault {
         return respond_problem(&ca, problem(status, kind, "injected fault"));
     }
     let account = v.account.unwrap_or_default();
@@ -952,7 +957,7 @@ async fn new_order(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
     let body = inner
         .orders
         .get(&id)
-        .map(|o| order_body(&ca, &id, o))
+        .map(|o| order_body(&ca, &fault, &id, o))
         .unwrap_or(Value::Null);
     drop(inner);
     ca.count(|s| {
@@ -969,9 +974,10 @@ async fn new_order(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
     )
 }
 
-fn order_body(ca: &Ca, id: &str, o: &Order) -> Value {
+/// The order object; `fault` is read before `inner` is locked (the mutex is not reentrant).
+fn order_body(ca: &Ca, fault: &Fault, id: &str, o: &Order) -> Value {
     let mut v = ca.order_json(o);
-    if ca.fault() == Fault::OrderWithoutFinalize {
+    if *fault == Fault::OrderWithoutFinalize {
         if let Some(m) = v.as_object_mut() {
             m.remove("finalize");
         }
@@ -1097,6 +1103,7 @@ async fn challenge(
 
 async fn order(State(ca): S, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let v = try_p!(ca, verify(&ca, &headers, &format!("/order/{id}"), &body));
+    let fault = ca.fault();
     let mut inner = lock(&ca.inner);
     Ca::refresh_order(&mut inner, &id);
     let Some(o) = inner.orders.get(&id) else {
@@ -1107,7 +1114,7 @@ async fn order(State(ca): S, Path(id): Path<String>, headers: HeaderMap, body: B
         drop(inner);
         return respond_problem(&ca, problem(403, "unauthorized", "not your order"));
     }
-    let body = order_body(&ca, &id, o);
+    let body = order_body(&ca, &fault, &id, o);
     drop(inner);
     respond(&ca, StatusCode::OK, body, None)
 }
@@ -1153,6 +1160,7 @@ async fn finalize(
         .and_then(Value::as_str)
         .unwrap_or("");
     let chain = try_p!(ca, issue(&ca, csr_b64, &names));
+    let fault = ca.fault();
     let cert_id = ca.id();
     let mut inner = lock(&ca.inner);
     inner.certs.insert(cert_id.clone(), (owner, chain));
@@ -1160,7 +1168,7 @@ async fn finalize(
         Some(o) => {
             o.status = Status::Valid;
             o.cert = Some(cert_id);
-            order_body(&ca, &id, o)
+            order_body(&ca, &fault, &id, o)
         }
         None => Value::Null,
     };

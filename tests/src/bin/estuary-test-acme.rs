@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut dir: Option<PathBuf> = None;
     let mut flags = (true, true, true);
-    let mut lifetime = 3600u64;
+    let mut lifetime = 86_400u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next();
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
     let mut opts = CaOptions::rfc9444(dns);
     opts.new_authz = flags.0;
     opts.subdomain_auth = flags.1;
+    opts.advertise_subdomain_auth = flags.1;
     opts.ancestor_domain = flags.2;
     opts.authz_lifetime = Duration::from_secs(lifetime);
     let ca = match TestAcmeCa::start_on(opts, listen, dir) {
