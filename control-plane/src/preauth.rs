@@ -136,6 +136,14 @@ impl Acme {
             self.fall_back(FallbackReason::disabled, "acme.preauthorize = false");
             return Ok(None);
         }
+        if self.cfg.tls_root_file.is_none() {
+            // Our JWS client trusts only the configured root; web PKI roots are not bundled.
+            self.fall_back(
+                FallbackReason::disabled,
+                "pre-authorisation needs acme.tls_root_file (the CA's TLS root)",
+            );
+            return Ok(None);
+        }
         let dir = self.directory_ext().await?.clone();
         let Some(new_authz) = dir.new_authz.clone() else {
             self.fall_back(
