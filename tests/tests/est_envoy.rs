@@ -239,14 +239,20 @@ fn enroll_until_done(client: &Client<'_>, op: &str, csr: &[u8], within: Duration
     let deadline = Instant::now() + within;
     loop {
         let r = client.post_csr(op, csr);
-        if r.status != 202 || Instant::now() > deadline {
-            return r;
+        // 202 + Retry-After: pending; 503 + Retry-After: briefly unavailable (RFC 7030 §4.2.3).
+        let wait: Option<u64> = match r.status {
+            202 => Some(
+                r.header("retry-after")
+                    .and_then(|v| v.parse().ok())
+                    .expect("202 carries Retry-After"),
+            ),
+            503 => r.header("retry-after").and_then(|v| v.parse().ok()),
+            _ => None,
+        };
+        match wait {
+            Some(w) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(w)),
+            _ => return r,
         }
-        let wait: u64 = r
-            .header("retry-after")
-            .and_then(|v| v.parse().ok())
-            .expect("202 carries Retry-After");
-        std::thread::sleep(Duration::from_secs(wait));
     }
 }
 

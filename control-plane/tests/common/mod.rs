@@ -64,19 +64,28 @@ impl ControlPlane {
         .await
     }
 
-    /// Enrols, following 202 + Retry-After, until a final answer or `within` has passed.
+    /// Enrols as an RFC 7030 client does: follows 202 + Retry-After, and 503 + Retry-After
+    /// (the CA or DNS was briefly unavailable, e.g. Pebble's deliberate badNonce answers
+    /// outlasting the retries), until a final answer or `within` has passed.
     pub async fn enroll_until_done(&self, serial: &str, csr_der: &[u8], within: Duration) -> Resp {
         let deadline = Instant::now() + within;
         loop {
             let r = self.enroll(serial, csr_der).await;
-            if r.status != 202 || Instant::now() > deadline {
-                return r;
+            let retry = match r.status {
+                202 => Some(
+                    r.header("retry-after")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .expect("202 carries Retry-After"),
+                ),
+                503 => r.header("retry-after").and_then(|v| v.parse::<u64>().ok()),
+                _ => None,
+            };
+            match retry {
+                Some(wait) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                _ => return r,
             }
-            let wait = r
-                .header("retry-after")
-                .and_then(|v| v.parse::<u64>().ok())
-                .expect("202 carries Retry-After");
-            tokio::time::sleep(Duration::from_secs(wait)).await;
         }
     }
 }
