@@ -417,6 +417,11 @@ async fn handle_requestvoucher(
             "the voucher request is not signed by the certificate this TLS connection authenticated with".into(),
         ));
     }
+    let m = manufacturer_of(reg, &idevid_der).ok_or_else(|| {
+        BrskiError::Forbidden(
+            "unknown manufacturer: the IDevID's issuer is not accepted by this registrar".into(),
+        )
+    })?;
     let req = VoucherRequest::from_json(&pvr.content).map_err(|e| bad(e.to_string()))?;
     if req.assertion != Some(Assertion::Proximity) {
         return Err(bad("assertion must be \"proximity\" (RFC 8995 §3.3)".into()));
@@ -438,11 +443,6 @@ async fn handle_requestvoucher(
             "serial-number does not match the IDevID's serialNumber {serial:?}"
         )));
     }
-    let m = manufacturer_of(reg, &idevid_der).ok_or_else(|| {
-        BrskiError::Forbidden(
-            "unknown manufacturer: the IDevID's issuer is not accepted by this registrar".into(),
-        )
-    })?;
     let masa = m
         .masa_url
         .clone()

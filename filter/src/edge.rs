@@ -267,7 +267,10 @@ impl EdgeStream {
             .ok_or(EdgeError::UnreadableClientCertificate(
                 crate::xfcc::XfccError::BadPem,
             ))?;
-        Ok(estuary_proto::base64::encode(&der))
+        // One header line: the EST encoder wraps lines, a header value must not.
+        let mut b64 = estuary_proto::base64::encode(&der);
+        b64.retain(|c| !c.is_ascii_whitespace());
+        Ok(b64)
     }
 
     fn start_brski(&mut self, cfg: &Config, path: &[u8], end_of_stream: bool) -> Action {
