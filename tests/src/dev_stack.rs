@@ -35,6 +35,9 @@ pub struct DevStackOptions {
     /// Run a test MASA, give the demo IDevID its URL, and enable the BRSKI registrar
     /// (`[brski]`) in every replica.
     pub brski: bool,
+    /// Issue from the strict RFC 8555 + RFC 9444 test CA (tests/src/acme_ca.rs) instead of
+    /// Pebble: the control planes pre-authorise the parent domain.
+    pub rfc9444_ca: bool,
 }
 
 impl Default for DevStackOptions {
@@ -47,6 +50,7 @@ impl Default for DevStackOptions {
             filter_cache_ttl_s: 300,
             teap: false,
             brski: false,
+            rfc9444_ca: false,
         }
     }
 }
@@ -69,6 +73,9 @@ pub struct DevStack {
     pub radius: Option<(std::net::SocketAddr, String)>,
     /// The test MASA, when `brski` was asked for.
     pub masa: Option<TestMasa>,
+    /// PEM of the root the ACME CA in use issues from (Pebble's, or the RFC 9444 test CA's).
+    pub acme_roots: PathBuf,
+    _test_ca: Option<crate::acme_ca::TestAcmeCa>,
     _tmp: Option<TempDir>,
 }
 
@@ -129,11 +136,25 @@ impl DevStack {
             None => None,
         };
         let stack = Stack::start()?;
+        let test_ca = if opts.rfc9444_ca {
+            Some(
+                crate::acme_ca::TestAcmeCa::start(crate::acme_ca::CaOptions::rfc9444(
+                    stack.bind.addr,
+                ))
+                .context("starting the RFC 9444 test CA")?,
+            )
+        } else {
+            None
+        };
+        let acme_roots = match &test_ca {
+            Some(ca) => ca.issuer_root_pem.clone(),
+            None => stack.pebble.issuer_root_pem.clone(),
+        };
         let client_ca_bundle = dir.join("client-ca-bundle.pem");
         let bundle = format!(
             "{}{}",
             std::fs::read_to_string(&pki.manufacturer.cert_path)?,
-            std::fs::read_to_string(&stack.pebble.issuer_root_pem)?
+            std::fs::read_to_string(&acme_roots)?
         );
         std::fs::write(&client_ca_bundle, bundle)?;
         let radius = if opts.teap {
@@ -164,6 +185,22 @@ impl DevStack {
             if let Some(m) = &masa {
                 o.extra_env.extend(brski_env(&pki, &m.anchor_pem));
             }
+            if let Some(ca) = &test_ca {
+                o.extra_env.extend([
+                    (
+                        "ESTUARY_ACME__DIRECTORY_URL".to_string(),
+                        ca.directory_url.clone(),
+                    ),
+                    (
+                        "ESTUARY_ACME__TLS_ROOT_FILE".to_string(),
+                        ca.tls_ca_pem.display().to_string(),
+                    ),
+                    (
+                        "ESTUARY_EST__CA_CERTS_FILE".to_string(),
+                        ca.issuer_root_pem.display().to_string(),
+                    ),
+                ]);
+            }
             control_planes.push(ControlPlane::start(cp_binary, &stack, &o)?);
         }
         let envoy = Envoy::start(&EnvoySettings {
@@ -185,6 +222,8 @@ impl DevStack {
             dir,
             radius,
             masa,
+            acme_roots,
+            _test_ca: test_ca,
             _tmp: tmp,
         })
     }

@@ -34,7 +34,14 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
                     .and_then(|v| v.parse().ok())
                     .context("--budget-ms needs a number")?;
             }
-            other => anyhow::bail!("unknown option {other} (known: --replicas N, --budget-ms MS)"),
+            "--ca" => match it.next().map(String::as_str) {
+                Some("pebble") => opts.rfc9444_ca = false,
+                Some("rfc9444") => opts.rfc9444_ca = true,
+                _ => anyhow::bail!("--ca takes pebble (default) or rfc9444"),
+            },
+            other => anyhow::bail!(
+                "unknown option {other} (known: --replicas N, --budget-ms MS, --ca pebble|rfc9444)"
+            ),
         }
     }
     install()?;
@@ -124,10 +131,7 @@ fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result
         ("ESTUARY_DEMO_SERIAL", stack.pki.demo_serial.clone()),
         ("ESTUARY_DEMO_OUT", demo_out.display().to_string()),
         ("ESTUARY_PARENT_DOMAIN", DEV_PARENT.to_string()),
-        (
-            "ESTUARY_ACME_ROOTS",
-            stack.stack.pebble.issuer_root_pem.display().to_string(),
-        ),
+        ("ESTUARY_ACME_ROOTS", stack.acme_roots.display().to_string()),
         ("ESTUARY_DNS_ADDR", stack.stack.bind.addr.to_string()),
         ("ESTUARY_METRICS_URL", format!("http://{}/metrics", cp.addr)),
         ("ESTUARY_ENVOY_ADMIN", stack.envoy.admin_url.clone()),
