@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod brski;
 pub mod csr;
 pub mod error;
 pub mod est;

@@ -71,6 +71,31 @@ struct Enrolment {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// BRSKI (RFC 8995): voucher through the registrar (provisional TLS), verified against
+    /// the MASA anchor; then EST over TLS verified against the pinned domain certificate;
+    /// voucher_status and enrollstatus reported
+    Brski {
+        /// BRSKI base URL, e.g. https://127.0.0.1:8443/.well-known/brski
+        #[arg(long, value_name = "URL")]
+        brski_url: String,
+        /// EST base URL, e.g. https://127.0.0.1:8443/.well-known/est
+        #[arg(long, value_name = "URL")]
+        est_url: String,
+        /// The manufacturer's MASA trust anchor (PEM) that vouchers must chain to
+        #[arg(long, value_name = "FILE")]
+        masa_ca: PathBuf,
+        /// IDevID certificate and P-256 PKCS#8 key
+        #[command(flatten)]
+        client: ClientCert,
+        #[command(flatten)]
+        enrolment: Enrolment,
+        /// Limit for each HTTP exchange, in seconds
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
+        /// Print a JSON summary on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Enrol over EAP-TEAP (RFC 9930), as peer and NAS at once: RADIUS Access-Requests with
     /// EAP-Message to the TEAP server; answers its PKCS#10 request with a CSR for a new key
     Teap {
@@ -187,7 +212,7 @@ fn print_summary(s: &flow::Summary, json: bool) {
 
 async fn run(cli: Cli) -> Result<(), PledgeError> {
     match cli.command {
-        Command::Teap { .. } => unreachable!("handled in main"),
+        Command::Teap { .. } | Command::Brski { .. } => unreachable!("handled in main"),
         Command::Cacerts {
             server,
             out,
@@ -345,6 +370,63 @@ fn main() -> ExitCode {
             Err((msg, code)) => {
                 eprintln!("error: {msg}");
                 ExitCode::from(code)
+            }
+        };
+    }
+    if let Command::Brski {
+        brski_url,
+        est_url,
+        masa_ca,
+        client,
+        enrolment,
+        timeout,
+        json,
+    } = cli.command
+    {
+        let opts = estuary_pledge::brski::BrskiOptions {
+            brski_url,
+            est_url,
+            idevid: identity(&client),
+            masa_ca,
+            out_dir: enrolment.out_dir.clone(),
+            timeout: Duration::from_secs(timeout),
+            enrolment: EnrollOptions {
+                out_dir: enrolment.out_dir,
+                key_type: enrolment.key_type,
+                max_wait: Duration::from_secs(enrolment.max_wait),
+                dns_name: None,
+            },
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match rt.block_on(estuary_pledge::brski::run(&opts)) {
+            Ok(s) => {
+                if json {
+                    let mut v = s.est.to_json();
+                    v["voucher"] = serde_json::json!({
+                        "serial": s.serial,
+                        "file": s.voucher,
+                        "pinned_domain_cert": s.pinned,
+                    });
+                    print_json(&v);
+                } else {
+                    println!("voucher for {} in {}", s.serial, s.voucher.display());
+                    println!("  pinned    {}", s.pinned.display());
+                    print_summary(&s.est, false);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
             }
         };
     }
