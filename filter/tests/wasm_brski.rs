@@ -3,7 +3,6 @@
 //! never trap the VM. Build the wasm first: `cargo xtask build-wasm`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-#[allow(dead_code)]
 mod host;
 
 use std::sync::OnceLock;
