@@ -39,6 +39,7 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::config::Secret;
+use crate::metrics::Metrics;
 
 /// Internal API: `POST` the pledge's CMS voucher request -> the MASA's CMS voucher.
 pub const REQUESTVOUCHER_PATH: &str = "/estuary/v1/brski/requestvoucher";
@@ -154,6 +155,7 @@ pub struct Registrar {
     status_ttl_s: u64,
     retry_after_s: u64,
     token: Secret,
+    metrics: Arc<Metrics>,
 }
 
 fn read_certs(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -205,6 +207,7 @@ impl Registrar {
         redis_url: &str,
         prefix: &str,
         token: Secret,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         use rustls::pki_types::pem::PemObject;
         let cert = first_cert(&cfg.registrar_cert_file)?;
@@ -243,6 +246,7 @@ impl Registrar {
             status_ttl_s: cfg.status_ttl_s,
             retry_after_s: cfg.masa_retry_after_s,
             token,
+            metrics,
         })
     }
 }
@@ -345,6 +349,29 @@ fn error_response(reg: &Registrar, e: &BrskiError) -> Response {
     r
 }
 
+/// Counts one request in `estuary_brski_requests_total{op,result}`.
+fn count(reg: &Registrar, op: &str, result: &str) {
+    reg.metrics
+        .brski
+        .get_or_create(&vec![
+            ("op".to_string(), op.to_string()),
+            ("result".to_string(), result.to_string()),
+        ])
+        .inc();
+}
+
+/// The `result` label of a failure: rejected (4xx), unavailable (503), failed (other 5xx).
+fn failure_label(e: &BrskiError) -> &'static str {
+    let s = e.status();
+    if s.is_client_error() {
+        "rejected"
+    } else if s == StatusCode::SERVICE_UNAVAILABLE {
+        "unavailable"
+    } else {
+        "failed"
+    }
+}
+
 fn authorized(reg: &Registrar, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -386,13 +413,19 @@ async fn requestvoucher(
         return r;
     }
     match handle_requestvoucher(&reg, &headers, &body).await {
-        Ok(cms) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, CT_VOUCHER_CMS_JSON)],
-            cms,
-        )
-            .into_response(),
-        Err(e) => error_response(&reg, &e),
+        Ok(cms) => {
+            count(&reg, "requestvoucher", "voucher");
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, CT_VOUCHER_CMS_JSON)],
+                cms,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            count(&reg, "requestvoucher", failure_label(&e));
+            error_response(&reg, &e)
+        }
     }
 }
 
@@ -605,12 +638,23 @@ async fn status_report(
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| BrskiError::Store(e.to_string()))?;
-        Ok::<(), BrskiError>(())
+        Ok::<bool, BrskiError>(ok)
     }
     .await;
+    let op = match kind {
+        StatusKind::Voucher => "voucher_status",
+        StatusKind::Enroll => "enrollstatus",
+    };
     match result {
-        Ok(()) => text(StatusCode::OK, "status recorded".into()),
-        Err(e) => error_response(reg, &e),
+        Ok(ok) => {
+            // The pledge's own verdict (RFC 8995 §5.7 `status`).
+            count(reg, op, if ok { "success" } else { "failure" });
+            text(StatusCode::OK, "status recorded".into())
+        }
+        Err(e) => {
+            count(reg, op, failure_label(&e));
+            error_response(reg, &e)
+        }
     }
 }
 
@@ -656,12 +700,18 @@ async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderMap) 
     }
     .await;
     match result {
-        Ok(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
-        Err(e) => error_response(&reg, &e),
+        Ok(body) => {
+            count(&reg, "requestauditlog", "ok");
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            count(&reg, "requestauditlog", failure_label(&e));
+            error_response(&reg, &e)
+        }
     }
 }

@@ -95,6 +95,8 @@ pub struct Metrics {
     preauths: Family<OrderLabels, Counter>,
     /// TEAP conversations held now.
     pub teap_sessions: Gauge,
+    /// BRSKI registrar requests by `op` and `result` (`brski.rs` names the values).
+    pub brski: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,6 +132,12 @@ impl Metrics {
             "estuary_teap_sessions",
             "TEAP conversations in progress",
             teap_sessions.clone(),
+        );
+        let brski = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "estuary_brski_requests",
+            "BRSKI registrar requests (RFC 8995), by operation and result",
+            brski.clone(),
         );
         // prometheus-client appends `_total` to counters.
         registry.register(
@@ -173,6 +181,7 @@ impl Metrics {
             preauth_fallbacks,
             preauths,
             teap_sessions,
+            brski,
         }
     }
 

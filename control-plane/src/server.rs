@@ -76,16 +76,23 @@ pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, std::net::SocketAddr
 /// Serves until SIGTERM or Ctrl-C.
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let teap = cfg.teap.take();
-    let brski = match cfg.brski.take() {
+    let brski_cfg = cfg.brski.take();
+    let (redis_url, prefix, token) = (
+        cfg.redis.url.clone(),
+        cfg.redis.key_prefix.clone(),
+        cfg.server.api_token.clone(),
+    );
+    let (state, listen) = build(cfg)?;
+    let brski = match brski_cfg {
         Some(b) => Some(Arc::new(crate::brski::Registrar::new(
             &b,
-            cfg.redis.url.expose(),
-            &cfg.redis.key_prefix,
-            cfg.server.api_token.clone(),
+            redis_url.expose(),
+            &prefix,
+            token,
+            Arc::clone(&state.metrics),
         )?)),
         None => None,
     };
-    let (state, listen) = build(cfg)?;
     if let Some(t) = teap {
         let radius = crate::teap::server::TeapServer::bind(
             &t,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions};
 use estuary_tests::envoy::filter_wasm;
-use estuary_tests::stack::DEV_PARENT;
+use estuary_tests::stack::{metric_value, DEV_PARENT};
 use estuary_tests::util::TempDir;
 
 fn start() -> DevStack {
@@ -405,6 +405,58 @@ fn brski_voucher_then_est_enrolment_from_the_acme_ca() {
     assert_eq!(events.len(), 1, "{log}");
     assert_eq!(events[0]["nonce"], nonce.as_str());
     assert_eq!(masa.audit_log().len(), 1);
+
+    // Status reports are kept in Redis (with a TTL) and counted.
+    let redis = stack.stack.redis.addr;
+    let key = format!("estuary:brski:voucher_status:{serial}");
+    let stored = sh(Command::new("redis-cli").args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &redis.port().to_string(),
+        "GET",
+        &key,
+    ]));
+    assert!(
+        String::from_utf8_lossy(&stored).contains("voucher accepted"),
+        "{key}: {}",
+        String::from_utf8_lossy(&stored)
+    );
+    let ttl = sh(Command::new("redis-cli").args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &redis.port().to_string(),
+        "TTL",
+        &key,
+    ]));
+    let ttl: i64 = String::from_utf8_lossy(&ttl).trim().parse().expect("TTL");
+    assert!(ttl > 0, "no TTL on {key}");
+    let m = metrics(&stack);
+    for (op, result) in [
+        ("requestvoucher", "voucher"),
+        ("voucher_status", "success"),
+        ("enrollstatus", "success"),
+        ("requestauditlog", "ok"),
+    ] {
+        assert_eq!(
+            metric_value(
+                &m,
+                &format!("estuary_brski_requests_total{{op=\"{op}\",result=\"{result}\"}}")
+            ),
+            1.0,
+            "{op} {result}:\n{m}"
+        );
+    }
+}
+
+fn metrics(stack: &DevStack) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("http://{}/metrics", stack.control_planes[0].addr))
+        .output()
+        .expect("curl metrics");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// What the registrar and the edge refuse, and how.
@@ -519,4 +571,16 @@ fn brski_refusals() {
         .and_then(|v| v.parse().ok())
         .expect("Retry-After");
     assert!(ra >= 1);
+    let m = metrics(&stack);
+    let series = |r: &str| {
+        metric_value(
+            &m,
+            &format!("estuary_brski_requests_total{{op=\"requestvoucher\",result=\"{r}\"}}"),
+        )
+    };
+    // other signer, other registrar, unknown manufacturer; tampered; MASA down; one voucher.
+    assert_eq!(series("rejected"), 3.0, "{m}");
+    assert_eq!(series("failed"), 1.0, "{m}");
+    assert_eq!(series("unavailable"), 1.0, "{m}");
+    assert_eq!(series("voucher"), 1.0, "{m}");
 }
