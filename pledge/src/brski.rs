@@ -506,3 +506,123 @@ pub async fn run(opts: &BrskiOptions) -> Result<BrskiSummary, BrskiError> {
         est: result?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    struct Pki {
+        anchor: Vec<u8>,
+        signer: Vec<u8>,
+        key_der: Vec<u8>,
+        domain_ca: Vec<u8>,
+        registrar: Vec<u8>,
+    }
+
+    fn ca(cn: &str) -> (Vec<u8>, Issuer<'static, KeyPair>) {
+        let kp = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let c = p.self_signed(&kp).expect("self-signed");
+        (c.der().to_vec(), Issuer::new(p, kp))
+    }
+
+    fn leaf(cn: &str, by: &Issuer<'static, KeyPair>) -> (Vec<u8>, KeyPair) {
+        let kp = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        (p.signed_by(&kp, by).expect("signed").der().to_vec(), kp)
+    }
+
+    fn pki() -> Pki {
+        let (anchor, masa_ca) = ca("MASA CA");
+        let (signer, kp) = leaf("MASA signer", &masa_ca);
+        let key_der = kp.serialize_der();
+        let (domain_ca, dca) = ca("domain CA");
+        let (registrar, _) = leaf("registrar", &dca);
+        Pki {
+            anchor,
+            signer,
+            key_der,
+            domain_ca,
+            registrar,
+        }
+    }
+
+    fn voucher(p: &Pki, serial: &str, nonce: &str, expires: i64) -> Vec<u8> {
+        let v = Voucher {
+            assertion: Some(Assertion::Logged),
+            serial_number: serial.into(),
+            nonce: Some(nonce.into()),
+            pinned_domain_cert: voucher::b64(&p.domain_ca),
+            created_on: Some(voucher::rfc3339(0)),
+            expires_on: Some(voucher::rfc3339(expires)),
+        };
+        cms_signed::sign(
+            ANIMA_JSON_VOUCHER,
+            &v.to_json().expect("json"),
+            &p.signer,
+            &[],
+            &cms_signed::signing_key_from_pkcs8_der(&p.key_der).expect("p256"),
+        )
+        .expect("sign")
+    }
+
+    /// RFC 8995 §5.6.1: the pledge checks signer, serial, nonce, expiry and the pin.
+    #[test]
+    fn voucher_checks() {
+        let p = pki();
+        let good = voucher(&p, "SN1", "n1", 1000);
+        let pinned =
+            check_voucher(&good, &p.anchor, "SN1", "n1", &p.registrar, 10).expect("valid voucher");
+        assert_eq!(pinned, p.domain_ca);
+        let refused = |r: Result<Vec<u8>, BrskiError>| matches!(r, Err(BrskiError::BadVoucher(_)));
+        assert!(refused(check_voucher(
+            &good,
+            &p.anchor,
+            "SN2",
+            "n1",
+            &p.registrar,
+            10
+        )));
+        assert!(refused(check_voucher(
+            &good,
+            &p.anchor,
+            "SN1",
+            "n2",
+            &p.registrar,
+            10
+        )));
+        assert!(refused(check_voucher(
+            &good,
+            &p.anchor,
+            "SN1",
+            "n1",
+            &p.registrar,
+            2000
+        )));
+        let other = pki();
+        assert!(refused(check_voucher(
+            &good,
+            &other.anchor,
+            "SN1",
+            "n1",
+            &p.registrar,
+            10
+        )));
+        assert!(refused(check_voucher(
+            &good,
+            &p.anchor,
+            "SN1",
+            "n1",
+            &other.registrar,
+            10
+        )));
+        let mut bad = good.clone();
+        let at = bad.len() / 3;
+        bad[at] ^= 0x20;
+        assert!(check_voucher(&bad, &p.anchor, "SN1", "n1", &p.registrar, 10).is_err());
+    }
+}
