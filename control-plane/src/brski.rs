@@ -715,3 +715,78 @@ async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderMap) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_brski_section_reports_every_problem() {
+        let cfg: BrskiConfig = toml::from_str(
+            r#"
+registrar_cert_file = "/nonexistent/registrar.pem"
+registrar_key_file = "/nonexistent/registrar.key"
+[[manufacturers]]
+idevid_ca_file = "/nonexistent/m.pem"
+masa_ca_file = "/nonexistent/masa.pem"
+masa_url = "http://masa.example"
+"#,
+        )
+        .expect("parses");
+        assert_eq!(cfg.status_ttl_s, 7 * 86_400);
+        let problems = cfg.validate().join("\n");
+        for needle in [
+            "brski.registrar_cert_file",
+            "brski.registrar_key_file",
+            "brski.manufacturers.idevid_ca_file",
+            "brski.manufacturers.masa_ca_file",
+            "not an https URL",
+        ] {
+            assert!(problems.contains(needle), "{needle} in {problems}");
+        }
+        let none: BrskiConfig =
+            toml::from_str("registrar_cert_file = \"a\"\nregistrar_key_file = \"b\"\n")
+                .expect("parses");
+        assert!(none
+            .validate()
+            .iter()
+            .any(|p| p.contains("at least one manufacturer")));
+        assert!(toml::from_str::<BrskiConfig>(
+            "registrar_cert_file = \"a\"\nregistrar_key_file = \"b\"\nbogus = 1\n"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn errors_map_to_rfc_8995_statuses() {
+        assert_eq!(BrskiError::NoClientCert.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            BrskiError::BadRequest(String::new()).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            BrskiError::Forbidden(String::new()).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            BrskiError::MasaUnavailable(String::new()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            BrskiError::BadVoucher(String::new()).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert!(matches!(
+            masa_status_error(404, b"no device record"),
+            BrskiError::MasaRefused { status: 404, .. }
+        ));
+        assert!(matches!(
+            masa_status_error(503, b""),
+            BrskiError::MasaUnavailable(_)
+        ));
+        assert!(matches!(
+            masa_status_error(500, b""),
+            BrskiError::BadVoucher(_)
+        ));
+    }
+}
