@@ -17,6 +17,7 @@ use crate::{build_wasm, cargo, install, root, run};
 pub fn up(args: &[String]) -> anyhow::Result<()> {
     let mut opts = DevStackOptions {
         teap: true,
+        brski: true,
         ..DevStackOptions::default()
     };
     let mut it = args.iter();
@@ -136,6 +137,23 @@ fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result
         ("ESTUARY_METRICS_URL", format!("http://{}/metrics", cp.addr)),
         ("ESTUARY_ENVOY_ADMIN", stack.envoy.admin_url.clone()),
         ("ESTUARY_PLEDGE", pledge.display().to_string()),
+        ("ESTUARY_BRSKI_URL", stack.brski_url()),
+        (
+            "ESTUARY_MASA_URL",
+            stack
+                .masa
+                .as_ref()
+                .map(|m| m.url.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "ESTUARY_MASA_CA",
+            stack
+                .masa
+                .as_ref()
+                .map(|m| m.anchor_pem.display().to_string())
+                .unwrap_or_default(),
+        ),
     ];
     for (k, v) in kv {
         writeln!(s, "{k}={v}")?;
