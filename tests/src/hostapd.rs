@@ -107,7 +107,9 @@ fn build_locked(dir: &Path, bins: &HostapdBins) -> anyhow::Result<()> {
     run(&mut update, "apt-get update (deb-src)")?;
     let mut fetch = Command::new("apt-get");
     apt_opts(&mut fetch);
-    fetch.args(["-q", "source", "--download-only", "wpa"]).current_dir(&src_root);
+    fetch
+        .args(["-q", "source", "--download-only", "wpa"])
+        .current_dir(&src_root);
     run(&mut fetch, "apt-get source --download-only wpa")?;
     let dsc = std::fs::read_dir(&src_root)?
         .filter_map(Result::ok)
