@@ -329,6 +329,8 @@ struct WrkRun {
     non_2xx: u64,
     socket_errors: u64,
     connections_opened: f64,
+    /// CPU of the whole Envoy process (worker + main thread), % of one core.
+    envoy_cpu_pct: f64,
 }
 
 fn parse_ms(v: &str) -> Option<f64> {
@@ -392,11 +394,14 @@ fn wrk(
     url: &str,
     script: Option<&Path>,
     opts: &Opts,
-    admin: &str,
+    envoy: &BenchEnvoy,
     stat_prefix: &str,
 ) -> anyhow::Result<WrkRun> {
+    let admin = envoy.admin.as_str();
     let cx = format!("http.{stat_prefix}.downstream_cx_total");
     let before = admin_stat(admin, &cx);
+    let cpu_before = cpu_ticks(envoy.pid).unwrap_or(0);
+    let started = Instant::now();
     let mut cmd = Command::new("wrk");
     cmd.args(["-t1", "--latency"])
         .arg(format!("-c{}", opts.connections))
@@ -410,12 +415,15 @@ fn wrk(
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&o.stderr));
     }
     let mut r = parse_wrk(&text)?;
+    let cpu = cpu_ticks(envoy.pid).unwrap_or(0).saturating_sub(cpu_before) as f64 / TICKS_PER_S;
+    r.envoy_cpu_pct = 100.0 * cpu / started.elapsed().as_secs_f64().max(1e-3);
     r.connections_opened = admin_stat(admin, &cx) - before;
     Ok(r)
 }
 
 struct BenchEnvoy {
     admin: String,
+    pid: u32,
     ports: [(&'static str, u16); 3],
     _child: KillOnDrop,
     _dir: TempDir,
@@ -513,6 +521,7 @@ fn start_bench_envoy(
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(BenchEnvoy {
+        pid: child.0.id(),
         admin,
         ports,
         _child: child,
@@ -622,7 +631,7 @@ fn envoy_bench(
         for _ in 0..opts.rounds {
             for (i, (label, port)) in envoy.ports.iter().enumerate() {
                 let url = format!("https://127.0.0.1:{port}/.well-known/est/{op}");
-                let r = wrk(&url, script, opts, &envoy.admin, label)?;
+                let r = wrk(&url, script, opts, &envoy, label)?;
                 let expect_non_2xx = op != "cacerts";
                 if (r.non_2xx > 0) != expect_non_2xx || (expect_non_2xx && r.non_2xx != r.requests)
                 {
@@ -648,8 +657,9 @@ fn envoy_bench(
                 format!("envoy {case}: {label}"),
                 format!("{:.0} req/s", rps[i]),
                 format!(
-                    "p99 {:.2} ms; {reqs} requests on {cx:.0} connections; socket errors {errs}",
-                    p99[i]
+                    "p99 {:.2} ms; Envoy CPU {:.0}%; {reqs} requests on {cx:.0} connections; socket errors {errs}",
+                    p99[i],
+                    sums[i].iter().map(|r| r.envoy_cpu_pct).sum::<f64>() / sums[i].len() as f64
                 ),
             );
             case_json.insert(
@@ -660,6 +670,7 @@ fn envoy_bench(
                     "runs": sums[i].iter().map(|r| json!({
                         "rps": r.rps, "p99_ms": r.p99_ms, "requests": r.requests,
                         "connections_opened": r.connections_opened, "socket_errors": r.socket_errors,
+                        "envoy_cpu_pct": r.envoy_cpu_pct,
                     })).collect::<Vec<_>>(),
                 }),
             );
@@ -681,6 +692,101 @@ fn envoy_bench(
     }
     report.json["envoy"] = Value::Object(json_runs);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU time per process, to tell which one limits a phase
+
+/// Linux USER_HZ (the unit of utime/stime in /proc/PID/stat) on x86-64.
+const TICKS_PER_S: f64 = 100.0;
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The first process whose command line contains `needle`.
+fn pid_by_cmdline(needle: &str) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        if pid == me {
+            return None;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd: String = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        cmd.contains(needle).then_some(pid)
+    })
+}
+
+/// The dev stack's processes (and this one), found by their command lines.
+struct CpuProbe {
+    procs: Vec<(String, u32)>,
+}
+
+impl CpuProbe {
+    fn find(dev: &DevStack) -> Self {
+        let mut procs = vec![("bench client".to_string(), std::process::id())];
+        let wanted = [
+            (
+                "envoy".to_string(),
+                dev.envoy.config_path.display().to_string(),
+            ),
+            (
+                "pebble".to_string(),
+                dev.stack.pebble.dir().display().to_string(),
+            ),
+            (
+                "named".to_string(),
+                dev.stack.bind.dir().display().to_string(),
+            ),
+            (
+                "redis".to_string(),
+                format!("--port {} ", dev.stack.redis.addr.port()),
+            ),
+        ];
+        for (i, cp) in dev.control_planes.iter().enumerate() {
+            if let Some(pid) = pid_by_cmdline(&cp.config.display().to_string()) {
+                procs.push((format!("control plane {i}"), pid));
+            }
+        }
+        for (name, needle) in wanted {
+            if let Some(pid) = pid_by_cmdline(&needle) {
+                procs.push((name, pid));
+            }
+        }
+        Self { procs }
+    }
+
+    fn snapshot(&self) -> (Instant, Vec<u64>) {
+        let t = self
+            .procs
+            .iter()
+            .map(|(_, pid)| cpu_ticks(*pid).unwrap_or(0))
+            .collect();
+        (Instant::now(), t)
+    }
+
+    /// CPU use between two snapshots, in % of one core: a note and JSON.
+    fn since(&self, before: &(Instant, Vec<u64>)) -> (String, Value) {
+        let (t1, after) = self.snapshot();
+        let wall = (t1 - before.0).as_secs_f64().max(1e-3);
+        let mut note = Vec::new();
+        let mut js = serde_json::Map::new();
+        for (i, (name, _)) in self.procs.iter().enumerate() {
+            let d = after[i].saturating_sub(before.1[i]) as f64 / TICKS_PER_S;
+            let pct = 100.0 * d / wall;
+            note.push(format!("{name} {pct:.0}%"));
+            js.insert(name.clone(), json!(pct));
+        }
+        (
+            format!("CPU (% of one core): {}", note.join(", ")),
+            Value::Object(js),
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -985,7 +1091,9 @@ async fn enrol_bench(
         "xtask: {} enrolments at {} concurrent through Envoy …",
         opts.pledges, opts.concurrency
     );
+    let probe = CpuProbe::find(dev);
     let c0 = counters(dev)?;
+    let cpu0 = probe.snapshot();
     let t0 = Instant::now();
     let results = {
         let pledges = Arc::clone(&pledges);
@@ -1001,6 +1109,7 @@ async fn enrol_bench(
         .await?
     };
     let miss_wall = t0.elapsed();
+    let (miss_cpu, miss_cpu_json) = probe.since(&cpu0);
     let c1 = counters(dev)?;
     let mut miss_ms = Vec::new();
     let mut accepted = 0;
@@ -1019,6 +1128,7 @@ async fn enrol_bench(
         opts.repeats
     );
     let n_hits = opts.pledges * opts.repeats;
+    let cpu1 = probe.snapshot();
     let t1 = Instant::now();
     let hits = {
         let pledges = Arc::clone(&pledges);
@@ -1032,6 +1142,7 @@ async fn enrol_bench(
         .await?
     };
     let hit_wall = t1.elapsed();
+    let (hit_cpu, hit_cpu_json) = probe.since(&cpu1);
     let c2 = counters(dev)?;
     let hit_ms: Vec<f64> = hits.into_iter().collect::<anyhow::Result<_>>()?;
     let hit_rate = n_hits as f64 / hit_wall.as_secs_f64();
@@ -1040,6 +1151,7 @@ async fn enrol_bench(
 
     // --- identical CSR again, a new TLS connection per request ---
     eprintln!("xtask: identical-CSR re-posts on new TLS connections …");
+    let cpu2 = probe.snapshot();
     let t2 = Instant::now();
     let fresh = {
         let pledges = Arc::clone(&pledges);
@@ -1052,6 +1164,7 @@ async fn enrol_bench(
         .await?
     };
     let fresh_wall = t2.elapsed();
+    let (fresh_cpu, fresh_cpu_json) = probe.since(&cpu2);
     let fresh_ms: Vec<f64> = fresh.into_iter().collect::<anyhow::Result<_>>()?;
     let fresh_rate = opts.pledges as f64 / fresh_wall.as_secs_f64();
     let fresh_lat = latency_stats(fresh_ms);
@@ -1063,6 +1176,7 @@ async fn enrol_bench(
         opts.pledges, opts.concurrency
     );
     let stack = &dev.stack;
+    let cpu3 = probe.snapshot();
     let mut base = baseline(
         dev,
         &stack.pebble.directory_url,
@@ -1090,6 +1204,7 @@ async fn enrol_bench(
         fresh_pebble_note = " [on a FRESH Pebble: the dev stack's Pebble stalled]";
     }
     let base = base?;
+    let (base_cpu, base_cpu_json) = probe.since(&cpu3);
 
     let p = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let dns_per = d1.dns_updates / d1.issued.max(1.0);
@@ -1115,6 +1230,8 @@ async fn enrol_bench(
             base.retries
         ),
     );
+    report.row("  during the enrolments", "", miss_cpu);
+    report.row("  during the bare loop", "", base_cpu);
     report.row(
         "enrolments / bare loop",
         format!("{:.2}x", miss_rate / base.rate),
@@ -1130,6 +1247,7 @@ async fn enrol_bench(
             p(&hit_lat, "p99_ms")
         ),
     );
+    report.row("  during the kept-alive re-posts", "", hit_cpu);
     report.row(
         "identical CSR, new TLS conn each (cache hit)",
         format!("{fresh_rate:.0}/s"),
@@ -1140,6 +1258,7 @@ async fn enrol_bench(
             p(&fresh_lat, "p99_ms")
         ),
     );
+    report.row("  during the new-connection re-posts", "", fresh_cpu);
     report.row(
         "DNS UPDATE messages per enrolment",
         format!("{dns_per:.3}"),
@@ -1151,23 +1270,23 @@ async fn enrol_bench(
     report.json["enrolment"] = json!({
         "miss": {
             "rate_per_s": miss_rate, "wall_s": miss_wall.as_secs_f64(), "latency": miss_lat,
-            "answers_202": accepted,
+            "answers_202": accepted, "cpu_pct": miss_cpu_json,
             "metrics_delta": {"issued": d1.issued, "cached": d1.cached, "pending": d1.pending,
                 "failed": d1.failed, "dns_updates": d1.dns_updates, "orders_valid": d1.orders_valid},
         },
         "baseline_instant_acme": {
             "rate_per_s": base.rate, "wall_s": base.wall_s, "latency": base.latency,
             "dns_updates": base.dns_updates, "order_retries": base.retries,
-            "fresh_pebble": !fresh_pebble_note.is_empty(),
+            "fresh_pebble": !fresh_pebble_note.is_empty(), "cpu_pct": base_cpu_json,
         },
         "miss_over_baseline": miss_rate / base.rate,
         "hit_keepalive": {
-            "requests": n_hits, "rate_per_s": hit_rate, "latency": hit_lat,
+            "requests": n_hits, "rate_per_s": hit_rate, "latency": hit_lat, "cpu_pct": hit_cpu_json,
             "over_miss_rate": hit_rate / miss_rate,
             "metrics_delta": {"cached": d2.cached, "issued": d2.issued, "dns_updates": d2.dns_updates},
         },
         "hit_new_connection": {
-            "requests": opts.pledges, "rate_per_s": fresh_rate, "latency": fresh_lat,
+            "requests": opts.pledges, "rate_per_s": fresh_rate, "latency": fresh_lat, "cpu_pct": fresh_cpu_json,
             "over_miss_rate": fresh_rate / miss_rate,
         },
         "dns_updates_per_enrolment": dns_per,
