@@ -39,6 +39,9 @@ pub enum ProblemType {
     IncorrectResponse,
     /// `serverInternal`
     ServerInternal,
+    /// `orderNotReady`: the order was not ready to finalize (e.g. an authorisation it relied
+    /// on expired meanwhile); a fresh order may succeed.
+    OrderNotReady,
     /// `connection`
     Connection,
     /// Any other type, as given.
@@ -61,6 +64,7 @@ impl ProblemType {
             "dns" => Self::Dns,
             "incorrectResponse" => Self::IncorrectResponse,
             "serverInternal" => Self::ServerInternal,
+            "orderNotReady" => Self::OrderNotReady,
             "connection" => Self::Connection,
             other => Self::Other(other.to_string()),
         }
@@ -123,6 +127,12 @@ impl IssueError {
         match self {
             Self::CaUnavailable { retry_after, .. } => retry_after.is_none(),
             Self::Dns(e) => !e.is_permanent(),
+            // The order went stale under us (e.g. the parent's pre-authorisation expired
+            // between newOrder and finalize): place a fresh one.
+            Self::CaRejected {
+                problem: ProblemType::OrderNotReady,
+                ..
+            } => true,
             _ => false,
         }
     }

@@ -281,7 +281,7 @@ async fn bad_answers_from_the_ca_get_typed_errors_and_nothing_stays_stuck() {
     let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
     let t = Instant::now();
     let r = cp
-        .enroll_until_done(&sn, &csr, Duration::from_secs(40))
+        .enroll_past_pending(&sn, &csr, Duration::from_secs(40))
         .await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("retry-after").is_some());

@@ -64,6 +64,28 @@ impl ControlPlane {
         .await
     }
 
+    /// Enrols following only 202 + Retry-After: returns the first final answer, 503 included
+    /// (for tests that expect to see the "retry later").
+    pub async fn enroll_past_pending(
+        &self,
+        serial: &str,
+        csr_der: &[u8],
+        within: Duration,
+    ) -> Resp {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.enroll(serial, csr_der).await;
+            if r.status != 202 || Instant::now() > deadline {
+                return r;
+            }
+            let wait = r
+                .header("retry-after")
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("202 carries Retry-After");
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    }
+
     /// Enrols as an RFC 7030 client does: follows 202 + Retry-After, and 503 + Retry-After
     /// (the CA or DNS was briefly unavailable, e.g. Pebble's deliberate badNonce answers
     /// outlasting the retries), until a final answer or `within` has passed.
