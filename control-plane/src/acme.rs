@@ -369,15 +369,38 @@ impl Acme {
             },
             None => None,
         };
+        let mut via_preauth = false;
         let mut order = match resumed {
             Some(o) => o,
             None => match self.preauthorized_order(&account, key, name).await? {
-                Some(o) => o,
+                Some(o) => {
+                    via_preauth = true;
+                    o
+                }
                 None => self.new_order(&account, key, name).await?,
             },
         };
         let order_url = order.url().to_string();
-        let result = self.drive(&mut order, csr_der, name).await;
+        let mut result = self.drive(&mut order, csr_der, name).await;
+        if via_preauth {
+            if let Err(
+                IssueError::ChallengeFailed { .. }
+                | IssueError::CaRejected {
+                    problem: ProblemType::OrderNotReady,
+                    ..
+                },
+            ) = &result
+            {
+                // The parent's authorisation lapsed while the order was in flight; the retry
+                // in `issue` finds it (nearly) expired and authorises the parent again, once
+                // across replicas.
+                warn!(order_url = %order_url, device = %name.as_str(), "order under the pre-authorised parent became invalid; retrying");
+                result = Err(IssueError::CaUnavailable {
+                    detail: "the order under the pre-authorised parent became invalid".into(),
+                    retry_after: None,
+                });
+            }
+        }
         (self.on_order)(result.is_ok());
         match &result {
             Ok(_) => {
