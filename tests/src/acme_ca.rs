@@ -142,7 +142,8 @@ impl TestAcmeCa {
         let tmp = TempDir::new("acme-ca")?;
         let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
         std::fs::create_dir_all(&dir)?;
-        let (tls_ca, tls_cert, tls_key) = tls_material()?;
+        let (tls_ca, tls_cert, tls_key) =
+            crate::https::tls_material("Estuary test ACME CA TLS root")?;
         let tls_ca_pem = dir.join("tls-ca.pem");
         std::fs::write(&tls_ca_pem, tls_ca)?;
         let (issuer, root_pem) = issuer()?;
@@ -162,7 +163,7 @@ impl TestAcmeCa {
             seq: AtomicU64::new(1),
             stats: Mutex::new(CaStats::default()),
         });
-        let tls = tls_config(&tls_cert, &tls_key)?;
+        let tls = crate::https::server_config(tls_cert.as_bytes(), tls_key.as_bytes())?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let st = Arc::clone(&state);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -175,7 +176,7 @@ impl TestAcmeCa {
                     return;
                 };
                 tokio::select! {
-                    _ = serve(listener, tls, st) => {}
+                    _ = crate::https::serve(listener, tls, router(st)) => {}
                     _ = stopped => {}
                 }
             });
@@ -1303,60 +1304,6 @@ async fn query_txt(server: SocketAddr, name: &str) -> anyhow::Result<Vec<String>
 
 // ---------------------------------------------------------------------------------------------
 // TLS and keys
-
-async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, ca: Arc<Ca>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(ca);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-fn tls_config(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes())?];
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(Arc::new(cfg))
-}
-
-/// A throw-away TLS CA and a `localhost`/`127.0.0.1` server certificate: (ca, cert, key) PEM.
-fn tls_material() -> anyhow::Result<(String, String, String)> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Estuary test ACME CA TLS root");
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
-}
 
 /// The issuing root: (issuer, root PEM).
 fn issuer() -> anyhow::Result<(rcgen::Issuer<'static, rcgen::KeyPair>, String)> {

@@ -9,6 +9,7 @@ pub mod bind;
 pub mod dev_stack;
 pub mod envoy;
 pub mod hostapd;
+pub mod https;
 pub mod masa;
 pub mod pebble;
 pub mod pki;

@@ -134,7 +134,10 @@ impl TestMasa {
             tamper: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
         });
-        let tls_cfg = tls_config(&tls.cert_path, &tls.key_path)?;
+        let tls_cfg = crate::https::server_config(
+            &std::fs::read(&tls.cert_path)?,
+            &std::fs::read(&tls.key_path)?,
+        )?;
         let listener = std::net::TcpListener::bind(SocketAddr::from((
             Ipv4Addr::LOCALHOST,
             opts.port.unwrap_or(0),
@@ -154,7 +157,7 @@ impl TestMasa {
                     return;
                 };
                 tokio::select! {
-                    _ = serve(listener, tls_cfg, st) => {}
+                    _ = crate::https::serve(listener, tls_cfg, router(st)) => {}
                     _ = stopped => {}
                 }
             });
@@ -192,41 +195,11 @@ impl Drop for TestMasa {
     }
 }
 
-fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = vec![CertificateDer::from_pem_file(cert)?];
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(Arc::new(cfg))
-}
-
-async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, st: Arc<Inner>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = Router::new()
+fn router(st: Arc<Inner>) -> Router {
+    Router::new()
         .route("/.well-known/brski/requestvoucher", post(requestvoucher))
         .route("/.well-known/brski/requestauditlog", post(requestauditlog))
-        .with_state(st);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+        .with_state(st)
 }
 
 /// A refusal: status and a plain reason.

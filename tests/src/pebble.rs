@@ -39,7 +39,7 @@ impl Pebble {
     pub fn start_with(dns_server: SocketAddr, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let bin = find_program("pebble", "pebble")?;
         let dir = TempDir::new("pebble")?;
-        let (ca_pem, cert_pem, key_pem) = tls_material()?;
+        let (ca_pem, cert_pem, key_pem) = crate::https::tls_material("Estuary test Pebble TLS CA")?;
         let tls_ca_pem = dir.path().join("tls-ca.pem");
         std::fs::write(&tls_ca_pem, ca_pem)?;
         std::fs::write(dir.path().join("cert.pem"), cert_pem)?;
@@ -129,24 +129,4 @@ fn fetch_root(mgmt: &str, tls_ca: &std::path::Path, out: &std::path::Path) -> an
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// A throw-away CA and a server certificate for `localhost` and `127.0.0.1`: (ca, cert, key) PEM.
-fn tls_material() -> anyhow::Result<(String, String, String)> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Estuary test Pebble TLS CA");
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
 }
