@@ -496,19 +496,7 @@ async fn handle_requestvoucher(
         idevid_issuer: Some(voucher::b64(idevid.issuer_der())),
         prior_signed_voucher_request: Some(voucher::b64(body)),
     };
-    let json = rvr
-        .to_json()
-        .map_err(|e| BrskiError::Internal(e.to_string()))?;
-    let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &reg.cert, &reg.chain, &reg.key)
-        .map_err(|e| BrskiError::Internal(e.to_string()))?;
-    let url = format!(
-        "{}/.well-known/brski/requestvoucher",
-        masa.trim_end_matches('/')
-    );
-    let (status, rbody) = masa_post(m, &url, CT_VOUCHER_CMS_JSON, signed).await?;
-    if status != 200 {
-        return Err(masa_status_error(status, &rbody));
-    }
+    let rbody = signed_to_masa(reg, m, &masa, "requestvoucher", &rvr).await?;
     // §5.6: check the voucher before handing it on.
     let v = cms_signed::verify(&rbody, ANIMA_JSON_VOUCHER)
         .map_err(|e| BrskiError::BadVoucher(e.to_string()))?;
@@ -545,6 +533,29 @@ fn masa_status_error(status: u16, body: &[u8]) -> BrskiError {
         400..=499 => BrskiError::MasaRefused { status, reason },
         _ => BrskiError::BadVoucher(format!("MASA answered {status}: {reason}")),
     }
+}
+
+/// Signs a registrar voucher request with the registrar key and POSTs it to
+/// `<masa>/.well-known/brski/<op>` (RFC 8995 §5.5, §5.8); the body of a 200, else the MASA's
+/// refusal as an error.
+async fn signed_to_masa(
+    reg: &Registrar,
+    m: &Manufacturer,
+    masa: &str,
+    op: &str,
+    rvr: &VoucherRequest,
+) -> Result<Vec<u8>, BrskiError> {
+    let json = rvr
+        .to_json()
+        .map_err(|e| BrskiError::Internal(e.to_string()))?;
+    let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &reg.cert, &reg.chain, &reg.key)
+        .map_err(|e| BrskiError::Internal(e.to_string()))?;
+    let url = format!("{}/.well-known/brski/{op}", masa.trim_end_matches('/'));
+    let (status, body) = masa_post(m, &url, CT_VOUCHER_CMS_JSON, signed).await?;
+    if status != 200 {
+        return Err(masa_status_error(status, &body));
+    }
+    Ok(body)
 }
 
 async fn masa_post(
@@ -681,19 +692,7 @@ async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderMap) 
             idevid_issuer: Some(voucher::b64(cert.issuer_der())),
             ..Default::default()
         };
-        let json = rvr
-            .to_json()
-            .map_err(|e| BrskiError::Internal(e.to_string()))?;
-        let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &reg.cert, &reg.chain, &reg.key)
-            .map_err(|e| BrskiError::Internal(e.to_string()))?;
-        let url = format!(
-            "{}/.well-known/brski/requestauditlog",
-            masa.trim_end_matches('/')
-        );
-        let (status, body) = masa_post(m, &url, CT_VOUCHER_CMS_JSON, signed).await?;
-        if status != 200 {
-            return Err(masa_status_error(status, &body));
-        }
+        let body = signed_to_masa(&reg, m, &masa, "requestauditlog", &rvr).await?;
         serde_json::from_slice::<serde_json::Value>(&body)
             .map_err(|_| BrskiError::BadVoucher("audit log is not JSON".into()))?;
         Ok(body)
