@@ -268,6 +268,16 @@ pub fn brski_env(pki: &DevPki, masa_anchor: &Path) -> Vec<(String, String)> {
     ]
 }
 
+impl DevStack {
+    /// Starts a dev stack with the workspace's built control plane (`target/debug`, or
+    /// `$ESTUARY_CONTROL_PLANE_BIN`) and release filter — what the end-to-end tests run.
+    pub fn start_built(opts: &DevStackOptions) -> anyhow::Result<DevStack> {
+        let cp = workspace_bin("estuary-control-plane", "ESTUARY_CONTROL_PLANE_BIN")?;
+        let wasm = crate::envoy::filter_wasm()?;
+        Self::start(opts, &cp, &wasm, None)
+    }
+}
+
 /// A binary of this workspace: `$<env_var>`, or `target/debug/<name>`.
 pub fn workspace_bin(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
     let p = std::env::var_os(env_var)

@@ -6,20 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions};
-use estuary_tests::envoy::filter_wasm;
+use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::stack::{metric_value, DEV_PARENT};
 use estuary_tests::util::TempDir;
 
 fn start() -> DevStack {
-    let cp = workspace_bin("estuary-control-plane", "ESTUARY_CONTROL_PLANE_BIN")
-        .expect("control plane binary");
-    let wasm = filter_wasm().expect("filter wasm");
-    let opts = DevStackOptions {
+    DevStack::start_built(&DevStackOptions {
         brski: true,
         ..DevStackOptions::default()
-    };
-    DevStack::start(&opts, &cp, &wasm, None).expect("start the dev stack")
+    })
+    .expect("start the dev stack")
 }
 
 fn unique(tag: &str) -> String {

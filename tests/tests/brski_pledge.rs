@@ -5,18 +5,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions};
-use estuary_tests::envoy::filter_wasm;
 use estuary_tests::stack::DEV_PARENT;
 use estuary_tests::util::TempDir;
 
 fn start() -> DevStack {
-    let cp = workspace_bin("estuary-control-plane", "ESTUARY_CONTROL_PLANE_BIN").expect("cp");
-    let wasm = filter_wasm().expect("filter wasm");
-    let opts = DevStackOptions {
+    DevStack::start_built(&DevStackOptions {
         brski: true,
         ..DevStackOptions::default()
-    };
-    DevStack::start(&opts, &cp, &wasm, None).expect("dev stack")
+    })
+    .expect("dev stack")
 }
 
 fn pledge_brski(stack: &DevStack, cert: &Path, key: &Path, out: &Path) -> Output {

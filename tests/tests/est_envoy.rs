@@ -6,16 +6,12 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions};
-use estuary_tests::envoy::filter_wasm;
 use estuary_tests::pki::Ca;
 use estuary_tests::stack::{metric_value, CpOptions, DEV_PARENT};
 use estuary_tests::util::TempDir;
 
 fn start(opts: DevStackOptions) -> DevStack {
-    let cp = workspace_bin("estuary-control-plane", "ESTUARY_CONTROL_PLANE_BIN")
-        .expect("control plane binary");
-    let wasm = filter_wasm().expect("filter wasm");
-    DevStack::start(&opts, &cp, &wasm, None).expect("start the dev stack")
+    DevStack::start_built(&opts).expect("start the dev stack")
 }
 
 fn unique(tag: &str) -> String {

@@ -4,24 +4,16 @@
 use std::process::Command;
 
 use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions};
-use estuary_tests::envoy::filter_wasm;
 use estuary_tests::stack::metric_value;
 use estuary_tests::util::TempDir;
 
 #[test]
 fn devices_enrol_through_envoy_with_one_parent_preauthorisation() {
-    let cp = workspace_bin("estuary-control-plane", "ESTUARY_CONTROL_PLANE_BIN").expect("cp");
     let pledge = workspace_bin("estuary-pledge", "ESTUARY_PLEDGE_BIN").expect("pledge");
-    let wasm = filter_wasm().expect("wasm");
-    let stack = DevStack::start(
-        &DevStackOptions {
-            rfc9444_ca: true,
-            ..DevStackOptions::default()
-        },
-        &cp,
-        &wasm,
-        None,
-    )
+    let stack = DevStack::start_built(&DevStackOptions {
+        rfc9444_ca: true,
+        ..DevStackOptions::default()
+    })
     .expect("dev stack with the RFC 9444 CA");
     let tmp = TempDir::new("rfc9444-envoy").expect("tmp");
     for serial in ["PRE-1", "PRE-2", "PRE-3"] {

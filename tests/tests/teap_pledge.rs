@@ -3,24 +3,16 @@
 use std::process::Command;
 
 use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions};
-use estuary_tests::envoy::filter_wasm;
 use estuary_tests::stack::DEV_PARENT;
 use estuary_tests::util::TempDir;
 
 #[test]
 fn the_pledge_cli_enrols_over_teap() {
-    let cp = workspace_bin("estuary-control-plane", "ESTUARY_CONTROL_PLANE_BIN").expect("cp");
     let pledge = workspace_bin("estuary-pledge", "ESTUARY_PLEDGE_BIN").expect("pledge");
-    let wasm = filter_wasm().expect("wasm");
-    let stack = DevStack::start(
-        &DevStackOptions {
-            teap: true,
-            ..DevStackOptions::default()
-        },
-        &cp,
-        &wasm,
-        None,
-    )
+    let stack = DevStack::start_built(&DevStackOptions {
+        teap: true,
+        ..DevStackOptions::default()
+    })
     .expect("dev stack");
     let (radius, secret) = stack.radius.clone().expect("TEAP server");
     let tmp = TempDir::new("teap-pledge").expect("tmp");
