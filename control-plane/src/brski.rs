@@ -495,6 +495,7 @@ async fn handle_requestvoucher(
         proximity_registrar_cert: None,
         idevid_issuer: Some(voucher::b64(idevid.issuer_der())),
         prior_signed_voucher_request: Some(voucher::b64(body)),
+        ..Default::default()
     };
     let rbody = signed_to_masa(reg, m, &masa, "requestvoucher", &rvr).await?;
     // §5.6: check the voucher before handing it on.

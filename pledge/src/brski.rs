@@ -559,6 +559,7 @@ mod tests {
             pinned_domain_cert: voucher::b64(&p.domain_ca),
             created_on: Some(voucher::rfc3339(0)),
             expires_on: Some(voucher::rfc3339(expires)),
+            ..Default::default()
         };
         cms_signed::sign(
             ANIMA_JSON_VOUCHER,

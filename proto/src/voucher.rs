@@ -73,6 +73,15 @@ pub struct VoucherRequest {
     /// The pledge's signed voucher request: base64 of the CMS (registrar request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior_signed_voucher_request: Option<String>,
+    /// The domain certificate the registrar asks the MASA to pin (base64 DER). RFC 8366bis
+    /// voucher requests share the voucher's leaves; a BRSKI cloud registrar sends the owner's
+    /// EST trust anchor here (draft-ietf-anima-brski-cloud §3.2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_domain_cert: Option<String>,
+    /// The owner's EST server URL the registrar asks the MASA to put in the voucher
+    /// (RFC 8366bis `est-domain`, draft-ietf-anima-brski-cloud §3.2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub est_domain: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,6 +112,14 @@ pub struct Voucher {
     /// RFC 3339 end of validity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_on: Option<String>,
+    /// RFC 8366bis `est-domain`: the URL of the EST server the pledge continues with instead
+    /// of the cloud registrar; `pinned-domain-cert` authenticates that server
+    /// (draft-ietf-anima-brski-cloud §3.3.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub est_domain: Option<String>,
+    /// RFC 8366bis `additional-configuration-url`: manufacturer-specific configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_configuration_url: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,6 +161,11 @@ impl VoucherRequest {
     /// The idevid-issuer, decoded.
     pub fn idevid_issuer_der(&self) -> Result<Vec<u8>, VoucherError> {
         decode_field(self.idevid_issuer.as_deref(), "idevid-issuer")
+    }
+
+    /// The pinned-domain-cert the registrar asks for, decoded.
+    pub fn pinned_domain_cert_der(&self) -> Result<Vec<u8>, VoucherError> {
+        decode_field(self.pinned_domain_cert.as_deref(), "pinned-domain-cert")
     }
 }
 
@@ -299,6 +321,37 @@ mod tests {
         assert!(Voucher::from_json(br#"{"ietf-voucher:voucher":{"serial-number":"x"}}"#).is_err());
         assert!(Voucher::from_json(br#"{"ietf-voucher:voucher":{"assertion":"bogus","serial-number":"x","pinned-domain-cert":"AA=="}}"#).is_err());
         assert!(Voucher::from_json(b"[]").is_err());
+    }
+
+    /// RFC 8366bis leaves used by draft-ietf-anima-brski-cloud: est-domain and
+    /// additional-configuration-url in the voucher; pinned-domain-cert and est-domain in the
+    /// registrar's request.
+    #[test]
+    fn rfc8366bis_cloud_leaves() {
+        let text = br#"{"ietf-voucher:voucher":{"assertion":"logged","serial-number":"SN1","pinned-domain-cert":"MAA=","est-domain":"https://est.example.com/.well-known/est","additional-configuration-url":"https://cfg.example.com/SN1"}}"#;
+        let v = Voucher::from_json(text).unwrap();
+        assert_eq!(
+            v.est_domain.as_deref(),
+            Some("https://est.example.com/.well-known/est")
+        );
+        assert_eq!(
+            v.additional_configuration_url.as_deref(),
+            Some("https://cfg.example.com/SN1")
+        );
+        let s = String::from_utf8(v.to_json().unwrap()).unwrap();
+        assert!(s.contains(r#""est-domain":"https://est.example.com/.well-known/est""#), "{s}");
+        let r = VoucherRequest {
+            serial_number: Some("SN1".into()),
+            pinned_domain_cert: Some(b64(b"\x30\x00")),
+            est_domain: Some("https://est.example.com".into()),
+            ..Default::default()
+        };
+        let back = VoucherRequest::from_json(&r.to_json().unwrap()).unwrap();
+        assert_eq!(back.pinned_domain_cert_der().unwrap(), b"\x30\x00");
+        assert_eq!(back.est_domain.as_deref(), Some("https://est.example.com"));
+        // Without them, nothing is written: RFC 8995 registrars and MASAs see what they did.
+        let plain = VoucherRequest::default().to_json().unwrap();
+        assert!(!String::from_utf8(plain).unwrap().contains("est-domain"));
     }
 
     #[test]

@@ -360,6 +360,7 @@ async fn requestvoucher(State(st): State<Arc<Inner>>, headers: HeaderMap, body: 
         pinned_domain_cert: voucher::b64(&c.domain_cert),
         created_on: Some(voucher::rfc3339(now)),
         expires_on: Some(voucher::rfc3339(now + VOUCHER_LIFETIME_S)),
+        ..Default::default()
     };
     let signed = v.to_json().map_err(|e| e.to_string()).and_then(|json| {
         cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &st.signer_cert, &[], &st.key)
