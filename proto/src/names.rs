@@ -248,6 +248,48 @@ impl AsRef<str> for DeviceName {
     }
 }
 
+/// Whole-string glob match, case-sensitive: `*` matches any run of characters (also none), `?`
+/// exactly one character, every other character itself. There is no escape character.
+///
+/// Iterative, remembering only the last `*` seen: on a mismatch the text position after that star
+/// advances by one and matching resumes there. Work is bounded by `pattern.len() * text.len()`
+/// steps; no recursion, so no hostile pattern or text can exhaust the stack.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    // (index of the last `*` in the pattern, text index it is currently made to end at)
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match (p.get(pi), t.get(ti)) {
+            (Some('*'), _) => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            (Some('?'), Some(_)) => {
+                pi += 1;
+                ti += 1;
+            }
+            (Some(pc), Some(tc)) if pc == tc => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                // Let the last `*` swallow one more character and try again after it.
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    // The text is used up: what is left of the pattern must be stars only.
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +365,54 @@ mod tests {
             DeviceName::new(&s2, &p2),
             Err(NameError::NameTooLong { len: 255 })
         ));
+    }
+
+    #[test]
+    fn glob_literals_and_wildcards() {
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "a"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*", "anything at all"));
+        assert!(glob_match("**", ""));
+        assert!(!glob_match("?", ""));
+        assert!(glob_match("?", "x"));
+        assert!(!glob_match("?", "xy"));
+        assert!(glob_match("DEMO-*", "DEMO-"));
+        assert!(glob_match("DEMO-*", "DEMO-0001"));
+        assert!(!glob_match("DEMO-*", "demo-0001"), "case-sensitive");
+        assert!(!glob_match("DEMO-*", "XDEMO-0001"), "anchored at the start");
+        assert!(!glob_match("*-0001", "DEMO-0001x"), "anchored at the end");
+        assert!(glob_match("*-0001", "DEMO-0001"));
+        assert!(glob_match("SN-????", "SN-1234"));
+        assert!(!glob_match("SN-????", "SN-123"));
+        assert!(!glob_match("SN-????", "SN-12345"));
+        assert!(glob_match("a*b*c", "abc"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(
+            glob_match("a*bc", "abcbcbc"),
+            "backtracks past an early partial match"
+        );
+        assert!(glob_match("*a?c*", "zzabcab"));
+        assert!(
+            glob_match("[x]", "[x]"),
+            "no character classes: brackets are literal"
+        );
+        assert!(
+            glob_match("\\*", "\\abc"),
+            "no escapes: backslash is literal"
+        );
+        assert!(glob_match("é?", "éß"), "? is one character, not one byte");
+        assert!(!glob_match("?", "é\u{301}"), "two characters");
+    }
+
+    #[test]
+    fn glob_hostile_input_is_linear_enough() {
+        // Exponential for naive recursion; bounded by len(pattern) * len(text) here.
+        let pattern = format!("{}b", "a*".repeat(200));
+        let text = "a".repeat(5000);
+        assert!(!glob_match(&pattern, &text));
+        let text = format!("{}b", "a".repeat(5000));
+        assert!(glob_match(&pattern, &text));
     }
 }
