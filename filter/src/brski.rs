@@ -10,6 +10,10 @@
 //! The client certificate goes along as base64 DER in `estuary-client-cert`: the registrar must
 //! check the voucher request's signer against the very IDevID of the TLS connection. Signature
 //! checks and policy are the registrar's.
+//!
+//! A 307 answer to requestvoucher (a cloud registrar sending the pledge to its owner's registrar,
+//! draft-ietf-anima-brski-cloud) is passed on with its `Location` if that is an absolute
+//! `https://` URL; see [`map_answer`].
 
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::voucher::{BRSKI_PREFIX, CT_VOUCHER_CMS_JSON};
@@ -174,12 +178,34 @@ pub fn check_body(op: BrskiOp, body: &[u8]) -> Result<(), BrskiEdgeError> {
     }
 }
 
+/// Longest `Location` passed on in a redirect.
+pub const MAX_LOCATION_BYTES: usize = 2048;
+
+/// A `Location` fit to pass on to a pledge: an absolute `https://` URL with a non-empty
+/// authority, at most [`MAX_LOCATION_BYTES`] of visible ASCII. The pledge itself refuses a
+/// downgrade (draft-ietf-anima-brski-cloud); the edge does not pass one on either.
+pub fn redirect_location(location: Option<&[u8]>) -> Option<&str> {
+    let raw = location?;
+    if raw.is_empty() || raw.len() > MAX_LOCATION_BYTES || !raw.iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    let scheme = text.get(..8)?;
+    let rest = text.get(8..)?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    (scheme.eq_ignore_ascii_case("https://") && !authority.is_empty()).then_some(text)
+}
+
 /// The registrar's answer, mapped for the pledge; the log line is for the proxy log.
+///
+/// `location` matters only for a 307 to requestvoucher: a cloud registrar
+/// (draft-ietf-anima-brski-cloud) redirects the pledge to its owner's registrar.
 pub fn map_answer(
     op: BrskiOp,
     status: Option<&[u8]>,
     retry_after: Option<&[u8]>,
     content_type: Option<&[u8]>,
+    location: Option<&[u8]>,
     body: &[u8],
 ) -> (Reply, Option<String>) {
     let status = status
@@ -217,6 +243,21 @@ pub fn map_answer(
                 None,
             )
         }
+        Some(307) if op == BrskiOp::RequestVoucher => match redirect_location(location) {
+            Some(url) => {
+                let mut r = Reply::text(307, "redirected to the owner's registrar");
+                r.headers.push(("location", url.to_string()));
+                (r, None)
+            }
+            None => (
+                Reply::text(502, "bad gateway: the registrar failed"),
+                Some(
+                    "control plane answered 307 to requestvoucher without an absolute https \
+                     Location (at most 2048 visible ASCII bytes)"
+                        .into(),
+                ),
+            ),
+        },
         Some(429 | 503) => busy(
             retry_after_seconds(retry_after),
             format!("registrar busy or MASA unavailable ({op:?})"),
@@ -310,6 +351,7 @@ mod tests {
             Some(b"503"),
             Some(b"30"),
             None,
+            None,
             b"",
         );
         assert_eq!((r.status, r.header("retry-after")), (503, Some("30")));
@@ -318,14 +360,99 @@ mod tests {
             Some(b"200"),
             None,
             None,
+            None,
             b"not cms",
         );
         assert_eq!(r.status, 502);
-        let (r, _) = map_answer(BrskiOp::VoucherStatus, Some(b"403"), None, None, b"no\n");
+        let (r, _) = map_answer(
+            BrskiOp::VoucherStatus,
+            Some(b"403"),
+            None,
+            None,
+            None,
+            b"no\n",
+        );
         assert_eq!((r.status, r.body.as_slice()), (403, &b"no\n"[..]));
-        let (r, log) = map_answer(BrskiOp::VoucherStatus, Some(b"502"), None, None, b"secret");
+        let (r, log) = map_answer(
+            BrskiOp::VoucherStatus,
+            Some(b"502"),
+            None,
+            None,
+            None,
+            b"secret",
+        );
         assert_eq!(r.status, 502);
         assert!(!String::from_utf8_lossy(&r.body).contains("secret"));
         assert!(log.is_some());
+    }
+
+    #[test]
+    fn a_307_to_requestvoucher_is_passed_on_with_its_location() {
+        // draft-ietf-anima-brski-cloud: the cloud registrar redirects to the owner's registrar.
+        let url = b"https://registrar.owner.example:8443/.well-known/brski/requestvoucher";
+        let (r, log) = map_answer(
+            BrskiOp::RequestVoucher,
+            Some(b"307"),
+            None,
+            Some(b"text/plain"),
+            Some(url),
+            b"internal detail",
+        );
+        assert_eq!(r.status, 307);
+        assert_eq!(r.header("location").map(str::as_bytes), Some(&url[..]));
+        assert_eq!(r.body, b"redirected to the owner's registrar\n");
+        assert!(log.is_none());
+        let (r, _) = map_answer(
+            BrskiOp::RequestVoucher,
+            Some(b"307"),
+            None,
+            None,
+            Some(b"HTTPS://Registrar.example"),
+            b"",
+        );
+        assert_eq!(r.status, 307);
+    }
+
+    #[test]
+    fn a_307_without_a_usable_location_or_to_another_op_is_502() {
+        let long = format!("https://r.example/{}", "a".repeat(2048));
+        for location in [
+            None,
+            Some(&b""[..]),
+            Some(b"http://registrar.example/.well-known/brski/requestvoucher"),
+            Some(b"/.well-known/brski/requestvoucher"),
+            Some(b"https://"),
+            Some(b"https:///path"),
+            Some(b"https://r.example/a b"),
+            Some(b"https://r.example/\r\nset-cookie: x"),
+            Some("https://r\u{e9}.example/".as_bytes()),
+            Some(b"ftp://r.example/"),
+            Some(long.as_bytes()),
+        ] {
+            let (r, log) = map_answer(
+                BrskiOp::RequestVoucher,
+                Some(b"307"),
+                None,
+                None,
+                location,
+                b"",
+            );
+            assert_eq!(r.status, 502, "{location:?}");
+            assert!(r.header("location").is_none());
+            assert!(log.is_some_and(|l| l.contains("307")), "{location:?}");
+        }
+        let ok = Some(&b"https://r.example/x"[..]);
+        let (r, _) = map_answer(BrskiOp::VoucherStatus, Some(b"307"), None, None, ok, b"");
+        assert_eq!(r.status, 502, "only requestvoucher is redirected");
+        for other in [&b"301"[..], b"302", b"308"] {
+            let (r, _) = map_answer(BrskiOp::RequestVoucher, Some(other), None, None, ok, b"");
+            assert_eq!(r.status, 502, "{other:?}");
+        }
+        let exact = format!("https://r.example/{}", "a".repeat(2048 - 18));
+        assert_eq!(exact.len(), 2048);
+        assert_eq!(
+            redirect_location(Some(exact.as_bytes())),
+            Some(exact.as_str())
+        );
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! ```json
 //! {
+//!   "role": "registrar",
 //!   "control_plane": {"cluster": "estuary_cp", "authority": "control-plane",
 //!                     "token": "…", "timeout_ms": 5000},
 //!   "parent_domain": "iot.example.test",
@@ -13,18 +14,32 @@
 //!            "allow_p256": true, "allow_p384": true, "allow_ed25519": true},
 //!   "max_body_bytes": 16384,
 //!   "labels": {"arbitrary-label": "default"},
-//!   "cache_ttl_s": 300
+//!   "cache_ttl_s": 300,
+//!   "manufacturers": [{"name": "acme", "ca_pem": "-----BEGIN CERTIFICATE-----\n…",
+//!                      "serial_pattern": "DEMO-*"}]
 //! }
 //! ```
+//!
+//! - `role`: `"registrar"` (the default: EST and BRSKI for the domain, `parent_domain` required)
+//!   or `"cloud-registrar"` (a BRSKI cloud registrar, draft-ietf-anima-brski-cloud: BRSKI only,
+//!   every `/.well-known/est/…` request is answered 404 at the edge; `parent_domain` optional,
+//!   `labels` and `manufacturers` not allowed).
+//! - `manufacturers` (registrar role, optional): when non-empty, an IDevID client certificate is
+//!   accepted for `simpleenroll` and `csrattrs` only if one of these CAs issued it directly and
+//!   its subject serialNumber matches that entry's `serial_pattern` (default `"*"`); see
+//!   [`crate::manufacturer`]. Absent or empty: every IDevID Envoy accepted is accepted.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use estuary_proto::cert::CertSummary;
 use estuary_proto::names::ParentDomain;
 use estuary_proto::policy::KeyPolicy;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+
+use crate::manufacturer::{Manufacturer, ManufacturerName, SerialPattern, MAX_PATTERN_CHARS};
 
 /// Default control-plane call timeout.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
@@ -67,13 +82,35 @@ pub struct ControlPlane {
     pub timeout: Duration,
 }
 
+/// What the registrar role needs to serve EST.
+#[derive(Debug, Clone)]
+pub struct EstService {
+    /// Devices are named `<serial>.<parent_domain>`.
+    pub parent_domain: ParentDomain,
+    /// Manufacturers whose IDevIDs may use plain EST; empty: all that Envoy accepted.
+    pub manufacturers: Vec<Manufacturer>,
+}
+
+/// What this filter is, with what each role needs.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// `"registrar"`: EST (RFC 7030) and BRSKI (RFC 8995) for the domain.
+    Registrar(EstService),
+    /// `"cloud-registrar"`: a BRSKI cloud registrar (draft-ietf-anima-brski-cloud). BRSKI only;
+    /// it is not an EST server, so every EST request is 404.
+    CloudRegistrar {
+        /// Checked if given, shown in the start-up log; nothing else uses it.
+        parent_domain: Option<ParentDomain>,
+    },
+}
+
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The control plane.
     pub control_plane: ControlPlane,
-    /// Devices are named `<serial>.<parent_domain>`.
-    pub parent_domain: ParentDomain,
+    /// Registrar or cloud registrar.
+    pub role: Role,
     /// Accepted CSR keys.
     pub keys: KeyPolicy,
     /// Largest accepted request body.
@@ -82,6 +119,16 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Lifetime of cached cacerts / csrattrs answers, in seconds (0: no caching).
     pub cache_ttl_s: u64,
+}
+
+impl Config {
+    /// The EST service, in the registrar role; `None` for a cloud registrar.
+    pub fn est(&self) -> Option<&EstService> {
+        match &self.role {
+            Role::Registrar(est) => Some(est),
+            Role::CloudRegistrar { .. } => None,
+        }
+    }
 }
 
 /// One problem with one field.
@@ -217,15 +264,27 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
 
     let control_plane = read_control_plane(&mut r, &mut obj);
 
-    let parent_domain = r
-        .required::<String>(&mut obj, "", "parent_domain", false)
-        .and_then(|s| match s.parse::<ParentDomain>() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                r.problem("parent_domain", e.to_string());
-                None
-            }
-        });
+    let cloud = match r.take::<String>(&mut obj, "", "role", false).as_deref() {
+        None | Some("registrar") => false,
+        Some("cloud-registrar") => true,
+        Some(_) => {
+            r.problem("role", "must be \"registrar\" or \"cloud-registrar\"");
+            false
+        }
+    };
+
+    let parent_domain = if cloud {
+        r.take::<String>(&mut obj, "", "parent_domain", false)
+    } else {
+        r.required::<String>(&mut obj, "", "parent_domain", false)
+    }
+    .and_then(|s| match s.parse::<ParentDomain>() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            r.problem("parent_domain", e.to_string());
+            None
+        }
+    });
 
     let keys = read_keys(&mut r, &mut obj);
 
@@ -261,21 +320,138 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
         r.problem("cache_ttl_s", "must be at most 86400 (one day)");
     }
 
+    // Judged on what was written, not on the entries that survived checking.
+    let manufacturers_listed =
+        matches!(obj.get("manufacturers"), Some(Value::Array(a)) if !a.is_empty());
+    let manufacturers = read_manufacturers(&mut r, &mut obj);
+
+    if cloud {
+        if !labels.is_empty() {
+            r.problem(
+                "labels",
+                "not allowed in the cloud-registrar role: it serves no EST",
+            );
+        }
+        if manufacturers_listed {
+            r.problem(
+                "manufacturers",
+                "not allowed in the cloud-registrar role: it serves no EST",
+            );
+        }
+    }
+
     r.no_leftovers(obj, "");
 
-    match (control_plane, parent_domain, keys) {
-        (Some(control_plane), Some(parent_domain), Some(keys)) if r.problems.is_empty() => {
-            Ok(Config {
-                control_plane,
+    let role = if cloud {
+        Some(Role::CloudRegistrar { parent_domain })
+    } else {
+        parent_domain.map(|parent_domain| {
+            Role::Registrar(EstService {
                 parent_domain,
-                keys,
-                max_body_bytes,
-                labels,
-                cache_ttl_s,
+                manufacturers,
             })
-        }
+        })
+    };
+
+    match (control_plane, role, keys) {
+        (Some(control_plane), Some(role), Some(keys)) if r.problems.is_empty() => Ok(Config {
+            control_plane,
+            role,
+            keys,
+            max_body_bytes,
+            labels,
+            cache_ttl_s,
+        }),
         _ => Err(ConfigErrors(r.problems)),
     }
+}
+
+/// `manufacturers`: a list of `{name, ca_pem, serial_pattern?}`; each bad field named by index.
+fn read_manufacturers(r: &mut Reader, obj: &mut Map<String, Value>) -> Vec<Manufacturer> {
+    const P: &str = "manufacturers";
+    let Some(value) = r.take::<Value>(obj, "", P, false) else {
+        return Vec::new();
+    };
+    let Value::Array(items) = value else {
+        r.problem(
+            P,
+            "must be a list of {name, ca_pem, serial_pattern} objects",
+        );
+        return Vec::new();
+    };
+    let mut out: Vec<Manufacturer> = Vec::new();
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let prefix = format!("{P}[{i}]");
+        let Value::Object(mut m) = item else {
+            r.problem(&prefix, "must be an object");
+            continue;
+        };
+        let name = r
+            .required::<String>(&mut m, &prefix, "name", false)
+            .and_then(|s| {
+                let field = join(&prefix, "name");
+                if let Some((_, j)) = seen.iter().find(|(n, _)| *n == s) {
+                    r.problem(&field, format!("duplicate of {P}[{j}].name"));
+                    return None;
+                }
+                seen.push((s.clone(), i));
+                let name = ManufacturerName::parse(&s);
+                if name.is_none() {
+                    r.problem(&field, "a manufacturer name is 1 to 64 of A-Z a-z 0-9 - _");
+                }
+                name
+            });
+        let ca_der = r
+            .required::<String>(&mut m, &prefix, "ca_pem", false)
+            .and_then(|pem| match one_certificate(&pem) {
+                Ok(der) => Some(der),
+                Err(problem) => {
+                    r.problem(&join(&prefix, "ca_pem"), problem);
+                    None
+                }
+            });
+        let serial_pattern = match r.take::<String>(&mut m, &prefix, "serial_pattern", false) {
+            None => Some(SerialPattern::any()),
+            Some(s) => {
+                let pattern = SerialPattern::parse(&s);
+                if pattern.is_none() {
+                    r.problem(
+                        &join(&prefix, "serial_pattern"),
+                        format!(
+                            "must be 1 to {MAX_PATTERN_CHARS} visible ASCII characters \
+                             (* any run, ? one character, the rest literal)"
+                        ),
+                    );
+                }
+                pattern
+            }
+        };
+        r.no_leftovers(m, &prefix);
+        if let (Some(name), Some(ca_der), Some(serial_pattern)) = (name, ca_der, serial_pattern) {
+            out.push(Manufacturer {
+                name,
+                ca_der,
+                serial_pattern,
+            });
+        }
+    }
+    out
+}
+
+/// Exactly one PEM certificate that parses, as DER.
+fn one_certificate(pem: &str) -> Result<Vec<u8>, String> {
+    let ders = estuary_proto::pem::decode_certs(pem)
+        .map_err(|e| format!("must be one PEM CERTIFICATE block: {e}"))?;
+    let mut ders = ders.into_iter();
+    let (Some(der), None) = (ders.next(), ders.next()) else {
+        return Err(
+            "must be exactly one PEM CERTIFICATE block (the CA that issues the IDevIDs)".into(),
+        );
+    };
+    CertSummary::from_der(&der)
+        .map_err(|e| format!("the PEM block is not a readable X.509 certificate: {e}"))?;
+    Ok(der)
 }
 
 fn read_control_plane(r: &mut Reader, obj: &mut Map<String, Value>) -> Option<ControlPlane> {
@@ -381,7 +557,9 @@ mod tests {
         assert_eq!(c.cache_ttl_s, 300);
         assert_eq!(c.keys, KeyPolicy::default());
         assert!(c.labels.is_empty());
-        assert_eq!(c.parent_domain.as_str(), "iot.example.test");
+        let est = c.est().expect("the registrar role is the default");
+        assert_eq!(est.parent_domain.as_str(), "iot.example.test");
+        assert!(est.manufacturers.is_empty());
         assert!(!format!("{c:?}").contains("s3cr3t"), "Debug shows no token");
     }
 
@@ -461,5 +639,164 @@ mod tests {
         assert!(e.to_string().contains("not valid JSON"));
         let e = parse(b"").unwrap_err();
         assert!(e.to_string().contains("not valid JSON"));
+    }
+
+    fn ca_pem(cn: &str) -> String {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    fn with(extra: &str) -> Vec<u8> {
+        format!(
+            r#"{{"control_plane": {{"cluster": "cp", "authority": "control-plane", "token": "t"}}{extra}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn fields(e: &ConfigErrors) -> Vec<&str> {
+        e.0.iter().map(|p| p.field.as_str()).collect()
+    }
+
+    #[test]
+    fn roles() {
+        let c = parse(&with(
+            r#", "role": "registrar", "parent_domain": "iot.example.test""#,
+        ))
+        .unwrap();
+        assert!(matches!(c.role, Role::Registrar(_)));
+        let c = parse(&with(r#", "role": "cloud-registrar""#)).unwrap();
+        assert!(matches!(
+            c.role,
+            Role::CloudRegistrar {
+                parent_domain: None
+            }
+        ));
+        assert!(c.est().is_none());
+        let c = parse(&with(
+            r#", "role": "cloud-registrar", "parent_domain": "Cloud.Example.Test""#,
+        ))
+        .unwrap();
+        match c.role {
+            Role::CloudRegistrar {
+                parent_domain: Some(p),
+            } => assert_eq!(p.as_str(), "cloud.example.test"),
+            other => panic!("{other:?}"),
+        }
+        // The registrar role still needs its parent domain.
+        let e = parse(&with(r#", "role": "registrar""#)).unwrap_err();
+        assert_eq!(e.to_string(), "parent_domain: missing");
+        let e = parse(&with(
+            r#", "role": "Cloud-Registrar", "parent_domain": "a.test""#,
+        ))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["role"]);
+        let e = parse(&with(r#", "role": 7, "parent_domain": "a.test""#)).unwrap_err();
+        assert_eq!(fields(&e), ["role"]);
+        let e = parse(&with(
+            r#", "role": "cloud-registrar", "parent_domain": "localhost", "labels": {"a": "b"},
+               "manufacturers": [{"name": "m", "ca_pem": "x"}]"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            fields(&e),
+            [
+                "parent_domain",
+                "manufacturers[0].ca_pem",
+                "labels",
+                "manufacturers"
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn manufacturers_parse() {
+        let acme = ca_pem("Acme IDevID CA");
+        let other = ca_pem("Other IDevID CA");
+        let json = serde_json::json!([
+            {"name": "acme", "ca_pem": acme, "serial_pattern": "DEMO-*"},
+            {"name": "other_2", "ca_pem": other},
+        ]);
+        let c = parse(&with(&format!(
+            r#", "parent_domain": "iot.example.test", "manufacturers": {json}"#
+        )))
+        .unwrap();
+        let m = &c.est().unwrap().manufacturers;
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].name.as_str(), "acme");
+        assert_eq!(m[0].serial_pattern.as_str(), "DEMO-*");
+        assert_eq!(
+            m[0].ca_der,
+            estuary_proto::pem::decode_certs(&acme).unwrap()[0]
+        );
+        assert_eq!(m[1].serial_pattern.as_str(), "*", "default pattern");
+        let c = parse(&with(
+            r#", "parent_domain": "iot.example.test", "manufacturers": []"#,
+        ))
+        .unwrap();
+        assert!(
+            c.est().unwrap().manufacturers.is_empty(),
+            "empty list: no policy"
+        );
+    }
+
+    #[test]
+    fn every_bad_manufacturer_field_is_named() {
+        let acme = ca_pem("Acme IDevID CA");
+        let two = format!("{acme}{}", ca_pem("Second"));
+        let key_only = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        let not_der = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let json = serde_json::json!([
+            "acme",
+            {"ca_pem": acme},
+            {"name": "bad name!", "ca_pem": acme},
+            {"name": "dup", "ca_pem": acme},
+            {"name": "dup", "ca_pem": acme},
+            {"name": "m5", "ca_pem": two},
+            {"name": "m6", "ca_pem": key_only},
+            {"name": "m7", "ca_pem": not_der},
+            {"name": "m8"},
+            {"name": "m9", "ca_pem": acme, "serial_pattern": ""},
+            {"name": "m10", "ca_pem": acme, "serial_pattern": "A B"},
+            {"name": "m11", "ca_pem": acme, "serial_pattern": 5},
+            {"name": "m12", "ca_pem": acme, "serial": "x"},
+            {"name": "a".repeat(65), "ca_pem": acme},
+        ]);
+        let e = parse(&with(&format!(
+            r#", "parent_domain": "iot.example.test", "manufacturers": {json}"#
+        )))
+        .unwrap_err();
+        assert_eq!(
+            fields(&e),
+            [
+                "manufacturers[0]",
+                "manufacturers[1].name",
+                "manufacturers[2].name",
+                "manufacturers[4].name",
+                "manufacturers[5].ca_pem",
+                "manufacturers[6].ca_pem",
+                "manufacturers[7].ca_pem",
+                "manufacturers[8].ca_pem",
+                "manufacturers[9].serial_pattern",
+                "manufacturers[10].serial_pattern",
+                "manufacturers[11].serial_pattern",
+                "manufacturers[12].serial",
+                "manufacturers[13].name",
+            ],
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("duplicate of manufacturers[3].name"),
+            "{e}"
+        );
+        let e = parse(&with(
+            r#", "parent_domain": "iot.example.test", "manufacturers": {"name": "acme"}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["manufacturers"]);
     }
 }

@@ -15,10 +15,11 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::brski::{self, BrskiOp};
 use crate::cache;
-use crate::config::{self, Config};
+use crate::config::{self, Config, EstService, Role};
 use crate::enroll;
 use crate::error::EdgeError;
 use crate::identity::{self, Identity, Need};
+use crate::manufacturer;
 use crate::reply::Reply;
 use crate::route::{self, EnrollKind, Route};
 use crate::upstream::{self, CallKind};
@@ -52,13 +53,26 @@ impl RootContext for EdgeRoot {
         .unwrap_or_default();
         match config::parse(&bytes) {
             Ok(cfg) => {
+                let role = match &cfg.role {
+                    Role::Registrar(est) => format!(
+                        "registrar: parent domain {}, {} label(s), {} manufacturer(s)",
+                        est.parent_domain,
+                        cfg.labels.len(),
+                        est.manufacturers.len()
+                    ),
+                    Role::CloudRegistrar { parent_domain } => format!(
+                        "BRSKI cloud registrar (EST answered 404){}",
+                        parent_domain
+                            .as_ref()
+                            .map(|p| format!(", parent domain {p}"))
+                            .unwrap_or_default()
+                    ),
+                };
                 log(
                     LogLevel::Info,
                     &format!(
-                        "estuary-filter: configured: parent domain {}, control plane cluster {}, {} label(s)",
-                        cfg.parent_domain,
-                        cfg.control_plane.cluster,
-                        cfg.labels.len()
+                        "estuary-filter: configured: {role}, control plane cluster {}",
+                        cfg.control_plane.cluster
                     ),
                 );
                 self.config = Some(Rc::new(cfg));
@@ -169,14 +183,17 @@ impl EdgeStream {
         self.send(&error.reply())
     }
 
-    fn identity(cfg: &Config, need: Need) -> Result<Identity, EdgeError> {
+    /// Who the client is, and whether the manufacturer policy admits it.
+    fn identity(est: &EstService, need: Need) -> Result<Identity, EdgeError> {
         let xfcc = request_header("x-forwarded-client-cert");
-        identity::authenticate(
+        let identity = identity::authenticate(
             connection_is_mtls(),
             xfcc.as_deref(),
             need,
-            &cfg.parent_domain,
-        )
+            &est.parent_domain,
+        )?;
+        manufacturer::admit(&est.manufacturers, &identity).map_err(EdgeError::Manufacturer)?;
+        Ok(identity)
     }
 
     fn cache_get(cfg: &Config, key: &str) -> Option<Vec<u8>> {
@@ -357,8 +374,8 @@ impl EdgeStream {
         self.call(cfg, CallKind::CaCerts, &extra, None, Some(key))
     }
 
-    fn csrattrs(&mut self, cfg: &Config, label: Option<String>) -> Action {
-        let identity = match Self::identity(cfg, Need::Any) {
+    fn csrattrs(&mut self, cfg: &Config, est: &EstService, label: Option<String>) -> Action {
+        let identity = match Self::identity(est, Need::Any) {
             Ok(i) => i,
             Err(e) => return self.fail(&e),
         };
@@ -377,6 +394,7 @@ impl EdgeStream {
     fn start_enroll(
         &mut self,
         cfg: &Config,
+        est: &EstService,
         kind: EnrollKind,
         label: Option<String>,
         end_of_stream: bool,
@@ -385,7 +403,7 @@ impl EdgeStream {
             EnrollKind::Enroll => Need::IDevId,
             EnrollKind::Reenroll => Need::LDevId,
         };
-        let checked = Self::identity(cfg, need).and_then(|identity| {
+        let checked = Self::identity(est, need).and_then(|identity| {
             route::check_content_type(request_header("content-type").as_deref())?;
             route::check_content_length(
                 request_header("content-length").as_deref(),
@@ -419,11 +437,15 @@ impl EdgeStream {
         else {
             return Action::Continue;
         };
+        // Collecting is only entered in the registrar role.
+        let Some(est) = cfg.est() else {
+            return self.fail(&EdgeError::NotAnEstServer);
+        };
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
             .ok()
             .flatten()
             .unwrap_or_default();
-        let der = match enroll::check_body(&body, &identity, &cfg.parent_domain, &cfg.keys) {
+        let der = match enroll::check_body(&body, &identity, &est.parent_domain, &cfg.keys) {
             Ok(der) => der,
             Err(e) => return self.fail(&e),
         };
@@ -471,6 +493,7 @@ impl Context for EdgeStream {
                 status.as_deref(),
                 call_response_header(internal_api::HDR_RETRY_AFTER).as_deref(),
                 call_response_header("content-type").as_deref(),
+                call_response_header("location").as_deref(),
                 &body,
             );
             if let Some(line) = line {
@@ -538,13 +561,17 @@ impl HttpContext for EdgeStream {
         let Some(cfg) = self.config.clone() else {
             return self.send(&Reply::text(503, "EST service not configured"));
         };
+        // A cloud registrar is not an EST server: every EST request ends here, before any call.
+        let Some(est) = cfg.est() else {
+            return self.fail(&EdgeError::NotAnEstServer);
+        };
         let method = request_header(":method");
         match route::route(&path, method.as_deref(), &cfg) {
             Ok(Route::PassThrough) => Action::Continue,
             Ok(Route::CaCerts { label }) => self.cacerts(&cfg, label),
-            Ok(Route::CsrAttrs { label }) => self.csrattrs(&cfg, label),
+            Ok(Route::CsrAttrs { label }) => self.csrattrs(&cfg, est, label),
             Ok(Route::Enroll { kind, label }) => {
-                self.start_enroll(&cfg, kind, label, end_of_stream)
+                self.start_enroll(&cfg, est, kind, label, end_of_stream)
             }
             Err(e) => self.fail(&e),
         }

@@ -23,7 +23,7 @@ pub fn check_body(
     let der = estuary_proto::base64::decode(body).map_err(EdgeError::BadBase64)?;
     let csr = estuary_proto::csr::parse_and_verify(&der).map_err(EdgeError::BadCsr)?;
     match identity {
-        Identity::IDevId { serial } => {
+        Identity::IDevId { serial, .. } => {
             let expected = DeviceName::new(serial, parent).map_err(|e| {
                 EdgeError::WrongCertificate(CertKindError::BadSerialNumber(e.to_string()))
             })?;

@@ -5,6 +5,7 @@ use estuary_proto::csr::CsrError;
 use estuary_proto::policy::PolicyError;
 
 use crate::identity::CertKindError;
+use crate::manufacturer::ManufacturerError;
 use crate::reply::Reply;
 use crate::xfcc::XfccError;
 
@@ -67,6 +68,12 @@ pub enum EdgeError {
     /// A client certificate of the wrong kind for the operation.
     #[error("{0}")]
     WrongCertificate(#[source] CertKindError),
+    /// The manufacturer policy does not accept this IDevID.
+    #[error("{0}")]
+    Manufacturer(#[source] ManufacturerError),
+    /// An EST request to a BRSKI cloud registrar.
+    #[error("this is a BRSKI cloud registrar, not an EST server: enrol with the registrar or EST server that your redirect or voucher names")]
+    NotAnEstServer,
     /// The control plane could not be reached or did not answer in time.
     #[error("control plane unavailable, retry later")]
     ControlPlaneUnavailable,
@@ -80,6 +87,9 @@ impl EdgeError {
             EdgeError::UnknownOperation(_)
             | EdgeError::MalformedEstPath
             | EdgeError::UnknownLabel(_) => 404,
+            // draft-ietf-anima-brski-cloud: the cloud registrar answers csrattrs (and every other
+            // EST request) with 404; the pledge enrols where the redirect or voucher points.
+            EdgeError::NotAnEstServer => 404,
             // RFC 7030 §4.4 (serverkeygen) and §4.3 (fullcmc) are optional.
             EdgeError::NotImplemented(_) => 501,
             // RFC 9110 §15.5.6: 405 carries Allow.
@@ -89,7 +99,9 @@ impl EdgeError {
             // RFC 7030 §4.2.3: a malformed request is a 4xx, 400 for a body we cannot use.
             EdgeError::EmptyBody | EdgeError::BadBase64(_) | EdgeError::BadCsr(_) => 400,
             // The request is understood and authenticated, but not allowed.
-            EdgeError::Policy(_) | EdgeError::WrongCertificate(_) => 403,
+            EdgeError::Policy(_) | EdgeError::WrongCertificate(_) | EdgeError::Manufacturer(_) => {
+                403
+            }
             // RFC 7030 §3.3.2: the client authenticates with TLS; without it, 401.
             EdgeError::NoClientCertificate | EdgeError::UnreadableClientCertificate(_) => 401,
             // RFC 7030 §4.2.3: 503 with Retry-After when the server cannot answer now.

@@ -30,6 +30,8 @@ pub enum Identity {
     IDevId {
         /// The device serial from the subject serialNumber.
         serial: DeviceSerial,
+        /// The certificate itself (the manufacturer policy verifies its issuer).
+        cert: Box<CertSummary>,
     },
     /// A certificate Estuary issued to this device.
     LDevId {
@@ -44,7 +46,7 @@ impl Identity {
     /// The device serial, whichever kind of certificate it came from.
     pub fn serial(&self) -> &DeviceSerial {
         match self {
-            Identity::IDevId { serial } => serial,
+            Identity::IDevId { serial, .. } => serial,
             Identity::LDevId { name, .. } => name.serial(),
         }
     }
@@ -118,7 +120,10 @@ pub fn classify(
                 .ok_or(CertKindError::NoSerialNumber)?;
             let serial = DeviceSerial::parse(sn)
                 .map_err(|e| CertKindError::BadSerialNumber(e.to_string()))?;
-            Ok(Identity::IDevId { serial })
+            Ok(Identity::IDevId {
+                serial,
+                cert: Box::new(cert),
+            })
         }
     }
 }
@@ -169,7 +174,7 @@ mod tests {
         let ldevid = xfcc(&cert(&["abc-1.iot.example.test"], Some("ABC-1")));
         let p = parent();
         match authenticate(true, Some(&idevid), Need::IDevId, &p).unwrap() {
-            Identity::IDevId { serial } => assert_eq!(serial.as_str(), "abc-1"),
+            Identity::IDevId { serial, .. } => assert_eq!(serial.as_str(), "abc-1"),
             other => panic!("{other:?}"),
         }
         match authenticate(true, Some(&ldevid), Need::LDevId, &p).unwrap() {

@@ -14,6 +14,7 @@
 //! | wrong method | 405 + `Allow` |
 //! | no client certificate | 401 |
 //! | wrong kind of certificate (IDevID vs LDevID) | 403 |
+//! | IDevID not issued by a configured manufacturer CA, or serial outside its pattern | 403 |
 //! | Content-Type not `application/pkcs10` | 415 |
 //! | body over `max_body_bytes` (Content-Length or actual) | 413 |
 //! | bad base64 / DER / signature | 400 |
@@ -21,6 +22,12 @@
 //! | control plane 200 / 202 / 4xx | 200 base64 PKCS#7 / 202 + `Retry-After` / same 4xx |
 //! | control plane 429, 503, timeout, unreachable | 503 + `Retry-After` |
 //! | control plane other 5xx | 500 / 502, generic body (detail only in the log) |
+//! | any EST path, role `cloud-registrar` | 404 (draft-ietf-anima-brski-cloud), no control-plane call |
+//!
+//! BRSKI (`/.well-known/brski/…`, RFC 8995) is served in both roles; see [`brski`]. A control-plane
+//! 307 to `requestvoucher` whose `location` is an absolute `https://` URL (at most 2048 visible
+//! ASCII bytes) reaches the pledge as 307 with that `Location` (the cloud registrar's redirect to
+//! the owner's registrar); any other 3xx is 502.
 //!
 //! All error bodies are `text/plain`. `cacerts` and `csrattrs` answers are cached in proxy-wasm
 //! shared data for `cache_ttl_s`.
@@ -35,7 +42,7 @@
 //!   that requires and verifies client certificates (never `ACCEPT_UNTRUSTED`).
 //! - A cluster for the control plane, named by `control_plane.cluster`.
 //!
-//! The plugin configuration is described in [`config`].
+//! The plugin configuration (incl. `role` and `manufacturers`) is described in [`config`].
 //!
 //! # Build
 //! `cargo build -p estuary-filter --target wasm32-wasip1 --profile wasm-release`
@@ -56,6 +63,7 @@ pub mod config;
 pub mod enroll;
 pub mod error;
 pub mod identity;
+pub mod manufacturer;
 pub mod reply;
 pub mod route;
 pub mod upstream;
