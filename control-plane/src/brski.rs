@@ -16,13 +16,19 @@
 //!
 //! `voucher_status` and `enrollstatus` (RFC 8995 §5.7, §5.9.4) are stored in Redis with a TTL
 //! and logged; `requestauditlog` (§5.8) is relayed to the MASA.
+//!
+//! With `[brski.cloud]` this is a cloud registrar (draft-ietf-anima-brski-cloud, see
+//! [`crate::cloud`]): after steps 1–3 it looks up the pledge's owner and either answers `307`
+//! to the owner's registrar (no MASA call), or does steps 4–6 with `pinned-domain-cert` and
+//! `est-domain` added to the registrar voucher request and required in the voucher, or answers
+//! `404` for a pledge no owner claims.
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -38,6 +44,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
+use crate::cloud::{Cloud, OwnerPath};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 
@@ -76,6 +83,9 @@ pub struct BrskiConfig {
     /// `Retry-After` when the MASA cannot be reached.
     #[serde(default = "default_retry_after_s")]
     pub masa_retry_after_s: u64,
+    /// `[brski.cloud]`: act as a cloud registrar (draft-ietf-anima-brski-cloud).
+    #[serde(default)]
+    pub cloud: Option<crate::cloud::CloudConfig>,
 }
 
 fn default_status_ttl_s() -> u64 {
@@ -131,6 +141,9 @@ impl BrskiConfig {
         if self.manufacturers.is_empty() {
             p.push("brski.manufacturers: give at least one manufacturer".into());
         }
+        if let Some(c) = &self.cloud {
+            p.extend(c.validate());
+        }
         p
     }
 }
@@ -156,6 +169,7 @@ pub struct Registrar {
     retry_after_s: u64,
     token: Secret,
     metrics: Arc<Metrics>,
+    cloud: Option<Cloud>,
 }
 
 fn read_certs(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -201,7 +215,7 @@ fn masa_client(anchor: &PathBuf) -> anyhow::Result<HttpsClient> {
 }
 
 impl Registrar {
-    /// Loads keys and certificates.
+    /// Loads keys and certificates. With `[brski.cloud]` it must run inside a Tokio runtime.
     pub fn new(
         cfg: &BrskiConfig,
         redis_url: &str,
@@ -236,6 +250,10 @@ impl Registrar {
         // Prove the key matches the certificate now rather than on the first pledge.
         cms_signed::sign(ANIMA_JSON_VOUCHER, b"{}", &cert, &[], &key)
             .map_err(|e| anyhow::anyhow!("brski: registrar key and certificate: {e}"))?;
+        let cloud = match &cfg.cloud {
+            Some(c) => Some(Cloud::new(c, redis_url, prefix)?),
+            None => None,
+        };
         Ok(Self {
             cert,
             chain,
@@ -247,6 +265,7 @@ impl Registrar {
             retry_after_s: cfg.masa_retry_after_s,
             token,
             metrics,
+            cloud,
         })
     }
 }
@@ -277,6 +296,9 @@ pub enum BrskiError {
     /// The MASA answered something we must not hand to a pledge (502).
     #[error("bad voucher from the MASA: {0}")]
     BadVoucher(String),
+    /// Cloud registrar: no owner claims this pledge (draft-ietf-anima-brski-cloud §3.2: 404).
+    #[error("no owner is known for serial {0:?}")]
+    UnknownOwner(String),
     /// Redis failed.
     #[error("status store unavailable: {0}")]
     Store(String),
@@ -299,6 +321,7 @@ impl BrskiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
             }
             BrskiError::BadVoucher(_) => StatusCode::BAD_GATEWAY,
+            BrskiError::UnknownOwner(_) => StatusCode::NOT_FOUND,
             BrskiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -360,10 +383,13 @@ fn count(reg: &Registrar, op: &str, result: &str) {
         .inc();
 }
 
-/// The `result` label of a failure: rejected (4xx), unavailable (503), failed (other 5xx).
+/// The `result` label of a failure: unknown (cloud registrar, no owner), rejected (other 4xx),
+/// unavailable (503), failed (other 5xx).
 fn failure_label(e: &BrskiError) -> &'static str {
     let s = e.status();
-    if s.is_client_error() {
+    if matches!(e, BrskiError::UnknownOwner(_)) {
+        "unknown"
+    } else if s.is_client_error() {
         "rejected"
     } else if s == StatusCode::SERVICE_UNAVAILABLE {
         "unavailable"
@@ -413,7 +439,7 @@ async fn requestvoucher(
         return r;
     }
     match handle_requestvoucher(&reg, &headers, &body).await {
-        Ok(cms) => {
+        Ok(VoucherAnswer::Voucher(cms)) => {
             count(&reg, "requestvoucher", "voucher");
             (
                 StatusCode::OK,
@@ -422,11 +448,44 @@ async fn requestvoucher(
             )
                 .into_response()
         }
+        Ok(VoucherAnswer::Redirect(location)) => {
+            count(&reg, "requestvoucher", "redirect");
+            redirect_response(location)
+        }
         Err(e) => {
             count(&reg, "requestvoucher", failure_label(&e));
             error_response(&reg, &e)
         }
     }
+}
+
+/// What requestvoucher hands back to the edge.
+enum VoucherAnswer {
+    /// 200: the MASA's CMS voucher.
+    Voucher(Vec<u8>),
+    /// 307 (cloud registrar, draft-ietf-anima-brski-cloud §3.2): the owner registrar's
+    /// requestvoucher URL.
+    Redirect(HeaderValue),
+}
+
+/// `307 Temporary Redirect` to `location`, with a short text body.
+fn redirect_response(location: HeaderValue) -> Response {
+    let body = format!(
+        "this pledge's owner runs its own registrar: {}\n",
+        location.to_str().unwrap_or("see Location")
+    );
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [
+            (header::LOCATION, location),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Which manufacturer issued this IDevID (signature checked), if any we know.
@@ -440,7 +499,7 @@ async fn handle_requestvoucher(
     reg: &Registrar,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<u8>, BrskiError> {
+) -> Result<VoucherAnswer, BrskiError> {
     let (idevid_der, idevid) = client_cert(headers)?;
     let bad = |s: String| BrskiError::BadRequest(s);
     // §5.5: the voucher request must be signed by the IDevID of the TLS connection.
@@ -476,6 +535,30 @@ async fn handle_requestvoucher(
             "serial-number does not match the IDevID's serialNumber {serial:?}"
         )));
     }
+    // Cloud registrar: the owner decides the path (draft-ietf-anima-brski-cloud §3.2).
+    let mut est_owner = None;
+    if let Some(cloud) = &reg.cloud {
+        let owner = cloud
+            .owner_of(&serial)
+            .await?
+            .ok_or_else(|| BrskiError::UnknownOwner(serial.clone()))?;
+        match &owner.path {
+            OwnerPath::Redirect { location } => {
+                info!(
+                    serial = %serial.escape_debug(),
+                    owner = %owner.name,
+                    path = "redirect",
+                    location = location.to_str().unwrap_or(""),
+                    "cloud registrar: redirecting the pledge to its owner's registrar"
+                );
+                return Ok(VoucherAnswer::Redirect(location.clone()));
+            }
+            OwnerPath::Est {
+                est_url,
+                pinned_cert,
+            } => est_owner = Some((owner, est_url, pinned_cert)),
+        }
+    }
     let masa = m
         .masa_url
         .clone()
@@ -487,7 +570,7 @@ async fn handle_requestvoucher(
             )
         })?;
     let nonce = req.nonce.clone();
-    let rvr = VoucherRequest {
+    let mut rvr = VoucherRequest {
         assertion: Some(Assertion::Proximity),
         nonce: nonce.clone(),
         serial_number: Some(serial.clone()),
@@ -497,6 +580,12 @@ async fn handle_requestvoucher(
         prior_signed_voucher_request: Some(voucher::b64(body)),
         ..Default::default()
     };
+    if let Some((_, est_url, pin)) = est_owner {
+        // draft-ietf-anima-brski-cloud §3.2: ask the MASA to pin the owner's EST trust anchor
+        // and to name its EST server (RFC 8366bis est-domain).
+        rvr.pinned_domain_cert = Some(voucher::b64(pin));
+        rvr.est_domain = Some(est_url.as_str().to_string());
+    }
     let rbody = signed_to_masa(reg, m, &masa, "requestvoucher", &rvr).await?;
     // §5.6: check the voucher before handing it on.
     let v = cms_signed::verify(&rbody, ANIMA_JSON_VOUCHER)
@@ -518,8 +607,30 @@ async fn handle_requestvoucher(
             "voucher nonce does not match the request".into(),
         ));
     }
+    if let Some((owner, est_url, pin)) = est_owner {
+        // The pledge goes on to est-domain and trusts only pinned-domain-cert there.
+        if voucher.est_domain.as_deref() != Some(est_url.as_str()) {
+            return Err(BrskiError::BadVoucher(
+                "voucher est-domain is not the owner's est_url".into(),
+            ));
+        }
+        if voucher.pinned_domain_cert_der().ok().as_deref() != Some(pin.as_slice()) {
+            return Err(BrskiError::BadVoucher(
+                "voucher pinned-domain-cert is not the owner's pinned certificate".into(),
+            ));
+        }
+        info!(
+            serial = %serial.escape_debug(),
+            owner = %owner.name,
+            path = "est",
+            est_domain = %est_url,
+            masa = %masa,
+            "cloud registrar: voucher naming the owner's EST server obtained from the MASA"
+        );
+        return Ok(VoucherAnswer::Voucher(rbody));
+    }
     info!(serial = %serial, masa = %masa, "voucher obtained from the MASA");
-    Ok(rbody)
+    Ok(VoucherAnswer::Voucher(rbody))
 }
 
 fn masa_status_error(status: u16, body: &[u8]) -> BrskiError {
@@ -776,6 +887,18 @@ masa_url = "http://masa.example"
             BrskiError::BadVoucher(String::new()).status(),
             StatusCode::BAD_GATEWAY
         );
+        let unknown = BrskiError::UnknownOwner("SN-9".into());
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        assert_eq!(unknown.to_string(), "no owner is known for serial \"SN-9\"");
+        assert_eq!(failure_label(&unknown), "unknown");
+        assert_eq!(
+            failure_label(&BrskiError::Forbidden(String::new())),
+            "rejected"
+        );
+        assert_eq!(
+            failure_label(&BrskiError::Store(String::new())),
+            "unavailable"
+        );
         assert!(matches!(
             masa_status_error(404, b"no device record"),
             BrskiError::MasaRefused { status: 404, .. }
@@ -788,5 +911,54 @@ masa_url = "http://masa.example"
             masa_status_error(500, b""),
             BrskiError::BadVoucher(_)
         ));
+    }
+
+    #[test]
+    fn a_redirect_is_a_307_with_the_location() {
+        let loc = HeaderValue::from_static(
+            "https://registrar.acme.example:8443/.well-known/brski/requestvoucher",
+        );
+        let r = redirect_response(loc.clone());
+        assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(r.headers().get(header::LOCATION), Some(&loc));
+        assert_eq!(
+            r.headers().get(header::CONTENT_TYPE),
+            Some(&HeaderValue::from_static("text/plain; charset=utf-8"))
+        );
+    }
+
+    #[test]
+    fn the_cloud_section_parses_under_brski() {
+        let cfg: BrskiConfig = toml::from_str(
+            r#"
+registrar_cert_file = "/nonexistent/cloud-registrar.pem"
+registrar_key_file = "/nonexistent/cloud-registrar.key"
+[[manufacturers]]
+idevid_ca_file = "/nonexistent/m.pem"
+masa_ca_file = "/nonexistent/masa.pem"
+[cloud]
+[[cloud.owners]]
+name = "acme"
+serials = ["SN-1", "SN-2"]
+redirect_url = "https://registrar.acme.example:8443/.well-known/brski"
+[[cloud.owners]]
+name = "globex"
+est_url = "http://est.globex.example/.well-known/est"
+"#,
+        )
+        .expect("parses");
+        let problems = cfg.validate().join("\n");
+        for needle in [
+            "brski.cloud.owners[1].est_url: \"http://est.globex.example/.well-known/est\" is not an https URL",
+            "brski.cloud.owners[1].pinned_domain_cert_file: required with est_url",
+            "brski.registrar_cert_file",
+        ] {
+            assert!(problems.contains(needle), "{needle} in {problems}");
+        }
+        assert!(!problems.contains("owners[0]"), "{problems}");
+        assert!(toml::from_str::<BrskiConfig>(
+            "registrar_cert_file = \"a\"\nregistrar_key_file = \"b\"\n[cloud]\nowner = []\n"
+        )
+        .is_err());
     }
 }

@@ -11,6 +11,7 @@ pub mod acme;
 pub mod acme_jws;
 pub mod api;
 pub mod brski;
+pub mod cloud;
 pub mod config;
 pub mod dns;
 pub mod dns_batch;

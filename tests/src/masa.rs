@@ -13,6 +13,15 @@
 //! included in its CMS (or the registrar certificate when it sent no chain). Each voucher is
 //! recorded in an audit log served at `requestauditlog` (§5.8).
 //!
+//! Cloud registrars (draft-ietf-anima-brski-cloud §3.2): a registrar voucher request may name
+//! the domain to pin itself, with the RFC 8366bis leaves `pinned-domain-cert` (base64 DER) and
+//! `est-domain` (the owner's EST URL). Only a registrar whose signing certificate was made
+//! known with [`TestMasa::trust_cloud_registrar`] may do so (else 403, as a MASA must not let
+//! any registrar choose whom a pledge trusts); `est-domain` must be an `https` URL and
+//! `pinned-domain-cert` a certificate (else 400). Every check above still applies. The voucher
+//! then pins the requested certificate (instead of the CMS-chain rule) and carries
+//! `est-domain` (RFC 8366bis), so the pledge enrols directly at the owner's EST server.
+//!
 //! Runs HTTPS on 127.0.0.1 on its own thread; its TLS certificate is issued by the MASA CA.
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -72,6 +81,8 @@ struct Inner {
     key: p256::ecdsa::SigningKey,
     tamper: AtomicBool,
     log: Mutex<Vec<AuditEntry>>,
+    /// DER of the cloud registrar certificates that may name `pinned-domain-cert`/`est-domain`.
+    cloud_registrars: Mutex<Vec<Vec<u8>>>,
 }
 
 /// A running test MASA (stopped on drop).
@@ -133,6 +144,7 @@ impl TestMasa {
             key,
             tamper: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
+            cloud_registrars: Mutex::new(Vec::new()),
         });
         let tls_cfg = crate::https::server_config(
             &std::fs::read(&tls.cert_path)?,
@@ -176,6 +188,22 @@ impl TestMasa {
     /// From now on, flip one byte of every voucher after signing it (a tampering path).
     pub fn set_tamper(&self, on: bool) {
         self.inner.tamper.store(on, Ordering::SeqCst);
+    }
+
+    /// Trusts the registrar certificate in `cert_pem` (its first certificate) as a cloud
+    /// registrar: its voucher requests may name `pinned-domain-cert` and `est-domain`. May be
+    /// called while the MASA runs.
+    pub fn trust_cloud_registrar(&self, cert_pem: &Path) -> anyhow::Result<()> {
+        let der = pem_to_der(cert_pem)?;
+        let mut trusted = self
+            .inner
+            .cloud_registrars
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the test MASA's cloud registrar list is poisoned"))?;
+        if !trusted.contains(&der) {
+            trusted.push(der);
+        }
+        Ok(())
     }
 
     /// The audit log so far.
@@ -247,6 +275,62 @@ struct Checked {
     serial: String,
     nonce: Option<String>,
     domain_cert: Vec<u8>,
+    est_domain: Option<String>,
+}
+
+/// An `https://host…` URL, as `est-domain` must be.
+fn is_https_url(s: &str) -> bool {
+    s.parse::<axum::http::Uri>().is_ok_and(|u| {
+        u.scheme_str() == Some("https") && u.authority().is_some_and(|a| !a.host().is_empty())
+    })
+}
+
+/// The cloud-registrar leaves of a registrar voucher request (draft-ietf-anima-brski-cloud
+/// §3.2): `(pinned-domain-cert DER, est-domain)`, both optional; only a trusted cloud
+/// registrar may send them.
+fn cloud_leaves(
+    st: &Inner,
+    rvr: &VoucherRequest,
+    signer_cert: &[u8],
+) -> Result<(Option<Vec<u8>>, Option<String>), Refusal> {
+    if rvr.pinned_domain_cert.is_none() && rvr.est_domain.is_none() {
+        return Ok((None, None));
+    }
+    let trusted = st
+        .cloud_registrars
+        .lock()
+        .map(|t| t.iter().any(|c| c.as_slice() == signer_cert))
+        .unwrap_or(false);
+    if !trusted {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "only a cloud registrar this MASA trusts may name the pinned domain or est-domain",
+        ));
+    }
+    if let Some(e) = &rvr.est_domain {
+        if !is_https_url(e) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!("est-domain {e:?} is not an https URL"),
+            ));
+        }
+    }
+    let pin = match &rvr.pinned_domain_cert {
+        None => None,
+        Some(_) => {
+            let der = rvr
+                .pinned_domain_cert_der()
+                .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("pinned-domain-cert: {e}")))?;
+            if x509_cert::Certificate::from_der(&der).is_err() {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "pinned-domain-cert is not a DER certificate",
+                ));
+            }
+            Some(der)
+        }
+    };
+    Ok((pin, rvr.est_domain.clone()))
 }
 
 /// §5.5: every check on a registrar voucher request.
@@ -274,6 +358,7 @@ fn check_rvr(st: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Checked, Re
     }
     let rvr = VoucherRequest::from_json(&rvr_cms.content)
         .map_err(|e| bad("registrar voucher request", &e))?;
+    let (requested_pin, est_domain) = cloud_leaves(st, &rvr, &rvr_cms.signer_cert)?;
     let prior = rvr
         .prior_signed_voucher_request_der()
         .map_err(|e| bad("registrar voucher request", &e))?;
@@ -332,18 +417,23 @@ fn check_rvr(st: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Checked, Re
             ));
         }
     }
-    // Pin the domain CA the registrar sent along; else the registrar certificate itself.
-    let domain_cert = rvr_cms
-        .certs
-        .iter()
-        .rev()
-        .find(|c| **c != rvr_cms.signer_cert)
-        .cloned()
-        .unwrap_or(rvr_cms.signer_cert);
+    // A trusted cloud registrar's requested pin; else the domain CA the registrar sent along;
+    // else the registrar certificate itself.
+    let domain_cert = match requested_pin {
+        Some(pin) => pin,
+        None => rvr_cms
+            .certs
+            .iter()
+            .rev()
+            .find(|c| **c != rvr_cms.signer_cert)
+            .cloned()
+            .unwrap_or(rvr_cms.signer_cert),
+    };
     Ok(Checked {
         serial,
         nonce: pvr.nonce,
         domain_cert,
+        est_domain,
     })
 }
 
@@ -360,6 +450,7 @@ async fn requestvoucher(State(st): State<Arc<Inner>>, headers: HeaderMap, body: 
         pinned_domain_cert: voucher::b64(&c.domain_cert),
         created_on: Some(voucher::rfc3339(now)),
         expires_on: Some(voucher::rfc3339(now + VOUCHER_LIFETIME_S)),
+        est_domain: c.est_domain.clone(),
         ..Default::default()
     };
     let signed = v.to_json().map_err(|e| e.to_string()).and_then(|json| {
@@ -442,4 +533,169 @@ async fn requestauditlog(State(st): State<Arc<Inner>>, body: Bytes) -> Response 
         doc.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        masa: TestMasa,
+        registrar_pem: PathBuf,
+        registrar_der: Vec<u8>,
+        registrar_key: p256::ecdsa::SigningKey,
+        domain_ca: Vec<u8>,
+        pvr: Vec<u8>,
+        issuer: String,
+        _dir: TempDir,
+    }
+
+    fn key_of(path: &Path) -> p256::ecdsa::SigningKey {
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(path).expect("key PEM");
+        cms_signed::signing_key_from_pkcs8_der(der.secret_pkcs8_der()).expect("P-256 key")
+    }
+
+    /// A MASA, a domain CA with a registrar, and a pledge voucher request of IDevID SN-7.
+    fn fixture() -> Fixture {
+        let dir = TempDir::new("masa-unit").expect("tmp");
+        let d = dir.path();
+        let mfg = Ca::create(d, "mfg", "Test manufacturer").expect("ca");
+        let domain = Ca::create(d, "domain", "Test domain CA").expect("ca");
+        let reg = domain.issue_registrar(d, "registrar").expect("registrar");
+        let idevid = mfg.issue_idevid(d, "idevid", "SN-7").expect("idevid");
+        let masa = TestMasa::start(
+            &MasaOptions {
+                manufacturer_ca: mfg.cert_path.clone(),
+                devices: None,
+                port: None,
+            },
+            Some(&d.join("masa")),
+        )
+        .expect("masa");
+        let registrar_der = pem_to_der(&reg.cert_path).expect("der");
+        let idevid_der = pem_to_der(&idevid.cert_path).expect("der");
+        let pvr_json = VoucherRequest {
+            assertion: Some(Assertion::Proximity),
+            nonce: Some("n0nce".into()),
+            serial_number: Some("SN-7".into()),
+            proximity_registrar_cert: Some(voucher::b64(&registrar_der)),
+            ..Default::default()
+        }
+        .to_json()
+        .expect("json");
+        let pvr = cms_signed::sign(
+            ANIMA_JSON_VOUCHER,
+            &pvr_json,
+            &idevid_der,
+            &[],
+            &key_of(&idevid.key_path),
+        )
+        .expect("sign pvr");
+        let issuer = voucher::b64(
+            CertSummary::from_der(&idevid_der)
+                .expect("summary")
+                .issuer_der(),
+        );
+        Fixture {
+            masa,
+            registrar_pem: reg.cert_path.clone(),
+            registrar_der,
+            registrar_key: key_of(&reg.key_path),
+            domain_ca: pem_to_der(&domain.cert_path).expect("der"),
+            pvr,
+            issuer,
+            _dir: dir,
+        }
+    }
+
+    impl Fixture {
+        /// The registrar voucher request, with `cloud` = (pinned-domain-cert, est-domain).
+        fn rvr(&self, pin: Option<String>, est: Option<&str>) -> Vec<u8> {
+            let json = VoucherRequest {
+                assertion: Some(Assertion::Proximity),
+                nonce: Some("n0nce".into()),
+                serial_number: Some("SN-7".into()),
+                idevid_issuer: Some(self.issuer.clone()),
+                prior_signed_voucher_request: Some(voucher::b64(&self.pvr)),
+                pinned_domain_cert: pin,
+                est_domain: est.map(str::to_string),
+                ..Default::default()
+            }
+            .to_json()
+            .expect("json");
+            cms_signed::sign(
+                ANIMA_JSON_VOUCHER,
+                &json,
+                &self.registrar_der,
+                std::slice::from_ref(&self.domain_ca),
+                &self.registrar_key,
+            )
+            .expect("sign rvr")
+        }
+
+        fn check(&self, body: &[u8]) -> Result<Checked, (StatusCode, String)> {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(CT_VOUCHER_CMS_JSON),
+            );
+            check_rvr(&self.masa.inner, &h, body).map_err(|Refusal(s, r)| (s, r))
+        }
+    }
+
+    #[test]
+    fn a_plain_registrar_gets_its_domain_ca_pinned() {
+        let f = fixture();
+        let c = f.check(&f.rvr(None, None)).expect("voucher");
+        assert_eq!(c.serial, "SN-7");
+        assert_eq!(c.domain_cert, f.domain_ca);
+        assert_eq!(c.est_domain, None);
+    }
+
+    /// draft-ietf-anima-brski-cloud §3.2, RFC 8366bis `est-domain`.
+    #[test]
+    fn only_a_trusted_cloud_registrar_may_name_the_pin_and_est_domain() {
+        let f = fixture();
+        let owner_ca = f.domain_ca.clone();
+        let est = "https://est.owner.example/.well-known/est";
+        let body = f.rvr(Some(voucher::b64(&owner_ca)), Some(est));
+        let (status, reason) = f.check(&body).err().expect("refused");
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            reason,
+            "only a cloud registrar this MASA trusts may name the pinned domain or est-domain"
+        );
+        // An est-domain alone is a cloud leaf too.
+        assert_eq!(
+            f.check(&f.rvr(None, Some(est))).err().map(|e| e.0),
+            Some(StatusCode::FORBIDDEN)
+        );
+
+        f.masa
+            .trust_cloud_registrar(&f.registrar_pem)
+            .expect("trust");
+        let c = f.check(&body).expect("voucher");
+        assert_eq!(c.domain_cert, owner_ca);
+        assert_eq!(c.est_domain.as_deref(), Some(est));
+
+        let not_https = f.rvr(
+            Some(voucher::b64(&owner_ca)),
+            Some("http://est.owner.example/"),
+        );
+        assert_eq!(
+            f.check(&not_https).err().map(|e| e.0),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        let not_a_cert = f.rvr(Some(voucher::b64(b"not a certificate")), Some(est));
+        assert_eq!(
+            f.check(&not_a_cert).err().map(|e| e.0),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        let not_base64 = f.rvr(Some("%%%".into()), Some(est));
+        assert_eq!(
+            f.check(&not_base64).err().map(|e| e.0),
+            Some(StatusCode::BAD_REQUEST)
+        );
+    }
 }

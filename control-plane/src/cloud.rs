@@ -1,0 +1,709 @@
+//! BRSKI cloud registrar (draft-ietf-anima-brski-cloud §3): the manufacturer's registrar that a
+//! pledge reaches when it finds no registrar on its own network.
+//!
+//! With `[brski.cloud]` the registrar of [`crate::brski`] still checks the pledge's voucher
+//! request exactly as an RFC 8995 registrar does, then looks up the pledge's owner by the
+//! IDevID serialNumber and answers one of (§3.2):
+//! - (a) **redirect**: `307 Temporary Redirect` with `Location: <redirect_url>/requestvoucher`;
+//!   the pledge starts BRSKI again at its owner's registrar. No MASA is asked.
+//! - (b) **EST**: a registrar voucher request that also carries `pinned-domain-cert` (the owner's
+//!   EST trust anchor) and `est-domain` (the owner's EST URL, RFC 8366bis), sent to the MASA; the
+//!   MASA-signed voucher must echo both, and is handed to the pledge, which then enrols directly
+//!   at `est-domain`.
+//! - an unknown pledge gets `404`.
+//!
+//! ```toml
+//! [brski.cloud]
+//! [[brski.cloud.owners]]
+//! name = "acme"
+//! serials = ["SN-1", "SN-2"]
+//! redirect_url = "https://registrar.acme.example:8443/.well-known/brski"
+//! [[brski.cloud.owners]]
+//! name = "globex"
+//! est_url = "https://est.globex.example/.well-known/est"
+//! pinned_domain_cert_file = "globex-est-ca.pem"
+//! ```
+//!
+//! # Owner lookup
+//! The fleet-sized map lives in Redis: the string key `<redis.key_prefix>:brski:owner:<serial>`
+//! holds the owner's `name` (the serial is the IDevID subject serialNumber, exactly, case
+//! included), e.g. `redis-cli SET estuary:brski:owner:SN-1 acme`. Redis is asked first; without
+//! a key there, the owners' `serials` lists decide. A Redis value that names no configured owner
+//! is logged as a warning and the pledge is treated as unknown (it does not fall back to the
+//! `serials` lists). Redis unreachable: 503 with `Retry-After`.
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, Uri};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+use tracing::warn;
+
+use crate::brski::BrskiError;
+
+/// `[brski.cloud]`: act as a cloud registrar.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// The owners pledges are sent to.
+    #[serde(default)]
+    pub owners: Vec<OwnerConfig>,
+}
+
+/// `[[brski.cloud.owners]]`: one owner and where its pledges go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerConfig {
+    /// 1..=64 characters of `A-Za-z0-9-_`; unique. The value stored in Redis.
+    pub name: String,
+    /// Serials (IDevID serialNumber) of this owner's pledges, besides those in Redis.
+    #[serde(default)]
+    pub serials: Vec<String>,
+    /// Path (a): the owner registrar's BRSKI base URL (`https://…/.well-known/brski`).
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+    /// Path (b): the owner's EST server URL, sent as the voucher's `est-domain`.
+    #[serde(default)]
+    pub est_url: Option<String>,
+    /// Path (b): PEM whose first certificate authenticates `est_url` (`pinned-domain-cert`).
+    #[serde(default)]
+    pub pinned_domain_cert_file: Option<PathBuf>,
+}
+
+/// An owner's name: 1..=64 characters of `A-Za-z0-9-_`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OwnerName(String);
+
+/// Why a string is not an [`OwnerName`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not 1 to 64 characters of A-Z, a-z, 0-9, - and _")]
+pub struct BadOwnerName(String);
+
+impl FromStr for OwnerName {
+    type Err = BadOwnerName;
+    fn from_str(s: &str) -> Result<Self, BadOwnerName> {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(BadOwnerName(s.to_string()))
+        }
+    }
+}
+
+impl OwnerName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OwnerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A URL a pledge may be sent to: `https`, a host, no user-info, no query or fragment. Kept as
+/// written (it is compared byte for byte with the voucher's `est-domain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpsUrl(String);
+
+/// Why a string is not an [`HttpsUrl`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not a URL at all.
+    #[error("{0:?} is not a URL")]
+    NotAUrl(String),
+    /// Another scheme (a pledge refuses a downgrade).
+    #[error("{0:?} is not an https URL")]
+    NotHttps(String),
+    /// User-info (`user:pass@`) would put a secret where it gets logged.
+    #[error("{0:?} must not carry user-info")]
+    UserInfo(String),
+    /// A query or fragment: the pledge appends path segments.
+    #[error("{0:?} must not have a query or fragment")]
+    QueryOrFragment(String),
+}
+
+impl FromStr for HttpsUrl {
+    type Err = UrlError;
+    fn from_str(s: &str) -> Result<Self, UrlError> {
+        if s.contains('#') || s.contains('?') {
+            return Err(UrlError::QueryOrFragment(s.to_string()));
+        }
+        let uri: Uri = s.parse().map_err(|_| UrlError::NotAUrl(s.to_string()))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(UrlError::NotHttps(s.to_string()));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| UrlError::NotAUrl(s.to_string()))?;
+        if authority.as_str().contains('@') {
+            return Err(UrlError::UserInfo(s.to_string()));
+        }
+        if authority.host().is_empty() {
+            return Err(UrlError::NotAUrl(s.to_string()));
+        }
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl HttpsUrl {
+    /// The URL as configured.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HttpsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `Location` of a redirect: the owner registrar's `requestvoucher` (RFC 8995 §5.2 path
+/// under the configured BRSKI base, one `/` between them).
+pub fn requestvoucher_location(redirect_url: &HttpsUrl) -> String {
+    format!(
+        "{}/requestvoucher",
+        redirect_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// The Redis key holding the owner name of `serial`.
+pub fn owner_key(prefix: &str, serial: &str) -> String {
+    format!("{prefix}:brski:owner:{serial}")
+}
+
+/// Longest serial accepted in `serials` (X.520 serialNumber upper bound).
+const MAX_SERIAL_LEN: usize = 64;
+
+impl CloudConfig {
+    /// Problems with `[brski.cloud]`, one per line, each naming its field.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.owners.is_empty() {
+            p.push("brski.cloud.owners: give at least one owner".into());
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut serials: HashMap<&str, usize> = HashMap::new();
+        for (i, o) in self.owners.iter().enumerate() {
+            let at = format!("brski.cloud.owners[{i}]");
+            match o.name.parse::<OwnerName>() {
+                Err(e) => p.push(format!("{at}.name: {e}")),
+                Ok(_) => {
+                    if let Some(first) = names.insert(o.name.as_str(), i) {
+                        p.push(format!(
+                            "{at}.name: {:?} is already the name of brski.cloud.owners[{first}]",
+                            o.name
+                        ));
+                        names.insert(o.name.as_str(), first);
+                    }
+                }
+            }
+            for (j, s) in o.serials.iter().enumerate() {
+                if s.is_empty() || s.len() > MAX_SERIAL_LEN || s.chars().any(char::is_control) {
+                    p.push(format!(
+                        "{at}.serials[{j}]: {s:?} is not 1 to {MAX_SERIAL_LEN} printable characters"
+                    ));
+                    continue;
+                }
+                match serials.get(s.as_str()) {
+                    Some(&other) if other != i => p.push(format!(
+                        "{at}.serials[{j}]: {s:?} is also listed under brski.cloud.owners[{other}] ({:?})",
+                        self.owners.get(other).map_or("", |x| x.name.as_str())
+                    )),
+                    Some(_) => {}
+                    None => {
+                        serials.insert(s.as_str(), i);
+                    }
+                }
+            }
+            for (field, url) in [("redirect_url", &o.redirect_url), ("est_url", &o.est_url)] {
+                if let Some(u) = url {
+                    if let Err(e) = u.parse::<HttpsUrl>() {
+                        p.push(format!("{at}.{field}: {e}"));
+                    }
+                }
+            }
+            match (&o.redirect_url, &o.est_url) {
+                (Some(_), Some(_)) | (None, None) => p.push(format!(
+                    "{at}: give exactly one of redirect_url (redirect to the owner's registrar) and est_url (voucher naming the owner's EST server)"
+                )),
+                _ => {}
+            }
+            match (&o.est_url, &o.pinned_domain_cert_file) {
+                (Some(_), None) => p.push(format!(
+                    "{at}.pinned_domain_cert_file: required with est_url (the trust anchor of the owner's EST server)"
+                )),
+                (None, Some(_)) => p.push(format!(
+                    "{at}.pinned_domain_cert_file: only used with est_url; remove it"
+                )),
+                (Some(_), Some(f)) => {
+                    if let Err(e) = pinned_cert(f) {
+                        p.push(format!("{at}.pinned_domain_cert_file: {e}"));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        p
+    }
+}
+
+/// The first certificate of a PEM file, checked to parse as X.509.
+fn pinned_cert(path: &PathBuf) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("{} is not a readable file: {e}", path.display()))?;
+    let der = estuary_proto::pem::decode_certs(&pem)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{} holds no certificate", path.display()))?;
+    estuary_proto::cert::CertSummary::from_der(&der)
+        .map_err(|e| format!("{}: first certificate: {e}", path.display()))?;
+    Ok(der)
+}
+
+/// What the cloud registrar does with an owner's pledges.
+#[derive(Clone, Debug)]
+pub enum OwnerPath {
+    /// (a) `307` to the owner's registrar.
+    Redirect {
+        /// The `Location` value ([`requestvoucher_location`]).
+        location: HeaderValue,
+    },
+    /// (b) A voucher naming the owner's EST server.
+    Est {
+        /// `est-domain`.
+        est_url: HttpsUrl,
+        /// `pinned-domain-cert` (DER).
+        pinned_cert: Vec<u8>,
+    },
+}
+
+impl OwnerPath {
+    /// `redirect` or `est`, for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OwnerPath::Redirect { .. } => "redirect",
+            OwnerPath::Est { .. } => "est",
+        }
+    }
+}
+
+/// One owner, checked.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    /// Its name.
+    pub name: OwnerName,
+    /// Where its pledges go.
+    pub path: OwnerPath,
+}
+
+/// The configured owners, by name and by listed serial.
+#[derive(Debug)]
+pub struct Owners {
+    list: Vec<Owner>,
+    by_name: HashMap<String, usize>,
+    by_serial: HashMap<String, usize>,
+}
+
+impl Owners {
+    /// Builds from a validated section (reads the pinned certificates).
+    pub fn from_config(cfg: &CloudConfig) -> anyhow::Result<Self> {
+        let mut o = Owners {
+            list: Vec::new(),
+            by_name: HashMap::new(),
+            by_serial: HashMap::new(),
+        };
+        for (i, c) in cfg.owners.iter().enumerate() {
+            let at = format!("brski.cloud.owners[{i}]");
+            let name: OwnerName = c
+                .name
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{at}.name: {e}"))?;
+            let path = match (&c.redirect_url, &c.est_url, &c.pinned_domain_cert_file) {
+                (Some(r), None, None) => {
+                    let url: HttpsUrl = r
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("{at}.redirect_url: {e}"))?;
+                    let location = HeaderValue::from_str(&requestvoucher_location(&url))
+                        .map_err(|e| anyhow::anyhow!("{at}.redirect_url: {e}"))?;
+                    OwnerPath::Redirect { location }
+                }
+                (None, Some(e), Some(f)) => OwnerPath::Est {
+                    est_url: e
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("{at}.est_url: {e}"))?,
+                    pinned_cert: pinned_cert(f)
+                        .map_err(|e| anyhow::anyhow!("{at}.pinned_domain_cert_file: {e}"))?,
+                },
+                _ => anyhow::bail!(
+                    "{at}: give redirect_url, or est_url with pinned_domain_cert_file"
+                ),
+            };
+            let idx = o.list.len();
+            if o.by_name.insert(name.as_str().to_string(), idx).is_some() {
+                anyhow::bail!("{at}.name: {name:?} is used twice");
+            }
+            for s in &c.serials {
+                if let Some(prev) = o.by_serial.insert(s.clone(), idx) {
+                    if prev != idx {
+                        anyhow::bail!("{at}.serials: {s:?} is listed under two owners");
+                    }
+                }
+            }
+            o.list.push(Owner { name, path });
+        }
+        Ok(o)
+    }
+
+    /// The owner of `serial`, given what Redis holds for it (`stored`): Redis decides when it
+    /// has a value, else the `serials` lists.
+    pub fn resolve(&self, serial: &str, stored: Option<&[u8]>) -> Option<&Owner> {
+        match stored {
+            Some(raw) => {
+                let found = std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|name| self.by_name.get(name))
+                    .and_then(|&i| self.list.get(i));
+                if found.is_none() {
+                    warn!(
+                        serial = %serial.escape_debug(),
+                        owner = %String::from_utf8_lossy(raw).escape_debug(),
+                        "the owner stored in Redis for this serial is not configured in [[brski.cloud.owners]]; treating the pledge as unknown"
+                    );
+                }
+                found
+            }
+            None => self.by_serial.get(serial).and_then(|&i| self.list.get(i)),
+        }
+    }
+}
+
+/// The cloud registrar's owner directory: configured owners plus the Redis map.
+pub struct Cloud {
+    owners: Owners,
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+impl Cloud {
+    /// Reads the pinned certificates and prepares a lazy Redis connection (never fails because
+    /// Redis is down). Must run inside a Tokio runtime.
+    pub fn new(cfg: &CloudConfig, redis_url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let owners = Owners::from_config(cfg)?;
+        let client =
+            redis::Client::open(redis_url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        let rc = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(1000)))
+            .set_response_timeout(Some(Duration::from_millis(2000)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let redis = ConnectionManager::new_lazy_with_config(client, rc)
+            .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+        Ok(Self {
+            owners,
+            redis,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// The owner of `serial` (Redis first, then the configured `serials`); `None` = unknown.
+    pub async fn owner_of(&self, serial: &str) -> Result<Option<&Owner>, BrskiError> {
+        let mut conn = self.redis.clone();
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(owner_key(&self.prefix, serial))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BrskiError::Store(e.to_string()))?;
+        Ok(self.owners.resolve(serial, stored.as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> CloudConfig {
+        toml::from_str(text).expect("parses")
+    }
+
+    fn self_signed_pem() -> String {
+        let key = rcgen::KeyPair::generate().expect("key");
+        rcgen::CertificateParams::new(vec!["est.globex.example".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert")
+            .pem()
+    }
+
+    #[test]
+    fn owner_names_and_urls_are_checked_types() {
+        assert!("acme".parse::<OwnerName>().is_ok());
+        assert!("a-B_9".parse::<OwnerName>().is_ok());
+        assert!("x".repeat(64).parse::<OwnerName>().is_ok());
+        for bad in ["", "a b", "a.b", "ä", &"x".repeat(65)] {
+            assert!(bad.parse::<OwnerName>().is_err(), "{bad:?}");
+        }
+        assert!("https://registrar.acme.example:8443/.well-known/brski"
+            .parse::<HttpsUrl>()
+            .is_ok());
+        assert!("https://[::1]:8443/x".parse::<HttpsUrl>().is_ok());
+        let err = |s: &str| s.parse::<HttpsUrl>().expect_err(s);
+        assert!(matches!(
+            err("http://registrar.acme.example/"),
+            UrlError::NotHttps(_)
+        ));
+        assert!(matches!(err("ftp://x/"), UrlError::NotHttps(_)));
+        assert!(matches!(
+            err("registrar.acme.example"),
+            UrlError::NotHttps(_)
+        ));
+        assert!(matches!(err("https://"), UrlError::NotAUrl(_)));
+        assert!(matches!(err("https://a b/"), UrlError::NotAUrl(_)));
+        assert!(matches!(err("https://u:p@host/"), UrlError::UserInfo(_)));
+        assert!(matches!(
+            err("https://host/?a=1"),
+            UrlError::QueryOrFragment(_)
+        ));
+        assert!(matches!(
+            err("https://host/#f"),
+            UrlError::QueryOrFragment(_)
+        ));
+    }
+
+    #[test]
+    fn the_location_is_the_owner_registrars_requestvoucher() {
+        let loc = |s: &str| requestvoucher_location(&s.parse().expect("url"));
+        assert_eq!(
+            loc("https://registrar.acme.example:8443/.well-known/brski"),
+            "https://registrar.acme.example:8443/.well-known/brski/requestvoucher"
+        );
+        assert_eq!(
+            loc("https://registrar.acme.example:8443/.well-known/brski/"),
+            "https://registrar.acme.example:8443/.well-known/brski/requestvoucher"
+        );
+        assert_eq!(loc("https://r.example"), "https://r.example/requestvoucher");
+        assert_eq!(owner_key("estuary", "SN-1"), "estuary:brski:owner:SN-1");
+    }
+
+    #[test]
+    fn the_cloud_section_reports_every_problem() {
+        let cfg = parse(
+            r#"
+[[owners]]
+name = "acme"
+serials = ["SN-1", "SN-2"]
+redirect_url = "http://registrar.acme.example/.well-known/brski"
+[[owners]]
+name = "acme"
+serials = ["SN-2", ""]
+est_url = "https://est.globex.example/.well-known/est"
+[[owners]]
+name = "bad name"
+redirect_url = "https://r.example/.well-known/brski"
+est_url = "https://est.example/"
+[[owners]]
+name = "initech"
+[[owners]]
+name = "hooli"
+redirect_url = "https://r.example/.well-known/brski"
+pinned_domain_cert_file = "/nonexistent/x.pem"
+[[owners]]
+name = "umbrella"
+est_url = "https://est.umbrella.example/"
+pinned_domain_cert_file = "/nonexistent/umbrella.pem"
+"#,
+        );
+        let problems = cfg.validate();
+        let all = problems.join("\n");
+        for needle in [
+            "brski.cloud.owners[0].redirect_url: \"http://registrar.acme.example/.well-known/brski\" is not an https URL",
+            "brski.cloud.owners[1].name: \"acme\" is already the name of brski.cloud.owners[0]",
+            "brski.cloud.owners[1].serials[0]: \"SN-2\" is also listed under brski.cloud.owners[0] (\"acme\")",
+            "brski.cloud.owners[1].serials[1]: \"\" is not 1 to 64 printable characters",
+            "brski.cloud.owners[1].pinned_domain_cert_file: required with est_url",
+            "brski.cloud.owners[2].name: \"bad name\" is not",
+            "brski.cloud.owners[2]: give exactly one of redirect_url",
+            "brski.cloud.owners[3]: give exactly one of redirect_url",
+            "brski.cloud.owners[4].pinned_domain_cert_file: only used with est_url",
+            "brski.cloud.owners[5].pinned_domain_cert_file: /nonexistent/umbrella.pem is not a readable file",
+        ] {
+            assert!(all.contains(needle), "{needle:?} not in:\n{all}");
+        }
+        // owners[2] also lacks the pin its est_url needs.
+        assert_eq!(problems.len(), 11, "{all}");
+
+        assert!(parse("owners = []")
+            .validate()
+            .iter()
+            .any(|p| p.contains("at least one owner")));
+        assert!(toml::from_str::<CloudConfig>("[[owners]]\nname = \"a\"\nbogus = 1\n").is_err());
+        assert!(toml::from_str::<CloudConfig>("bogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn a_pinned_cert_file_must_hold_a_certificate() {
+        let dir = estuary_tests::util::TempDir::new("cloud-cfg").expect("tmp");
+        let good = dir.path().join("good.pem");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&good, self_signed_pem()).expect("write");
+        std::fs::write(&empty, "no PEM here\n").expect("write");
+        let cfg = parse(&format!(
+            "[[owners]]\nname = \"globex\"\nest_url = \"https://est.globex.example/.well-known/est\"\npinned_domain_cert_file = {:?}\n[[owners]]\nname = \"other\"\nest_url = \"https://est.other.example/\"\npinned_domain_cert_file = {:?}\n",
+            good.display().to_string(),
+            empty.display().to_string()
+        ));
+        let problems = cfg.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("brski.cloud.owners[1].pinned_domain_cert_file: ")
+                && problems[0].contains("empty.pem"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn redis_decides_first_then_the_serials_lists() {
+        let dir = estuary_tests::util::TempDir::new("cloud-owners").expect("tmp");
+        let pem = dir.path().join("globex.pem");
+        std::fs::write(&pem, self_signed_pem()).expect("write");
+        let cfg = parse(&format!(
+            r#"
+[[owners]]
+name = "acme"
+serials = ["SN-1"]
+redirect_url = "https://registrar.acme.example:8443/.well-known/brski/"
+[[owners]]
+name = "globex"
+serials = ["SN-2"]
+est_url = "https://est.globex.example/.well-known/est"
+pinned_domain_cert_file = {:?}
+"#,
+            pem.display().to_string()
+        ));
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let owners = Owners::from_config(&cfg).expect("owners");
+        let name = |o: Option<&Owner>| o.map(|o| o.name.as_str().to_string());
+        assert_eq!(name(owners.resolve("SN-1", None)).as_deref(), Some("acme"));
+        assert_eq!(
+            name(owners.resolve("SN-2", None)).as_deref(),
+            Some("globex")
+        );
+        assert_eq!(
+            name(owners.resolve("sn-1", None)),
+            None,
+            "serials are exact"
+        );
+        assert_eq!(name(owners.resolve("SN-9", None)), None);
+        // Redis overrides the lists, and an unconfigured owner there means unknown.
+        assert_eq!(
+            name(owners.resolve("SN-1", Some(b"globex"))).as_deref(),
+            Some("globex")
+        );
+        assert_eq!(
+            name(owners.resolve("SN-9", Some(b"acme"))).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(name(owners.resolve("SN-1", Some(b"initech"))), None);
+        assert_eq!(name(owners.resolve("SN-1", Some(b"\xff"))), None);
+        match owners.resolve("SN-1", None).map(|o| &o.path) {
+            Some(OwnerPath::Redirect { location }) => assert_eq!(
+                location.to_str().ok(),
+                Some("https://registrar.acme.example:8443/.well-known/brski/requestvoucher")
+            ),
+            other => panic!("{other:?}"),
+        }
+        match owners.resolve("SN-2", None).map(|o| &o.path) {
+            Some(OwnerPath::Est {
+                est_url,
+                pinned_cert,
+            }) => {
+                assert_eq!(
+                    est_url.as_str(),
+                    "https://est.globex.example/.well-known/est"
+                );
+                assert!(estuary_proto::cert::CertSummary::from_der(pinned_cert).is_ok());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `ESTUARY_BRSKI__CLOUD` takes a TOML inline table (config.rs reads override values as TOML).
+    #[test]
+    fn the_cloud_section_can_come_from_the_environment() {
+        let dir = estuary_tests::util::TempDir::new("cloud-env").expect("tmp");
+        let file = |n: &str, body: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, body).expect("write");
+            format!("{:?}", p.display().to_string())
+        };
+        let any = "placeholder\n";
+        let pin = file("globex.pem", &self_signed_pem());
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:8081"
+api_token = "0123456789abcdef0123"
+[est]
+parent_domain = "iot.example.test"
+ca_certs_file = {}
+[acme]
+directory_url = "https://127.0.0.1:14000/dir"
+[dns]
+server = "127.0.0.1:5353"
+zone = "example.test"
+key_name = "estuary-key"
+secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+[redis]
+url = "redis://127.0.0.1:6379/"
+[brski]
+registrar_cert_file = {}
+registrar_key_file = {}
+[[brski.manufacturers]]
+idevid_ca_file = {}
+masa_ca_file = {}
+"#,
+            file("ca.pem", any),
+            file("reg.pem", any),
+            file("reg.key", any),
+            file("m.pem", any),
+            file("masa.pem", any),
+        );
+        let cloud = format!(
+            r#"{{ owners = [ {{ name = "acme", serials = ["SN-1"], redirect_url = "https://registrar.acme.example:8443/.well-known/brski" }}, {{ name = "globex", est_url = "https://est.globex.example/.well-known/est", pinned_domain_cert_file = {pin} }} ] }}"#
+        );
+        let env = vec![("ESTUARY_BRSKI__CLOUD".to_string(), cloud)];
+        let cfg = crate::config::Config::from_toml(&text, env).expect("valid");
+        let owners = cfg
+            .brski
+            .and_then(|b| b.cloud)
+            .map(|c| c.owners)
+            .unwrap_or_default();
+        let names: Vec<&str> = owners.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["acme", "globex"]);
+        assert_eq!(owners[0].serials, ["SN-1"]);
+        assert!(owners[1].pinned_domain_cert_file.is_some());
+
+        // A bad inline table is reported like a bad file.
+        let env = vec![(
+            "ESTUARY_BRSKI__CLOUD".to_string(),
+            r#"{ owners = [ { name = "acme", redirect_url = "http://r.example/" } ] }"#.to_string(),
+        )];
+        let err = crate::config::Config::from_toml(&text, env).expect_err("invalid");
+        assert!(
+            err.to_string().contains(
+                "brski.cloud.owners[0].redirect_url: \"http://r.example/\" is not an https URL"
+            ),
+            "{err}"
+        );
+    }
+}
