@@ -38,6 +38,9 @@ pub struct DevStackOptions {
     /// Issue from the strict RFC 8555 + RFC 9444 test CA (tests/src/acme_ca.rs) instead of
     /// Pebble: the control planes pre-authorise the parent domain.
     pub rfc9444_ca: bool,
+    /// When set, the filter accepts IDevIDs (plain EST) only from the dev manufacturer CA and
+    /// only with serials matching this glob (the filter's `manufacturers` policy).
+    pub idevid_serial_pattern: Option<String>,
 }
 
 impl Default for DevStackOptions {
@@ -51,6 +54,7 @@ impl Default for DevStackOptions {
             teap: false,
             brski: false,
             rfc9444_ca: false,
+            idevid_serial_pattern: None,
         }
     }
 }
@@ -208,7 +212,21 @@ impl DevStack {
             server_key: pki.server.key_path.clone(),
             client_ca_bundle: client_ca_bundle.clone(),
             filter_wasm: filter_wasm.to_path_buf(),
-            filter_config: filter_config(opts.filter_cache_ttl_s),
+            filter_config: {
+                let mut c = filter_config(opts.filter_cache_ttl_s);
+                if let (Some(pattern), Some(obj)) = (&opts.idevid_serial_pattern, c.as_object_mut())
+                {
+                    obj.insert(
+                        "manufacturers".into(),
+                        serde_json::json!([{
+                            "name": "estuary-dev",
+                            "ca_pem": std::fs::read_to_string(&pki.manufacturer.cert_path)?,
+                            "serial_pattern": pattern,
+                        }]),
+                    );
+                }
+                c
+            },
             control_planes: control_planes.iter().map(|c| c.addr).collect(),
             est_port: opts.est_port,
             admin_port: opts.admin_port,

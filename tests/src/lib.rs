@@ -6,6 +6,7 @@
 //! nothing here is skipped silently.
 pub mod acme_ca;
 pub mod bind;
+pub mod cloud;
 pub mod dev_stack;
 pub mod envoy;
 pub mod hostapd;

@@ -1,7 +1,8 @@
 //! `cargo xtask up`: the whole dev stack on 127.0.0.1.
 //!
 //! Installs what is missing, builds, creates a dev PKI under `target/dev/`, starts Redis,
-//! BIND9, Pebble, the control plane and Envoy (with the filter), enrols the demo pledge once,
+//! BIND9, Pebble, the control plane and Envoy (with the filter), the test MASA, a BRSKI cloud
+//! registrar (a second control plane, Redis and Envoy), enrols the demo pledge once,
 //! writes `target/dev/stack.env`, prints how to enrol with curl + openssl, and stays in the
 //! foreground until Ctrl-C or SIGTERM, then stops everything it started.
 use std::fmt::Write as _;
@@ -9,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
+use estuary_tests::cloud::{CloudRegistrar, Owner, OwnerPath};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::stack::DEV_PARENT;
 
@@ -56,10 +58,21 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     let cp_bin = root().join("target/debug/estuary-control-plane");
     eprintln!("xtask: starting Redis, BIND9, Pebble, the control plane and Envoy …");
     let stack = DevStack::start(&opts, &cp_bin, &wasm, Some(&dev.join("pki")))?;
+    eprintln!(
+        "xtask: starting the BRSKI cloud registrar (its own control plane, Redis and Envoy) …"
+    );
+    let cloud = CloudRegistrar::start(
+        &stack,
+        &dev_owners(&stack),
+        &cp_bin,
+        &wasm,
+        &dev.join("cloud"),
+    )
+    .context("starting the cloud registrar")?;
 
     let pledge = root().join("target/debug/estuary-pledge");
     let demo_out = dev.join("demo-pledge");
-    let env = stack_env(&stack, &pledge, &demo_out)?;
+    let env = stack_env(&stack, &cloud, &pledge, &demo_out)?;
     let env_path = dev.join("stack.env");
     std::fs::write(&env_path, &env)?;
 
@@ -86,7 +99,7 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         );
     }
 
-    println!("\n{}", howto(&stack, &env_path));
+    println!("\n{}", howto(&stack, &cloud, &env_path));
     println!("Estuary dev stack is up. Ctrl-C stops it.");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,11 +113,38 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     eprintln!("xtask: stopping the dev stack");
+    drop(cloud);
     drop(stack);
     Ok(())
 }
 
-fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result<String> {
+/// The dev cloud registrar's owners: `dev-est` (path (b): a voucher naming the local RA's EST
+/// URL and pinning its CA; the demo pledge belongs to it) and `dev-redirect` (path (a): 307 to
+/// the local registrar). More serials are assigned in its Redis.
+fn dev_owners(stack: &DevStack) -> Vec<Owner> {
+    vec![
+        Owner {
+            name: "dev-est".into(),
+            serials: vec![stack.pki.demo_serial.clone()],
+            path: OwnerPath::Est {
+                url: stack.est_url(),
+                pinned: stack.pki.server_ca.cert_path.clone(),
+            },
+        },
+        Owner {
+            name: "dev-redirect".into(),
+            serials: Vec::new(),
+            path: OwnerPath::Redirect(stack.brski_url()),
+        },
+    ]
+}
+
+fn stack_env(
+    stack: &DevStack,
+    cloud: &CloudRegistrar,
+    pledge: &Path,
+    demo_out: &Path,
+) -> anyhow::Result<String> {
     let mut s = String::from("# Written by `cargo xtask up`; valid while it runs.\n");
     let cp = stack.control_planes.first().context("no control plane")?;
     let kv = [
@@ -138,6 +178,12 @@ fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result
         ("ESTUARY_ENVOY_ADMIN", stack.envoy.admin_url.clone()),
         ("ESTUARY_PLEDGE", pledge.display().to_string()),
         ("ESTUARY_BRSKI_URL", stack.brski_url()),
+        ("ESTUARY_CLOUD_URL", cloud.url()),
+        ("ESTUARY_CLOUD_CA", cloud.anchor_pem().display().to_string()),
+        (
+            "ESTUARY_CLOUD_REDIS_PORT",
+            cloud.redis.addr.port().to_string(),
+        ),
         (
             "ESTUARY_MASA_URL",
             stack
@@ -166,7 +212,7 @@ fn stack_env(stack: &DevStack, pledge: &Path, demo_out: &Path) -> anyhow::Result
     Ok(s)
 }
 
-fn howto(stack: &DevStack, env_path: &Path) -> String {
+fn howto(stack: &DevStack, cloud: &CloudRegistrar, env_path: &Path) -> String {
     format!(
         r#"Stack description: {env}
 
@@ -192,10 +238,21 @@ Enrol a new device with curl + openssl (RFC 7030):
     | openssl base64 -d | openssl pkcs7 -inform DER -print_certs > device-chain.pem
   openssl verify -CAfile $ESTUARY_ACME_ROOTS -untrusted device-chain.pem device-chain.pem
 
+Or start from the BRSKI cloud registrar (draft-ietf-anima-brski-cloud), as a pledge that
+knows only its manufacturer's cloud URL. The demo pledge belongs to owner dev-est (a voucher
+naming this stack's EST server); assign other serials in the cloud registrar's Redis:
+
+  $ESTUARY_PLEDGE cloud --cloud-url $ESTUARY_CLOUD_URL --cloud-ca $ESTUARY_CLOUD_CA \
+    --masa-ca $ESTUARY_MASA_CA --cert $ESTUARY_DEMO_CERT --key $ESTUARY_DEMO_KEY --out-dir cloud-out
+  # Redis entries win over the configuration: now the demo pledge takes the 307 path
+  redis-cli -p $ESTUARY_CLOUD_REDIS_PORT SET estuary-cloud:brski:owner:$ESTUARY_DEMO_SERIAL dev-redirect
+
 EST URL:      {url}
+Cloud URL:    {cloud}
 Envoy admin:  {admin}"#,
         env = env_path.display(),
         url = stack.est_url(),
+        cloud = cloud.url(),
         admin = stack.envoy.admin_url,
     )
 }
