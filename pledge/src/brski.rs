@@ -2,17 +2,21 @@
 //!
 //! 1. Provisional TLS to the registrar (§5.1): any server certificate is accepted for this one
 //!    connection, but the TLS handshake still proves the server holds its key, and the
-//!    certificate is recorded as `proximity-registrar-cert`.
+//!    certificate is recorded as `proximity-registrar-cert` ([`crate::trust::Recording`]).
 //! 2. The pledge voucher request (§3.2: assertion proximity, nonce, serial-number, created-on,
 //!    proximity-registrar-cert) is CMS-signed with the IDevID key and POSTed to
 //!    `requestvoucher` on that same connection.
 //! 3. The voucher is verified against the manufacturer's MASA anchor (`--masa-ca`), its
-//!    serial-number and nonce checked, and the registrar's provisional certificate must be the
-//!    pinned-domain-cert or issued by it (§5.6.2).
+//!    serial-number, nonce and expiry checked ([`verify_voucher`]), and the registrar's
+//!    provisional certificate must be the pinned-domain-cert or issued by it (§5.6.2,
+//!    [`check_pin`]).
 //! 4. `voucher_status` is posted, then EST runs as before over TLS verified against the pinned
-//!    domain certificate, then `enrollstatus` is posted (§5.7, §5.9.4).
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+//!    domain certificate ([`crate::trust::Pinned`]), then `enrollstatus` is posted (§5.7,
+//!    §5.9.4).
+//!
+//! The steps are public to the crate so that [`crate::cloud`] runs the same ones.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,23 +24,24 @@ use estuary_proto::cert::CertSummary;
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::voucher::{self, Assertion, Voucher, VoucherRequest, CT_VOUCHER_CMS_JSON};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::{Request, Uri};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::cloud::RedirectRefused;
 use crate::error::PledgeError;
+use crate::est::reason_text;
 use crate::flow::{self, EnrollOptions, Summary};
 use crate::transport::{self, EstClient, Identity};
+use crate::trust::{self, Pinned, Recording};
+use crate::url::{HttpsUrl, UrlError};
 
 const MAX_BODY: usize = 256 * 1024;
 
-/// Why BRSKI failed.
+/// Why BRSKI (or the cloud registrar exchange) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BrskiError {
     /// EST, files, keys: the shared pledge errors.
@@ -44,7 +49,7 @@ pub enum BrskiError {
     Pledge(#[from] PledgeError),
     /// The URL is unusable.
     #[error("bad URL {0}: {1}")]
-    BadUrl(String, &'static str),
+    BadUrl(String, UrlError),
     /// TCP, TLS or HTTP failed.
     #[error("cannot talk to the registrar at {0}: {1}")]
     Connection(String, String),
@@ -58,7 +63,7 @@ pub enum BrskiError {
         /// Sanitised reason.
         reason: String,
     },
-    /// The registrar could not answer now (5xx).
+    /// The registrar could not answer now (5xx, or 401 with Retry-After).
     #[error("{op} failed (HTTP {status}){}", retry_after.as_ref().map(|r| format!("; retry after {r} s")).unwrap_or_default())]
     Unavailable {
         /// The BRSKI operation.
@@ -68,22 +73,50 @@ pub enum BrskiError {
         /// Retry-After, if given.
         retry_after: Option<String>,
     },
+    /// A status the operation does not use (1xx, a 3xx other than a followed 307).
+    #[error("{op}: unexpected HTTP status {status}")]
+    UnexpectedStatus {
+        /// The BRSKI operation.
+        op: &'static str,
+        /// HTTP status.
+        status: u16,
+    },
     /// The voucher is not one this pledge may accept.
     #[error("voucher refused: {0}")]
     BadVoucher(String),
     /// The IDevID key cannot sign a voucher request.
     #[error("the IDevID key cannot sign the voucher request: {0}")]
     Key(String),
+    /// A 307 this pledge does not follow (draft-ietf-anima-brski-cloud).
+    #[error(transparent)]
+    Redirect(#[from] RedirectRefused),
+    /// The EST server named by the voucher's est-domain is not authenticated by its
+    /// pinned-domain-cert; nothing was sent to it.
+    #[error("the EST server at {est_url} is not authenticated by the voucher's pinned-domain-cert ({why}); no csrattrs or CSR was sent")]
+    EstNotAuthenticated {
+        /// The EST base URL.
+        est_url: String,
+        /// The TLS verifier's words.
+        why: String,
+    },
 }
 
 impl BrskiError {
-    /// Exit code, as for EST: 1 local or protocol, 3 refused, 4 connection or unavailable.
+    /// Exit code, as for EST: 1 local or protocol (a voucher or redirect the pledge refuses),
+    /// 3 refused by the server (4xx), 4 connection, TLS (an EST server the pin does not
+    /// authenticate) or unavailable.
     pub fn exit_code(&self) -> u8 {
         match self {
             BrskiError::Pledge(e) => e.exit_code(),
             BrskiError::Refused { .. } => 3,
-            BrskiError::Connection(..) | BrskiError::Unavailable { .. } => 4,
-            BrskiError::BadUrl(..) | BrskiError::BadVoucher(_) | BrskiError::Key(_) => 1,
+            BrskiError::Connection(..)
+            | BrskiError::Unavailable { .. }
+            | BrskiError::EstNotAuthenticated { .. } => 4,
+            BrskiError::BadUrl(..)
+            | BrskiError::UnexpectedStatus { .. }
+            | BrskiError::BadVoucher(_)
+            | BrskiError::Key(_)
+            | BrskiError::Redirect(_) => 1,
         }
     }
 }
@@ -120,170 +153,205 @@ pub struct BrskiSummary {
     pub est: Summary,
 }
 
-/// Accepts any server certificate, records it, and still checks the handshake signature.
+/// The pledge as BRSKI sees it: IDevID, its serial-number, its P-256 key, the MASA anchor.
+pub struct Pledge {
+    idevid: Identity,
+    idevid_der: Vec<u8>,
+    serial: String,
+    key_pkcs8: Vec<u8>,
+    masa_anchor: Vec<u8>,
+}
+
+impl std::fmt::Debug for Pledge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pledge")
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed pledge voucher request and the nonce in it.
 #[derive(Debug)]
-struct Provisional {
-    seen: Mutex<Option<Vec<u8>>>,
-    provider: Arc<CryptoProvider>,
+pub struct SignedRequest {
+    /// The fresh nonce.
+    pub nonce: String,
+    /// The CMS SignedData (DER).
+    pub cms: Vec<u8>,
 }
 
-impl ServerCertVerifier for Provisional {
-    fn verify_server_cert(
+impl Pledge {
+    /// Reads the IDevID (its subject serialNumber is the pledge's serial-number; the key must
+    /// be P-256 PKCS#8) and the MASA anchor (first certificate of `masa_ca`).
+    pub fn load(idevid: &Identity, masa_ca: &Path) -> Result<Pledge, BrskiError> {
+        let ders = transport::read_pem_certs("--cert", &idevid.cert)?;
+        let idevid_der = ders.first().map(|c| c.to_vec()).unwrap_or_default();
+        let summary = CertSummary::from_der(&idevid_der).map_err(|source| PledgeError::Cert {
+            origin: idevid.cert.display().to_string(),
+            index: 0,
+            source,
+        })?;
+        let serial = summary
+            .subject_serial_number()
+            .ok_or_else(|| BrskiError::Key("the IDevID has no subject serialNumber".into()))?
+            .to_string();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(&idevid.key)
+            .map_err(|e| BrskiError::Key(format!("not a PKCS#8 PEM key ({e})")))?;
+        let key_pkcs8 = key.secret_pkcs8_der().to_vec();
+        cms_signed::signing_key_from_pkcs8_der(&key_pkcs8)
+            .map_err(|e| BrskiError::Key(e.to_string()))?;
+        let anchors = transport::read_pem_certs("--masa-ca", masa_ca)?;
+        Ok(Pledge {
+            idevid: idevid.clone(),
+            idevid_der,
+            serial,
+            key_pkcs8,
+            masa_anchor: anchors.first().map(|c| c.to_vec()).unwrap_or_default(),
+        })
+    }
+
+    /// The pledge's serial-number.
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+
+    /// The IDevID, for TLS client authentication.
+    pub fn identity(&self) -> &Identity {
+        &self.idevid
+    }
+
+    /// A pledge voucher request (§3.2: assertion proximity, a fresh nonce, serial-number,
+    /// created-on, proximity-registrar-cert = `registrar_cert`), CMS-signed with the IDevID.
+    pub fn voucher_request(
         &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut seen) = self.seen.lock() {
-            *seen = Some(end_entity.to_vec());
-        }
-        Ok(ServerCertVerified::assertion())
+        registrar_cert: &[u8],
+        now: i64,
+    ) -> Result<SignedRequest, BrskiError> {
+        let nonce = nonce();
+        let pvr = VoucherRequest {
+            assertion: Some(Assertion::Proximity),
+            nonce: Some(nonce.clone()),
+            serial_number: Some(self.serial.clone()),
+            created_on: Some(voucher::rfc3339(now)),
+            proximity_registrar_cert: Some(voucher::b64(registrar_cert)),
+            ..Default::default()
+        };
+        let json = pvr.to_json().map_err(|e| BrskiError::Key(e.to_string()))?;
+        let key = cms_signed::signing_key_from_pkcs8_der(&self.key_pkcs8)
+            .map_err(|e| BrskiError::Key(e.to_string()))?;
+        let cms = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &self.idevid_der, &[], &key)
+            .map_err(|e| BrskiError::Key(e.to_string()))?;
+        Ok(SignedRequest { nonce, cms })
     }
 
-    fn verify_tls12_signature(
+    /// [`verify_voucher`] with this pledge's anchor and serial-number.
+    pub fn verify_voucher(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        cms: &[u8],
+        nonce: &str,
+        now: i64,
+    ) -> Result<(Voucher, Vec<u8>), BrskiError> {
+        verify_voucher(cms, &self.masa_anchor, &self.serial, nonce, now)
     }
 }
 
-struct Target {
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-    name: ServerName<'static>,
+/// A TLS connection to a registrar or EST server.
+pub(crate) type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// An HTTP answer from a registrar.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
 }
 
-fn target(url: &str) -> Result<Target, BrskiError> {
-    let bad = |r| BrskiError::BadUrl(url.to_string(), r);
-    let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(bad("the scheme must be https"));
-    }
-    let auth = uri.authority().ok_or(bad("no host"))?;
-    let host = auth
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let name = ServerName::try_from(host.clone()).map_err(|_| bad("bad host"))?;
-    Ok(Target {
-        port: auth.port_u16().unwrap_or(443),
-        authority: auth.as_str().to_string(),
-        path: uri.path().trim_end_matches('/').to_string(),
-        host,
-        name,
-    })
-}
-
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    body: Vec<u8>,
-}
-
-fn reason(body: &[u8]) -> String {
-    let t: String = String::from_utf8_lossy(body)
-        .chars()
-        .filter(|c| !c.is_control() || *c == ' ')
-        .take(300)
-        .collect();
-    t.trim().to_string()
-}
-
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
-
-async fn connect(config: Arc<ClientConfig>, t: &Target) -> Result<Tls, BrskiError> {
-    let tcp = TcpStream::connect((t.host.as_str(), t.port))
+/// TCP then TLS to `url`'s host, within `timeout`.
+pub(crate) async fn connect(
+    config: Arc<ClientConfig>,
+    url: &HttpsUrl,
+    timeout: Duration,
+) -> Result<Tls, BrskiError> {
+    let conn = |e: String| BrskiError::Connection(url.authority().to_owned(), e);
+    let attempt = async {
+        let tcp = TcpStream::connect((url.host(), url.port()))
+            .await
+            .map_err(|e| conn(e.to_string()))?;
+        TlsConnector::from(config)
+            .connect(url.server_name(), tcp)
+            .await
+            .map_err(|e| conn(format!("TLS: {e}")))
+    };
+    tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|e| BrskiError::Connection(t.authority.clone(), e.to_string()))?;
-    TlsConnector::from(config)
-        .connect(t.name.clone(), tcp)
-        .await
-        .map_err(|e| BrskiError::Connection(t.authority.clone(), format!("TLS: {e}")))
+        .map_err(|_| conn("timed out".into()))?
 }
 
-async fn send(
+/// One HTTP/1.1 request to `url` (path and query as given) on `tls`, within `timeout`.
+pub(crate) async fn send(
     tls: Tls,
-    t: &Target,
+    url: &HttpsUrl,
     method: &str,
-    op: &str,
     content_type: Option<&str>,
     body: Vec<u8>,
+    timeout: Duration,
 ) -> Result<Answer, BrskiError> {
-    let conn_err = |e: hyper::Error| BrskiError::Connection(t.authority.clone(), e.to_string());
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    let conn_err = |e: String| BrskiError::Connection(url.authority().to_owned(), e);
+    let exchange = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| conn_err(e.to_string()))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(url.path_and_query())
+            .header(hyper::header::HOST, url.authority());
+        if let Some(ct) = content_type {
+            req = req.header(hyper::header::CONTENT_TYPE, ct);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| conn_err("cannot form a request for this URL".into()))?;
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| conn_err(e.to_string()))?;
+        let status = rsp.status().as_u16();
+        let header = |name| {
+            rsp.headers()
+                .get(name)
+                .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header(hyper::header::RETRY_AFTER);
+        let location = header(hyper::header::LOCATION);
+        let body = Limited::new(rsp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| conn_err(e.to_string()))?
+            .to_bytes()
+            .to_vec();
+        Ok(Answer {
+            status,
+            retry_after,
+            location,
+            body,
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(conn_err)?;
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("{}/{op}", t.path))
-        .header(hyper::header::HOST, t.authority.as_str());
-    if let Some(ct) = content_type {
-        req = req.header(hyper::header::CONTENT_TYPE, ct);
-    }
-    let req = req
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|_| BrskiError::BadUrl(t.authority.clone(), "cannot form a request"))?;
-    let rsp = sender.send_request(req).await.map_err(conn_err)?;
-    let status = rsp.status().as_u16();
-    let retry_after = rsp
-        .headers()
-        .get(hyper::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = Limited::new(rsp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| BrskiError::Connection(t.authority.clone(), e.to_string()))?
-        .to_bytes()
-        .to_vec();
-    Ok(Answer {
-        status,
-        retry_after,
-        body,
-    })
+        .map_err(|_| conn_err("timed out".into()))?
 }
 
-fn check_status(op: &'static str, a: &Answer) -> Result<(), BrskiError> {
+/// The error for a BRSKI answer that is not a success (RFC 8995 §5.3, §5.7: 4xx refused,
+/// 5xx try later).
+pub(crate) fn check_status(op: &'static str, a: &Answer) -> Result<(), BrskiError> {
     match a.status {
         200..=299 => Ok(()),
         400..=499 => Err(BrskiError::Refused {
             op,
             status: a.status,
-            reason: reason(&a.body),
+            reason: reason_text(&a.body),
         }),
         s => Err(BrskiError::Unavailable {
             op,
@@ -293,28 +361,6 @@ fn check_status(op: &'static str, a: &Answer) -> Result<(), BrskiError> {
     }
 }
 
-fn provisional_config(id: &Identity) -> Result<(ClientConfig, Arc<Provisional>), BrskiError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(Provisional {
-        seen: Mutex::new(None),
-        provider: Arc::clone(&provider),
-    });
-    let chain = transport::read_pem_certs("--cert", &id.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&id.key).map_err(|e| PledgeError::BadPemFile {
-        what: "--key",
-        path: id.key.clone(),
-        reason: format!("no usable private key ({e})"),
-    })?;
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(PledgeError::TlsSetup)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_client_auth_cert(chain, key)
-        .map_err(PledgeError::TlsSetup)?;
-    Ok((config, verifier))
-}
-
 fn nonce() -> String {
     use rsa::rand_core::RngCore;
     let mut b = [0u8; 16];
@@ -322,22 +368,24 @@ fn nonce() -> String {
     voucher::b64(&b)
 }
 
-fn now_unix() -> i64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
-/// Checks a voucher per §5.6.1–5.6.2; the pinned domain certificate (DER).
-pub fn check_voucher(
+/// The checks of §5.6.1 that do not depend on who relayed the voucher: signed by a certificate
+/// chaining to the MASA anchor, for this serial-number, with our nonce, not expired. Returns
+/// the voucher and its pinned-domain-cert (DER).
+pub fn verify_voucher(
     cms: &[u8],
     masa_anchor: &[u8],
     serial: &str,
     nonce: &str,
-    registrar_cert: &[u8],
     now: i64,
-) -> Result<Vec<u8>, BrskiError> {
+) -> Result<(Voucher, Vec<u8>), BrskiError> {
     let bad = |s: String| BrskiError::BadVoucher(s);
     let signed = cms_signed::verify(cms, ANIMA_JSON_VOUCHER).map_err(|e| bad(e.to_string()))?;
     if !cms_signed::chains_to(&signed.signer_cert, &signed.certs, masa_anchor) {
@@ -359,151 +407,191 @@ pub fn check_voucher(
         }
     }
     let pinned = v.pinned_domain_cert_der().map_err(|e| bad(e.to_string()))?;
-    if registrar_cert != pinned.as_slice()
-        && cms_signed::verify_issued_by(registrar_cert, &pinned).is_err()
-    {
-        return Err(bad(
+    Ok((v, pinned))
+}
+
+/// §5.6.2: the registrar's (provisional) TLS certificate must be the pinned-domain-cert or be
+/// issued by it.
+pub fn check_pin(pinned: &[u8], registrar_cert: &[u8]) -> Result<(), BrskiError> {
+    if registrar_cert == pinned || cms_signed::verify_issued_by(registrar_cert, pinned).is_ok() {
+        Ok(())
+    } else {
+        Err(BrskiError::BadVoucher(
             "the registrar's TLS certificate is not vouched for by pinned-domain-cert".into(),
-        ));
+        ))
     }
+}
+
+/// All of §5.6.1–5.6.2: [`verify_voucher`] then [`check_pin`]; the pinned domain certificate.
+pub fn check_voucher(
+    cms: &[u8],
+    masa_anchor: &[u8],
+    serial: &str,
+    nonce: &str,
+    registrar_cert: &[u8],
+    now: i64,
+) -> Result<Vec<u8>, BrskiError> {
+    let (_, pinned) = verify_voucher(cms, masa_anchor, serial, nonce, now)?;
+    check_pin(&pinned, registrar_cert)?;
     Ok(pinned)
 }
 
-async fn status_post(
+/// Writes `voucher.cms` and `pinned-domain.pem` into `out_dir` (created if missing).
+pub(crate) fn write_voucher(
+    out_dir: &Path,
+    cms: &[u8],
+    pinned: &[u8],
+) -> Result<(PathBuf, PathBuf), BrskiError> {
+    std::fs::create_dir_all(out_dir).map_err(|source| PledgeError::WriteFile {
+        path: out_dir.to_owned(),
+        source,
+    })?;
+    let voucher_path = out_dir.join("voucher.cms");
+    flow::write_file(&voucher_path, cms, false)?;
+    let pinned_path = out_dir.join("pinned-domain.pem");
+    flow::write_file(
+        &pinned_path,
+        estuary_proto::pem::encode_certs(&[pinned.to_vec()]).as_bytes(),
+        false,
+    )?;
+    Ok((voucher_path, pinned_path))
+}
+
+/// A client configuration that trusts what `pinned` authenticates, with the IDevID.
+pub(crate) fn pinned_config(
+    pinned: &[u8],
+    idevid: &Identity,
+) -> Result<(ClientConfig, Arc<Pinned>), BrskiError> {
+    let verifier = Pinned::new(pinned, trust::provider());
+    let config = transport::client_config_verified_by(verifier.clone(), idevid)?;
+    Ok((config, verifier))
+}
+
+/// POSTs `{"version":1,"status":ok,"reason":why}` to `<base>/<op>` (§5.7, §5.9.4).
+pub(crate) async fn status_post(
     config: Arc<ClientConfig>,
-    t: &Target,
+    base: &HttpsUrl,
     op: &'static str,
     ok: bool,
     why: &str,
+    timeout: Duration,
 ) -> Result<(), BrskiError> {
     let body = serde_json::json!({"version": 1, "status": ok, "reason": why}).to_string();
-    let tls = connect(config, t).await?;
+    let url = base.join(op);
+    let tls = connect(config, &url, timeout).await?;
     let a = send(
         tls,
-        t,
+        &url,
         "POST",
-        op,
         Some("application/json"),
         body.into_bytes(),
+        timeout,
     )
     .await?;
     check_status(op, &a)
 }
 
-/// Runs BRSKI then EST.
-pub async fn run(opts: &BrskiOptions) -> Result<BrskiSummary, BrskiError> {
-    let t = target(&opts.brski_url)?;
-    let idevid_ders = transport::read_pem_certs("--cert", &opts.idevid.cert)?;
-    let idevid_der = idevid_ders.first().map(|c| c.to_vec()).unwrap_or_default();
-    let idevid = CertSummary::from_der(&idevid_der).map_err(|source| PledgeError::Cert {
-        origin: opts.idevid.cert.display().to_string(),
-        index: 0,
-        source,
-    })?;
-    let serial = idevid
-        .subject_serial_number()
-        .ok_or_else(|| BrskiError::Key("the IDevID has no subject serialNumber".into()))?
-        .to_string();
-    let key_der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(&opts.idevid.key)
-        .map_err(|e| BrskiError::Key(format!("not a PKCS#8 PEM key ({e})")))?;
-    let key = cms_signed::signing_key_from_pkcs8_der(key_der.secret_pkcs8_der())
-        .map_err(|e| BrskiError::Key(e.to_string()))?;
-    let anchor_ders = transport::read_pem_certs("--masa-ca", &opts.masa_ca)?;
-    let anchor = anchor_ders.first().map(|c| c.to_vec()).unwrap_or_default();
+/// Whether a failed `voucher_status` stops the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatusReport {
+    /// RFC 8995: the registrar expects it.
+    Required,
+    /// A cloud registrar may not record it: warn and go on.
+    BestEffort,
+}
 
-    flow::step("provisional TLS to the registrar");
-    let (config, verifier) = provisional_config(&opts.idevid)?;
-    let tls = tokio::time::timeout(opts.timeout, connect(Arc::new(config), &t))
-        .await
-        .map_err(|_| BrskiError::Connection(t.authority.clone(), "timed out".into()))??;
-    let registrar = verifier
-        .seen
-        .lock()
-        .ok()
-        .and_then(|s| s.clone())
-        .ok_or_else(|| {
-            BrskiError::Connection(t.authority.clone(), "no server certificate".into())
-        })?;
-    let nonce = nonce();
-    let pvr = VoucherRequest {
-        assertion: Some(Assertion::Proximity),
-        nonce: Some(nonce.clone()),
-        serial_number: Some(serial.clone()),
-        created_on: Some(voucher::rfc3339(now_unix())),
-        proximity_registrar_cert: Some(voucher::b64(&registrar)),
-        ..Default::default()
-    };
-    let json = pvr.to_json().map_err(|e| BrskiError::Key(e.to_string()))?;
-    let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &idevid_der, &[], &key)
-        .map_err(|e| BrskiError::Key(e.to_string()))?;
-    flow::step("requesting a voucher");
-    let answer = tokio::time::timeout(
-        opts.timeout,
-        send(
-            tls,
-            &t,
-            "POST",
-            "requestvoucher",
-            Some(CT_VOUCHER_CMS_JSON),
-            signed,
-        ),
-    )
-    .await
-    .map_err(|_| BrskiError::Connection(t.authority.clone(), "timed out".into()))??;
-    check_status("requestvoucher", &answer)?;
-    let pinned = check_voucher(
-        &answer.body,
-        &anchor,
-        &serial,
-        &nonce,
-        &registrar,
-        now_unix(),
-    )?;
-    flow::done("voucher verified");
-
-    std::fs::create_dir_all(&opts.out_dir).map_err(|source| PledgeError::WriteFile {
-        path: opts.out_dir.clone(),
-        source,
-    })?;
-    let voucher_path = opts.out_dir.join("voucher.cms");
-    flow::write_file(&voucher_path, &answer.body, false)?;
-    let pinned_path = opts.out_dir.join("pinned-domain.pem");
-    flow::write_file(
-        &pinned_path,
-        estuary_proto::pem::encode_certs(&[pinned]).as_bytes(),
-        false,
-    )?;
-
-    // From here on the registrar is verified against the pinned domain certificate.
-    let pinned_config = Arc::new(transport::client_config(&pinned_path, Some(&opts.idevid))?);
-    status_post(
-        Arc::clone(&pinned_config),
-        &t,
+/// After an accepted voucher: `voucher_status` true to the registrar at `base`, EST with
+/// `est`, then `enrollstatus` (always best effort) with the outcome.
+pub(crate) async fn enroll_and_report(
+    registrar: Arc<ClientConfig>,
+    base: &HttpsUrl,
+    est: &EstClient,
+    report: StatusReport,
+    enrolment: &EnrollOptions,
+    timeout: Duration,
+) -> Result<Summary, BrskiError> {
+    let posted = status_post(
+        Arc::clone(&registrar),
+        base,
         "voucher_status",
         true,
         "voucher accepted",
+        timeout,
     )
-    .await?;
-    let est = EstClient::new(
-        &opts.est_url,
-        None,
-        None,
-        transport::client_config(&pinned_path, Some(&opts.idevid))?,
-        opts.timeout,
-    )?;
-    let result = flow::enroll(&est, &opts.enrolment).await;
+    .await;
+    match (posted, report) {
+        (Ok(()), _) => {}
+        (Err(e), StatusReport::Required) => return Err(e),
+        (Err(e), StatusReport::BestEffort) => {
+            eprintln!("warning: voucher_status not recorded: {e}");
+        }
+    }
+    let result = flow::enroll(est, enrolment).await;
     let (ok, why) = match &result {
         Ok(_) => (true, "enrolled".to_string()),
         Err(e) => (false, e.to_string()),
     };
-    if let Err(e) = status_post(pinned_config, &t, "enrollstatus", ok, &why).await {
+    if let Err(e) = status_post(registrar, base, "enrollstatus", ok, &why, timeout).await {
         eprintln!("warning: enrollstatus not recorded: {e}");
     }
+    Ok(result?)
+}
+
+/// Runs BRSKI then EST.
+pub async fn run(opts: &BrskiOptions) -> Result<BrskiSummary, BrskiError> {
+    let base: HttpsUrl = opts
+        .brski_url
+        .parse()
+        .map_err(|e| BrskiError::BadUrl(opts.brski_url.clone(), e))?;
+    let pledge = Pledge::load(&opts.idevid, &opts.masa_ca)?;
+
+    flow::step("provisional TLS to the registrar");
+    let verifier = Recording::provisional(trust::provider());
+    let config = transport::client_config_verified_by(verifier.clone(), &opts.idevid)?;
+    let url = base.join("requestvoucher");
+    let tls = connect(Arc::new(config), &url, opts.timeout).await?;
+    let registrar = verifier
+        .seen()
+        .ok_or_else(|| {
+            BrskiError::Connection(base.authority().to_owned(), "no server certificate".into())
+        })?
+        .cert;
+    flow::done("ok");
+    let request = pledge.voucher_request(&registrar, now_unix())?;
+    flow::step("requesting a voucher");
+    let answer = send(
+        tls,
+        &url,
+        "POST",
+        Some(CT_VOUCHER_CMS_JSON),
+        request.cms,
+        opts.timeout,
+    )
+    .await?;
+    check_status("requestvoucher", &answer)?;
+    let (_, pinned) = pledge.verify_voucher(&answer.body, &request.nonce, now_unix())?;
+    check_pin(&pinned, &registrar)?;
+    flow::done("voucher verified");
+
+    let (voucher_path, pinned_path) = write_voucher(&opts.out_dir, &answer.body, &pinned)?;
+    // From here on the registrar and the EST server are verified against the pinned domain
+    // certificate.
+    let (config, _) = pinned_config(&pinned, &opts.idevid)?;
+    let est = EstClient::new(&opts.est_url, None, None, config.clone(), opts.timeout)?;
+    let est = enroll_and_report(
+        Arc::new(config),
+        &base,
+        &est,
+        StatusReport::Required,
+        &opts.enrolment,
+        opts.timeout,
+    )
+    .await?;
     Ok(BrskiSummary {
-        serial,
+        serial: pledge.serial().to_owned(),
         pinned: pinned_path,
         voucher: voucher_path,
-        est: result?,
+        est,
     })
 }
 
@@ -552,7 +640,18 @@ mod tests {
     }
 
     fn voucher(p: &Pki, serial: &str, nonce: &str, expires: i64) -> Vec<u8> {
+        voucher_with(p, serial, nonce, expires, None)
+    }
+
+    fn voucher_with(
+        p: &Pki,
+        serial: &str,
+        nonce: &str,
+        expires: i64,
+        est_domain: Option<&str>,
+    ) -> Vec<u8> {
         let v = Voucher {
+            est_domain: est_domain.map(str::to_owned),
             assertion: Some(Assertion::Logged),
             serial_number: serial.into(),
             nonce: Some(nonce.into()),
@@ -625,5 +724,38 @@ mod tests {
         let at = bad.len() / 3;
         bad[at] ^= 0x20;
         assert!(check_voucher(&bad, &p.anchor, "SN1", "n1", &p.registrar, 10).is_err());
+    }
+
+    /// draft-ietf-anima-brski-cloud: a voucher with est-domain is checked without the pin
+    /// rule (the pin authenticates the EST server, not the cloud registrar); the pin rule is
+    /// its own check.
+    #[test]
+    fn split_voucher_checks() {
+        let p = pki();
+        let cms = voucher_with(&p, "SN1", "n1", 1000, Some("https://est.owner.example"));
+        let (v, pinned) = verify_voucher(&cms, &p.anchor, "SN1", "n1", 10).expect("valid");
+        assert_eq!(v.est_domain.as_deref(), Some("https://est.owner.example"));
+        assert_eq!(pinned, p.domain_ca);
+        let refused =
+            |r: Result<(Voucher, Vec<u8>), BrskiError>| matches!(r, Err(BrskiError::BadVoucher(_)));
+        assert!(refused(verify_voucher(&cms, &p.anchor, "SN2", "n1", 10)));
+        assert!(refused(verify_voucher(&cms, &p.anchor, "SN1", "n2", 10)));
+        assert!(refused(verify_voucher(&cms, &p.anchor, "SN1", "n1", 1000)));
+        assert!(refused(verify_voucher(
+            &cms,
+            &pki().anchor,
+            "SN1",
+            "n1",
+            10
+        )));
+        // The pin: the registrar's own certificate, or one it issued; nothing else.
+        check_pin(&pinned, &p.registrar).expect("issued by the pin");
+        check_pin(&p.registrar, &p.registrar).expect("the pin itself");
+        assert!(check_pin(&pinned, &pki().registrar).is_err());
+        assert!(check_pin(&pinned, &p.anchor).is_err());
+        assert!(matches!(
+            check_voucher(&cms, &p.anchor, "SN1", "n1", &pki().registrar, 10),
+            Err(BrskiError::BadVoucher(_))
+        ));
     }
 }

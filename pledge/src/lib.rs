@@ -4,11 +4,14 @@
 //!
 //! The pure parts (CSR building, answer decoding, `Retry-After`) are in [`csr`] and [`est`];
 //! [`transport`] does TLS (rustls, ring provider) and HTTP/1.1 (hyper); [`flow`] runs the
-//! commands; [`teap`] enrols over EAP-TEAP (RFC 9930) through RADIUS.
+//! commands; [`teap`] enrols over EAP-TEAP (RFC 9930) through RADIUS; [`brski`] gets a voucher
+//! first (RFC 8995) and [`cloud`] gets it through a BRSKI cloud registrar
+//! (draft-ietf-anima-brski-cloud), with the TLS trust decisions in [`trust`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod brski;
+pub mod cloud;
 pub mod csr;
 pub mod error;
 pub mod est;
@@ -16,5 +19,7 @@ pub mod flow;
 pub mod keys;
 pub mod teap;
 pub mod transport;
+pub mod trust;
+pub mod url;
 
 pub use error::{Exchange, PledgeError};

@@ -11,7 +11,8 @@ use estuary_pledge::keys::KeyType;
 use estuary_pledge::transport::{self, EstClient, Identity};
 use estuary_pledge::PledgeError;
 
-/// An EST (RFC 7030) client for testing an Estuary deployment.
+/// An EST (RFC 7030) client for testing an Estuary deployment, with BRSKI (RFC 8995, and
+/// through a cloud registrar) and EAP-TEAP (RFC 9930) in front of EST.
 ///
 /// Progress goes to stderr, results to stdout (`--json` for a machine-readable summary).
 /// Exit codes: 0 ok, 1 local or protocol error, 2 usage, 3 refused by the server (4xx),
@@ -89,6 +90,51 @@ enum Command {
         client: ClientCert,
         #[command(flatten)]
         enrolment: Enrolment,
+        /// Limit for each HTTP exchange, in seconds
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
+        /// Print a JSON summary on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// BRSKI through a cloud registrar (draft-ietf-anima-brski-cloud): voucher from the cloud
+    /// registrar (mutual TLS checked against --cloud-ca) or from the owner's registrar it
+    /// redirects to; then EST as the voucher says
+    ///
+    /// A 307 is followed to its Location with a fresh voucher request: https only, never a
+    /// location visited before, at most --max-redirects, and only from a registrar whose
+    /// certificate validates against --cloud-ca (others are provisional TLS). A voucher
+    /// without est-domain is RFC 8995 with the registrar that gave it (its TLS certificate
+    /// must be covered by pinned-domain-cert; EST at its /.well-known/est). A voucher with
+    /// est-domain: EST at that URL, over TLS checked against pinned-domain-cert (the server's
+    /// certificate is the pin, or chains to it with the URL's host), nothing sent otherwise.
+    /// voucher_status and enrollstatus go to the registrar that gave the voucher.
+    ///
+    /// --json adds "path" ("redirect" or "est-domain"), "redirects" (Locations followed),
+    /// "registrar" (the requestvoucher URL that gave the voucher), "registrar_authenticated"
+    /// and "est_url" to the enrolment summary and "voucher". Exit codes: 1 a redirect or
+    /// voucher refused by the pledge, 3 refused by the registrar (4xx; 404: no owner known),
+    /// 4 connection/TLS failure (including an EST server the pin does not authenticate, or a
+    /// cloud registrar --cloud-ca does not) or 5xx / 401 with Retry-After
+    Cloud {
+        /// The cloud registrar's BRSKI base URL, e.g. https://cloud.example:8443/.well-known/brski
+        #[arg(long, value_name = "URL")]
+        cloud_url: String,
+        /// Implicit trust anchors (PEM): authenticate the cloud registrar, and decide which
+        /// redirect targets are authenticated (others are provisional TLS and may not redirect)
+        #[arg(long, value_name = "FILE")]
+        cloud_ca: PathBuf,
+        /// The manufacturer's MASA trust anchor (PEM) that vouchers must chain to
+        #[arg(long, value_name = "FILE")]
+        masa_ca: PathBuf,
+        /// IDevID certificate and P-256 PKCS#8 key
+        #[command(flatten)]
+        client: ClientCert,
+        #[command(flatten)]
+        enrolment: Enrolment,
+        /// Follow at most this many 307 redirects
+        #[arg(long, value_name = "N", default_value_t = estuary_pledge::cloud::DEFAULT_MAX_REDIRECTS)]
+        max_redirects: usize,
         /// Limit for each HTTP exchange, in seconds
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         timeout: u64,
@@ -212,7 +258,9 @@ fn print_summary(s: &flow::Summary, json: bool) {
 
 async fn run(cli: Cli) -> Result<(), PledgeError> {
     match cli.command {
-        Command::Teap { .. } | Command::Brski { .. } => unreachable!("handled in main"),
+        Command::Teap { .. } | Command::Brski { .. } | Command::Cloud { .. } => {
+            unreachable!("handled in main")
+        }
         Command::Cacerts {
             server,
             out,
@@ -324,6 +372,28 @@ async fn run(cli: Cli) -> Result<(), PledgeError> {
     }
 }
 
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn enroll_options(enrolment: Enrolment) -> EnrollOptions {
+    EnrollOptions {
+        out_dir: enrolment.out_dir,
+        key_type: enrolment.key_type,
+        max_wait: Duration::from_secs(enrolment.max_wait),
+        dns_name: None,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Teap {
@@ -352,15 +422,8 @@ fn main() -> ExitCode {
             fragment_size,
             out_dir,
         };
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
+        let Some(rt) = runtime() else {
+            return ExitCode::FAILURE;
         };
         return match rt.block_on(estuary_pledge::teap::run(&opts)) {
             Ok(msg) => {
@@ -390,22 +453,10 @@ fn main() -> ExitCode {
             masa_ca,
             out_dir: enrolment.out_dir.clone(),
             timeout: Duration::from_secs(timeout),
-            enrolment: EnrollOptions {
-                out_dir: enrolment.out_dir,
-                key_type: enrolment.key_type,
-                max_wait: Duration::from_secs(enrolment.max_wait),
-                dns_name: None,
-            },
+            enrolment: enroll_options(enrolment),
         };
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
+        let Some(rt) = runtime() else {
+            return ExitCode::FAILURE;
         };
         return match rt.block_on(estuary_pledge::brski::run(&opts)) {
             Ok(s) => {
@@ -430,15 +481,55 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    if let Command::Cloud {
+        cloud_url,
+        cloud_ca,
+        masa_ca,
+        client,
+        enrolment,
+        max_redirects,
+        timeout,
+        json,
+    } = cli.command
     {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+        let opts = estuary_pledge::cloud::CloudOptions {
+            cloud_url,
+            cloud_ca,
+            idevid: identity(&client),
+            masa_ca,
+            out_dir: enrolment.out_dir.clone(),
+            timeout: Duration::from_secs(timeout),
+            max_redirects,
+            enrolment: enroll_options(enrolment),
+        };
+        let Some(rt) = runtime() else {
             return ExitCode::FAILURE;
-        }
+        };
+        return match rt.block_on(estuary_pledge::cloud::run(&opts)) {
+            Ok(s) => {
+                if json {
+                    print_json(&s.to_json());
+                } else {
+                    println!("voucher for {} in {}", s.serial, s.voucher.display());
+                    println!("  path      {}", s.path.as_str());
+                    for r in &s.redirects {
+                        println!("  redirect  {r}");
+                    }
+                    println!("  registrar {}", s.registrar);
+                    println!("  est       {}", s.est_url);
+                    println!("  pinned    {}", s.pinned.display());
+                    print_summary(&s.est, false);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,

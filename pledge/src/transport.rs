@@ -12,6 +12,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{AlertDescription, ClientConfig, RootCertStore};
@@ -66,44 +67,71 @@ pub fn read_pem_certs(
     Ok(certs)
 }
 
+/// Reads a PEM file of trust anchors (`what` names the option in errors).
+pub fn root_store(what: &'static str, path: &Path) -> Result<RootCertStore, PledgeError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_pem_certs(what, path)? {
+        roots.add(cert).map_err(|e| PledgeError::BadPemFile {
+            what,
+            path: path.to_owned(),
+            reason: format!("unusable trust anchor: {e}"),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn client_chain_and_key(
+    id: &Identity,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PledgeError> {
+    let mut chain = read_pem_certs("--cert", &id.cert)?;
+    chain.extend(id.extra_chain.iter().cloned());
+    let key_pem = read("--key", &id.key)?;
+    // The decoder's error never quotes key bytes.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| PledgeError::BadPemFile {
+        what: "--key",
+        path: id.key.clone(),
+        reason: format!("no usable private key ({e})"),
+    })?;
+    Ok((chain, key))
+}
+
 /// Builds the rustls client configuration: ring provider, roots from `server_ca` only (no
 /// system roots), and the client certificate when `identity` is given.
 pub fn client_config(
     server_ca: &Path,
     identity: Option<&Identity>,
 ) -> Result<ClientConfig, PledgeError> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_pem_certs("--server-ca", server_ca)? {
-        roots.add(cert).map_err(|e| PledgeError::BadPemFile {
-            what: "--server-ca",
-            path: server_ca.to_owned(),
-            reason: format!("unusable trust anchor: {e}"),
-        })?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    let roots = root_store("--server-ca", server_ca)?;
+    let builder = ClientConfig::builder_with_provider(crate::trust::provider())
         .with_safe_default_protocol_versions()
         .map_err(PledgeError::TlsSetup)?
         .with_root_certificates(roots);
     let config = match identity {
         None => builder.with_no_client_auth(),
         Some(id) => {
-            let mut chain = read_pem_certs("--cert", &id.cert)?;
-            chain.extend(id.extra_chain.iter().cloned());
-            let key_pem = read("--key", &id.key)?;
-            // The decoder's error never quotes key bytes.
-            let key =
-                PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| PledgeError::BadPemFile {
-                    what: "--key",
-                    path: id.key.clone(),
-                    reason: format!("no usable private key ({e})"),
-                })?;
+            let (chain, key) = client_chain_and_key(id)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(PledgeError::TlsSetup)?
         }
     };
     Ok(config)
+}
+
+/// A client configuration whose server check is `verifier` (see [`crate::trust`]), with
+/// `identity` as the client certificate.
+pub fn client_config_verified_by(
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: &Identity,
+) -> Result<ClientConfig, PledgeError> {
+    let (chain, key) = client_chain_and_key(identity)?;
+    ClientConfig::builder_with_provider(crate::trust::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(PledgeError::TlsSetup)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(PledgeError::TlsSetup)
 }
 
 /// An EST server: base URL (with optional label) and TLS settings.
