@@ -15,6 +15,12 @@
 //! network only the proxy reaches (a Kubernetes NetworkPolicy, or a mesh that adds mTLS).
 //! `/metrics`, `/healthz` and `/readyz` need no token and reveal no device data.
 //!
+//! **A cloud registrar alone** (`[brski.cloud]` without `[est]`, `[acme]` and `[dns]`, see
+//! [`crate::config`]) serves no EST: after the token check, the three `/estuary/v1/*` paths
+//! above answer 404 `text/plain` "this control plane serves no EST (cloud registrar only)"
+//! ([`NO_EST`]). `/metrics`, `/healthz`, `/readyz` and the BRSKI paths ([`crate::brski`]) work
+//! as always.
+//!
 //! All non-200 bodies are `text/plain` and say what was wrong. The control plane never
 //! answers 5xx for a client's mistake.
 use std::sync::Arc;
@@ -43,18 +49,27 @@ use crate::store::Store;
 /// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The 404 body of the EST paths in a control plane that serves no EST.
+pub const NO_EST: &str = "this control plane serves no EST (cloud registrar only)";
+
 /// Shared state of the handlers.
 pub struct AppState {
-    /// The RA engine.
-    pub engine: Arc<Engine>,
     /// The bearer token the proxy presents.
     pub token: Secret,
-    /// `/cacerts` answer, precomputed.
-    pub cacerts_pkcs7: Vec<u8>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Redis, for `/readyz`.
     pub store: Store,
+    /// The EST service; `None` in a cloud registrar alone.
+    pub est: Option<EstService>,
+}
+
+/// What the EST paths need.
+pub struct EstService {
+    /// The RA engine.
+    pub engine: Arc<Engine>,
+    /// `/cacerts` answer, precomputed.
+    pub cacerts_pkcs7: Vec<u8>,
     /// Devices are named under this.
     pub parent: ParentDomain,
     /// Accepted keys, told in `/csrattrs`.
@@ -94,23 +109,40 @@ fn with_retry_after(mut r: Response, secs: u64) -> Response {
     r
 }
 
-/// `None` when the proxy's bearer token is right; else the 401 to send.
-fn refused(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+/// Why an EST path is not served; [`Refusal::response`] is its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Missing or wrong bearer token: 401.
+    Token,
+    /// A cloud registrar alone serves no EST: 404 [`NO_EST`].
+    NoEst,
+}
+
+impl Refusal {
+    fn response(self) -> Response {
+        match self {
+            Refusal::Token => text(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: only the Estuary proxy may call this API",
+            ),
+            Refusal::NoEst => text(StatusCode::NOT_FOUND, NO_EST),
+        }
+    }
+}
+
+/// The EST service, once the proxy's bearer token is checked (first, in constant time).
+fn est_service<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a EstService, Refusal> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let expected = state.token.expose().as_bytes();
-    if bool::from(presented.as_bytes().ct_eq(expected)) {
-        None
-    } else {
+    if !bool::from(presented.as_bytes().ct_eq(expected)) {
         warn!("internal API call without a valid bearer token refused");
-        Some(text(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token: only the Estuary proxy may call this API",
-        ))
+        return Err(Refusal::Token);
     }
+    state.est.as_ref().ok_or(Refusal::NoEst)
 }
 
 /// The device serial the proxy authenticated, or the reason it is unusable (a 400).
@@ -123,9 +155,10 @@ fn serial_from(headers: &HeaderMap) -> Result<DeviceSerial, String> {
 }
 
 async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = refused(&state, &headers) {
-        return r;
-    }
+    let est = match est_service(&state, &headers) {
+        Ok(e) => e,
+        Err(r) => return r.response(),
+    };
     let serial = match serial_from(&headers) {
         Ok(s) => s,
         Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
@@ -159,7 +192,7 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
         serial,
         operation,
     };
-    match state.engine.enroll(req).await {
+    match est.engine.enroll(req).await {
         Ok(Outcome::Issued { pkcs7, .. }) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
@@ -173,12 +206,12 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
             ),
             retry_after,
         ),
-        Err(e) => error_response(&state, &e),
+        Err(e) => error_response(est, &e),
     }
 }
 
 /// The one map from an enrolment error to the internal API's answer.
-fn error_response(state: &AppState, e: &EnrollError) -> Response {
+fn error_response(est: &EstService, e: &EnrollError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match e {
         EnrollError::Store(_) => "certificate store unavailable; retry later".to_string(),
@@ -190,37 +223,39 @@ fn error_response(state: &AppState, e: &EnrollError) -> Response {
         info!(status = status.as_u16(), error = %e, "enrolment refused");
     }
     let r = text(status, body);
-    match e.retry_after(state.engine.config()) {
+    match e.retry_after(est.engine.config()) {
         Some(s) => with_retry_after(r, s),
         None => r,
     }
 }
 
 async fn cacerts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = refused(&state, &headers) {
-        return r;
-    }
+    let est = match est_service(&state, &headers) {
+        Ok(e) => e,
+        Err(r) => return r.response(),
+    };
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
-        state.cacerts_pkcs7.clone(),
+        est.cacerts_pkcs7.clone(),
     )
         .into_response()
 }
 
 async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = refused(&state, &headers) {
-        return r;
-    }
+    let est = match est_service(&state, &headers) {
+        Ok(e) => e,
+        Err(r) => return r.response(),
+    };
     let serial = match serial_from(&headers) {
         Ok(s) => s,
         Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
     };
-    let name = match DeviceName::new(&serial, &state.parent) {
+    let name = match DeviceName::new(&serial, &est.parent) {
         Ok(n) => n,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("device name: {e}")),
     };
-    match csrattrs::device_template(&name, &state.keys).to_der() {
+    match csrattrs::device_template(&name, &est.keys).to_der() {
         Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, CT_CSRATTRS)], der).into_response(),
         Err(e) => {
             warn!(error = %e, "cannot encode CSR attributes");

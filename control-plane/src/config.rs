@@ -1,13 +1,34 @@
 //! The control plane's configuration: one TOML file, overridable from the environment.
 //!
+//! # Sections
+//! | section | needed | what |
+//! |---|---|---|
+//! | `[server]` | always | the internal API's listen address and bearer token |
+//! | `[redis]` | always | the shared store |
+//! | `[est]`, `[acme]`, `[dns]` | yes, except for a cloud registrar alone (below) | the EST service: device names and keys, the ACME CA, the DNS primary for DNS-01 |
+//! | `[enroll]` | optional (defaults) | how enrolment waits and retries; only with `[est]` |
+//! | `[teap]` | optional | the RADIUS/EAP-TEAP listener; it enrols through EST, so it needs `[est]`, `[acme]` and `[dns]` |
+//! | `[brski]` | optional | the BRSKI registrar; with `[brski.cloud]` a cloud registrar |
+//!
+//! **A cloud registrar alone.** With `[brski.cloud]` the EST sections are optional as a group:
+//! give all of `[est]`, `[acme]` and `[dns]` (the process serves EST as well, as without
+//! `[brski.cloud]`) or none of them (it plays the manufacturer's cloud registrar only: no ACME
+//! account, no DNS updates, and the internal API's EST paths answer 404). Some but not all is
+//! a problem that names the missing ones; so is `[enroll]` or `[teap]` without them. Without
+//! `[brski.cloud]` each of `[est]`, `[acme]` and `[dns]` is required.
+//!
+//! # Environment
 //! Every key can be overridden by an environment variable named
 //! `ESTUARY_<SECTION>__<KEY>` (upper case, double underscore between section and key), e.g.
 //! `ESTUARY_ACME__DIRECTORY_URL=https://…` or `ESTUARY_DNS__SECRET=…`. The value is read as a
 //! TOML value when it parses as one (numbers, booleans, arrays), else as a string. This is the
 //! way to keep secrets (`server.api_token`, `dns.secret`, `acme.eab_hmac_key`) out of the file.
+//! An override creates its section when the file has none: a cloud registrar alone must not
+//! be given `ESTUARY_DNS__SECRET` (or any `ESTUARY_EST__*`, `ESTUARY_ACME__*`, `ESTUARY_DNS__*`).
 //!
 //! Loading collects every problem it can find (unknown keys, wrong types, bad values in any
-//! section) and reports them together, so an operator fixes a config in one pass.
+//! section, missing sections) and reports them together, so an operator fixes a config in one
+//! pass.
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,22 +46,37 @@ use crate::dns::DnsConfig;
 pub struct Config {
     /// `[server]`
     pub server: ServerConfig,
+    /// `[redis]`
+    pub redis: RedisConfig,
+    /// The EST service and what hangs off it. `None` only for a cloud registrar alone
+    /// (`[brski.cloud]` without `[est]`, `[acme]` and `[dns]`).
+    pub enrolment: Option<Enrolment>,
+    /// `[brski]`: the BRSKI registrar, when present.
+    pub brski: Option<crate::brski::BrskiConfig>,
+}
+
+/// The sections of the EST service: all present together.
+#[derive(Debug)]
+pub struct Enrolment {
     /// `[est]`
     pub est: EstConfig,
     /// `[acme]`
     pub acme: AcmeConfig,
     /// `[dns]`
     pub dns: DnsConfig,
-    /// `[redis]`
-    pub redis: RedisConfig,
-    /// `[enroll]`
+    /// `[enroll]` (defaults when absent).
     pub enroll: EnrollConfig,
-    /// `[teap]`: the RADIUS/EAP-TEAP listener, when present.
-    pub teap: Option<crate::teap::TeapConfig>,
-    /// `[brski]`: the BRSKI registrar, when present.
-    pub brski: Option<crate::brski::BrskiConfig>,
     /// `est.parent_domain`, checked.
     pub parent: ParentDomain,
+    /// `[teap]`: the RADIUS/EAP-TEAP listener, when present. It enrols through EST.
+    pub teap: Option<crate::teap::TeapConfig>,
+}
+
+impl Config {
+    /// True when `[brski.cloud]` is configured.
+    pub fn is_cloud_registrar(&self) -> bool {
+        self.brski.as_ref().is_some_and(|b| b.cloud.is_some())
+    }
 }
 
 /// A secret string: its Debug and Display never show the value.
@@ -71,7 +107,7 @@ pub struct ServerConfig {
     pub api_token: Secret,
 }
 
-/// `[est]`: what devices may ask for.
+/// `[est]`: what devices may ask for. Required, except for a cloud registrar alone.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EstConfig {
@@ -126,7 +162,7 @@ impl KeysConfig {
     }
 }
 
-/// `[acme]`: the ACME CA.
+/// `[acme]`: the ACME CA. Required, except for a cloud registrar alone.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcmeConfig {
@@ -210,6 +246,7 @@ fn default_prefix() -> String {
 }
 
 /// `[enroll]`: how long a request waits, and how pending work is shared between replicas.
+/// Optional; only with `[est]`, `[acme]` and `[dns]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollConfig {
@@ -297,6 +334,7 @@ impl Config {
             Ok(t) => t,
             Err(e) => return Err(ConfigErrors(vec![format!("not valid TOML: {e}")])),
         };
+        let in_file: Vec<String> = root.keys().cloned().collect();
         apply_env(&mut root, env, &mut errors);
         for key in root.keys() {
             if !SECTIONS.contains(&key.as_str()) {
@@ -306,10 +344,16 @@ impl Config {
                 ));
             }
         }
+        // With [brski.cloud] the EST sections may all be left out (a cloud registrar alone).
+        // Looked up in the raw table, so a malformed [brski] section still counts.
+        let cloud = root
+            .get("brski")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|b| b.contains_key("cloud"));
         let server: Option<ServerConfig> = section(&root, "server", false, &mut errors);
-        let est: Option<EstConfig> = section(&root, "est", false, &mut errors);
-        let acme: Option<AcmeConfig> = section(&root, "acme", false, &mut errors);
-        let dns: Option<DnsConfig> = section(&root, "dns", false, &mut errors);
+        let est: Option<EstConfig> = section(&root, "est", cloud, &mut errors);
+        let acme: Option<AcmeConfig> = section(&root, "acme", cloud, &mut errors);
+        let dns: Option<DnsConfig> = section(&root, "dns", cloud, &mut errors);
         let redis: Option<RedisConfig> = section(&root, "redis", false, &mut errors);
         let enroll: Option<EnrollConfig> = section(&root, "enroll", true, &mut errors);
         let teap: Option<crate::teap::TeapConfig> = section(&root, "teap", true, &mut errors);
@@ -320,6 +364,11 @@ impl Config {
         if let Some(b) = &brski {
             errors.extend(b.validate());
         }
+        let serves_est = if cloud {
+            cloud_enrolment_sections(&root, &in_file, &mut errors)
+        } else {
+            true
+        };
 
         if let Some(s) = &server {
             if s.api_token.expose().len() < 16 {
@@ -383,30 +432,87 @@ impl Config {
                 errors.push("enroll.retry_after_s: must be at least 1".into());
             }
         }
-        match (server, est, acme, dns, redis, enroll, parent) {
-            (
-                Some(server),
-                Some(est),
-                Some(acme),
-                Some(dns),
-                Some(redis),
-                Some(enroll),
-                Some(parent),
-            ) if errors.is_empty() => Ok(Config {
-                server,
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let enrolment = match (est, acme, dns, enroll, parent) {
+            (Some(est), Some(acme), Some(dns), Some(enroll), Some(parent)) => Some(Enrolment {
                 est,
                 acme,
                 dns,
-                redis,
                 enroll,
                 parent,
                 teap,
-                brski,
             }),
-            _ => Err(ConfigErrors(errors)),
+            _ => None,
+        };
+        match (server, redis, enrolment) {
+            (Some(server), Some(redis), enrolment) if enrolment.is_some() || !serves_est => {
+                Ok(Config {
+                    server,
+                    redis,
+                    enrolment,
+                    brski,
+                })
+            }
+            // Every way to get here has pushed a problem above; say so rather than fail silently.
+            _ => Err(ConfigErrors(vec![
+                "incomplete configuration (a required section is missing)".into(),
+            ])),
         }
     }
 }
+
+/// The enrolment sections of a config with `[brski.cloud]`: all of `[est]`, `[acme]` and
+/// `[dns]` (true: EST is served too) or none of them and no `[enroll]` or `[teap]` (false: a
+/// cloud registrar alone). Anything in between is a problem pushed to `errors`.
+fn cloud_enrolment_sections(
+    root: &toml::Table,
+    in_file: &[String],
+    errors: &mut Vec<String>,
+) -> bool {
+    let named = |n: &str| {
+        if in_file.iter().any(|f| f == n) {
+            format!("[{n}]")
+        } else {
+            format!(
+                "[{n}] (from ESTUARY_{}__* in the environment)",
+                n.to_ascii_uppercase()
+            )
+        }
+    };
+    let (given, missing): (Vec<&str>, Vec<&str>) = ENROLMENT_SECTIONS
+        .iter()
+        .copied()
+        .partition(|n| root.contains_key(*n));
+    if given.is_empty() {
+        for dependent in ["enroll", "teap"] {
+            if root.contains_key(dependent) {
+                errors.push(format!(
+                    "{} needs [est], [acme] and [dns], which a cloud registrar alone leaves out: \
+                     add them to serve EST too, or remove {}",
+                    named(dependent),
+                    named(dependent),
+                ));
+            }
+        }
+        return false;
+    }
+    if !missing.is_empty() {
+        let missing: Vec<String> = missing.iter().map(|n| format!("[{n}]")).collect();
+        let given: Vec<String> = given.iter().map(|n| named(n)).collect();
+        errors.push(format!(
+            "missing section(s) {}: with [brski.cloud] give all of [est], [acme] and [dns] \
+             (to serve EST too) or none of them (cloud registrar only); given: {}",
+            missing.join(", "),
+            given.join(", "),
+        ));
+    }
+    true
+}
+
+/// The sections of the EST service that a cloud registrar alone leaves out together.
+const ENROLMENT_SECTIONS: [&str; 3] = ["est", "acme", "dns"];
 
 /// Deserializes one section; a missing optional section takes its `Default`.
 fn section<T: DeserializeOwned + DefaultIfOptional>(
@@ -509,31 +615,79 @@ fn parse_env_value(raw: &str) -> toml::Value {
 mod tests {
     use super::*;
 
-    fn sample(ca: &Path) -> String {
-        format!(
-            r#"
+    const SERVER_REDIS: &str = r#"
 [server]
 listen = "127.0.0.1:8081"
 api_token = "0123456789abcdef0123"
 
+[redis]
+url = "redis://127.0.0.1:6379/"
+"#;
+
+    fn est(ca: &Path) -> String {
+        format!(
+            r#"
 [est]
 parent_domain = "iot.example.test"
 ca_certs_file = "{}"
+"#,
+            ca.display()
+        )
+    }
 
+    const ACME: &str = r#"
 [acme]
 directory_url = "https://127.0.0.1:14000/dir"
+"#;
 
+    const DNS: &str = r#"
 [dns]
 server = "127.0.0.1:5353"
 zone = "example.test"
 key_name = "estuary-key"
 secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+"#;
 
-[redis]
-url = "redis://127.0.0.1:6379/"
-"#,
-            ca.display()
+    fn sample(ca: &Path) -> String {
+        format!("{SERVER_REDIS}{}{ACME}{DNS}", est(ca))
+    }
+
+    /// `[brski]` with `[brski.cloud]`; every file is `any` (validation only checks they exist).
+    fn cloud(any: &Path) -> String {
+        let f = format!("{:?}", any.display().to_string());
+        format!(
+            r#"
+[brski]
+registrar_cert_file = {f}
+registrar_key_file = {f}
+[[brski.manufacturers]]
+idevid_ca_file = {f}
+masa_ca_file = {f}
+[brski.cloud]
+[[brski.cloud.owners]]
+name = "acme"
+serials = ["SN-1"]
+redirect_url = "https://registrar.acme.example/.well-known/brski"
+"#
         )
+    }
+
+    fn teap(any: &Path) -> String {
+        let f = format!("{:?}", any.display().to_string());
+        format!(
+            r#"
+[teap]
+listen = "127.0.0.1:1812"
+cert_file = {f}
+key_file = {f}
+client_ca_file = {f}
+clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
+"#
+        )
+    }
+
+    fn enrolment(cfg: &Config) -> &Enrolment {
+        cfg.enrolment.as_ref().expect("the EST sections")
     }
 
     fn ca_file() -> tempfile_path::Path {
@@ -568,10 +722,13 @@ url = "redis://127.0.0.1:6379/"
     fn a_complete_file_loads_with_defaults() {
         let ca = ca_file();
         let cfg = Config::from_toml(&sample(&ca.0), Vec::new()).expect("valid config");
-        assert_eq!(cfg.enroll.budget_ms, 2000);
-        assert_eq!(cfg.acme.order_attempts, 3);
-        assert_eq!(cfg.parent.as_str(), "iot.example.test");
+        let e = enrolment(&cfg);
+        assert_eq!(e.enroll.budget_ms, 2000);
+        assert_eq!(e.acme.order_attempts, 3);
+        assert_eq!(e.parent.as_str(), "iot.example.test");
+        assert!(e.teap.is_none());
         assert_eq!(cfg.redis.key_prefix, "estuary");
+        assert!(!cfg.is_cloud_registrar());
     }
 
     #[test]
@@ -609,9 +766,9 @@ url = "redis://127.0.0.1:6379/"
             ("UNRELATED".into(), "x".into()),
         ];
         let cfg = Config::from_toml(&sample(&ca.0), env).expect("valid");
-        assert_eq!(cfg.enroll.budget_ms, 250);
+        assert_eq!(enrolment(&cfg).enroll.budget_ms, 250);
         assert_eq!(cfg.server.api_token.expose(), "from-the-environment-123");
-        assert!(!cfg.est.keys.allow_ed25519);
+        assert!(!enrolment(&cfg).est.keys.allow_ed25519);
     }
 
     #[test]
@@ -633,6 +790,107 @@ url = "redis://127.0.0.1:6379/"
         let all = err.to_string();
         for s in ["[est]", "[acme]", "[dns]", "[redis]"] {
             assert!(all.contains(s), "{all}");
+        }
+    }
+
+    /// Without `[brski.cloud]` (a plain registrar here) each EST section is required, one
+    /// problem per missing section as always.
+    #[test]
+    fn without_a_cloud_registrar_each_est_section_is_required() {
+        let any = ca_file();
+        let brski = cloud(&any.0);
+        let plain = &brski[..brski.find("[brski.cloud]").expect("cloud part")];
+        let text = format!("{SERVER_REDIS}{ACME}{plain}");
+        let err = Config::from_toml(&text, Vec::new()).expect_err("incomplete");
+        assert_eq!(
+            err.0,
+            ["missing section [est]", "missing section [dns]"],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_cloud_registrar_alone_needs_no_est_sections() {
+        let any = ca_file();
+        let text = format!("{SERVER_REDIS}{}", cloud(&any.0));
+        let cfg = Config::from_toml(&text, Vec::new()).expect("valid cloud-only config");
+        assert!(cfg.enrolment.is_none());
+        assert!(cfg.is_cloud_registrar());
+        assert_eq!(cfg.redis.url.expose(), "redis://127.0.0.1:6379/");
+    }
+
+    #[test]
+    fn a_cloud_registrar_may_serve_est_too() {
+        let any = ca_file();
+        let text = format!("{}{}{}", sample(&any.0), cloud(&any.0), teap(&any.0));
+        let cfg = Config::from_toml(&text, Vec::new()).expect("valid");
+        assert!(cfg.is_cloud_registrar());
+        let e = enrolment(&cfg);
+        assert_eq!(e.parent.as_str(), "iot.example.test");
+        assert!(e.teap.is_some());
+    }
+
+    #[test]
+    fn a_cloud_registrar_with_some_est_sections_names_the_missing_ones() {
+        let any = ca_file();
+        let text = format!("{SERVER_REDIS}{}{ACME}{}", est(&any.0), cloud(&any.0));
+        let err = Config::from_toml(&text, Vec::new()).expect_err("partial");
+        assert_eq!(err.0.len(), 1, "{err}");
+        let p = &err.0[0];
+        assert!(p.starts_with("missing section(s) [dns]:"), "{p}");
+        assert!(p.contains("given: [est], [acme]"), "{p}");
+
+        // An environment override creates its section; the problem says where it came from.
+        let env = vec![("ESTUARY_DNS__SECRET".to_string(), "c2VjcmV0".to_string())];
+        let text = format!("{SERVER_REDIS}{}", cloud(&any.0));
+        let err = Config::from_toml(&text, env).expect_err("partial");
+        let all = err.to_string();
+        assert!(all.contains("missing section(s) [est], [acme]:"), "{all}");
+        assert!(
+            all.contains("given: [dns] (from ESTUARY_DNS__* in the environment)"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn a_cloud_registrar_alone_refuses_teap_and_enroll() {
+        let any = ca_file();
+        let text = format!(
+            "{SERVER_REDIS}{}{}[enroll]\nbudget_ms = 100\n",
+            cloud(&any.0),
+            teap(&any.0)
+        );
+        let err = Config::from_toml(&text, Vec::new()).expect_err("teap without EST");
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.starts_with("[teap] needs [est], [acme] and [dns]")),
+            "{err}"
+        );
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.starts_with("[enroll] needs [est], [acme] and [dns]")),
+            "{err}"
+        );
+    }
+
+    /// Problems in the other sections are still reported with the cloud-only ones.
+    #[test]
+    fn a_cloud_registrar_reports_every_problem_at_once() {
+        let any = ca_file();
+        let text = format!("{SERVER_REDIS}{ACME}{}{}", cloud(&any.0), teap(&any.0))
+            .replace("0123456789abcdef0123", "short")
+            .replace("https://127.0.0.1:14000/dir", "ftp://ca");
+        let err = Config::from_toml(&text, Vec::new()).expect_err("invalid");
+        let all = err.to_string();
+        for needle in [
+            "server.api_token",
+            "acme.directory_url",
+            "missing section(s) [est], [dns]",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
     }
 }

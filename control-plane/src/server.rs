@@ -1,47 +1,104 @@
 //! Wiring: from a validated [`Config`] to a serving control plane.
+//!
+//! What runs follows the config: the internal API (always: `/metrics`, `/healthz`, `/readyz`),
+//! the EST service with its ACME account, DNS updater and engine (when the config has
+//! [`Config::enrolment`]), the TEAP RADIUS listener (`[teap]`, through the EST engine) and the
+//! BRSKI registrar or cloud registrar (`[brski]`). A cloud registrar alone builds no ACME
+//! account, DNS updater or engine; its EST paths answer 404 ([`api::NO_EST`]).
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use estuary_proto::names::ParentDomain;
+use estuary_proto::policy::KeyPolicy;
 use estuary_proto::{pem, pkcs7};
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::acme::Acme;
-use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::api::{self, AppState, EstService};
+use crate::config::{Config, Enrolment};
 use crate::dns::DnsUpdater;
 use crate::engine::Engine;
 use crate::metrics::{Metrics, OrderResult};
 use crate::store::Store;
+use crate::teap::TeapConfig;
 
-/// Builds the application state from a config.
-pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, std::net::SocketAddr)> {
+/// Builds the application state from a config (the HTTP side only: `[teap]` and `[brski]` are
+/// started by [`run`]).
+pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, SocketAddr)> {
+    let (state, listen, _teap) = build_parts(cfg.server, cfg.redis, cfg.enrolment)?;
+    Ok((state, listen))
+}
+
+/// A TEAP listener to start, with the EST engine it enrols through.
+struct TeapPlan {
+    cfg: TeapConfig,
+    engine: Arc<Engine>,
+    parent: ParentDomain,
+    keys: KeyPolicy,
+}
+
+fn build_parts(
+    server: crate::config::ServerConfig,
+    redis: crate::config::RedisConfig,
+    enrolment: Option<Enrolment>,
+) -> anyhow::Result<(Arc<AppState>, SocketAddr, Option<TeapPlan>)> {
     // One rustls crypto backend for the process (ring); ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
-    let ca_pem = std::fs::read_to_string(&cfg.est.ca_certs_file).with_context(|| {
+    let store = Store::new(redis.url.expose(), &redis.key_prefix)
+        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+    let (est, teap) = match enrolment {
+        Some(e) => {
+            let (est, teap) = est_service(e, &store, &metrics)?;
+            let teap = teap.map(|cfg| TeapPlan {
+                cfg,
+                engine: Arc::clone(&est.engine),
+                parent: est.parent.clone(),
+                keys: est.keys,
+            });
+            (Some(est), teap)
+        }
+        None => (None, None),
+    };
+    let state = Arc::new(AppState {
+        token: server.api_token,
+        metrics,
+        store,
+        est,
+    });
+    Ok((state, server.listen, teap))
+}
+
+/// The EST service (ACME account, DNS updater, engine, `/cacerts`) and the `[teap]` section
+/// that uses it.
+fn est_service(
+    e: Enrolment,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(EstService, Option<TeapConfig>)> {
+    let ca_pem = std::fs::read_to_string(&e.est.ca_certs_file).with_context(|| {
         format!(
             "reading est.ca_certs_file {}",
-            cfg.est.ca_certs_file.display()
+            e.est.ca_certs_file.display()
         )
     })?;
     let ca_ders =
-        pem::decode_certs(&ca_pem).map_err(|e| anyhow::anyhow!("est.ca_certs_file: {e}"))?;
+        pem::decode_certs(&ca_pem).map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
     let cacerts_pkcs7 = pkcs7::encode_certs_only(&ca_ders)
-        .map_err(|e| anyhow::anyhow!("est.ca_certs_file: {e}"))?;
-    let store = Store::new(cfg.redis.url.expose(), &cfg.redis.key_prefix)
-        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
     let counter = metrics.dns_updates.clone();
     let dns = Arc::new(
-        DnsUpdater::new(cfg.dns.clone())
-            .map_err(|e| anyhow::anyhow!("dns: {e}"))?
+        DnsUpdater::new(e.dns)
+            .map_err(|err| anyhow::anyhow!("dns: {err}"))?
             .with_update_counter(Arc::new(move || {
                 counter.inc();
             })),
     );
-    let order_metrics = Arc::clone(&metrics);
+    let order_metrics = Arc::clone(metrics);
     let acme = Arc::new(Acme::new(
-        cfg.acme,
+        e.acme,
         store.clone(),
         dns,
         Arc::new(move |ok| {
@@ -52,37 +109,63 @@ pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, std::net::SocketAddr
             })
         }),
     ));
-    let keys = cfg.est.keys.policy();
+    let keys = e.est.keys.policy();
     let engine = Engine::new(
-        cfg.parent.clone(),
+        e.parent.clone(),
         keys,
-        cfg.enroll,
+        e.enroll,
         store.clone(),
         acme,
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
     );
-    let state = Arc::new(AppState {
+    let est = EstService {
         engine,
-        token: cfg.server.api_token,
         cacerts_pkcs7,
-        metrics,
-        store,
-        parent: cfg.parent,
+        parent: e.parent,
         keys,
-    });
-    Ok((state, cfg.server.listen))
+    };
+    Ok((est, e.teap))
+}
+
+/// The services a config runs, for the start-up log: e.g. `EST, TEAP, BRSKI registrar` or
+/// `BRSKI cloud registrar only (no EST, ACME or DNS)`.
+pub fn services(cfg: &Config) -> String {
+    let brski = match &cfg.brski {
+        Some(b) if b.cloud.is_some() => Some("BRSKI cloud registrar"),
+        Some(_) => Some("BRSKI registrar"),
+        None => None,
+    };
+    match &cfg.enrolment {
+        Some(e) => {
+            let mut s = vec!["EST"];
+            if e.teap.is_some() {
+                s.push("TEAP");
+            }
+            s.extend(brski);
+            s.join(", ")
+        }
+        None => format!(
+            "{} only (no EST, ACME or DNS)",
+            brski.unwrap_or("internal API")
+        ),
+    }
 }
 
 /// Serves until SIGTERM or Ctrl-C.
-pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
-    let teap = cfg.teap.take();
-    let brski_cfg = cfg.brski.take();
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let services = services(&cfg);
+    let Config {
+        server,
+        redis,
+        enrolment,
+        brski: brski_cfg,
+    } = cfg;
     let (redis_url, prefix, token) = (
-        cfg.redis.url.clone(),
-        cfg.redis.key_prefix.clone(),
-        cfg.server.api_token.clone(),
+        redis.url.clone(),
+        redis.key_prefix.clone(),
+        server.api_token.clone(),
     );
-    let (state, listen) = build(cfg)?;
+    let (state, listen, teap) = build_parts(server, redis, enrolment)?;
     let brski = match brski_cfg {
         Some(b) => Some(Arc::new(crate::brski::Registrar::new(
             &b,
@@ -95,10 +178,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     };
     if let Some(t) = teap {
         let radius = crate::teap::server::TeapServer::bind(
-            &t,
-            Arc::clone(&state.engine),
-            state.parent.clone(),
-            state.keys,
+            &t.cfg,
+            t.engine,
+            t.parent,
+            t.keys,
             Arc::clone(&state.metrics),
         )
         .await?;
@@ -108,10 +191,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding server.listen {listen}"))?;
-    info!(listen = %listener.local_addr()?, "estuary control plane listening");
+    info!(listen = %listener.local_addr()?, %services, "estuary control plane listening");
     let mut app = api::router(state);
     if let Some(registrar) = brski {
-        info!("BRSKI registrar enabled");
         app = app.merge(crate::brski::router(registrar));
     }
     axum::serve(listener, app)
@@ -142,5 +224,128 @@ async fn shutdown() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{header, Method, Request, StatusCode};
+    use estuary_proto::internal_api::{CACERTS_PATH, CSRATTRS_PATH, ENROLL_PATH};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    /// A config for a cloud registrar alone; `dir` holds the files it names.
+    fn cloud_only(dir: &std::path::Path) -> Config {
+        let any = dir.join("any.pem");
+        std::fs::write(&any, "placeholder\n").expect("write");
+        let f = format!("{:?}", any.display().to_string());
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+api_token = "{TOKEN}"
+[redis]
+url = "redis://127.0.0.1:1/"
+[brski]
+registrar_cert_file = {f}
+registrar_key_file = {f}
+[[brski.manufacturers]]
+idevid_ca_file = {f}
+masa_ca_file = {f}
+[brski.cloud]
+[[brski.cloud.owners]]
+name = "acme"
+serials = ["SN-1"]
+redirect_url = "https://registrar.acme.example/.well-known/brski"
+"#
+        );
+        Config::from_toml(&text, Vec::new()).expect("valid cloud-only config")
+    }
+
+    #[test]
+    fn the_startup_log_names_the_services() {
+        let dir = estuary_tests::util::TempDir::new("cp-services").expect("tmp");
+        let cfg = cloud_only(dir.path());
+        assert_eq!(
+            services(&cfg),
+            "BRSKI cloud registrar only (no EST, ACME or DNS)"
+        );
+    }
+
+    /// A cloud registrar alone: no engine; the EST paths answer 404 behind the token check,
+    /// `/metrics` and `/healthz` still answer.
+    #[tokio::test]
+    async fn a_cloud_registrar_alone_answers_404_on_the_est_paths() {
+        let dir = estuary_tests::util::TempDir::new("cp-cloud-only").expect("tmp");
+        let (state, _) = build(cloud_only(dir.path())).expect("built");
+        assert!(state.est.is_none());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, api::router(state)).await;
+        });
+        let client: Client<_, Full<Bytes>> =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let call = |method: Method, path: &str, token: Option<&str>| {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(format!("http://{addr}{path}"))
+                .header("estuary-device-serial", "SN-1");
+            if method == Method::POST {
+                req = req
+                    .header("estuary-operation", "simpleenroll")
+                    .header(header::CONTENT_TYPE, "application/pkcs10");
+            }
+            if let Some(t) = token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let req = req
+                .body(Full::new(Bytes::from_static(b"csr")))
+                .expect("req");
+            let client = client.clone();
+            async move {
+                let resp = client.request(req).await.expect("answer");
+                let status = resp.status();
+                let ct = resp
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                (status, ct, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        for (method, path) in [
+            (Method::POST, ENROLL_PATH),
+            (Method::GET, CACERTS_PATH),
+            (Method::GET, CSRATTRS_PATH),
+        ] {
+            let (status, _, _) = call(method.clone(), path, None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token");
+            let (status, _, _) = call(method.clone(), path, Some("wrong-token-0123456789")).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{path} with a wrong token"
+            );
+            let (status, ct, body) = call(method, path, Some(TOKEN)).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(ct, "text/plain; charset=utf-8", "{path}");
+            assert_eq!(
+                body, "this control plane serves no EST (cloud registrar only)\n",
+                "{path}"
+            );
+        }
+        let (status, _, body) = call(Method::GET, "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("# EOF"), "{body}");
+        let (status, _, _) = call(Method::GET, "/healthz", None).await;
+        assert_eq!(status, StatusCode::OK);
+        server.abort();
     }
 }

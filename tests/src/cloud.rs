@@ -1,6 +1,7 @@
 //! The manufacturer's side of draft-ietf-anima-brski-cloud on loopback: a second Estuary
 //! deployment next to a [`DevStack`] (the owner's local RA). It has its own control plane (with
-//! `[brski.cloud]`), its own Redis and its own Envoy (filter role `cloud-registrar`), and a TLS
+//! `[brski.cloud]` and no EST sections: a cloud registrar alone, with no ACME CA or DNS primary
+//! of its own), its own Redis and its own Envoy (filter role `cloud-registrar`), and a TLS
 //! certificate from its own "cloud" CA — the implicit trust anchor pledges are built with. It
 //! signs registrar voucher requests with that certificate; the dev stack's test MASA is told to
 //! trust it to name a pinned domain and an `est-domain`.
@@ -130,6 +131,8 @@ impl CloudRegistrar {
                 ),
                 ("ESTUARY_BRSKI__CLOUD".into(), owners_toml(owners)),
             ],
+            // The manufacturer's cloud registrar serves no EST: no ACME CA, no DNS primary.
+            cloud_only: true,
             ..CpOptions::default()
         };
         let control_plane = ControlPlane::start(cp_binary, &local.stack, &cp)

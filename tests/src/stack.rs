@@ -56,6 +56,11 @@ pub struct CpOptions {
     pub port: Option<u16>,
     /// Extra environment (e.g. `ESTUARY_*` overrides).
     pub extra_env: Vec<(String, String)>,
+    /// A BRSKI cloud registrar alone: the config has no `[est]`, `[acme]`, `[dns]` or
+    /// `[enroll]` and the process gets no `ESTUARY_DNS__SECRET`, so `[brski]` with
+    /// `[brski.cloud]` must come from `extra_env`. `parent`, `budget_ms`, `retry_after_s` and
+    /// `lock_ttl_s` are then unused, and so are the stack's BIND and Pebble.
+    pub cloud_only: bool,
 }
 
 impl Default for CpOptions {
@@ -67,6 +72,7 @@ impl Default for CpOptions {
             lock_ttl_s: 15,
             port: None,
             extra_env: Vec::new(),
+            cloud_only: false,
         }
     }
 }
@@ -97,59 +103,16 @@ impl ControlPlane {
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let config = dir.path().join("estuary.toml");
-        let text = format!(
-            r#"# Written by the Estuary test harness.
-[server]
-listen = "{addr}"
-api_token = "{DEV_TOKEN}"
-
-[est]
-parent_domain = "{parent}"
-ca_certs_file = "{roots}"
-
-[acme]
-directory_url = "{dir_url}"
-tls_root_file = "{tls_root}"
-poll_initial_ms = 20
-order_timeout_s = 30
-
-[dns]
-server = "{dns}"
-zone = "{zone}"
-key_name = "{key_name}"
-algorithm = "hmac-sha256"
-timeout_ms = 2000
-# secret: from ESTUARY_DNS__SECRET
-
-[redis]
-url = "{redis}"
-
-[enroll]
-budget_ms = {budget}
-retry_after_s = {retry}
-lock_ttl_s = {lock}
-unavailable_retry_after_s = 2
-"#,
-            parent = opts.parent,
-            roots = stack.pebble.issuer_root_pem.display(),
-            dir_url = stack.pebble.directory_url,
-            tls_root = stack.pebble.tls_ca_pem.display(),
-            dns = stack.bind.addr,
-            zone = stack.bind.zone,
-            key_name = stack.bind.key_name,
-            redis = stack.redis.url(),
-            budget = opts.budget_ms,
-            retry = opts.retry_after_s,
-            lock = opts.lock_ttl_s,
-        );
-        std::fs::write(&config, text)?;
+        std::fs::write(&config, config_text(addr, stack, opts))?;
         let log = dir.path().join(format!("cp-{port}.log"));
         let mut cmd = Command::new(binary);
         cmd.arg("--config")
             .arg(&config)
-            // The TSIG secret comes from the environment, as an operator would pass it.
-            .env("ESTUARY_DNS__SECRET", &stack.bind.secret_b64)
             .env("RUST_LOG", "info,estuary_control_plane=debug");
+        if !opts.cloud_only {
+            // The TSIG secret comes from the environment, as an operator would pass it.
+            cmd.env("ESTUARY_DNS__SECRET", &stack.bind.secret_b64);
+        }
         for (k, v) in &opts.extra_env {
             cmd.env(k, v);
         }
@@ -184,6 +147,64 @@ unavailable_retry_after_s = 2
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The config file of one control plane: `[server]` and `[redis]`, plus the EST sections
+/// against `stack` unless `opts.cloud_only`.
+fn config_text(addr: SocketAddr, stack: &Stack, opts: &CpOptions) -> String {
+    let mut text = format!(
+        r#"# Written by the Estuary test harness.
+[server]
+listen = "{addr}"
+api_token = "{DEV_TOKEN}"
+
+[redis]
+url = "{redis}"
+"#,
+        redis = stack.redis.url(),
+    );
+    if opts.cloud_only {
+        text.push_str("# A BRSKI cloud registrar alone: no [est], [acme], [dns] or [enroll].\n");
+        return text;
+    }
+    text.push_str(&format!(
+        r#"
+[est]
+parent_domain = "{parent}"
+ca_certs_file = "{roots}"
+
+[acme]
+directory_url = "{dir_url}"
+tls_root_file = "{tls_root}"
+poll_initial_ms = 20
+order_timeout_s = 30
+
+[dns]
+server = "{dns}"
+zone = "{zone}"
+key_name = "{key_name}"
+algorithm = "hmac-sha256"
+timeout_ms = 2000
+# secret: from ESTUARY_DNS__SECRET
+
+[enroll]
+budget_ms = {budget}
+retry_after_s = {retry}
+lock_ttl_s = {lock}
+unavailable_retry_after_s = 2
+"#,
+        parent = opts.parent,
+        roots = stack.pebble.issuer_root_pem.display(),
+        dir_url = stack.pebble.directory_url,
+        tls_root = stack.pebble.tls_ca_pem.display(),
+        dns = stack.bind.addr,
+        zone = stack.bind.zone,
+        key_name = stack.bind.key_name,
+        budget = opts.budget_ms,
+        retry = opts.retry_after_s,
+        lock = opts.lock_ttl_s,
+    ));
+    text
 }
 
 /// A value from a Prometheus text exposition (`series` is the name with labels, exactly as
