@@ -339,7 +339,10 @@ mod tests {
             Some("https://cfg.example.com/SN1")
         );
         let s = String::from_utf8(v.to_json().unwrap()).unwrap();
-        assert!(s.contains(r#""est-domain":"https://est.example.com/.well-known/est""#), "{s}");
+        assert!(
+            s.contains(r#""est-domain":"https://est.example.com/.well-known/est""#),
+            "{s}"
+        );
         let r = VoucherRequest {
             serial_number: Some("SN1".into()),
             pinned_domain_cert: Some(b64(b"\x30\x00")),
