@@ -25,9 +25,11 @@
 //!   every `/.well-known/est/…` request is answered 404 at the edge; `parent_domain` optional,
 //!   `labels` and `manufacturers` not allowed).
 //! - `manufacturers` (registrar role, optional): when non-empty, an IDevID client certificate is
-//!   accepted for `simpleenroll` and `csrattrs` only if one of these CAs issued it directly and
-//!   its subject serialNumber matches that entry's `serial_pattern` (default `"*"`); see
-//!   [`crate::manufacturer`]. Absent or empty: every IDevID Envoy accepted is accepted.
+//!   accepted for `simpleenroll` and `csrattrs` only if one of these CAs issued it (directly, or
+//!   through one intermediate CA that Envoy reports in the XFCC `Chain`, so Envoy needs
+//!   `set_current_client_cert_details: {cert: true, chain: true}`) and its subject serialNumber
+//!   matches that entry's `serial_pattern` (default `"*"`); see [`crate::manufacturer`]. Absent
+//!   or empty: every IDevID Envoy accepted is accepted.
 
 use std::collections::BTreeMap;
 use std::fmt;

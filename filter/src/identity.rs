@@ -5,12 +5,20 @@
 //! `Cert` and decides only which KIND of certificate it is:
 //! - an **LDevID** is a certificate Estuary issued: a dNSName SAN `<serial>.<parent_domain>`;
 //! - an **IDevID** is a manufacturer certificate: a subject serialNumber and no such SAN.
+//!
+//! For an IDevID the filter also keeps the other certificates of the XFCC `Chain` (the chain the
+//! client presented, leaf first), so that the manufacturer policy can accept an IDevID issued by
+//! an intermediate CA under a configured manufacturer CA.
 
 use estuary_proto::cert::CertSummary;
 use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
 
 use crate::error::EdgeError;
 use crate::xfcc::{self, XfccError};
+
+/// At most this many certificates of the XFCC `Chain` (the leaf not counted) are kept; the rest
+/// are ignored. It bounds the signature checks the manufacturer policy makes per request.
+pub const MAX_CHAIN_CERTS: usize = 4;
 
 /// What the operation needs from the client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +40,10 @@ pub enum Identity {
         serial: DeviceSerial,
         /// The certificate itself (the manufacturer policy verifies its issuer).
         cert: Box<CertSummary>,
+        /// DER of the other certificates of the XFCC `Chain`, in order, the leaf left out, at
+        /// most [`MAX_CHAIN_CERTS`]; empty when the chain is absent or unreadable. Envoy verified
+        /// the chain; the manufacturer policy looks here for an intermediate CA.
+        intermediates: Vec<Vec<u8>>,
     },
     /// A certificate Estuary issued to this device.
     LDevId {
@@ -94,7 +106,31 @@ pub fn authenticate(
         .ok_or(EdgeError::UnreadableClientCertificate(XfccError::BadPem))?;
     let cert = CertSummary::from_der(der)
         .map_err(|_| EdgeError::UnreadableClientCertificate(XfccError::BadCertificate))?;
-    classify(cert, need, parent).map_err(EdgeError::WrongCertificate)
+    let mut identity = classify(cert, need, parent).map_err(EdgeError::WrongCertificate)?;
+    if let Identity::IDevId {
+        cert,
+        intermediates,
+        ..
+    } = &mut identity
+    {
+        *intermediates = chain_intermediates(header, cert.der());
+    }
+    Ok(identity)
+}
+
+/// The XFCC `Chain` certificates other than `leaf`, at most [`MAX_CHAIN_CERTS`]. A missing or
+/// unreadable `Chain` means none: the leaf alone is then judged.
+fn chain_intermediates(header: &str, leaf: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(Some(pem)) = xfcc::client_chain_pem(header) else {
+        return Vec::new();
+    };
+    let Ok(ders) = estuary_proto::pem::decode_certs(&pem) else {
+        return Vec::new();
+    };
+    ders.into_iter()
+        .filter(|d| d.as_slice() != leaf)
+        .take(MAX_CHAIN_CERTS)
+        .collect()
 }
 
 /// The kind rules, on a parsed certificate.
@@ -123,6 +159,7 @@ pub fn classify(
             Ok(Identity::IDevId {
                 serial,
                 cert: Box::new(cert),
+                intermediates: Vec::new(),
             })
         }
     }
@@ -156,7 +193,7 @@ mod tests {
         p.self_signed(&key).unwrap().pem()
     }
 
-    fn xfcc(pem: &str) -> Vec<u8> {
+    fn url_encode(pem: &str) -> String {
         let mut enc = String::new();
         for b in pem.bytes() {
             if b.is_ascii_alphanumeric() {
@@ -165,6 +202,11 @@ mod tests {
                 enc.push_str(&format!("%{b:02x}"));
             }
         }
+        enc
+    }
+
+    fn xfcc(pem: &str) -> Vec<u8> {
+        let enc = url_encode(pem);
         format!("By=spiffe://x;Hash=00;Cert=\"{enc}\";Subject=\"CN=device\";URI=;DNS=").into_bytes()
     }
 
@@ -185,6 +227,42 @@ mod tests {
         assert_eq!(any.serial().as_str(), "abc-1");
         let any = authenticate(true, Some(&ldevid), Need::Any, &p).unwrap();
         assert_eq!(any.serial().as_str(), "abc-1");
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        estuary_proto::pem::decode_certs(pem).unwrap().remove(0)
+    }
+
+    fn with_chain(cert_pem: &str, chain: &str) -> Vec<u8> {
+        let mut h = xfcc(cert_pem);
+        h.extend_from_slice(format!(";Chain=\"{}\"", url_encode(chain)).as_bytes());
+        h
+    }
+
+    fn intermediates_of(header: &[u8]) -> Vec<Vec<u8>> {
+        match authenticate(true, Some(header), Need::Any, &parent()).unwrap() {
+            Identity::IDevId { intermediates, .. } => intermediates,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn chain_certificates_other_than_the_leaf_are_kept_up_to_the_limit() {
+        let leaf = cert(&[], Some("ABC-1"));
+        let others: Vec<String> = (0..6).map(|_| cert(&[], None)).collect();
+        let chain = format!("{leaf}{}", others.concat());
+        let kept = intermediates_of(&with_chain(&leaf, &chain));
+        assert_eq!(kept.len(), MAX_CHAIN_CERTS);
+        for (k, o) in kept.iter().zip(&others) {
+            assert_eq!(k, &der(o));
+        }
+        // No Chain, an unreadable one, or one with only the leaf: no intermediates.
+        assert!(intermediates_of(&xfcc(&leaf)).is_empty());
+        assert!(intermediates_of(&with_chain(&leaf, "junk")).is_empty());
+        assert!(intermediates_of(&with_chain(&leaf, &leaf)).is_empty());
+        let mut bad_escape = xfcc(&leaf);
+        bad_escape.extend_from_slice(b";Chain=%zz");
+        assert!(intermediates_of(&bad_escape).is_empty());
     }
 
     #[test]

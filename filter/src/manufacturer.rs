@@ -3,9 +3,15 @@
 //! A pledge that got a voucher from a BRSKI cloud registrar carrying `est-domain`
 //! (draft-ietf-anima-brski-cloud, "voucher with EST server") enrols with plain EST (RFC 7030),
 //! authenticated by its IDevID alone. Envoy has checked the TLS chain against its trust store;
-//! this policy narrows that down: the IDevID must be issued directly by one of the configured
-//! manufacturer CAs, and its subject serialNumber must match that manufacturer's serial pattern.
-//! Certificates Estuary issued (LDevIDs) are not subject to it.
+//! this policy narrows that down: the IDevID must be issued by one of the configured manufacturer
+//! CAs, and its subject serialNumber must match that manufacturer's serial pattern. Certificates
+//! Estuary issued (LDevIDs) are not subject to it.
+//!
+//! "Issued by" means name and signature (`estuary_proto::cms_signed::verify_issued_by`), either
+//! directly, or through ONE intermediate: a certificate C of the XFCC `Chain` (the leaf left
+//! out, at most [`crate::identity::MAX_CHAIN_CERTS`] considered) such that the configured CA
+//! issued C and C issued the IDevID. Deeper chains are not followed. Path validation itself
+//! (validity, basicConstraints, key usage) is Envoy's, done during the TLS handshake.
 
 use core::fmt;
 
@@ -76,7 +82,7 @@ impl SerialPattern {
 pub struct Manufacturer {
     /// Unique name, used in refusals and logs.
     pub name: ManufacturerName,
-    /// DER of the CA certificate that issues this manufacturer's IDevIDs.
+    /// DER of this manufacturer's CA: it issues the IDevIDs, or the intermediate CA that does.
     pub ca_der: Vec<u8>,
     /// The device serials (subject serialNumber, as written) this manufacturer may present.
     pub serial_pattern: SerialPattern,
@@ -85,7 +91,7 @@ pub struct Manufacturer {
 /// Why an IDevID is not accepted (answered with 403).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManufacturerError {
-    /// No configured CA issued the certificate.
+    /// No configured CA issued the certificate, directly or through one intermediate.
     #[error("the client certificate is not issued by a manufacturer this registration authority accepts")]
     UnknownIssuer,
     /// The issuer is known, but the serial is not one of its accepted serials.
@@ -104,10 +110,17 @@ pub enum ManufacturerError {
 
 /// Decide whether `identity` may use plain EST under `manufacturers`.
 ///
-/// An empty list accepts every IDevID (the policy is off); LDevIDs always pass. With several
-/// entries for one CA, any one whose pattern matches admits the device; a refusal names the first.
+/// An empty list accepts every IDevID (the policy is off); LDevIDs always pass. An entry's CA
+/// counts as the issuer when it issued the IDevID directly or issued one of the IDevID's
+/// `intermediates` that issued it. With several entries for one CA, any one whose pattern matches
+/// admits the device; a refusal names the first.
 pub fn admit(manufacturers: &[Manufacturer], identity: &Identity) -> Result<(), ManufacturerError> {
-    let Identity::IDevId { cert, .. } = identity else {
+    let Identity::IDevId {
+        cert,
+        intermediates,
+        ..
+    } = identity
+    else {
         return Ok(());
     };
     if manufacturers.is_empty() {
@@ -115,9 +128,21 @@ pub fn admit(manufacturers: &[Manufacturer], identity: &Identity) -> Result<(), 
     }
     // `classify` refuses an IDevID without serialNumber before this runs.
     let serial = cert.subject_serial_number().unwrap_or_default();
+    // The chain certificates that issued the leaf, checked once for all entries.
+    let leaf_issuers: Vec<&[u8]> = intermediates
+        .iter()
+        .map(Vec::as_slice)
+        .filter(|c| cms_signed::verify_issued_by(cert.der(), c).is_ok())
+        .collect();
+    let issued_by = |ca: &[u8]| {
+        cms_signed::verify_issued_by(cert.der(), ca).is_ok()
+            || leaf_issuers
+                .iter()
+                .any(|c| cms_signed::verify_issued_by(c, ca).is_ok())
+    };
     let mut issuers = manufacturers
         .iter()
-        .filter(|m| cms_signed::verify_issued_by(cert.der(), &m.ca_der).is_ok())
+        .filter(|m| issued_by(&m.ca_der))
         .peekable();
     let first = issuers.peek().cloned();
     if issuers.any(|m| m.serial_pattern.matches(serial)) {
@@ -167,6 +192,27 @@ mod tests {
         }
     }
 
+    /// An intermediate CA `cn` issued by `parent`.
+    fn sub_ca(parent: &Ca, cn: &str) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let der = p.signed_by(&key, &parent.issuer).unwrap().der().to_vec();
+        Ca {
+            der,
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// `device` with these XFCC `Chain` certificates besides the leaf.
+    fn with_chain(mut identity: Identity, chain: &[&Ca]) -> Identity {
+        if let Identity::IDevId { intermediates, .. } = &mut identity {
+            *intermediates = chain.iter().map(|c| c.der.clone()).collect();
+        }
+        identity
+    }
+
     fn parent() -> ParentDomain {
         "iot.example.test".parse().unwrap()
     }
@@ -204,6 +250,63 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "serial \"demo-0001\" is not accepted for manufacturer acme (pattern \"DEMO-*\")"
+        );
+    }
+
+    #[test]
+    fn an_intermediate_in_the_chain_links_the_idevid_to_the_ca() {
+        let acme = ca("Acme IDevID CA");
+        let sub = sub_ca(&acme, "Acme IDevID Issuing CA 1");
+        let list = [entry("acme", &acme, "DEMO-*")];
+        // Directly issued, with or without a chain.
+        assert_eq!(admit(&list, &device(&acme, "DEMO-0001", &[])), Ok(()));
+        assert_eq!(
+            admit(&list, &with_chain(device(&acme, "DEMO-0001", &[]), &[&sub])),
+            Ok(())
+        );
+        // Under the intermediate: accepted when it is in the chain, wherever.
+        let other = ca("Other");
+        let leaf = device(&sub, "DEMO-0002", &[]);
+        assert_eq!(admit(&list, &with_chain(leaf.clone(), &[&sub])), Ok(()));
+        assert_eq!(
+            admit(&list, &with_chain(leaf.clone(), &[&other, &acme, &sub])),
+            Ok(())
+        );
+        // The serial pattern still applies.
+        assert!(matches!(
+            admit(&list, &with_chain(device(&sub, "PROD-1", &[]), &[&sub])),
+            Err(ManufacturerError::SerialNotAccepted { manufacturer, .. }) if manufacturer == "acme"
+        ));
+        // Missing from the chain: refused.
+        assert_eq!(admit(&list, &leaf), Err(ManufacturerError::UnknownIssuer));
+        assert_eq!(
+            admit(&list, &with_chain(leaf, &[&acme, &other])),
+            Err(ManufacturerError::UnknownIssuer)
+        );
+    }
+
+    #[test]
+    fn an_intermediate_of_another_ca_does_not_link() {
+        let acme = ca("Acme IDevID CA");
+        // Same name as the configured CA, another key: the signature decides.
+        let impostor = ca("Acme IDevID CA");
+        let sub = sub_ca(&impostor, "Acme IDevID Issuing CA 1");
+        let list = [entry("acme", &acme, "DEMO-*")];
+        let leaf = device(&sub, "DEMO-0003", &[]);
+        assert_eq!(
+            admit(&list, &with_chain(leaf.clone(), &[&sub])),
+            Err(ManufacturerError::UnknownIssuer)
+        );
+        assert_eq!(
+            admit(&list, &with_chain(leaf, &[&sub, &impostor])),
+            Err(ManufacturerError::UnknownIssuer)
+        );
+        // An acme intermediate that did not issue the leaf does not help either.
+        let acme_sub = sub_ca(&acme, "Acme IDevID Issuing CA 1");
+        let leaf = device(&sub, "DEMO-0004", &[]);
+        assert_eq!(
+            admit(&list, &with_chain(leaf, &[&acme_sub, &sub])),
+            Err(ManufacturerError::UnknownIssuer)
         );
     }
 

@@ -192,16 +192,27 @@ fn hex_val(c: u8) -> Option<u8> {
 
 /// The PEM text of the `Cert` field of the last element, if there is one.
 pub fn client_cert_pem(header: &str) -> Result<Option<String>, XfccError> {
+    pem_field(header, "Cert")
+}
+
+/// The PEM text of the `Chain` field of the last element (the presented chain, leaf first), if
+/// there is one.
+pub fn client_chain_pem(header: &str) -> Result<Option<String>, XfccError> {
+    pem_field(header, "Chain")
+}
+
+/// The URL-decoded text of `key` in the last element; `None` if absent or empty.
+fn pem_field(header: &str, key: &str) -> Result<Option<String>, XfccError> {
     let Some(element) = last_element(header)? else {
         return Ok(None);
     };
-    let Some(cert) = element.get("Cert") else {
+    let Some(value) = element.get(key) else {
         return Ok(None);
     };
-    if cert.is_empty() {
+    if value.is_empty() {
         return Ok(None);
     }
-    let decoded = percent_decode(cert)?;
+    let decoded = percent_decode(value)?;
     String::from_utf8(decoded)
         .map(Some)
         .map_err(|_| XfccError::NotText)
@@ -247,6 +258,9 @@ mod tests {
     fn last_element_wins() {
         let h = r#"By=spoofed;Cert="evil", By=envoy;Cert="good""#;
         assert_eq!(client_cert_pem(h), Ok(Some("good".to_string())));
+        let h = r#"By=spoofed;Chain="evil", By=envoy;Cert="good";Chain="a%0Ab""#;
+        assert_eq!(client_chain_pem(h), Ok(Some("a\nb".to_string())));
+        assert_eq!(client_chain_pem(r#"Chain="evil",By=envoy"#), Ok(None));
         // A last element without Cert means no client certificate, whatever came before.
         let h = r#"Cert="evil",By=envoy;Hash=00"#;
         assert_eq!(client_cert_pem(h), Ok(None));

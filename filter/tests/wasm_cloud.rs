@@ -41,6 +41,15 @@ fn xfcc(pem: &str) -> String {
     )
 }
 
+/// The same with `chain: true`: `Chain` holds the presented chain, leaf first.
+fn xfcc_with_chain(pem: &str, chain: &[&str]) -> String {
+    format!(
+        r#"{};Chain="{}""#,
+        xfcc(pem),
+        url_encode(&format!("{pem}{}", chain.concat()))
+    )
+}
+
 struct Device {
     pem: String,
     der: Vec<u8>,
@@ -57,6 +66,10 @@ struct Pki {
     prod: Device,
     /// Issued by another CA, serial DEMO-0002: unknown issuer.
     stranger: Device,
+    /// An intermediate CA issued by the acme CA.
+    acme_sub_pem: String,
+    /// Issued by that intermediate, serial DEMO-0005: accepted when the chain carries it.
+    under_sub: Device,
     /// An LDevID Estuary issued to demo-0001 (by the other CA, as far as the policy cares).
     ldevid: Device,
     /// Voucher request signed by `demo`.
@@ -69,6 +82,15 @@ fn ca(cn: &str) -> (String, Issuer<'static, KeyPair>) {
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let pem = p.self_signed(&key).unwrap().pem();
+    (pem, Issuer::new(p, key))
+}
+
+fn sub_ca(parent: &Issuer<'static, KeyPair>, cn: &str) -> (String, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let pem = p.signed_by(&key, parent).unwrap().pem();
     (pem, Issuer::new(p, key))
 }
 
@@ -94,6 +116,7 @@ fn pki() -> &'static Pki {
     PKI.get_or_init(|| {
         let (acme_ca_pem, acme) = ca("Acme IDevID CA");
         let (_, other) = ca("Other CA");
+        let (acme_sub_pem, acme_sub) = sub_ca(&acme, "Acme IDevID Issuing CA 1");
         let demo = device(&acme, "DEMO-0001", &[]);
         let sk = cms_signed::signing_key_from_pkcs8_der(&demo.key.serialize_der()).unwrap();
         let json = br#"{"ietf-voucher-request:voucher":{"assertion":"proximity","nonce":"n","serial-number":"DEMO-0001"}}"#;
@@ -102,6 +125,8 @@ fn pki() -> &'static Pki {
             acme_ca_pem,
             prod: device(&acme, "PROD-0001", &[]),
             stranger: device(&other, "DEMO-0002", &[]),
+            acme_sub_pem,
+            under_sub: device(&acme_sub, "DEMO-0005", &[]),
             ldevid: device(&other, "DEMO-0001", &["demo-0001.iot.example.test"]),
             demo,
             pvr,
@@ -305,6 +330,40 @@ mod manufacturer_policy {
         assert_eq!(
             o.calls[0].header(":path"),
             Some(internal_api::CSRATTRS_PATH)
+        );
+    }
+
+    #[test]
+    fn an_idevid_under_an_intermediate_in_the_chain_enrols() {
+        let mut f = registrar_with_policy();
+        let dev = &pki().under_sub;
+        let header = xfcc_with_chain(&dev.pem, &[&pki().acme_sub_pem, &pki().acme_ca_pem]);
+        let o = f
+            .request(
+                Request::new("POST", "/.well-known/est/simpleenroll")
+                    .mtls(true)
+                    .header("x-forwarded-client-cert", header)
+                    .header("content-type", "application/pkcs10")
+                    .body(csr(&dev.key, "demo-0005.iot.example.test")),
+            )
+            .unwrap();
+        assert!(
+            o.local.is_none(),
+            "{:?}",
+            o.local.as_ref().map(|l| l.text())
+        );
+        assert_eq!(o.calls.len(), 1);
+        assert_eq!(
+            o.calls[0].header(internal_api::HDR_DEVICE_SERIAL),
+            Some("demo-0005")
+        );
+        // Without the intermediate in the chain nothing links it to the acme CA.
+        let o = f.request(csrattrs(dev)).unwrap();
+        refused(
+            &o,
+            403,
+            "the client certificate is not issued by a manufacturer this registration authority \
+             accepts",
         );
     }
 
