@@ -186,12 +186,15 @@ impl EdgeStream {
     /// Who the client is, and whether the manufacturer policy admits it.
     fn identity(est: &EstService, need: Need) -> Result<Identity, EdgeError> {
         let xfcc = request_header("x-forwarded-client-cert");
-        let identity = identity::authenticate(
+        let mut identity = identity::authenticate(
             connection_is_mtls(),
             xfcc.as_deref(),
             need,
             &est.parent_domain,
         )?;
+        if let (false, Some(header)) = (est.manufacturers.is_empty(), xfcc.as_deref()) {
+            identity::attach_chain(&mut identity, header);
+        }
         manufacturer::admit(&est.manufacturers, &identity).map_err(EdgeError::Manufacturer)?;
         Ok(identity)
     }

@@ -106,16 +106,23 @@ pub fn authenticate(
         .ok_or(EdgeError::UnreadableClientCertificate(XfccError::BadPem))?;
     let cert = CertSummary::from_der(der)
         .map_err(|_| EdgeError::UnreadableClientCertificate(XfccError::BadCertificate))?;
-    let mut identity = classify(cert, need, parent).map_err(EdgeError::WrongCertificate)?;
-    if let Identity::IDevId {
+    classify(cert, need, parent).map_err(EdgeError::WrongCertificate)
+}
+
+/// Fills an IDevID's `intermediates` from the XFCC `Chain` (only the manufacturer policy needs
+/// them, so the per-request path reads the chain only when that policy is on).
+pub fn attach_chain(identity: &mut Identity, xfcc_header: &[u8]) {
+    let Identity::IDevId {
         cert,
         intermediates,
         ..
-    } = &mut identity
-    {
+    } = identity
+    else {
+        return;
+    };
+    if let Ok(header) = std::str::from_utf8(xfcc_header) {
         *intermediates = chain_intermediates(header, cert.der());
     }
-    Ok(identity)
 }
 
 /// The XFCC `Chain` certificates other than `leaf`, at most [`MAX_CHAIN_CERTS`]. A missing or
@@ -240,7 +247,13 @@ mod tests {
     }
 
     fn intermediates_of(header: &[u8]) -> Vec<Vec<u8>> {
-        match authenticate(true, Some(header), Need::Any, &parent()).unwrap() {
+        let mut identity = authenticate(true, Some(header), Need::Any, &parent()).unwrap();
+        assert!(
+            matches!(&identity, Identity::IDevId { intermediates, .. } if intermediates.is_empty()),
+            "authenticate alone reads no chain"
+        );
+        attach_chain(&mut identity, header);
+        match identity {
             Identity::IDevId { intermediates, .. } => intermediates,
             other => panic!("{other:?}"),
         }

@@ -128,15 +128,19 @@ pub fn admit(manufacturers: &[Manufacturer], identity: &Identity) -> Result<(), 
     }
     // `classify` refuses an IDevID without serialNumber before this runs.
     let serial = cert.subject_serial_number().unwrap_or_default();
-    // The chain certificates that issued the leaf, checked once for all entries.
-    let leaf_issuers: Vec<&[u8]> = intermediates
-        .iter()
-        .map(Vec::as_slice)
-        .filter(|c| cms_signed::verify_issued_by(cert.der(), c).is_ok())
-        .collect();
+    // The chain certificates that issued the leaf: worked out (once, for all entries) only when
+    // some entry's CA did not issue the leaf directly, the common case costing no extra check.
+    let leaf_issuers: std::cell::OnceCell<Vec<&[u8]>> = std::cell::OnceCell::new();
     let issued_by = |ca: &[u8]| {
         cms_signed::verify_issued_by(cert.der(), ca).is_ok()
             || leaf_issuers
+                .get_or_init(|| {
+                    intermediates
+                        .iter()
+                        .map(Vec::as_slice)
+                        .filter(|c| cms_signed::verify_issued_by(cert.der(), c).is_ok())
+                        .collect()
+                })
                 .iter()
                 .any(|c| cms_signed::verify_issued_by(c, ca).is_ok())
     };
