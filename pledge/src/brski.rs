@@ -422,20 +422,6 @@ pub fn check_pin(pinned: &[u8], registrar_cert: &[u8]) -> Result<(), BrskiError>
     }
 }
 
-/// All of §5.6.1–5.6.2: [`verify_voucher`] then [`check_pin`]; the pinned domain certificate.
-pub fn check_voucher(
-    cms: &[u8],
-    masa_anchor: &[u8],
-    serial: &str,
-    nonce: &str,
-    registrar_cert: &[u8],
-    now: i64,
-) -> Result<Vec<u8>, BrskiError> {
-    let (_, pinned) = verify_voucher(cms, masa_anchor, serial, nonce, now)?;
-    check_pin(&pinned, registrar_cert)?;
-    Ok(pinned)
-}
-
 /// Writes `voucher.cms` and `pinned-domain.pem` into `out_dir` (created if missing).
 pub(crate) fn write_voucher(
     out_dir: &Path,
@@ -598,6 +584,20 @@ pub async fn run(opts: &BrskiOptions) -> Result<BrskiSummary, BrskiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// All of §5.6.1–5.6.2 as the pledge runs them: [`verify_voucher`] then [`check_pin`].
+    fn check_voucher(
+        cms: &[u8],
+        masa_anchor: &[u8],
+        serial: &str,
+        nonce: &str,
+        registrar_cert: &[u8],
+        now: i64,
+    ) -> Result<Vec<u8>, BrskiError> {
+        let (_, pinned) = verify_voucher(cms, masa_anchor, serial, nonce, now)?;
+        check_pin(&pinned, registrar_cert)?;
+        Ok(pinned)
+    }
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
     struct Pki {
