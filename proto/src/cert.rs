@@ -3,8 +3,10 @@
 //! This does NOT verify signatures or chains (Envoy verifies TLS peers; the ACME CA is trusted
 //! for what it issues).
 
+use const_oid::AssociatedOid;
 use der::{Decode, Encode};
 use spki::SubjectPublicKeyInfoRef;
+use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::Certificate;
 
 use crate::csr::{self, KeyKind};
@@ -58,6 +60,7 @@ pub struct CertSummary {
     spki_der: Vec<u8>,
     key: Option<KeyKind>,
     serial_der: Vec<u8>,
+    is_ca: bool,
 }
 
 fn unix(t: x509_cert::time::Time) -> i64 {
@@ -79,7 +82,14 @@ impl CertSummary {
             .ok()
             .and_then(|spki| csr::public_key(&spki).ok())
             .map(|k| k.kind());
-        let sans = derutil::sans_of(tbs.extensions.as_deref().unwrap_or_default())?;
+        let exts = tbs.extensions.as_deref().unwrap_or_default();
+        let sans = derutil::sans_of(exts)?;
+        // basicConstraints cA (RFC 5280 §4.2.1.9); an undecodable one counts as not a CA.
+        let is_ca = exts
+            .iter()
+            .find(|e| e.extn_id == <BasicConstraints as AssociatedOid>::OID)
+            .and_then(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
+            .is_some_and(|bc| bc.ca);
         Ok(CertSummary {
             der: der.to_vec(),
             common_names: derutil::name_values(&tbs.subject, oids::COMMON_NAME)?,
@@ -93,6 +103,7 @@ impl CertSummary {
             spki_der,
             key,
             serial_der: tbs.serial_number.as_bytes().to_vec(),
+            is_ca,
         })
     }
 
@@ -139,6 +150,10 @@ impl CertSummary {
     /// The key kind, or `None` for keys Estuary does not accept in CSRs.
     pub fn key(&self) -> Option<KeyKind> {
         self.key
+    }
+    /// Whether basicConstraints says cA TRUE (a certificate that may issue others).
+    pub fn is_ca(&self) -> bool {
+        self.is_ca
     }
     /// The certificate serial number (big-endian content octets of the INTEGER).
     pub fn serial_number_bytes(&self) -> &[u8] {

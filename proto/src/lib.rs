@@ -14,6 +14,7 @@ pub mod csrattrs;
 mod derutil;
 pub mod eap;
 pub mod est;
+pub mod identity;
 pub mod internal_api;
 pub mod names;
 pub mod oids;
