@@ -1,7 +1,11 @@
 //! PKCS#10 certification requests (RFC 2986): decode, verify the self-signature, then read.
 //!
 //! [`parse_and_verify`] refuses anything it does not understand. The signature is checked over
-//! the exact `certificationRequestInfo` bytes of the input before any field is read out.
+//! the exact `certificationRequestInfo` bytes of the input before any field is read out. It then
+//! reads the subject (attribute types, commonNames, serialNumbers), the CSR attribute types and
+//! the extensionRequest: every extension with its critical flag, the values of subjectAltName,
+//! keyUsage, extKeyUsage and basicConstraints decoded (malformed ones, and an extension given
+//! twice, are errors). What a device may ask for is [`crate::policy`]'s decision.
 //!
 //! Supported keys and signatures:
 //! - RSA, modulus 2048..=8192 bits, PKCS#1 v1.5 with SHA-256, SHA-384 or SHA-512;
@@ -15,7 +19,8 @@ use der::asn1::{AnyRef, BitStringRef};
 use der::{Decode, Encode, Reader, SliceReader, Tag, Tagged};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
-use x509_cert::ext::Extensions;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage};
+use x509_cert::ext::{Extension, Extensions};
 use x509_cert::request::CertReqInfo;
 
 use crate::derutil::{self, NameReadError};
@@ -121,21 +126,34 @@ pub enum CsrError {
     /// The extensionRequest attribute is malformed, repeated or has several values.
     #[error("extensionRequest attribute is malformed")]
     BadExtensionRequest,
-    /// An extension appears more than once in the extensionRequest.
-    #[error("an extension appears more than once")]
-    DuplicateExtension,
+    /// An extension appears more than once in the extensionRequest (RFC 5280 §4.2: at most
+    /// one instance of a particular extension).
+    #[error("the {} extension appears more than once in the CSR", oids::Named(*.oid))]
+    DuplicateExtension {
+        /// The repeated extension.
+        oid: ObjectIdentifier,
+    },
     /// The subjectAltName extension is malformed.
     #[error("subjectAltName extension is malformed")]
     BadSubjectAltName,
+    /// A keyUsage, extKeyUsage or basicConstraints extension value does not decode as its
+    /// RFC 5280 §4.2.1 syntax.
+    #[error("the {} extension in the CSR is malformed", oids::Named(*.oid))]
+    BadExtensionValue {
+        /// The extension.
+        oid: ObjectIdentifier,
+    },
 }
 
 impl From<NameReadError> for CsrError {
     fn from(e: NameReadError) -> Self {
         match e {
             NameReadError::UnsupportedString { tag } => CsrError::UnsupportedSubjectString { tag },
-            NameReadError::DuplicateSan | NameReadError::DuplicateExtension => {
-                CsrError::DuplicateExtension
-            }
+            NameReadError::DuplicateSan => CsrError::DuplicateExtension {
+                oid: oids::SUBJECT_ALT_NAME,
+            },
+            // parse_and_verify refuses repeated extensions, naming them, before it reads the SAN.
+            NameReadError::DuplicateExtension => CsrError::BadExtensionRequest,
             NameReadError::BadSan(_) | NameReadError::BadDnsName => CsrError::BadSubjectAltName,
         }
     }
@@ -317,15 +335,148 @@ pub(crate) fn verify(
     }
 }
 
+/// One keyUsage bit (RFC 5280 §4.2.1.3), by its position in the BIT STRING (0 is the first
+/// bit). Bits after `decipherOnly` (8) are kept too, so that they can be named and refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyUsageBit(pub u16);
+
+impl KeyUsageBit {
+    /// digitalSignature (0).
+    pub const DIGITAL_SIGNATURE: KeyUsageBit = KeyUsageBit(0);
+    /// contentCommitment, formerly nonRepudiation (1).
+    pub const CONTENT_COMMITMENT: KeyUsageBit = KeyUsageBit(1);
+    /// keyEncipherment (2).
+    pub const KEY_ENCIPHERMENT: KeyUsageBit = KeyUsageBit(2);
+    /// dataEncipherment (3).
+    pub const DATA_ENCIPHERMENT: KeyUsageBit = KeyUsageBit(3);
+    /// keyAgreement (4).
+    pub const KEY_AGREEMENT: KeyUsageBit = KeyUsageBit(4);
+    /// keyCertSign (5): the key may sign certificates.
+    pub const KEY_CERT_SIGN: KeyUsageBit = KeyUsageBit(5);
+    /// cRLSign (6).
+    pub const CRL_SIGN: KeyUsageBit = KeyUsageBit(6);
+    /// encipherOnly (7).
+    pub const ENCIPHER_ONLY: KeyUsageBit = KeyUsageBit(7);
+    /// decipherOnly (8).
+    pub const DECIPHER_ONLY: KeyUsageBit = KeyUsageBit(8);
+
+    /// The RFC 5280 name of this bit, if it has one.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            KeyUsageBit::DIGITAL_SIGNATURE => "digitalSignature",
+            KeyUsageBit::CONTENT_COMMITMENT => "contentCommitment",
+            KeyUsageBit::KEY_ENCIPHERMENT => "keyEncipherment",
+            KeyUsageBit::DATA_ENCIPHERMENT => "dataEncipherment",
+            KeyUsageBit::KEY_AGREEMENT => "keyAgreement",
+            KeyUsageBit::KEY_CERT_SIGN => "keyCertSign",
+            KeyUsageBit::CRL_SIGN => "cRLSign",
+            KeyUsageBit::ENCIPHER_ONLY => "encipherOnly",
+            KeyUsageBit::DECIPHER_ONLY => "decipherOnly",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for KeyUsageBit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "bit {}", self.0),
+        }
+    }
+}
+
+/// The value of a requested extension, read for the extensions the enrolment policy looks
+/// into (RFC 5280 §4.2.1); any other extension's value is not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExtensionValue {
+    /// subjectAltName; its names are [`VerifiedCsr::dns_names`] and
+    /// [`VerifiedCsr::has_non_dns_sans`].
+    SubjectAltName,
+    /// keyUsage: the bits set, in order (at least one).
+    KeyUsage(Vec<KeyUsageBit>),
+    /// extKeyUsage: the key purposes, in order (at least one).
+    ExtendedKeyUsage(Vec<ObjectIdentifier>),
+    /// basicConstraints.
+    BasicConstraints {
+        /// cA: whether the subject would be a CA.
+        ca: bool,
+        /// pathLenConstraint, if present.
+        path_len: Option<u8>,
+    },
+    /// Any other extension.
+    Other,
+}
+
+/// One extension of the CSR's extensionRequest attribute (RFC 2985 §5.4.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestedExtension {
+    /// extnID.
+    pub oid: ObjectIdentifier,
+    /// Whether it is marked critical.
+    pub critical: bool,
+    /// The value, read when the policy looks into it.
+    pub value: ExtensionValue,
+}
+
+/// Reads one requested extension; a malformed SAN, keyUsage, extKeyUsage or basicConstraints
+/// value is an error.
+fn read_extension(ext: &Extension) -> Result<RequestedExtension, CsrError> {
+    let bad = || CsrError::BadExtensionValue { oid: ext.extn_id };
+    let bytes = ext.extn_value.as_bytes();
+    let value = match ext.extn_id {
+        // Read (and checked) by derutil::sans_of.
+        oids::SUBJECT_ALT_NAME => ExtensionValue::SubjectAltName,
+        oids::KEY_USAGE => {
+            // KeyUsage ::= BIT STRING; "at least one of the bits MUST be set" (§4.2.1.3).
+            let bits = BitStringRef::from_der(bytes).map_err(|_| bad())?;
+            let mut set = Vec::new();
+            for (i, on) in bits.bits().enumerate() {
+                if on {
+                    set.push(KeyUsageBit(u16::try_from(i).map_err(|_| bad())?));
+                }
+            }
+            if set.is_empty() {
+                return Err(bad());
+            }
+            ExtensionValue::KeyUsage(set)
+        }
+        oids::EXT_KEY_USAGE => {
+            // ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId (§4.2.1.12).
+            let eku = ExtendedKeyUsage::from_der(bytes).map_err(|_| bad())?;
+            if eku.0.is_empty() {
+                return Err(bad());
+            }
+            ExtensionValue::ExtendedKeyUsage(eku.0)
+        }
+        oids::BASIC_CONSTRAINTS => {
+            let bc = BasicConstraints::from_der(bytes).map_err(|_| bad())?;
+            ExtensionValue::BasicConstraints {
+                ca: bc.ca,
+                path_len: bc.path_len_constraint,
+            }
+        }
+        _ => ExtensionValue::Other,
+    };
+    Ok(RequestedExtension {
+        oid: ext.extn_id,
+        critical: ext.critical,
+        value,
+    })
+}
+
 /// A CSR whose self-signature has been verified, with the fields Estuary reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedCsr {
     der: Vec<u8>,
     subject_der: Vec<u8>,
+    subject_attribute_types: Vec<ObjectIdentifier>,
     common_names: Vec<String>,
     serial_numbers: Vec<String>,
     dns_names: Vec<String>,
     non_dns_sans: bool,
+    attribute_types: Vec<ObjectIdentifier>,
+    extensions: Vec<RequestedExtension>,
     key: KeyKind,
     spki_der: Vec<u8>,
 }
@@ -338,6 +489,10 @@ impl VerifiedCsr {
     /// DER of the subject Name.
     pub fn subject_der(&self) -> &[u8] {
         &self.subject_der
+    }
+    /// The type of every subject attribute (each AttributeTypeAndValue of each RDN), in order.
+    pub fn subject_attribute_types(&self) -> &[ObjectIdentifier] {
+        &self.subject_attribute_types
     }
     /// The first subject commonName, if any.
     pub fn subject_common_name(&self) -> Option<&str> {
@@ -358,6 +513,16 @@ impl VerifiedCsr {
     /// Whether the SAN holds any name that is not a dNSName (IP, URI, email, otherName...).
     pub fn has_non_dns_sans(&self) -> bool {
         self.non_dns_sans
+    }
+    /// The type of every CSR attribute (challengePassword, extensionRequest, ...), in DER
+    /// SET OF order.
+    pub fn attribute_types(&self) -> &[ObjectIdentifier] {
+        &self.attribute_types
+    }
+    /// The extensions of the extensionRequest attribute, in order (empty without one). No two
+    /// have the same extnID.
+    pub fn extensions(&self) -> &[RequestedExtension] {
+        &self.extensions
     }
     /// The key kind.
     pub fn key(&self) -> KeyKind {
@@ -420,9 +585,17 @@ pub fn parse_and_verify(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
     let subject_der = info.subject.to_der().map_err(CsrError::Malformed)?;
     let common_names = derutil::name_values(&info.subject, oids::COMMON_NAME)?;
     let serial_numbers = derutil::name_values(&info.subject, oids::SERIAL_NUMBER)?;
+    let subject_attribute_types = info
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter().map(|atv| atv.oid))
+        .collect();
 
     let mut ext_req: Option<Extensions> = None;
+    let mut attribute_types = Vec::with_capacity(info.attributes.len());
     for attr in info.attributes.iter() {
+        attribute_types.push(attr.oid);
         if attr.oid != oids::EXTENSION_REQUEST {
             continue;
         }
@@ -434,15 +607,34 @@ pub fn parse_and_verify(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
         ext_req =
             Some(Extensions::from_der(&value_der).map_err(|_| CsrError::BadExtensionRequest)?);
     }
-    let sans = derutil::sans_of(ext_req.as_deref().unwrap_or_default())?;
+    let ext_req = ext_req.as_deref().unwrap_or_default();
+    // Sorted, so that many extensions cost n log n, not n².
+    let mut ids: Vec<&ObjectIdentifier> = ext_req.iter().map(|e| &e.extn_id).collect();
+    ids.sort_unstable();
+    if let Some([a, _]) = ids.windows(2).find(|w| matches!(w, [a, b] if a == b)) {
+        return Err(CsrError::DuplicateExtension { oid: **a });
+    }
+    let extensions = ext_req
+        .iter()
+        .map(read_extension)
+        .collect::<Result<Vec<_>, _>>()?;
+    let san = ext_req
+        .iter()
+        .position(|e| e.extn_id == oids::SUBJECT_ALT_NAME)
+        .and_then(|i| ext_req.get(i..=i))
+        .unwrap_or_default();
+    let sans = derutil::sans_of(san)?;
 
     Ok(VerifiedCsr {
         der: der.to_vec(),
         subject_der,
+        subject_attribute_types,
         common_names,
         serial_numbers,
         dns_names: sans.dns,
         non_dns_sans: sans.non_dns,
+        attribute_types,
+        extensions,
         key: key.kind(),
         spki_der,
     })
