@@ -2,9 +2,9 @@
 //!
 //! | method, path | request | answers |
 //! |---|---|---|
-//! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the serial the edge authenticated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
+//! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the device label the edge derived), `estuary-client-cert` (base64 DER of the TLS client certificate), optional `estuary-client-chain` (the other certificates the client presented, base64 DER, comma-separated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
 //! | `GET /estuary/v1/cacerts` | — | 200 DER PKCS#7 certs-only of `est.ca_certs_file` |
-//! | `GET /estuary/v1/csrattrs` | header `estuary-device-serial` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` |
+//! | `GET /estuary/v1/csrattrs` | headers `estuary-device-serial`, `estuary-client-cert`, optional `estuary-client-chain` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | 200 while the process runs |
 //! | `GET /readyz` | — | 200 when Redis answers, else 503 |
@@ -14,6 +14,14 @@
 //! 401. mTLS between proxy and control plane is not implemented: run the API on loopback or a
 //! network only the proxy reaches (a Kubernetes NetworkPolicy, or a mesh that adds mTLS).
 //! `/metrics`, `/healthz` and `/readyz` need no token and reveal no device data.
+//!
+//! **The token is not enough.** On `enroll` and `csrattrs` the control plane re-derives the
+//! device from the forwarded client certificate with [`estuary_proto::identity`] and its own
+//! copy of the trusted CAs (`[[est.manufacturers]]`, `est.ca_certs_file`): a certificate that
+//! none of them issued, one of the wrong kind for the operation, or an `estuary-device-serial`
+//! that disagrees with the certificate gets 403 (the CSR policy runs again too, and for
+//! `simplereenroll` the CSR must keep the certificate's subject and names). Whoever holds the
+//! token can therefore obtain only names that some trusted certificate already proves.
 //!
 //! **A cloud registrar alone** (`[brski.cloud]` without `[est]`, `[acme]` and `[dns]`, see
 //! [`crate::config`]) serves no EST: after the token check, the three `/estuary/v1/*` paths
@@ -33,17 +41,19 @@ use axum::routing::{get, post};
 use axum::Router;
 use estuary_proto::csrattrs;
 use estuary_proto::est::{EstOperation, CT_CSRATTRS, CT_PKCS10, CT_PKCS7_CERTS_ONLY};
+use estuary_proto::identity::{self, Identity, Need, TrustPolicy};
 use estuary_proto::internal_api::{
-    CACERTS_PATH, CSRATTRS_PATH, ENROLL_PATH, HDR_DEVICE_SERIAL, HDR_OPERATION,
+    CACERTS_PATH, CSRATTRS_PATH, ENROLL_PATH, HDR_CLIENT_CERT, HDR_CLIENT_CHAIN, HDR_DEVICE_SERIAL,
+    HDR_OPERATION,
 };
-use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
+use estuary_proto::names::{DeviceName, DeviceSerial};
 use estuary_proto::policy::KeyPolicy;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::config::Secret;
 use crate::engine::{Engine, EnrollError, EnrollRequest, Outcome};
-use crate::metrics::Metrics;
+use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::store::Store;
 
 /// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
@@ -70,8 +80,8 @@ pub struct EstService {
     pub engine: Arc<Engine>,
     /// `/cacerts` answer, precomputed.
     pub cacerts_pkcs7: Vec<u8>,
-    /// Devices are named under this.
-    pub parent: ParentDomain,
+    /// Who may get which name (the parent domain, the manufacturer CAs, the ACME CA).
+    pub trust: TrustPolicy,
     /// Accepted keys, told in `/csrattrs`.
     pub keys: KeyPolicy,
 }
@@ -154,15 +164,94 @@ fn serial_from(headers: &HeaderMap) -> Result<DeviceSerial, String> {
     DeviceSerial::parse(raw).map_err(|e| format!("{HDR_DEVICE_SERIAL}: {e}"))
 }
 
+/// Why the forwarded client certificate does not back the request (400 or 403).
+#[derive(Debug, thiserror::Error)]
+enum DeviceRefusal {
+    /// The serial header is missing or not a label: 400.
+    #[error("{0}")]
+    BadSerialHeader(String),
+    /// A certificate header that does not decode: 400.
+    #[error("{HDR_CLIENT_CERT} / {HDR_CLIENT_CHAIN}: not base64 DER")]
+    BadCertificateHeader,
+    /// No client certificate forwarded: 403, the call proves no device.
+    #[error("no client certificate was forwarded ({HDR_CLIENT_CERT}): the bearer token alone names no device")]
+    NoCertificate,
+    /// The certificate authenticates no device for this operation: 403.
+    #[error("{0}")]
+    Identity(#[from] identity::IdentityError),
+    /// The serial header names another device than the certificate: 403.
+    #[error("{HDR_DEVICE_SERIAL} {header:?} disagrees with the client certificate, which names {certificate:?}")]
+    SerialMismatch {
+        /// The header.
+        header: String,
+        /// The certificate's device label.
+        certificate: String,
+    },
+}
+
+impl DeviceRefusal {
+    fn response(&self) -> Response {
+        let status = match self {
+            DeviceRefusal::BadSerialHeader(_) | DeviceRefusal::BadCertificateHeader => {
+                StatusCode::BAD_REQUEST
+            }
+            DeviceRefusal::NoCertificate
+            | DeviceRefusal::Identity(_)
+            | DeviceRefusal::SerialMismatch { .. } => StatusCode::FORBIDDEN,
+        };
+        warn!(error = %self, "internal API call refused: the forwarded client certificate does not back it");
+        text(status, self.to_string())
+    }
+}
+
+/// The device, re-derived from the forwarded client certificate with this process's own
+/// trusted CAs; the serial header must name the same device.
+fn device_from(
+    est: &EstService,
+    headers: &HeaderMap,
+    need: Need,
+) -> Result<Identity, DeviceRefusal> {
+    let serial = serial_from(headers).map_err(DeviceRefusal::BadSerialHeader)?;
+    let decode = |s: &str| {
+        estuary_proto::base64::decode(s.trim().as_bytes())
+            .map_err(|_| DeviceRefusal::BadCertificateHeader)
+    };
+    let leaf = match headers.get(HDR_CLIENT_CERT) {
+        None => return Err(DeviceRefusal::NoCertificate),
+        Some(v) => decode(
+            v.to_str()
+                .map_err(|_| DeviceRefusal::BadCertificateHeader)?,
+        )?,
+    };
+    let chain = match headers.get(HDR_CLIENT_CHAIN) {
+        None => Vec::new(),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| DeviceRefusal::BadCertificateHeader)?
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .take(identity::MAX_CHAIN_CERTS)
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let device = identity::authenticate(&est.trust, &leaf, &chain, need)?;
+    if device.label() != &serial {
+        return Err(DeviceRefusal::SerialMismatch {
+            header: serial.to_string(),
+            certificate: device.label().to_string(),
+        });
+    }
+    Ok(device)
+}
+
 async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let est = match est_service(&state, &headers) {
         Ok(e) => e,
         Err(r) => return r.response(),
     };
-    let serial = match serial_from(&headers) {
-        Ok(s) => s,
-        Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
-    };
+    if let Err(reason) = serial_from(&headers) {
+        return text(StatusCode::BAD_REQUEST, reason);
+    }
     let operation = match headers
         .get(HDR_OPERATION)
         .and_then(|v| v.to_str().ok())
@@ -187,9 +276,37 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
             format!("content-type must be {CT_PKCS10} (DER), got {ct:?}"),
         );
     }
+    let need = match operation {
+        EstOperation::SimpleReenroll => Need::LDevId,
+        _ => Need::IDevId,
+    };
+    let device = match device_from(est, &headers, need) {
+        Ok(d) => d,
+        Err(refusal) => {
+            state
+                .metrics
+                .enrollment(Protocol::est, EnrollResult::rejected);
+            return refusal.response();
+        }
+    };
+    // RFC 7030 §4.2.2: a re-enrolment keeps the current certificate's subject and names.
+    if let Identity::LDevId { cert, .. } = &device {
+        let checked = estuary_proto::csr::parse_and_verify(&body)
+            .map_err(EnrollError::from)
+            .and_then(|csr| {
+                estuary_proto::policy::check_reenroll(&csr, cert, &est.keys)
+                    .map_err(EnrollError::from)
+            });
+        if let Err(e) = checked {
+            state
+                .metrics
+                .enrollment(Protocol::est, EnrollResult::rejected);
+            return error_response(est, &e);
+        }
+    }
     let req = EnrollRequest {
         csr_der: body.to_vec(),
-        serial,
+        serial: device.label().clone(),
         operation,
     };
     match est.engine.enroll(req).await {
@@ -247,11 +364,11 @@ async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
         Ok(e) => e,
         Err(r) => return r.response(),
     };
-    let serial = match serial_from(&headers) {
-        Ok(s) => s,
-        Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
+    let device = match device_from(est, &headers, Need::Any) {
+        Ok(d) => d,
+        Err(refusal) => return refusal.response(),
     };
-    let name = match DeviceName::new(&serial, &est.parent) {
+    let name = match DeviceName::new(device.label(), &est.trust.parent) {
         Ok(n) => n,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("device name: {e}")),
     };

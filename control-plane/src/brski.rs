@@ -57,7 +57,7 @@ pub const ENROLLSTATUS_PATH: &str = "/estuary/v1/brski/enrollstatus";
 /// Internal API: `POST` (or `GET`) the device's audit log, relayed from the MASA (§5.8).
 pub const REQUESTAUDITLOG_PATH: &str = "/estuary/v1/brski/requestauditlog";
 /// Header with the TLS client certificate (base64 of its DER), set by the edge.
-pub const HDR_CLIENT_CERT: &str = "estuary-client-cert";
+pub const HDR_CLIENT_CERT: &str = estuary_proto::internal_api::HDR_CLIENT_CERT;
 
 const MASA_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MASA_BODY: usize = 256 * 1024;

@@ -656,6 +656,9 @@ api_token = "0123456789abcdef0123"
 [est]
 parent_domain = "iot.example.test"
 ca_certs_file = {}
+[[est.manufacturers]]
+name = "m"
+idevid_ca_file = {}
 [acme]
 directory_url = "https://127.0.0.1:14000/dir"
 [dns]
@@ -672,7 +675,8 @@ registrar_key_file = {}
 idevid_ca_file = {}
 masa_ca_file = {}
 "#,
-            file("ca.pem", any),
+            file("ca.pem", &self_signed_pem()),
+            file("m-ca.pem", &self_signed_pem()),
             file("reg.pem", any),
             file("reg.key", any),
             file("m.pem", any),

@@ -34,6 +34,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use estuary_proto::identity::{
+    check_namespaces, Manufacturer, ManufacturerName, NamePrefix, SerialPattern, TrustPolicy,
+};
 use estuary_proto::names::ParentDomain;
 use estuary_proto::policy::KeyPolicy;
 use serde::de::DeserializeOwned;
@@ -68,6 +71,9 @@ pub struct Enrolment {
     pub enroll: EnrollConfig,
     /// `est.parent_domain`, checked.
     pub parent: ParentDomain,
+    /// Who may get which name: `est.manufacturers` (IDevID issuers, read from their files) and
+    /// the certificates of `est.ca_certs_file` (the ACME CA, which issues LDevIDs).
+    pub trust: TrustPolicy,
     /// `[teap]`: the RADIUS/EAP-TEAP listener, when present. It enrols through EST.
     pub teap: Option<crate::teap::TeapConfig>,
 }
@@ -118,6 +124,136 @@ pub struct EstConfig {
     /// Accepted key types and sizes.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// `[[est.manufacturers]]`: whose IDevIDs are accepted (at least one). The same list the
+    /// edge filter has: the control plane checks every forwarded client certificate again.
+    #[serde(default)]
+    pub manufacturers: Vec<ManufacturerConfig>,
+}
+
+/// One `[[est.manufacturers]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManufacturerConfig {
+    /// Unique name (1 to 64 of `A-Z a-z 0-9 - _`), used in refusals and logs.
+    pub name: String,
+    /// PEM file with exactly one certificate: the CA that issues this manufacturer's IDevIDs
+    /// (directly, or through one intermediate the device presents).
+    pub idevid_ca_file: PathBuf,
+    /// Glob over the subject serialNumber (`*`, `?`; case-sensitive); default `*`.
+    #[serde(default)]
+    pub serial_pattern: Option<String>,
+    /// Put in front of the lower-cased serial in device names (1 to 32 of `a-z 0-9 -`).
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+}
+
+/// Checks `[[est.manufacturers]]` and reads the CA files; every problem goes to `errors`.
+fn manufacturers(list: &[ManufacturerConfig], errors: &mut Vec<String>) -> Vec<Manufacturer> {
+    if list.is_empty() {
+        errors.push(
+            "est.manufacturers: at least one [[est.manufacturers]] entry is needed (the CAs \
+             that issue IDevIDs); the TLS trust store alone does not say who may get which name"
+                .into(),
+        );
+    }
+    let mut out = Vec::new();
+    for (i, m) in list.iter().enumerate() {
+        let at = format!("est.manufacturers[{i}]");
+        let name = ManufacturerName::parse(&m.name);
+        if name.is_none() {
+            errors.push(format!(
+                "{at}.name: a manufacturer name is 1 to 64 of A-Z a-z 0-9 - _"
+            ));
+        }
+        if list.iter().take(i).any(|o| o.name == m.name) {
+            errors.push(format!("{at}.name: {:?} is listed twice", m.name));
+        }
+        let ca_der = match std::fs::read_to_string(&m.idevid_ca_file)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| estuary_proto::pem::decode_certs(&pem).map_err(|e| e.to_string()))
+        {
+            Ok(ders) if ders.len() == 1 => ders.into_iter().next(),
+            Ok(ders) => {
+                errors.push(format!(
+                    "{at}.idevid_ca_file: {} holds {} certificates; exactly one (the IDevID CA) is needed",
+                    m.idevid_ca_file.display(),
+                    ders.len()
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(format!(
+                    "{at}.idevid_ca_file: cannot read {}: {e}",
+                    m.idevid_ca_file.display()
+                ));
+                None
+            }
+        };
+        let serial_pattern = match &m.serial_pattern {
+            None => Some(SerialPattern::any()),
+            Some(p) => {
+                let sp = SerialPattern::parse(p);
+                if sp.is_none() {
+                    errors.push(format!(
+                        "{at}.serial_pattern: must be 1 to 128 visible ASCII characters"
+                    ));
+                }
+                sp
+            }
+        };
+        let name_prefix = match &m.name_prefix {
+            None => Some(NamePrefix::default()),
+            Some(p) => {
+                let np = NamePrefix::parse(p);
+                if np.is_none() {
+                    errors.push(format!(
+                        "{at}.name_prefix: must be 1 to 32 of a-z 0-9 - (lower case), not starting with -"
+                    ));
+                }
+                np
+            }
+        };
+        if let (Some(name), Some(ca_der), Some(serial_pattern), Some(name_prefix)) =
+            (name, ca_der, serial_pattern, name_prefix)
+        {
+            out.push(Manufacturer {
+                name,
+                ca_der,
+                serial_pattern,
+                name_prefix,
+            });
+        }
+    }
+    errors.extend(
+        check_namespaces(&out)
+            .into_iter()
+            .map(|o| format!("est.manufacturers: {o}")),
+    );
+    out
+}
+
+/// The certificates of `est.ca_certs_file` (the ACME CA's, which issue LDevIDs).
+fn acme_issuers(path: &Path, errors: &mut Vec<String>) -> Vec<Vec<u8>> {
+    match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| estuary_proto::pem::decode_certs(&pem).map_err(|e| e.to_string()))
+    {
+        Ok(ders) if !ders.is_empty() => ders,
+        Ok(_) => {
+            errors.push(format!(
+                "est.ca_certs_file: {} holds no certificate",
+                path.display()
+            ));
+            Vec::new()
+        }
+        Err(e) => {
+            errors.push(format!(
+                "est.ca_certs_file: cannot read {}: {e}",
+                path.display()
+            ));
+            Vec::new()
+        }
+    }
 }
 
 /// Key policy in the config file; defaults match [`KeyPolicy::default`], key by key.
@@ -376,6 +512,7 @@ impl Config {
             }
         }
         let mut parent = None;
+        let mut trust_parts = None;
         if let Some(e) = &est {
             match e.parent_domain.parse::<ParentDomain>() {
                 Ok(p) => parent = Some(p),
@@ -386,6 +523,9 @@ impl Config {
                     "est.ca_certs_file: {} is not a readable file",
                     e.ca_certs_file.display()
                 ));
+            } else {
+                let issuers = acme_issuers(&e.ca_certs_file, &mut errors);
+                trust_parts = Some((manufacturers(&e.manufacturers, &mut errors), issuers));
             }
             let k = &e.keys;
             if k.rsa_min_bits < 2048 {
@@ -435,12 +575,24 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let enrolment = match (est, acme, dns, enroll, parent) {
-            (Some(est), Some(acme), Some(dns), Some(enroll), Some(parent)) => Some(Enrolment {
+        let enrolment = match (est, acme, dns, enroll, parent, trust_parts) {
+            (
+                Some(est),
+                Some(acme),
+                Some(dns),
+                Some(enroll),
+                Some(parent),
+                Some((manufacturers, acme_issuers)),
+            ) => Some(Enrolment {
                 est,
                 acme,
                 dns,
                 enroll,
+                trust: TrustPolicy {
+                    parent: parent.clone(),
+                    manufacturers,
+                    acme_issuers,
+                },
                 parent,
                 teap,
             }),
@@ -629,7 +781,10 @@ url = "redis://127.0.0.1:6379/"
             r#"
 [est]
 parent_domain = "iot.example.test"
-ca_certs_file = "{}"
+ca_certs_file = "{0}"
+[[est.manufacturers]]
+name = "test-mfr"
+idevid_ca_file = "{0}"
 "#,
             ca.display()
         )
@@ -703,11 +858,13 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
                     std::process::id(),
                     std::thread::current().id()
                 ));
-                std::fs::write(
-                    &p,
-                    "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-                )
-                .expect("write temp file");
+                let key = rcgen::KeyPair::generate().expect("key");
+                let pem = rcgen::CertificateParams::new(Vec::<String>::new())
+                    .expect("params")
+                    .self_signed(&key)
+                    .expect("self-signed")
+                    .pem();
+                std::fs::write(&p, pem).expect("write temp file");
                 Self(p)
             }
         }
@@ -715,6 +872,64 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
             fn drop(&mut self) {
                 let _ = std::fs::remove_file(&self.0);
             }
+        }
+    }
+
+    #[test]
+    fn manufacturers_are_required_checked_and_kept_apart() {
+        let ca = ca_file();
+        let other = tempfile_path::Path(ca.0.with_extension("other.pem"));
+        let key = rcgen::KeyPair::generate().expect("key");
+        let pem = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .self_signed(&key)
+            .expect("self-signed")
+            .pem();
+        std::fs::write(&other.0, pem).expect("write");
+        let base = |manufacturers: &str| {
+            format!(
+                "{SERVER_REDIS}\n[est]\nparent_domain = \"iot.example.test\"\nca_certs_file = {:?}\n{manufacturers}{ACME}{DNS}",
+                ca.0.display().to_string()
+            )
+        };
+        let problems = |text: String| match Config::from_toml(&text, Vec::new()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        };
+        let p = problems(base(""));
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("est.manufacturers: at least one")),
+            "{p:?}"
+        );
+        let f = |p: &tempfile_path::Path| format!("{:?}", p.0.display().to_string());
+        let p = problems(base(&format!(
+            "[[est.manufacturers]]\nname = \"a\"\nidevid_ca_file = {}\nserial_pattern = \"AD-*\"\n\
+             [[est.manufacturers]]\nname = \"b\"\nidevid_ca_file = {}\n",
+            f(&ca),
+            f(&other)
+        )));
+        assert!(
+            p.iter()
+                .any(|m| m.contains("manufacturers a and b can name the same device")),
+            "{p:?}"
+        );
+        let p = problems(base(&format!(
+            "[[est.manufacturers]]\nname = \"a\"\nidevid_ca_file = {}\nserial_pattern = \"AD-*\"\n\
+             [[est.manufacturers]]\nname = \"b\"\nidevid_ca_file = {}\nname_prefix = \"b-\"\n",
+            f(&ca),
+            f(&other)
+        )));
+        assert!(p.is_empty(), "{p:?}");
+        let p = problems(base(
+            "[[est.manufacturers]]\nname = \"bad name\"\nidevid_ca_file = \"/nonexistent.pem\"\nname_prefix = \"UP\"\n",
+        ));
+        for want in [
+            "est.manufacturers[0].name:",
+            "est.manufacturers[0].idevid_ca_file: cannot read /nonexistent.pem",
+            "est.manufacturers[0].name_prefix:",
+        ] {
+            assert!(p.iter().any(|m| m.starts_with(want)), "{want}: {p:?}");
         }
     }
 

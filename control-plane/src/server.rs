@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use estuary_proto::names::ParentDomain;
+use estuary_proto::identity::TrustPolicy;
 use estuary_proto::policy::KeyPolicy;
 use estuary_proto::{pem, pkcs7};
 use tokio::net::TcpListener;
@@ -35,7 +35,7 @@ pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, SocketAddr)> {
 struct TeapPlan {
     cfg: TeapConfig,
     engine: Arc<Engine>,
-    parent: ParentDomain,
+    trust: TrustPolicy,
     keys: KeyPolicy,
 }
 
@@ -55,7 +55,7 @@ fn build_parts(
             let teap = teap.map(|cfg| TeapPlan {
                 cfg,
                 engine: Arc::clone(&est.engine),
-                parent: est.parent.clone(),
+                trust: est.trust.clone(),
                 keys: est.keys,
             });
             (Some(est), teap)
@@ -121,7 +121,7 @@ fn est_service(
     let est = EstService {
         engine,
         cacerts_pkcs7,
-        parent: e.parent,
+        trust: e.trust,
         keys,
     };
     Ok((est, e.teap))
@@ -180,7 +180,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let radius = crate::teap::server::TeapServer::bind(
             &t.cfg,
             t.engine,
-            t.parent,
+            t.trust,
             t.keys,
             Arc::clone(&state.metrics),
         )

@@ -375,7 +375,11 @@ async fn cacerts_and_csrattrs_describe_the_ca_and_the_device() {
     let r = http(
         &cp.url("/estuary/v1/csrattrs"),
         "GET",
-        &[("authorization", &auth), ("estuary-device-serial", "SN-77")],
+        &[
+            ("authorization", &auth),
+            ("estuary-device-serial", "SN-77"),
+            ("estuary-client-cert", &cp.idevid_header("SN-77")),
+        ],
         Vec::new(),
     )
     .await;

@@ -10,6 +10,13 @@
 //!   `retry-after: <seconds>`; 400 bad CSR, 403 policy, 409 conflict (text/plain reason, may be
 //!   forwarded); 429/503 with `retry-after` (try later); 500/502 text/plain internal detail (the
 //!   filter must not forward it).
+//!
+//!   Enrolment and [`CSRATTRS_PATH`] calls also carry the client certificate the edge verified:
+//!   [`HDR_CLIENT_CERT`] (base64 DER, one line) and, when the client presented more,
+//!   [`HDR_CLIENT_CHAIN`]. The control plane re-derives the device from them with
+//!   [`crate::identity`] and its own copy of the trusted CAs, and answers 403 when the
+//!   serial header disagrees, the issuer is not trusted, or the CSR is outside policy — a valid
+//!   token alone obtains nothing.
 //! - [`CACERTS_PATH`]: `GET` -> 200 raw DER PKCS#7 certs-only.
 //! - [`CSRATTRS_PATH`]: `GET` with [`HDR_DEVICE_SERIAL`] -> 200 raw DER CsrAttrs
 //!   ([`crate::est::CT_CSRATTRS`]).
@@ -23,6 +30,11 @@ pub const CSRATTRS_PATH: &str = "/estuary/v1/csrattrs";
 
 /// Header carrying the authenticated device serial (from the client certificate).
 pub const HDR_DEVICE_SERIAL: &str = "estuary-device-serial";
+/// Header carrying the TLS client certificate the edge verified: base64 DER, no line breaks.
+pub const HDR_CLIENT_CERT: &str = "estuary-client-cert";
+/// Header carrying the other certificates the client presented (the XFCC `Chain` less the
+/// leaf, at most [`crate::identity::MAX_CHAIN_CERTS`]): base64 DER each, comma-separated.
+pub const HDR_CLIENT_CHAIN: &str = "estuary-client-chain";
 /// Header carrying the EST operation: [`OP_SIMPLEENROLL`] or [`OP_SIMPLEREENROLL`].
 pub const HDR_OPERATION: &str = "estuary-operation";
 /// Header carrying the EST path label (`/.well-known/est/<label>/...`), when there is one.

@@ -38,8 +38,8 @@ pub struct DevStackOptions {
     /// Issue from the strict RFC 8555 + RFC 9444 test CA (tests/src/acme_ca.rs) instead of
     /// Pebble: the control planes pre-authorise the parent domain.
     pub rfc9444_ca: bool,
-    /// When set, the filter accepts IDevIDs (plain EST) only from the dev manufacturer CA and
-    /// only with serials matching this glob (the filter's `manufacturers` policy).
+    /// The serial pattern of the filter's one manufacturer (the dev manufacturer CA); `None`:
+    /// every serial.
     pub idevid_serial_pattern: Option<String>,
 }
 
@@ -83,9 +83,16 @@ pub struct DevStack {
     _tmp: Option<TempDir>,
 }
 
-/// The filter configuration the dev stack uses.
-pub fn filter_config(cache_ttl_s: u64) -> serde_json::Value {
-    serde_json::json!({
+/// The filter configuration the dev stack uses: IDevIDs from the dev manufacturer CA (serials
+/// matching `serial_pattern`, default every serial), LDevIDs from the ACME CA whose root(s)
+/// and intermediate(s) are in `acme_ca_pem`.
+pub fn filter_config(
+    cache_ttl_s: u64,
+    pki: &DevPki,
+    acme_ca_pem: &Path,
+    serial_pattern: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::json!({
         "control_plane": {
             "cluster": CP_CLUSTER,
             "authority": "estuary-control-plane",
@@ -94,8 +101,15 @@ pub fn filter_config(cache_ttl_s: u64) -> serde_json::Value {
         },
         "parent_domain": DEV_PARENT,
         "max_body_bytes": 16384,
-        "cache_ttl_s": cache_ttl_s
-    })
+        "cache_ttl_s": cache_ttl_s,
+        "manufacturers": [{
+            "name": "estuary-dev",
+            "ca_pem": std::fs::read_to_string(&pki.manufacturer.cert_path)?,
+            "serial_pattern": serial_pattern.unwrap_or("*"),
+        }],
+        "acme_ca_pem": std::fs::read_to_string(acme_ca_pem)
+            .with_context(|| format!("reading {}", acme_ca_pem.display()))?,
+    }))
 }
 
 impl DevStack {
@@ -173,6 +187,7 @@ impl DevStack {
             if i > 0 {
                 o.port = None;
             }
+            o.idevid_ca_file = Some(pki.manufacturer.cert_path.clone());
             if let (0, Some((addr, secret))) = (i, &radius) {
                 let q = |p: &Path| format!("{:?}", p.display().to_string());
                 o.extra_env.extend([
@@ -212,21 +227,12 @@ impl DevStack {
             server_key: pki.server.key_path.clone(),
             client_ca_bundle: client_ca_bundle.clone(),
             filter_wasm: filter_wasm.to_path_buf(),
-            filter_config: {
-                let mut c = filter_config(opts.filter_cache_ttl_s);
-                if let (Some(pattern), Some(obj)) = (&opts.idevid_serial_pattern, c.as_object_mut())
-                {
-                    obj.insert(
-                        "manufacturers".into(),
-                        serde_json::json!([{
-                            "name": "estuary-dev",
-                            "ca_pem": std::fs::read_to_string(&pki.manufacturer.cert_path)?,
-                            "serial_pattern": pattern,
-                        }]),
-                    );
-                }
-                c
-            },
+            filter_config: filter_config(
+                opts.filter_cache_ttl_s,
+                &pki,
+                &acme_roots,
+                opts.idevid_serial_pattern.as_deref(),
+            )?,
             control_planes: control_planes.iter().map(|c| c.addr).collect(),
             est_port: opts.est_port,
             admin_port: opts.admin_port,

@@ -93,6 +93,19 @@ impl Ca {
         write_pair(dir, stem, &cert.pem(), &key.serialize_pem())
     }
 
+    /// DER of an IDevID for device `serial` (as [`Ca::issue_idevid`], in memory; the key is
+    /// thrown away): what a test puts in a forwarded-certificate header.
+    pub fn idevid_der(&self, serial: &str) -> anyhow::Result<Vec<u8>> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            DnValue::PrintableString(serial.try_into().context("serial must be printable")?),
+        );
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        Ok(params.signed_by(&key, &self.issuer)?.der().to_vec())
+    }
+
     /// An IDevID for device `serial`: subject `serialNumber=<serial>, CN=<cn>`, clientAuth.
     pub fn issue_idevid(&self, dir: &Path, stem: &str, serial: &str) -> anyhow::Result<Issued> {
         self.issue_idevid_with_masa(dir, stem, serial, None)

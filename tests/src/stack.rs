@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,6 +26,10 @@ pub struct Stack {
     pub redis: Redis,
     /// ACME CA.
     pub pebble: Pebble,
+    /// A test manufacturer CA: the `[[est.manufacturers]]` of control planes started against
+    /// this stack, unless [`CpOptions::idevid_ca_file`] names another.
+    pub manufacturer: Arc<crate::pki::Ca>,
+    _dir: TempDir,
 }
 
 impl Stack {
@@ -33,10 +38,18 @@ impl Stack {
         let bind = Bind::start().context("starting BIND9")?;
         let redis = Redis::start().context("starting Redis")?;
         let pebble = Pebble::start(bind.addr).context("starting Pebble")?;
+        let dir = TempDir::new("stack-pki")?;
+        let manufacturer = Arc::new(crate::pki::Ca::create(
+            dir.path(),
+            "test-manufacturer-ca",
+            "Estuary test manufacturer CA",
+        )?);
         Ok(Stack {
             bind,
             redis,
             pebble,
+            manufacturer,
+            _dir: dir,
         })
     }
 }
@@ -61,6 +74,9 @@ pub struct CpOptions {
     /// `[brski.cloud]` must come from `extra_env`. `parent`, `budget_ms`, `retry_after_s` and
     /// `lock_ttl_s` are then unused, and so are the stack's BIND and Pebble.
     pub cloud_only: bool,
+    /// The IDevID CA of the one `[[est.manufacturers]]` entry (name `test-mfr`, every serial);
+    /// `None`: the stack's [`Stack::manufacturer`].
+    pub idevid_ca_file: Option<PathBuf>,
 }
 
 impl Default for CpOptions {
@@ -73,6 +89,7 @@ impl Default for CpOptions {
             port: None,
             extra_env: Vec::new(),
             cloud_only: false,
+            idevid_ca_file: None,
         }
     }
 }
@@ -85,6 +102,9 @@ pub struct ControlPlane {
     pub log: PathBuf,
     /// Its config file.
     pub config: PathBuf,
+    /// The stack's test manufacturer CA (see [`Stack::manufacturer`]), to mint the IDevIDs
+    /// that back direct calls to the internal API.
+    pub stack_manufacturer: Arc<crate::pki::Ca>,
     child: KillOnDrop,
     _dir: TempDir,
 }
@@ -123,6 +143,7 @@ impl ControlPlane {
             addr,
             log,
             config,
+            stack_manufacturer: Arc::clone(&stack.manufacturer),
             child,
             _dir: dir,
         })
@@ -172,6 +193,9 @@ url = "{redis}"
 [est]
 parent_domain = "{parent}"
 ca_certs_file = "{roots}"
+[[est.manufacturers]]
+name = "test-mfr"
+idevid_ca_file = "{idevid_ca}"
 
 [acme]
 directory_url = "{dir_url}"
@@ -195,6 +219,11 @@ unavailable_retry_after_s = 2
 "#,
         parent = opts.parent,
         roots = stack.pebble.issuer_root_pem.display(),
+        idevid_ca = opts
+            .idevid_ca_file
+            .as_ref()
+            .unwrap_or(&stack.manufacturer.cert_path)
+            .display(),
         dir_url = stack.pebble.directory_url,
         tls_root = stack.pebble.tls_ca_pem.display(),
         dns = stack.bind.addr,

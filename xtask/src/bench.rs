@@ -476,7 +476,7 @@ fn start_bench_envoy(
         .replace("{{NOOP_WASM}}", &noop.display().to_string())
         .replace(
             "{{FILTER_CONFIG_JSON}}",
-            &serde_json::to_string(&filter_config(300))?,
+            &serde_json::to_string(&filter_config(300, &dev.pki, &dev.acme_roots, None)?)?,
         )
         .replace(
             "{{CP_LB_ENDPOINTS}}",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use estuary_proto::csrattrs;
 use estuary_proto::eap::{EapCode, EapPacket, EapType};
-use estuary_proto::names::ParentDomain;
+use estuary_proto::identity::TrustPolicy;
 use estuary_proto::policy::KeyPolicy;
 use estuary_proto::radius::{self, AttrType, Code, Packet};
 use estuary_proto::teap::ErrorCode;
@@ -101,7 +101,7 @@ impl TeapServer {
     pub async fn bind(
         cfg: &TeapConfig,
         engine: Arc<Engine>,
-        parent: ParentDomain,
+        trust: TrustPolicy,
         keys: KeyPolicy,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
@@ -115,7 +115,7 @@ impl TeapServer {
             fragment_size: cfg.fragment_size,
             request_csr: cfg.request_csr,
             allow_without_csr: cfg.allow_without_csr,
-            parent,
+            trust,
             csr_attrs: Arc::new(move |name| csrattrs::device_template(name, &keys).to_der().ok()),
         });
         Ok(Arc::new(Self {

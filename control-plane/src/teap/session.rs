@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use estuary_proto::eap::{EapCode, EapPacket, EapType, TeapFrame, TEAP_VERSION};
 use estuary_proto::est::EstOperation;
-use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
+use estuary_proto::identity::{self, Identity, Need, TrustPolicy};
+use estuary_proto::names::{DeviceName, DeviceSerial};
 use estuary_proto::teap::{
     self, Action, CbSubType, CryptoBinding, ErrorCode, Status, TeapKeys, Tlv, TlvType,
 };
-use estuary_proto::CertSummary;
 use rustls::ServerConnection;
 
 use super::tunnel::{Incoming, Tunnel, TunnelError};
@@ -70,8 +70,9 @@ pub struct SessionConfig {
     pub request_csr: bool,
     /// Accept a device that answers the CSR request with nothing (already enrolled).
     pub allow_without_csr: bool,
-    /// The parent domain of device names.
-    pub parent: ParentDomain,
+    /// Who may get which name (the same policy as EST's): the client certificate is an IDevID
+    /// of a configured manufacturer or an LDevID of the ACME CA, or it is refused.
+    pub trust: TrustPolicy,
     /// CSR attributes for a device name.
     pub csr_attrs: CsrAttrsFor,
 }
@@ -220,25 +221,26 @@ impl ServerSession {
         self.send_tlvs(&[Tlv::error(code), Tlv::result(Status::FAILURE)])
     }
 
-    /// The device identity from the verified client certificate.
+    /// The device identity from the verified client certificate, decided by who issued it
+    /// ([`estuary_proto::identity`]); `None` (refused) for anyone else.
     fn identify(&self) -> Option<Device> {
-        let leaf = self.tunnel.conn.peer_certificates()?.first()?;
-        let summary = CertSummary::from_der(leaf.as_ref()).ok()?;
-        if let Some(sn) = summary.subject_serial_number() {
-            return Some(Device {
-                serial: DeviceSerial::parse(sn).ok()?,
+        let certs = self.tunnel.conn.peer_certificates()?;
+        let (leaf, rest) = certs.split_first()?;
+        let chain: Vec<Vec<u8>> = rest.iter().map(|c| c.as_ref().to_vec()).collect();
+        match identity::authenticate(&self.cfg.trust, leaf.as_ref(), &chain, Need::Any) {
+            Ok(Identity::IDevId { label, .. }) => Some(Device {
+                serial: label,
                 operation: EstOperation::SimpleEnroll,
-            });
+            }),
+            Ok(Identity::LDevId { name, .. }) => Some(Device {
+                serial: name.serial().clone(),
+                operation: EstOperation::SimpleReenroll,
+            }),
+            Err(e) => {
+                tracing::info!(error = %e, "TEAP client certificate refused");
+                None
+            }
         }
-        // An LDevID: its DNS name is <serial>.<parent>.
-        let name = summary
-            .dns_names()
-            .iter()
-            .find_map(|n| DeviceName::parse_under(n, &self.cfg.parent).ok())?;
-        Some(Device {
-            serial: name.serial().clone(),
-            operation: EstOperation::SimpleReenroll,
-        })
     }
 
     fn binding(&self) -> Vec<Tlv> {
@@ -269,7 +271,7 @@ impl ServerSession {
                 Tlv::result(Status::FAILURE),
             ];
         };
-        let name = DeviceName::new(&device.serial, &self.cfg.parent).ok();
+        let name = DeviceName::new(&device.serial, &self.cfg.trust.parent).ok();
         self.device = Some(device);
         if !self.cfg.request_csr {
             self.state = State::AwaitBinding;

@@ -48,15 +48,30 @@ impl ControlPlane {
         estuary_tests::stack::metric_value(&String::from_utf8_lossy(&r.body), series)
     }
 
-    /// POST /estuary/v1/enroll.
+    /// An IDevID of the stack's test manufacturer for `serial`, as the edge forwards it
+    /// (`estuary-client-cert`: base64 DER on one line).
+    pub fn idevid_header(&self, serial: &str) -> String {
+        let der = self
+            .stack_manufacturer
+            .idevid_der(serial)
+            .expect("mint an IDevID");
+        let mut b64 = estuary_proto::base64::encode(&der);
+        b64.retain(|c| !c.is_ascii_whitespace());
+        b64
+    }
+
+    /// POST /estuary/v1/enroll, as the edge sends it for an IDevID with subject serialNumber
+    /// `serial` from the stack's test manufacturer.
     pub async fn enroll(&self, serial: &str, csr_der: &[u8]) -> Resp {
+        let cert = self.idevid_header(serial);
         http(
             &self.url("/estuary/v1/enroll"),
             "POST",
             &[
                 ("authorization", &format!("Bearer {TOKEN}")),
                 ("content-type", "application/pkcs10"),
-                ("estuary-device-serial", serial),
+                ("estuary-device-serial", &serial.to_ascii_lowercase()),
+                ("estuary-client-cert", &cert),
                 ("estuary-operation", "simpleenroll"),
             ],
             csr_der.to_vec(),
