@@ -20,6 +20,11 @@
 //! }
 //! ```
 //!
+//! - `control_plane.token` or `control_plane.token_env` (exactly one): the bearer token itself, or
+//!   the name of an environment variable of the Wasm VM that holds it, read here, in
+//!   `on_configure` (Envoy: `vm_config.environment_variables`, e.g. `host_env_keys` to pass on
+//!   the proxy's own variable; Istio: WasmPlugin `vmConfig.env` with `valueFrom: HOST`). An unset
+//!   or empty variable is a configuration problem that names the variable, never its value.
 //! - `role`: `"registrar"` (the default: EST and BRSKI for the domain, `parent_domain` required)
 //!   or `"cloud-registrar"` (a BRSKI cloud registrar, draft-ietf-anima-brski-cloud: BRSKI only,
 //!   every `/.well-known/est/…` request is answered 404 at the edge; `parent_domain` optional,
@@ -244,8 +249,14 @@ fn header_safe(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
-/// Parse and check the plugin configuration, collecting every problem.
+/// Parse and check the plugin configuration, collecting every problem; `control_plane.token_env`
+/// is read from the process (Wasm VM) environment.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    parse_with_env(bytes, &|name: &str| std::env::var(name))
+}
+
+/// [`parse`], with `env` in place of the process environment.
+pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, ConfigErrors> {
     let mut r = Reader {
         problems: Vec::new(),
     };
@@ -264,7 +275,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(r.problems));
     };
 
-    let control_plane = read_control_plane(&mut r, &mut obj);
+    let control_plane = read_control_plane(&mut r, &mut obj, env);
 
     let cloud = match r.take::<String>(&mut obj, "", "role", false).as_deref() {
         None | Some("registrar") => false,
@@ -456,7 +467,84 @@ fn one_certificate(pem: &str) -> Result<Vec<u8>, String> {
     Ok(der)
 }
 
-fn read_control_plane(r: &mut Reader, obj: &mut Map<String, Value>) -> Option<ControlPlane> {
+/// How `control_plane.token_env` is looked up: `std::env::var`, or a stand-in for tests.
+pub type EnvLookup<'a> = dyn Fn(&str) -> Result<String, std::env::VarError> + 'a;
+
+/// An environment variable name: 1 to 256 of A-Z a-z 0-9 _, not starting with a digit.
+fn is_env_name(s: &str) -> bool {
+    (1..=256).contains(&s.len())
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The token, from `token` or from the variable `token_env` names (exactly one of the two).
+fn read_token(r: &mut Reader, cp: &mut Map<String, Value>, env: &EnvLookup<'_>) -> Option<String> {
+    const P: &str = "control_plane";
+    match (cp.contains_key("token"), cp.contains_key("token_env")) {
+        (true, true) => {
+            cp.remove("token");
+            cp.remove("token_env");
+            r.problem(
+                "control_plane.token_env",
+                "give control_plane.token or control_plane.token_env, not both",
+            );
+            None
+        }
+        (false, false) => {
+            r.problem(
+                "control_plane.token",
+                "missing (or give control_plane.token_env, the name of an environment variable that holds it)",
+            );
+            None
+        }
+        (true, false) => {
+            let token = r.take::<String>(cp, P, "token", true);
+            if token.as_deref().is_some_and(|t| !header_safe(t)) {
+                r.problem(
+                    "control_plane.token",
+                    "must be non-empty printable ASCII without spaces",
+                );
+                return None;
+            }
+            token
+        }
+        (false, true) => {
+            const F: &str = "control_plane.token_env";
+            let name = r.take::<String>(cp, P, "token_env", false)?;
+            if !is_env_name(&name) {
+                r.problem(
+                    F,
+                    "must be an environment variable name: 1 to 256 of A-Z a-z 0-9 _, not starting with a digit",
+                );
+                return None;
+            }
+            // Problems name the variable, never its value.
+            let problem = match env(&name) {
+                Ok(v) if header_safe(&v) => return Some(v),
+                Ok(v) if v.is_empty() => format!("environment variable {name} is empty"),
+                Ok(_) => format!(
+                    "environment variable {name} must hold printable ASCII without spaces or \
+                     line breaks (a trailing newline from a file?)"
+                ),
+                Err(std::env::VarError::NotPresent) => format!(
+                    "environment variable {name} is not set in the Wasm VM (Envoy: \
+                     vm_config.environment_variables; Istio: WasmPlugin vmConfig.env)"
+                ),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    format!("environment variable {name} is not valid UTF-8")
+                }
+            };
+            r.problem(F, problem);
+            None
+        }
+    }
+}
+
+fn read_control_plane(
+    r: &mut Reader,
+    obj: &mut Map<String, Value>,
+    env: &EnvLookup<'_>,
+) -> Option<ControlPlane> {
     const P: &str = "control_plane";
     let mut cp = match r.required::<Value>(obj, "", P, false)? {
         Value::Object(m) => m,
@@ -476,13 +564,7 @@ fn read_control_plane(r: &mut Reader, obj: &mut Map<String, Value>) -> Option<Co
             "must be a non-empty host[:port] without spaces",
         );
     }
-    let token = r.required::<String>(&mut cp, P, "token", true);
-    if token.as_deref().is_some_and(|t| !header_safe(t)) {
-        r.problem(
-            "control_plane.token",
-            "must be non-empty printable ASCII without spaces",
-        );
-    }
+    let token = read_token(r, &mut cp, env);
     let timeout_ms = r
         .take::<u64>(&mut cp, P, "timeout_ms", false)
         .unwrap_or(DEFAULT_TIMEOUT_MS);
@@ -626,6 +708,77 @@ mod tests {
         assert_eq!(e.0.len(), 1);
         assert_eq!(e.0[0].field, "control_plane.token");
         assert!(!e.to_string().contains("sec ret"));
+    }
+
+    /// A stand-in environment: `ESTUARY_API_TOKEN` and a few bad values.
+    fn env(name: &str) -> Result<String, std::env::VarError> {
+        match name {
+            "ESTUARY_API_TOKEN" => Ok("from-the-env-0123456789".into()),
+            "EMPTY" => Ok(String::new()),
+            "WITH_NEWLINE" => Ok("secret-value-xyz\n".into()),
+            "NOT_UTF8" => Err(std::env::VarError::NotUnicode("x".into())),
+            _ => Err(std::env::VarError::NotPresent),
+        }
+    }
+
+    fn with_cp(cp: &str) -> Vec<u8> {
+        format!(
+            r#"{{"control_plane": {{"cluster": "cp", "authority": "control-plane"{cp}}},
+                 "parent_domain": "iot.example.test"}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn token_from_the_environment() {
+        let c = parse_with_env(&with_cp(r#", "token_env": "ESTUARY_API_TOKEN""#), &env).unwrap();
+        assert_eq!(c.control_plane.token.expose(), "from-the-env-0123456789");
+        assert!(
+            !format!("{c:?}").contains("from-the-env"),
+            "Debug shows no token"
+        );
+        // The real process environment: no such variable here.
+        let e = parse(&with_cp(
+            r#", "token_env": "ESTUARY_TEST_SURELY_UNSET_VARIABLE""#,
+        ))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["control_plane.token_env"]);
+    }
+
+    #[test]
+    fn token_and_token_env_both_or_neither() {
+        let e = parse_with_env(
+            &with_cp(r#", "token": "inline-secret", "token_env": "ESTUARY_API_TOKEN""#),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&e), ["control_plane.token_env"], "{e}");
+        assert!(e.to_string().contains("not both"), "{e}");
+        assert!(!e.to_string().contains("inline-secret"), "{e}");
+        let e = parse_with_env(&with_cp(""), &env).unwrap_err();
+        assert_eq!(fields(&e), ["control_plane.token"], "{e}");
+        assert!(e.to_string().contains("token_env"), "{e}");
+    }
+
+    #[test]
+    fn token_env_unset_empty_or_unreadable_names_the_variable_not_the_value() {
+        for (name, says) in [
+            ("UNSET_VAR", "UNSET_VAR is not set in the Wasm VM"),
+            ("EMPTY", "EMPTY is empty"),
+            ("WITH_NEWLINE", "WITH_NEWLINE must hold printable ASCII"),
+            ("NOT_UTF8", "NOT_UTF8 is not valid UTF-8"),
+        ] {
+            let e =
+                parse_with_env(&with_cp(&format!(r#", "token_env": "{name}""#)), &env).unwrap_err();
+            assert_eq!(fields(&e), ["control_plane.token_env"], "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(!e.to_string().contains("secret-value"), "{e}");
+        }
+        for bad in [r#""""#, r#""1ABC""#, r#""A-B""#, r#""A B""#, "7"] {
+            let e =
+                parse_with_env(&with_cp(&format!(r#", "token_env": {bad}"#)), &env).unwrap_err();
+            assert_eq!(fields(&e), ["control_plane.token_env"], "{bad}: {e}");
+        }
     }
 
     #[test]

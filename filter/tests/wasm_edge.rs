@@ -124,6 +124,13 @@ fn pkcs7() -> Vec<u8> {
         .unwrap()
 }
 
+/// [`config`] with `edit` applied to its JSON.
+fn config_edited(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut c: serde_json::Value = serde_json::from_str(&config()).unwrap();
+    edit(&mut c);
+    c.to_string()
+}
+
 fn filter() -> Filter {
     let f = Filter::new(&config()).unwrap();
     assert!(f.configured, "logs: {:?}", f.logs());
@@ -772,6 +779,56 @@ mod configuration {
         let size = host::wasm_size();
         assert!(size > 0 && size < 1024 * 1024, "wasm is {size} bytes");
         eprintln!("estuary_filter.wasm: {size} bytes");
+    }
+
+    fn config_with_token_env() -> String {
+        config_edited(|c| {
+            let cp = c["control_plane"].as_object_mut().unwrap();
+            cp.remove("token");
+            cp.insert("token_env".into(), "ESTUARY_API_TOKEN".into());
+        })
+    }
+
+    #[test]
+    fn token_env_is_read_from_the_vm_environment() {
+        let secret = "from-the-proxy-env-5b1e";
+        let mut f = Filter::with_env(
+            &config_with_token_env(),
+            &[("HOME", "/"), ("ESTUARY_API_TOKEN", secret)],
+        )
+        .unwrap();
+        assert!(f.configured, "logs: {:?}", f.logs());
+        assert!(!f.logs().join("\n").contains(secret), "token logged");
+        let o = f
+            .request(Request::new("GET", "/.well-known/est/cacerts"))
+            .unwrap();
+        assert_eq!(o.calls.len(), 1);
+        assert_eq!(
+            o.calls[0].header("authorization"),
+            Some(format!("Bearer {secret}").as_str())
+        );
+    }
+
+    #[test]
+    fn token_env_unset_refuses_to_start_naming_the_variable() {
+        let f = Filter::new(&config_with_token_env()).unwrap();
+        assert!(!f.configured);
+        let logs = f.logs().join("\n");
+        assert!(
+            logs.contains(
+                "control_plane.token_env: environment variable ESTUARY_API_TOKEN is not set"
+            ),
+            "{logs}"
+        );
+        let f = Filter::with_env(&config_with_token_env(), &[("ESTUARY_API_TOKEN", "")]).unwrap();
+        assert!(!f.configured);
+        assert!(
+            f.logs()
+                .join("\n")
+                .contains("environment variable ESTUARY_API_TOKEN is empty"),
+            "{:?}",
+            f.logs()
+        );
     }
 }
 

@@ -4,8 +4,9 @@
 //! Implemented host calls: proxy_log, proxy_get_property, proxy_get_header_map_pairs/value,
 //! proxy_add/replace/remove_header_map_value, proxy_get_buffer_bytes, proxy_send_local_response,
 //! proxy_http_call, proxy_get/set_shared_data, proxy_get_current_time_nanoseconds,
-//! proxy_set_tick_period_milliseconds, proxy_set_effective_context. Any other import is stubbed
-//! with `Linker::func_new`: it records its name and returns 0 (Status::Ok).
+//! proxy_set_tick_period_milliseconds, proxy_set_effective_context, and WASI environ_get /
+//! environ_sizes_get from `HostState::environ` (Envoy's `vm_config.environment_variables`). Any
+//! other import is stubbed with `Linker::func_new`: it records its name and returns 0 (Status::Ok).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -84,6 +85,8 @@ pub struct HostState {
     pub now_ns: u64,
     pub tick_period_ms: u32,
     pub stub_calls: Vec<String>,
+    /// The VM's environment, `NAME=value` each (see [`Filter::with_env`]).
+    pub environ: Vec<String>,
 }
 
 fn engine_and_module() -> &'static (Engine, Module) {
@@ -529,8 +532,11 @@ fn define_host(linker: &mut Linker<HostState>) -> wasmtime::Result<HashSet<Strin
         "wasi_snapshot_preview1",
         "environ_sizes_get",
         |mut c: Caller<'_, HostState>, count: i32, size: i32| -> wasmtime::Result<i32> {
-            write_u32(&mut c, count, 0)?;
-            write_u32(&mut c, size, 0)?;
+            let env = &c.data().environ;
+            let n = env.len() as u32;
+            let bytes: u32 = env.iter().map(|e| e.len() as u32 + 1).sum();
+            write_u32(&mut c, count, n)?;
+            write_u32(&mut c, size, bytes)?;
             Ok(0)
         },
     )?;
@@ -538,7 +544,19 @@ fn define_host(linker: &mut Linker<HostState>) -> wasmtime::Result<HashSet<Strin
     linker.func_wrap(
         "wasi_snapshot_preview1",
         "environ_get",
-        |_: i32, _: i32| -> i32 { 0 },
+        |mut c: Caller<'_, HostState>, ptrs: i32, buf: i32| -> wasmtime::Result<i32> {
+            // WASI: `ptrs` gets one pointer per variable, `buf` the NUL-terminated strings.
+            let env = c.data().environ.clone();
+            let mem = memory(&mut c)?;
+            let mut at = buf as u32;
+            for (i, e) in env.iter().enumerate() {
+                write_u32(&mut c, ptrs + 4 * i as i32, at)?;
+                mem.write(&mut c, at as usize, e.as_bytes())?;
+                mem.write(&mut c, at as usize + e.len(), &[0])?;
+                at += e.len() as u32 + 1;
+            }
+            Ok(0)
+        },
     )?;
     def("fd_write");
     linker.func_wrap(
@@ -657,6 +675,12 @@ pub struct Outcome {
 
 impl Filter {
     pub fn new(config: &str) -> wasmtime::Result<Filter> {
+        Filter::with_env(config, &[])
+    }
+
+    /// A filter whose VM sees `env` (name, value) as its WASI environment, as Envoy's
+    /// `vm_config.environment_variables` gives it; set before `_initialize` and `on_configure`.
+    pub fn with_env(config: &str, env: &[(&str, &str)]) -> wasmtime::Result<Filter> {
         let (engine, module) = engine_and_module();
         let mut linker: Linker<HostState> = Linker::new(engine);
         let defined = define_host(&mut linker)?;
@@ -686,6 +710,7 @@ impl Filter {
             HostState {
                 plugin_config: config.as_bytes().to_vec(),
                 now_ns: 1_800_000_000 * 1_000_000_000,
+                environ: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
                 ..HostState::default()
             },
         );
