@@ -1,5 +1,10 @@
 //! ACME (RFC 8555) issuance with instant-acme: one persisted account, one order per CSR,
 //! DNS-01 through RFC 2136, the CSR finalized exactly as the device sent it.
+//!
+//! Redis is not trusted: a URL read back from it is used with the account key only when its
+//! [`Origin`] is the configured directory's. A stored order URL on another origin is logged,
+//! cleared and replaced by a new order; stored account credentials naming another origin are
+//! refused.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,6 +199,79 @@ pub(crate) fn from_acme(e: instant_acme::Error) -> IssueError {
     }
 }
 
+/// The origin of an absolute `http` or `https` URL (RFC 6454 §4): scheme, host and port, the
+/// scheme and host in lower case and the scheme's default port filled in.
+///
+/// Read with `hyper::Uri`, the parser that the ACME requests themselves go through, so that this
+/// check and the connection cannot read one URL two ways.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// `None` unless `url` is an absolute `http` or `https` URL with a host, no user information
+    /// (in `https://ca.example@evil.example/` the host is `evil.example`, refused all the same)
+    /// and, if given, a decimal port from 0 to 65535.
+    pub fn of(url: &str) -> Option<Origin> {
+        let uri: hyper::Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return None,
+        };
+        let authority = uri.authority()?.as_str();
+        if authority.contains('@') {
+            return None;
+        }
+        let host = uri.host()?.to_ascii_lowercase();
+        if host.is_empty() {
+            return None;
+        }
+        // `Uri::port` drops a port it cannot read; such a port must not become the default.
+        let port_text = match authority.rfind(']') {
+            Some(i) => authority.get(i + 1..)?.strip_prefix(':'),
+            None => authority.rsplit_once(':').map(|(_, p)| p),
+        };
+        let port = match port_text {
+            None | Some("") => default_port,
+            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+            Some(_) => return None,
+        };
+        Some(Origin { scheme, host, port })
+    }
+
+    /// Whether `a` and `b` are both readable URLs of one origin.
+    pub fn same(a: &str, b: &str) -> bool {
+        matches!((Origin::of(a), Origin::of(b)), (Some(x), Some(y)) if x == y)
+    }
+}
+
+/// Whether stored account credentials (instant-acme's JSON) lead only to the directory's
+/// origin: their `directory`, which instant-acme fetches, or, without one, the directory URLs
+/// that credentials of older versions carry (`urls`).
+fn account_on_origin(creds_json: &str, directory_url: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(creds_json) else {
+        return false;
+    };
+    match (v.get("directory"), v.get("urls")) {
+        (Some(serde_json::Value::String(d)), _) => Origin::same(d, directory_url),
+        (None | Some(serde_json::Value::Null), Some(serde_json::Value::Object(urls))) => urls
+            .values()
+            .filter_map(serde_json::Value::as_str)
+            .all(|u| Origin::same(u, directory_url)),
+        _ => false,
+    }
+}
+
+/// At most 120 characters of a URL read from Redis, for a log line.
+fn loggable(url: &str) -> String {
+    url.chars().take(120).collect()
+}
+
 /// The ACME side of the engine.
 pub struct Acme {
     pub(crate) cfg: AcmeConfig,
@@ -239,6 +317,27 @@ impl Acme {
         })
     }
 
+    /// Whether `url` is on the ACME directory's origin, so that it may be used with the
+    /// account key.
+    pub(crate) fn on_ca_origin(&self, url: &str) -> bool {
+        Origin::same(url, &self.cfg.directory_url)
+    }
+
+    /// Refuses stored account credentials that lead elsewhere than the directory's origin.
+    fn check_stored_account(&self, json: &str) -> Result<(), IssueError> {
+        if account_on_origin(json, &self.cfg.directory_url) {
+            return Ok(());
+        }
+        warn!(
+            directory = %self.cfg.directory_url,
+            "the ACME account stored in Redis names URLs outside the directory's origin; \
+             refusing it (delete it from Redis to create a new account)"
+        );
+        Err(IssueError::BadChain(
+            "the stored ACME account names URLs outside the directory's origin".into(),
+        ))
+    }
+
     fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
         match &self.cfg.tls_root_file {
             Some(root) => Account::builder_with_root(root),
@@ -254,6 +353,7 @@ impl Acme {
             .get_or_try_init(|| async {
                 let dir = &self.cfg.directory_url;
                 if let Some(json) = self.store.account(dir).await? {
+                    self.check_stored_account(&json)?;
                     let creds: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
                         IssueError::BadChain(format!("stored ACME account unreadable: {e}"))
                     })?;
@@ -302,6 +402,7 @@ impl Acme {
                     Ok(account)
                 } else {
                     info!(directory = %dir, "another replica created the ACME account first; using it");
+                    self.check_stored_account(&stored)?;
                     let creds: AccountCredentials = serde_json::from_str(&stored).map_err(|e| {
                         IssueError::BadChain(format!("stored ACME account unreadable: {e}"))
                     })?;
@@ -353,6 +454,17 @@ impl Acme {
     ) -> Result<String, IssueError> {
         let account = self.account().await?;
         let resumed = match self.store.order_url(key).await? {
+            Some(url) if !self.on_ca_origin(&url) => {
+                warn!(
+                    csr = key.as_str(),
+                    device = %name.as_str(),
+                    order_url = ?loggable(&url),
+                    "the stored order URL is not on the ACME directory's origin; \
+                     not fetching it, placing a new order"
+                );
+                let _ = self.store.clear_order_url(key).await;
+                None
+            }
             Some(url) => match account.order(url.clone()).await {
                 Ok(mut o) => {
                     if o.state().status == OrderStatus::Invalid {
@@ -588,5 +700,82 @@ mod tests {
             ProblemType::Other("userActionRequired".into())
         );
         assert_eq!(ProblemType::parse(None), ProblemType::Other(String::new()));
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        // RFC 6454 §4: the default port is the scheme's; host and scheme compare in lower case.
+        let dir = "https://ca.example/dir";
+        for same in [
+            "https://ca.example:443/x",
+            "https://ca.example/acme/order/1?a=b#c",
+            "HTTPS://CA.Example/order",
+            "https://ca.example:/order",
+            "https://ca.example",
+        ] {
+            assert!(Origin::same(dir, same), "{same}");
+        }
+        for other in [
+            "http://ca.example/dir",
+            "http://ca.example:443/dir",
+            "https://evil.example/dir",
+            "https://ca.example:8443/dir",
+            "https://ca.example./dir",
+            "https://sub.ca.example/dir",
+            "https://ca.example@evil.example/dir",
+            "https://ca.example:443@evil.example/dir",
+            "https://user:pw@ca.example/dir",
+            "https://ca.example:65536/dir",
+            "https://ca.example:+443/dir",
+            "https://ca.example:44x/dir",
+            "ftp://ca.example/dir",
+            "//ca.example/dir",
+            "/dir",
+            "ca.example",
+            "",
+        ] {
+            assert!(!Origin::same(dir, other), "{other}");
+        }
+        // IP literals, as Pebble's directory in the tests.
+        assert!(Origin::same(
+            "https://127.0.0.1:14000/dir",
+            "https://127.0.0.1:14000/my-order/x"
+        ));
+        assert!(!Origin::same(
+            "https://127.0.0.1:14000/dir",
+            "https://127.0.0.1:1/my-order/x"
+        ));
+        assert!(Origin::same(
+            "https://[::1]:14000/dir",
+            "https://[::1]:14000/o"
+        ));
+        assert!(!Origin::same("https://[::1]:14000/dir", "https://[::1]/o"));
+        // Two unreadable URLs are not one origin.
+        assert!(!Origin::same("nonsense", "nonsense"));
+        for cut in 0..dir.len() {
+            let _ = Origin::of(&dir[..cut]);
+        }
+    }
+
+    #[test]
+    fn stored_accounts_must_lead_to_the_directory_origin() {
+        let dir = "https://ca.example/dir";
+        // What instant-acme 0.8 stores: `directory` and no `urls`.
+        let ours = r#"{"id":"https://ca.example/acct/1","key_pkcs8":"AA","directory":"https://ca.example/dir"}"#;
+        assert!(account_on_origin(ours, dir));
+        let moved = ours.replace(
+            "\"directory\":\"https://ca.example/dir",
+            "\"directory\":\"https://evil.example/dir",
+        );
+        assert!(!account_on_origin(&moved, dir));
+        // Credentials of older versions: the directory's URLs themselves.
+        let old = r#"{"id":"i","key_pkcs8":"AA","urls":{"newNonce":"https://ca.example/n","newAccount":"https://ca.example/a","newOrder":"https://ca.example/o","meta":{}}}"#;
+        assert!(account_on_origin(old, dir));
+        assert!(!account_on_origin(
+            &old.replace("ca.example/o", "evil.example/o"),
+            dir
+        ));
+        assert!(!account_on_origin(r#"{"id":"i","key_pkcs8":"AA"}"#, dir));
+        assert!(!account_on_origin("not json", dir));
     }
 }

@@ -6,7 +6,8 @@
 //!   announces `meta.subdomainAuthAllowed` (RFC 9444 §4.4).
 //! - The authorisation URL and expiry are kept in Redis for all replicas. Shortly before expiry
 //!   (`acme.preauth_renew_margin_s`) one replica, holding a Redis lock, authorises again;
-//!   the others wait for its result.
+//!   the others wait for its result. A stored authorisation whose URL is not on the ACME
+//!   directory's origin is not ours: it is logged, deleted and the parent authorised afresh.
 //! - A CA that refuses `subdomainAuthAllowed` or `ancestorDomain` (or ignores the former) makes
 //!   this process fall back to per-name DNS-01 for good: logged once, counted in
 //!   `estuary_acme_preauth_fallbacks_total{reason}`.
@@ -249,7 +250,17 @@ impl Acme {
                 .await
                 .map_err(IssueError::from)?
             {
-                if p.expires.saturating_sub(margin) > now_unix() {
+                if !self.on_ca_origin(&p.url) {
+                    warn!(
+                        parent,
+                        "the stored pre-authorisation is not on the ACME directory's origin; \
+                         deleting it and authorising the parent again"
+                    );
+                    self.store
+                        .clear_preauth(dir, parent)
+                        .await
+                        .map_err(IssueError::from)?;
+                } else if p.expires.saturating_sub(margin) > now_unix() {
                     return Ok(p);
                 }
             }
