@@ -6,6 +6,10 @@
 //! to `enroll.budget_ms`; past that it answers "pending, retry after N s" while the order
 //! goes on. A retry on any replica finds the certificate in the cache, or, if the replica that
 //! held the lock died, takes the lock over once it expires and resumes the stored order.
+//!
+//! Redis is not trusted: a cached chain is served only if [`chain_fits`] the CSR (the leaf holds
+//! the CSR's key and the device's name and has not expired); otherwise it is logged, counted in
+//! `estuary_cache_rejected_total`, deleted, and the look-up is a miss, so a fresh order is placed.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +25,7 @@ use tracing::{error, info, warn};
 use crate::acme::{Acme, IssueError};
 use crate::config::EnrollConfig;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
-use crate::store::{CsrKey, Failure, Store, StoreError};
+use crate::store::{now_unix, CsrKey, Failure, Store, StoreError};
 
 /// One enrolment request, as the edge filter forwards it.
 pub struct EnrollRequest {
@@ -183,7 +187,7 @@ impl Engine {
         policy::check_enroll(&csr, &name, &self.keys)?;
         let key = CsrKey::of(&req.csr_der);
 
-        if let Some(chain) = self.store.cached_chain(&key).await? {
+        if let Some(chain) = self.cached(&key, csr.spki_der(), &name).await? {
             self.metrics.cache_hits.inc();
             info!(device = %name.as_str(), op = req.operation.as_str(), "certificate from cache");
             return Ok(Outcome::Issued {
@@ -196,7 +200,9 @@ impl Engine {
             return Err(EnrollError::Remembered(f));
         }
 
-        let waiter = self.waiter_for(&key, &req.csr_der, &name).await?;
+        let waiter = self
+            .waiter_for(&key, &req.csr_der, csr.spki_der(), &name)
+            .await?;
         let deadline = Instant::now() + Duration::from_millis(self.cfg.budget_ms);
         let done = match waiter {
             Some(mut rx) => {
@@ -207,7 +213,10 @@ impl Engine {
                     .and_then(|v| v.clone());
                 r
             }
-            None => self.poll_store(&key, deadline).await?,
+            None => {
+                self.poll_store(&key, csr.spki_der(), &name, deadline)
+                    .await?
+            }
         };
         match done {
             Some(Ok(chain)) => Ok(Outcome::Issued {
@@ -230,6 +239,7 @@ impl Engine {
         self: &Arc<Self>,
         key: &CsrKey,
         csr_der: &[u8],
+        spki_der: &[u8],
         name: &DeviceName,
     ) -> Result<Option<Waiter>, EnrollError> {
         let local = self.lock_inflight().get(key).cloned();
@@ -242,7 +252,14 @@ impl Engine {
             return Ok(None);
         }
         // Someone may have finished between our cache look-up and the lock.
-        if let Some(chain) = self.store.cached_chain(key).await? {
+        let cached = match self.cached(key, spki_der, name).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.store.release_lock(key, &token).await;
+                return Err(e.into());
+            }
+        };
+        if let Some(chain) = cached {
             let _ = self.store.release_lock(key, &token).await;
             let (_tx, rx) = watch::channel(Some(Ok(chain)));
             return Ok(Some(rx));
@@ -310,7 +327,7 @@ impl Engine {
         let issued = self.acme.issue(key, csr_der, name).await;
         refresher.abort();
         let result = match issued {
-            Ok(chain) => match self.check_chain(&chain, csr_der) {
+            Ok(chain) => match check_issued(&chain, csr_der, name) {
                 Ok(not_after) => {
                     self.metrics
                         .issuance_seconds
@@ -352,27 +369,43 @@ impl Engine {
         result
     }
 
-    /// Checks that the leaf certifies the CSR's key; returns its notAfter.
-    fn check_chain(&self, chain_pem: &str, csr_der: &[u8]) -> Result<i64, String> {
-        let ders = pem::decode_certs(chain_pem).map_err(|e| format!("chain is not PEM: {e}"))?;
-        let leaf_der = ders.first().ok_or("empty chain")?;
-        let leaf =
-            cert::CertSummary::from_der(leaf_der).map_err(|e| format!("leaf unreadable: {e}"))?;
-        let csr = csr::parse_and_verify(csr_der).map_err(|e| e.to_string())?;
-        if leaf.spki_der() != csr.spki_der() {
-            return Err("the leaf certificate does not hold the CSR's public key".into());
+    /// The cached chain for a CSR, if there is one that [`chain_fits`] it. One that does not
+    /// is logged (by the CSR's hash, never its content), counted, deleted, and is a miss.
+    async fn cached(
+        &self,
+        key: &CsrKey,
+        spki_der: &[u8],
+        name: &DeviceName,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(chain) = self.store.cached_chain(key).await? else {
+            return Ok(None);
+        };
+        match chain_fits(&chain, spki_der, name, now_unix()) {
+            Ok(_) => Ok(Some(chain)),
+            Err(why) => {
+                warn!(
+                    csr = key.as_str(),
+                    device = %name.as_str(),
+                    reason = %why,
+                    "the cached chain does not fit the CSR; dropping it and ordering afresh"
+                );
+                self.metrics.cache_rejected.inc();
+                self.store.drop_cached_chain(key, &chain).await?;
+                Ok(None)
+            }
         }
-        Ok(leaf.not_after_unix())
     }
 
     /// Another replica holds the lock: watch Redis until the deadline.
     async fn poll_store(
         &self,
         key: &CsrKey,
+        spki_der: &[u8],
+        name: &DeviceName,
         deadline: Instant,
     ) -> Result<Option<Result<String, Failure>>, EnrollError> {
         loop {
-            if let Some(chain) = self.store.cached_chain(key).await? {
+            if let Some(chain) = self.cached(key, spki_der, name).await? {
                 return Ok(Some(Ok(chain)));
             }
             if let Some(f) = self.store.take_failure(key).await? {
@@ -384,6 +417,68 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Why a chain may not be handed to the device that sent a CSR. `Display` names no certificate
+/// content, so it may be logged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainMismatch {
+    /// Not one or more PEM CERTIFICATE blocks.
+    #[error("the chain is not PEM certificates: {0}")]
+    NotPem(#[from] pem::PemError),
+    /// The first certificate is not a readable X.509 certificate.
+    #[error("the leaf certificate is unreadable: {0}")]
+    Unreadable(#[from] cert::CertError),
+    /// The leaf certifies another public key.
+    #[error("the leaf certificate does not hold the CSR's public key")]
+    OtherKey,
+    /// The leaf's SAN has no dNSName equal to the device's name.
+    #[error("the leaf certificate does not name {0}")]
+    OtherName(String),
+    /// The leaf's notAfter has passed.
+    #[error("the leaf certificate has expired")]
+    Expired,
+}
+
+/// Whether a chain (PEM, leaf first) may be handed to the device that sent a CSR: the leaf holds
+/// exactly the CSR's public key (`spki_der`, the SubjectPublicKeyInfo DER of the verified CSR),
+/// carries `name` as a SAN dNSName (RFC 5280 §4.2.1.6; case-insensitive, RFC 4343), and its
+/// notAfter is after `now` (Unix seconds). Returns that notAfter. The other certificates need
+/// only be PEM; no signature is checked (the CA is trusted for what it issues).
+///
+/// Used for the CA's answer and for every chain read back from the cache: anyone who can write
+/// to Redis could otherwise make Estuary hand a device another device's certificate.
+pub fn chain_fits(
+    chain_pem: &str,
+    spki_der: &[u8],
+    name: &DeviceName,
+    now: i64,
+) -> Result<i64, ChainMismatch> {
+    let ders = pem::decode_certs(chain_pem)?;
+    let leaf_der = ders
+        .first()
+        .ok_or(ChainMismatch::NotPem(pem::PemError::NoCertificates))?;
+    let leaf = cert::CertSummary::from_der(leaf_der)?;
+    if leaf.spki_der() != spki_der {
+        return Err(ChainMismatch::OtherKey);
+    }
+    if !leaf
+        .dns_names()
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name.as_str()))
+    {
+        return Err(ChainMismatch::OtherName(name.as_str().to_string()));
+    }
+    if leaf.not_after_unix() <= now {
+        return Err(ChainMismatch::Expired);
+    }
+    Ok(leaf.not_after_unix())
+}
+
+/// Checks the CA's answer for a CSR ([`chain_fits`]); returns the leaf's notAfter.
+fn check_issued(chain_pem: &str, csr_der: &[u8], name: &DeviceName) -> Result<i64, String> {
+    let csr = csr::parse_and_verify(csr_der).map_err(|e| e.to_string())?;
+    chain_fits(chain_pem, csr.spki_der(), name, now_unix()).map_err(|e| e.to_string())
 }
 
 fn chain_to_pkcs7(chain_pem: &str) -> Result<Vec<u8>, EnrollError> {
@@ -406,4 +501,127 @@ pub(crate) fn random_token() -> String {
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
     hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAME: &str = "sn-1.iot.example.test";
+
+    fn name(s: &str) -> DeviceName {
+        DeviceName::parse(s).expect("device name")
+    }
+
+    /// A key, the SPKI DER of a CSR made with it (as the engine gets it from the verified CSR),
+    /// and a self-signed certificate for `names` with that key, valid until `until` (y, m, d).
+    fn key_and_cert(names: &[&str], until: (i32, u8, u8)) -> (Vec<u8>, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        let csr = params.serialize_request(&key).expect("csr");
+        let spki = csr::parse_and_verify(csr.der())
+            .expect("verified CSR")
+            .spki_der()
+            .to_vec();
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let cert = params.self_signed(&key).expect("cert");
+        (spki, cert.pem())
+    }
+
+    const FUTURE: (i32, u8, u8) = (2099, 1, 1);
+
+    #[test]
+    fn a_chain_fits_when_the_leaf_has_the_key_and_the_name_and_is_valid() {
+        let (spki, leaf) = key_and_cert(&[NAME], FUTURE);
+        let (_, other) = key_and_cert(&["intermediate.example"], FUTURE);
+        let not_after =
+            chain_fits(&format!("{leaf}{other}"), &spki, &name(NAME), now_unix()).expect("fits");
+        // 2099-01-01T00:00:00Z
+        assert_eq!(not_after, 4_070_908_800);
+        // dNSNames compare case-insensitively (RFC 4343); other names beside it do not matter.
+        let (spki, upper) = key_and_cert(&["www.example", "SN-1.IOT.Example.Test"], FUTURE);
+        assert!(chain_fits(&upper, &spki, &name(NAME), now_unix()).is_ok());
+    }
+
+    #[test]
+    fn another_key_another_name_or_expiry_does_not_fit() {
+        let (spki, leaf) = key_and_cert(&[NAME], FUTURE);
+        let (other_spki, other_key) = key_and_cert(&[NAME], FUTURE);
+        assert_ne!(spki, other_spki);
+        assert_eq!(
+            chain_fits(&other_key, &spki, &name(NAME), now_unix()),
+            Err(ChainMismatch::OtherKey)
+        );
+        // Only the first certificate is the leaf.
+        assert_eq!(
+            chain_fits(
+                &format!("{other_key}{leaf}"),
+                &spki,
+                &name(NAME),
+                now_unix()
+            ),
+            Err(ChainMismatch::OtherKey)
+        );
+        let (spki, other_name) = key_and_cert(&["sn-2.iot.example.test"], FUTURE);
+        assert_eq!(
+            chain_fits(&other_name, &spki, &name(NAME), now_unix()),
+            Err(ChainMismatch::OtherName(NAME.into()))
+        );
+        // A name that merely contains the device's name is another name.
+        let (spki, longer) = key_and_cert(&["x.sn-1.iot.example.test"], FUTURE);
+        assert!(matches!(
+            chain_fits(&longer, &spki, &name(NAME), now_unix()),
+            Err(ChainMismatch::OtherName(_))
+        ));
+        let (spki, expired) = key_and_cert(&[NAME], (2020, 1, 1));
+        assert_eq!(
+            chain_fits(&expired, &spki, &name(NAME), now_unix()),
+            Err(ChainMismatch::Expired)
+        );
+    }
+
+    #[test]
+    fn a_leaf_is_expired_from_its_not_after_on() {
+        let (spki, leaf) = key_and_cert(&[NAME], FUTURE);
+        let not_after = chain_fits(&leaf, &spki, &name(NAME), 0).expect("fits");
+        assert_eq!(
+            chain_fits(&leaf, &spki, &name(NAME), not_after - 1),
+            Ok(not_after)
+        );
+        assert_eq!(
+            chain_fits(&leaf, &spki, &name(NAME), not_after),
+            Err(ChainMismatch::Expired)
+        );
+    }
+
+    #[test]
+    fn garbage_does_not_fit() {
+        let (spki, leaf) = key_and_cert(&[NAME], FUTURE);
+        let n = name(NAME);
+        for bad in ["", "not a chain", "-----BEGIN CERTIFICATE-----\nAAAA\n"] {
+            assert!(
+                matches!(
+                    chain_fits(bad, &spki, &n, now_unix()),
+                    Err(ChainMismatch::NotPem(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let not_x509 = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            chain_fits(not_x509, &spki, &n, now_unix()),
+            Err(ChainMismatch::Unreadable(_))
+        ));
+        // Every prefix of a good chain is refused or, once the leaf is whole, fits.
+        for cut in 0..leaf.len() {
+            if let Ok(na) = chain_fits(&leaf[..cut], &spki, &n, now_unix()) {
+                assert!(
+                    leaf[..cut].contains("-----END CERTIFICATE-----"),
+                    "{cut}: {na}"
+                );
+            }
+        }
+    }
 }

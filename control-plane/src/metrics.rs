@@ -3,6 +3,8 @@
 //! Names other programs rely on (../shared/design.md): `estuary_enrollments_total{protocol,result}`,
 //! `estuary_acme_orders_total{result}`, `estuary_dns_updates_total`, `estuary_cache_hits_total`,
 //! `estuary_cache_misses_total`; plus the histogram `estuary_issuance_duration_seconds`.
+//! `estuary_cache_rejected_total` counts cached chains that did not fit their CSR (key, name or
+//! expiry; Redis is not trusted) and were dropped; each such look-up also counts as a miss.
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -89,6 +91,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     /// Certificate cache misses.
     pub cache_misses: Counter,
+    /// Cached chains dropped because they did not fit the CSR.
+    pub cache_rejected: Counter,
     /// Seconds from the start of an issuance to the certificate in hand.
     pub issuance_seconds: Histogram,
     preauth_fallbacks: Family<FallbackLabels, Counter>,
@@ -114,6 +118,7 @@ impl Metrics {
         let dns_updates = Counter::default();
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
+        let cache_rejected = Counter::default();
         let issuance_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         let preauth_fallbacks = Family::<FallbackLabels, Counter>::default();
         let preauths = Family::<OrderLabels, Counter>::default();
@@ -166,6 +171,11 @@ impl Metrics {
             cache_misses.clone(),
         );
         registry.register(
+            "estuary_cache_rejected",
+            "Cached chains dropped because the leaf did not hold the CSR's key and the device's name, or had expired",
+            cache_rejected.clone(),
+        );
+        registry.register(
             "estuary_issuance_duration_seconds",
             "Time to issue one certificate through ACME",
             issuance_seconds.clone(),
@@ -177,6 +187,7 @@ impl Metrics {
             dns_updates,
             cache_hits,
             cache_misses,
+            cache_rejected,
             issuance_seconds,
             preauth_fallbacks,
             preauths,
@@ -230,6 +241,7 @@ mod tests {
         m.dns_updates.inc();
         m.cache_hits.inc();
         m.cache_misses.inc();
+        m.cache_rejected.inc();
         m.issuance_seconds.observe(0.3);
         let text = m.render();
         for line in [
@@ -238,6 +250,7 @@ mod tests {
             "estuary_dns_updates_total 1",
             "estuary_cache_hits_total 1",
             "estuary_cache_misses_total 1",
+            "estuary_cache_rejected_total 1",
             "estuary_issuance_duration_seconds_count 1",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");

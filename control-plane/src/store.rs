@@ -2,12 +2,16 @@
 //!
 //! Keys (all under `<prefix>:`):
 //! - `cert:<sha256(csr)>` — PEM chain of the issued certificate; expires at the leaf's notAfter (EXAT).
+//!   Not trusted when read back: the engine serves it only if its leaf fits the CSR
+//!   ([`crate::engine::chain_fits`]) and deletes it otherwise.
 //! - `lock:<sha256(csr)>` — random token of the task issuing for that CSR; PX lock, refreshed.
-//! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it.
+//! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it
+//!   (only if it is on the ACME directory's origin, [`crate::acme::Origin`]).
 //! - `fail:<sha256(csr)>` — JSON of a failed issuance, kept briefly so the device's retry learns why.
-//! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key).
+//! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key);
+//!   refused if they name URLs outside the directory's origin.
 //! - `preauth:<sha256(directory url)>:<parent>` — the parent domain's pre-authorisation (URL and
-//!   expiry, JSON), expiring with it (EXAT).
+//!   expiry, JSON), expiring with it (EXAT); ignored and deleted if the URL is on another origin.
 //! - `preauth-lock:<sha256(directory url)>:<parent>` — token of the replica (re)authorising it.
 use std::time::Duration;
 
@@ -109,6 +113,19 @@ impl Store {
     pub async fn cached_chain(&self, k: &CsrKey) -> Result<Option<String>, StoreError> {
         let mut c = self.conn.clone();
         Ok(c.get(self.key("cert", k.as_str())).await?)
+    }
+
+    /// Deletes the cached chain for a CSR if it is still `chain_pem` (a fresh chain another
+    /// replica cached meanwhile is kept).
+    pub async fn drop_cached_chain(&self, k: &CsrKey, chain_pem: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.key("cert", k.as_str()))
+            .arg(chain_pem)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
     }
 
     /// Caches a chain until `not_after` (Unix seconds). A certificate already expired is not cached.
