@@ -25,6 +25,10 @@
 //!   `on_configure` (Envoy: `vm_config.environment_variables`, e.g. `host_env_keys` to pass on
 //!   the proxy's own variable; Istio: WasmPlugin `vmConfig.env` with `valueFrom: HOST`). An unset
 //!   or empty variable is a configuration problem that names the variable, never its value.
+//! - `authorities` (optional, both roles): the hosts this server answers for, each a DNS name or
+//!   an IP address (e.g. `["est.example.com"]`). When given, a request on an EST or BRSKI path
+//!   whose `:authority` host (port dropped, case ignored) is not listed gets 421 Misdirected
+//!   Request at the edge; other paths pass untouched. Absent: no check. See [`crate::authority`].
 //! - `role`: `"registrar"` (the default: EST and BRSKI for the domain, `parent_domain` required)
 //!   or `"cloud-registrar"` (a BRSKI cloud registrar, draft-ietf-anima-brski-cloud: BRSKI only,
 //!   every `/.well-known/est/…` request is answered 404 at the edge; `parent_domain` optional,
@@ -46,6 +50,7 @@ use estuary_proto::policy::KeyPolicy;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::authority::ServerHost;
 use crate::manufacturer::{Manufacturer, ManufacturerName, SerialPattern, MAX_PATTERN_CHARS};
 
 /// Default control-plane call timeout.
@@ -126,6 +131,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Lifetime of cached cacerts / csrattrs answers, in seconds (0: no caching).
     pub cache_ttl_s: u64,
+    /// Hosts EST and BRSKI are served for; `None`: any `:authority`.
+    pub authorities: Option<Vec<ServerHost>>,
 }
 
 impl Config {
@@ -333,6 +340,8 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
         r.problem("cache_ttl_s", "must be at most 86400 (one day)");
     }
 
+    let authorities = read_authorities(&mut r, &mut obj);
+
     // Judged on what was written, not on the entries that survived checking.
     let manufacturers_listed =
         matches!(obj.get("manufacturers"), Some(Value::Array(a)) if !a.is_empty());
@@ -374,6 +383,7 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
             max_body_bytes,
             labels,
             cache_ttl_s,
+            authorities,
         }),
         _ => Err(ConfigErrors(r.problems)),
     }
@@ -450,6 +460,26 @@ fn read_manufacturers(r: &mut Reader, obj: &mut Map<String, Value>) -> Vec<Manuf
         }
     }
     out
+}
+
+/// `authorities`: a non-empty list of DNS names or IP addresses; each bad entry named by index.
+fn read_authorities(r: &mut Reader, obj: &mut Map<String, Value>) -> Option<Vec<ServerHost>> {
+    const P: &str = "authorities";
+    let list = r.take::<Vec<String>>(obj, "", P, false)?;
+    if list.is_empty() {
+        r.problem(P, "must name at least one host (leave it out for no check)");
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        match ServerHost::parse(s) {
+            Some(h) => out.push(h),
+            None => r.problem(
+                &format!("{P}[{i}]"),
+                "must be a DNS name or an IP address, without port or wildcard",
+            ),
+        }
+    }
+    Some(out)
 }
 
 /// Exactly one PEM certificate that parses, as DER.
@@ -779,6 +809,57 @@ mod tests {
                 parse_with_env(&with_cp(&format!(r#", "token_env": {bad}"#)), &env).unwrap_err();
             assert_eq!(fields(&e), ["control_plane.token_env"], "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn authorities() {
+        let c = parse(&with(r#", "parent_domain": "iot.example.test""#)).unwrap();
+        assert!(c.authorities.is_none(), "absent: no check");
+        let c = parse(&with(
+            r#", "parent_domain": "iot.example.test", "authorities": ["EST.Example.Com", "192.0.2.1", "[2001:db8::1]"]"#,
+        ))
+        .unwrap();
+        let hosts: Vec<&str> = c
+            .authorities
+            .as_deref()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str())
+            .collect();
+        assert_eq!(hosts, ["est.example.com", "192.0.2.1", "2001:db8::1"]);
+        let c = parse(&with(
+            r#", "role": "cloud-registrar", "authorities": ["cloud.example.com"]"#,
+        ))
+        .unwrap();
+        assert_eq!(c.authorities.unwrap().len(), 1, "the cloud registrar too");
+        let e = parse(&with(
+            r#", "parent_domain": "iot.example.test", "authorities": ["ok.example.com", "", "est.example.com:443", "*.example.com", 5]"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            fields(&e),
+            ["authorities"],
+            "a non-string: the list's type: {e}"
+        );
+        let e = parse(&with(
+            r#", "parent_domain": "iot.example.test", "authorities": ["ok.example.com", "", "est.example.com:443", "*.example.com"]"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            fields(&e),
+            ["authorities[1]", "authorities[2]", "authorities[3]"],
+            "{e}"
+        );
+        let e = parse(&with(
+            r#", "parent_domain": "iot.example.test", "authorities": []"#,
+        ))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["authorities"], "{e}");
+        let e = parse(&with(
+            r#", "parent_domain": "iot.example.test", "authorities": "est.example.com""#,
+        ))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["authorities"], "{e}");
     }
 
     #[test]

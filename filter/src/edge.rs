@@ -552,6 +552,14 @@ impl HttpContext for EdgeStream {
         let Some(path) = request_header(":path") else {
             return Action::Continue;
         };
+        // EST or BRSKI for a host this server is not configured for (a shared gateway listener).
+        if let Some(hosts) = self.config.as_ref().and_then(|c| c.authorities.as_deref()) {
+            if (brski::is_brski_path(&path) || route::is_est_path(&path))
+                && !crate::authority::admits(hosts, request_header(":authority").as_deref())
+            {
+                return self.fail(&EdgeError::MisdirectedRequest);
+            }
+        }
         if brski::is_brski_path(&path) {
             let Some(cfg) = self.config.clone() else {
                 return self.send(&Reply::text(503, "BRSKI service not configured"));

@@ -71,6 +71,9 @@ pub enum EdgeError {
     /// The manufacturer policy does not accept this IDevID.
     #[error("{0}")]
     Manufacturer(#[source] ManufacturerError),
+    /// An EST or BRSKI request whose `:authority` names a host this server is not configured for.
+    #[error("misdirected request: EST/BRSKI is not served here for the host in :authority")]
+    MisdirectedRequest,
     /// An EST request to a BRSKI cloud registrar.
     #[error("this is a BRSKI cloud registrar, not an EST server: enrol with the registrar or EST server that your redirect or voucher names")]
     NotAnEstServer,
@@ -90,6 +93,8 @@ impl EdgeError {
             // draft-ietf-anima-brski-cloud: the cloud registrar answers csrattrs (and every other
             // EST request) with 404; the pledge enrols where the redirect or voucher points.
             EdgeError::NotAnEstServer => 404,
+            // RFC 9110 §15.5.20: the request reached a server that does not serve its authority.
+            EdgeError::MisdirectedRequest => 421,
             // RFC 7030 §4.4 (serverkeygen) and §4.3 (fullcmc) are optional.
             EdgeError::NotImplemented(_) => 501,
             // RFC 9110 §15.5.6: 405 carries Allow.

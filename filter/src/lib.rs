@@ -23,6 +23,7 @@
 //! | control plane 429, 503, timeout, unreachable | 503 + `Retry-After` |
 //! | control plane other 5xx | 500 / 502, generic body (detail only in the log) |
 //! | any EST path, role `cloud-registrar` | 404 (draft-ietf-anima-brski-cloud), no control-plane call |
+//! | EST or BRSKI path whose `:authority` is not in `authorities` (when configured) | 421, no control-plane call |
 //!
 //! BRSKI (`/.well-known/brski/…`, RFC 8995) is served in both roles; see [`brski`]. A control-plane
 //! 307 to `requestvoucher` whose `location` is an absolute `https://` URL (at most 2048 visible
@@ -57,6 +58,7 @@
     clippy::panic
 )]
 
+pub mod authority;
 pub mod brski;
 pub mod cache;
 pub mod config;

@@ -832,6 +832,104 @@ mod configuration {
     }
 }
 
+mod authorities {
+    use super::*;
+
+    fn filter_for(hosts: &[&str]) -> Filter {
+        let f = Filter::new(&config_edited(|c| {
+            c["authorities"] = serde_json::json!(hosts)
+        }))
+        .unwrap();
+        assert!(f.configured, "logs: {:?}", f.logs());
+        f
+    }
+
+    fn with_authority(mut req: Request, authority: Option<&str>) -> Request {
+        req.headers.retain(|(n, _)| n != ":authority");
+        if let Some(a) = authority {
+            req = req.header(":authority", a);
+        }
+        req
+    }
+
+    #[test]
+    fn est_and_brski_for_another_host_are_421_at_the_edge() {
+        let mut f = filter_for(&["est.example.test", "192.0.2.10"]);
+        for authority in [
+            Some("other.example.test"),
+            Some("est.example.test.evil"),
+            None,
+        ] {
+            let o = f
+                .request(with_authority(
+                    Request::new("GET", "/.well-known/est/cacerts"),
+                    authority,
+                ))
+                .unwrap();
+            assert_error(&o, 421, "misdirected request");
+            let o = f
+                .request(with_authority(
+                    enroll_req(
+                        "/.well-known/est/simpleenroll",
+                        &pki().idevid_pem,
+                        &b64(&pki().enroll_csr),
+                    ),
+                    authority,
+                ))
+                .unwrap();
+            assert_error(&o, 421, "misdirected request");
+            assert!(o.body_actions.is_empty(), "no body read");
+            let o = f
+                .request(with_authority(
+                    Request::new("POST", "/.well-known/brski/requestvoucher").mtls(true),
+                    authority,
+                ))
+                .unwrap();
+            assert_error(&o, 421, "misdirected request");
+        }
+    }
+
+    #[test]
+    fn listed_hosts_go_on_and_other_paths_pass_untouched() {
+        let mut f = filter_for(&["est.example.test", "192.0.2.10"]);
+        for authority in [
+            "est.example.test",
+            "EST.Example.Test:8443",
+            "192.0.2.10:443",
+        ] {
+            let o = f
+                .request(with_authority(
+                    Request::new("GET", "/.well-known/est/cacerts"),
+                    Some(authority),
+                ))
+                .unwrap();
+            assert!(o.local.is_none(), "{authority}: {:?}", o.local);
+            assert_eq!(o.calls.len(), 1, "{authority}");
+        }
+        let o = f
+            .request(with_authority(
+                Request::new("GET", "/healthz"),
+                Some("other.example.test"),
+            ))
+            .unwrap();
+        assert_eq!(o.headers_action, 0, "Continue");
+        assert!(o.local.is_none() && o.calls.is_empty());
+    }
+
+    #[test]
+    fn without_authorities_any_host_is_served() {
+        let mut f = filter();
+        let o = f
+            .request(with_authority(
+                Request::new("GET", "/.well-known/est/cacerts"),
+                Some("anything.example"),
+            ))
+            .unwrap();
+        assert!(o.local.is_none());
+        assert_eq!(o.calls.len(), 1);
+    }
+}
+
 mod randomized {
     use super::*;
     use proptest::prelude::*;
