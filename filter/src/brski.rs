@@ -23,7 +23,7 @@ use crate::reply::{Reply, CT_TEXT};
 use crate::upstream::retry_after_seconds;
 
 /// Internal API header with the client certificate (base64 DER).
-pub const HDR_CLIENT_CERT: &str = "estuary-client-cert";
+pub const HDR_CLIENT_CERT: &str = estuary_proto::internal_api::HDR_CLIENT_CERT;
 /// Longest registrar reason passed on.
 const MAX_REASON_BYTES: usize = 1024;
 

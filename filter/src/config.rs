@@ -33,12 +33,18 @@
 //!   or `"cloud-registrar"` (a BRSKI cloud registrar, draft-ietf-anima-brski-cloud: BRSKI only,
 //!   every `/.well-known/est/…` request is answered 404 at the edge; `parent_domain` optional,
 //!   `labels` and `manufacturers` not allowed).
-//! - `manufacturers` (registrar role, optional): when non-empty, an IDevID client certificate is
-//!   accepted for `simpleenroll` and `csrattrs` only if one of these CAs issued it (directly, or
+//! - `manufacturers` (registrar role, **required**, at least one): whose IDevIDs are accepted.
+//!   An IDevID client certificate is accepted only if one of these CAs issued it (directly, or
 //!   through one intermediate CA that Envoy reports in the XFCC `Chain`, so Envoy needs
 //!   `set_current_client_cert_details: {cert: true, chain: true}`) and its subject serialNumber
-//!   matches that entry's `serial_pattern` (default `"*"`); see [`crate::manufacturer`]. Absent
-//!   or empty: every IDevID Envoy accepted is accepted.
+//!   matches that entry's `serial_pattern` (default `"*"`). The device is then named
+//!   `<name_prefix><serial, lower-cased>.<parent_domain>`; `name_prefix` (optional, 1 to 32 of
+//!   `a-z 0-9 -`) keeps manufacturers apart. Two entries whose prefixed serial patterns can
+//!   produce the same name are a configuration problem. See [`estuary_proto::identity`].
+//! - `acme_ca_pem` (registrar role, **required**): PEM of the ACME CA's certificates that issue
+//!   LDevIDs (its root(s) and/or issuing intermediate(s)). A client certificate is an LDevID
+//!   (for `simplereenroll`) only if one of these issued it, directly or through one CA of the
+//!   XFCC `Chain`, and it names exactly one device under `parent_domain`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,7 +57,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::authority::ServerHost;
-use crate::manufacturer::{Manufacturer, ManufacturerName, SerialPattern, MAX_PATTERN_CHARS};
+use estuary_proto::identity::{
+    check_namespaces, Manufacturer, ManufacturerName, NamePrefix, SerialPattern, TrustPolicy,
+    MAX_PATTERN_CHARS,
+};
 
 /// Default control-plane call timeout.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
@@ -97,10 +106,9 @@ pub struct ControlPlane {
 /// What the registrar role needs to serve EST.
 #[derive(Debug, Clone)]
 pub struct EstService {
-    /// Devices are named `<serial>.<parent_domain>`.
-    pub parent_domain: ParentDomain,
-    /// Manufacturers whose IDevIDs may use plain EST; empty: all that Envoy accepted.
-    pub manufacturers: Vec<Manufacturer>,
+    /// Who may be a client and what it is called: the parent domain, the manufacturers whose
+    /// IDevIDs are accepted, the ACME CA certificates that issue LDevIDs.
+    pub trust: TrustPolicy,
 }
 
 /// What this filter is, with what each role needs.
@@ -346,6 +354,17 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
     let manufacturers_listed =
         matches!(obj.get("manufacturers"), Some(Value::Array(a)) if !a.is_empty());
     let manufacturers = read_manufacturers(&mut r, &mut obj);
+    let acme_issuers = read_acme_issuers(&mut r, &mut obj, !cloud);
+    if !cloud && !obj_had_problem(&r, "manufacturers") && manufacturers.is_empty() {
+        r.problem(
+            "manufacturers",
+            "missing: the registrar role needs at least one manufacturer (the CAs that issue \
+             IDevIDs); Envoy's trusted CAs alone do not say who may get which name",
+        );
+    }
+    for overlap in check_namespaces(&manufacturers) {
+        r.problem("manufacturers", overlap.to_string());
+    }
 
     if cloud {
         if !labels.is_empty() {
@@ -360,6 +379,12 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
                 "not allowed in the cloud-registrar role: it serves no EST",
             );
         }
+        if !acme_issuers.is_empty() {
+            r.problem(
+                "acme_ca_pem",
+                "not allowed in the cloud-registrar role: it serves no EST",
+            );
+        }
     }
 
     r.no_leftovers(obj, "");
@@ -367,10 +392,13 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
     let role = if cloud {
         Some(Role::CloudRegistrar { parent_domain })
     } else {
-        parent_domain.map(|parent_domain| {
+        parent_domain.map(|parent| {
             Role::Registrar(EstService {
-                parent_domain,
-                manufacturers,
+                trust: TrustPolicy {
+                    parent,
+                    manufacturers,
+                    acme_issuers,
+                },
             })
         })
     };
@@ -450,12 +478,28 @@ fn read_manufacturers(r: &mut Reader, obj: &mut Map<String, Value>) -> Vec<Manuf
                 pattern
             }
         };
+        let name_prefix = match r.take::<String>(&mut m, &prefix, "name_prefix", false) {
+            None => Some(NamePrefix::default()),
+            Some(s) => {
+                let p = NamePrefix::parse(&s);
+                if p.is_none() {
+                    r.problem(
+                        &join(&prefix, "name_prefix"),
+                        "must be 1 to 32 of a-z 0-9 - (lower case), not starting with -",
+                    );
+                }
+                p
+            }
+        };
         r.no_leftovers(m, &prefix);
-        if let (Some(name), Some(ca_der), Some(serial_pattern)) = (name, ca_der, serial_pattern) {
+        if let (Some(name), Some(ca_der), Some(serial_pattern), Some(name_prefix)) =
+            (name, ca_der, serial_pattern, name_prefix)
+        {
             out.push(Manufacturer {
                 name,
                 ca_der,
                 serial_pattern,
+                name_prefix,
             });
         }
     }
@@ -480,6 +524,46 @@ fn read_authorities(r: &mut Reader, obj: &mut Map<String, Value>) -> Option<Vec<
         }
     }
     Some(out)
+}
+
+/// Whether a problem was already recorded for `field` (or one of its parts).
+fn obj_had_problem(r: &Reader, field: &str) -> bool {
+    r.problems
+        .iter()
+        .any(|p| p.field == field || p.field.starts_with(&format!("{field}[")))
+}
+
+/// `acme_ca_pem`: one or more PEM certificates that parse, as DER; required when `required`.
+fn read_acme_issuers(r: &mut Reader, obj: &mut Map<String, Value>, required: bool) -> Vec<Vec<u8>> {
+    const P: &str = "acme_ca_pem";
+    let pem = if required {
+        r.required::<String>(obj, "", P, false)
+    } else {
+        r.take::<String>(obj, "", P, false)
+    };
+    let Some(pem) = pem else {
+        return Vec::new();
+    };
+    let ders = match estuary_proto::pem::decode_certs(&pem) {
+        Ok(d) if !d.is_empty() => d,
+        Ok(_) => {
+            r.problem(P, "holds no PEM CERTIFICATE block");
+            return Vec::new();
+        }
+        Err(e) => {
+            r.problem(P, format!("must be PEM CERTIFICATE blocks: {e}"));
+            return Vec::new();
+        }
+    };
+    for (i, der) in ders.iter().enumerate() {
+        if let Err(e) = CertSummary::from_der(der) {
+            r.problem(
+                P,
+                format!("certificate {i} is not a readable X.509 certificate: {e}"),
+            );
+        }
+    }
+    ders
 }
 
 /// Exactly one PEM certificate that parses, as DER.
@@ -658,6 +742,104 @@ mod tests {
     )]
     use super::*;
 
+    /// A manufacturer CA and an ACME CA for the registrar role's required trust fields.
+    fn trust_pems() -> &'static (String, String) {
+        static PEMS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+        PEMS.get_or_init(|| (ca_pem("Test Manufacturer CA"), ca_pem("Test ACME CA")))
+    }
+
+    /// Fills in the registrar role's required `manufacturers` and `acme_ca_pem` when a test's
+    /// configuration leaves them out, so that each test states only what it is about; tests of
+    /// those two fields write them (or call [`super::parse`] directly).
+    fn with_trust(bytes: &[u8]) -> Vec<u8> {
+        let Ok(Value::Object(mut o)) = serde_json::from_slice::<Value>(bytes) else {
+            return bytes.to_vec();
+        };
+        if o.get("role").and_then(Value::as_str) == Some("cloud-registrar") {
+            return bytes.to_vec();
+        }
+        let (mfr, acme) = trust_pems();
+        o.entry("manufacturers")
+            .or_insert_with(|| serde_json::json!([{"name": "test-mfr", "ca_pem": mfr}]));
+        o.entry("acme_ca_pem")
+            .or_insert_with(|| Value::String(acme.clone()));
+        serde_json::to_vec(&Value::Object(o)).unwrap()
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
+        super::parse(&with_trust(bytes))
+    }
+
+    fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+        super::parse_with_env(&with_trust(bytes), env)
+    }
+
+    #[test]
+    fn the_registrar_role_needs_manufacturers_and_the_acme_ca() {
+        let e = super::parse(GOOD.as_bytes()).unwrap_err();
+        assert_eq!(fields(&e), ["acme_ca_pem", "manufacturers"], "{e}");
+        assert!(e.to_string().contains("at least one manufacturer"), "{e}");
+        let (mfr, acme) = trust_pems();
+        let e = super::parse(&with(&format!(
+            r#", "parent_domain": "iot.example.test", "manufacturers": [], "acme_ca_pem": {}"#,
+            serde_json::json!(acme)
+        )))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["manufacturers"], "{e}");
+        for bad in [
+            "",
+            "junk",
+            "-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n",
+        ] {
+            let e = super::parse(&with(&format!(
+                r#", "parent_domain": "iot.example.test", "manufacturers": [{{"name": "m", "ca_pem": {}}}], "acme_ca_pem": "{bad}""#,
+                serde_json::json!(mfr)
+            )))
+            .unwrap_err();
+            assert_eq!(fields(&e), ["acme_ca_pem"], "{bad}: {e}");
+        }
+        // Roots and intermediates: every certificate counts.
+        let two = format!("{acme}{mfr}");
+        let c = super::parse(&with(&format!(
+            r#", "parent_domain": "iot.example.test", "manufacturers": [{{"name": "m", "ca_pem": {}}}], "acme_ca_pem": {}"#,
+            serde_json::json!(mfr),
+            serde_json::json!(two)
+        )))
+        .unwrap();
+        assert_eq!(c.est().unwrap().trust.acme_issuers.len(), 2);
+    }
+
+    #[test]
+    fn manufacturers_that_can_name_the_same_device_are_refused() {
+        let (a, b) = (ca_pem("A"), ca_pem("B"));
+        let cfg = |list: serde_json::Value| {
+            parse(&with(&format!(
+                r#", "parent_domain": "iot.example.test", "manufacturers": {list}"#
+            )))
+        };
+        let e = cfg(serde_json::json!([
+            {"name": "a", "ca_pem": a, "serial_pattern": "AD-*"},
+            {"name": "b", "ca_pem": b},
+        ]))
+        .unwrap_err();
+        assert_eq!(fields(&e), ["manufacturers"], "{e}");
+        assert!(
+            e.to_string()
+                .contains("manufacturers a and b can name the same device"),
+            "{e}"
+        );
+        let c = cfg(serde_json::json!([
+            {"name": "a", "ca_pem": a, "serial_pattern": "AD-*"},
+            {"name": "b", "ca_pem": b, "name_prefix": "b--"},
+        ]))
+        .unwrap();
+        let m = &c.est().unwrap().trust.manufacturers;
+        assert_eq!(m[1].name_prefix.as_str(), "b--");
+        let e =
+            cfg(serde_json::json!([{"name": "a", "ca_pem": a, "name_prefix": "B-"}])).unwrap_err();
+        assert_eq!(fields(&e), ["manufacturers[0].name_prefix"], "{e}");
+    }
+
     const GOOD: &str = r#"{
         "control_plane": {"cluster": "cp", "authority": "control-plane", "token": "s3cr3t-token"},
         "parent_domain": "iot.example.test"
@@ -672,8 +854,8 @@ mod tests {
         assert_eq!(c.keys, KeyPolicy::default());
         assert!(c.labels.is_empty());
         let est = c.est().expect("the registrar role is the default");
-        assert_eq!(est.parent_domain.as_str(), "iot.example.test");
-        assert!(est.manufacturers.is_empty());
+        assert_eq!(est.trust.parent.as_str(), "iot.example.test");
+        assert_eq!(est.trust.manufacturers.len(), 1);
         assert!(!format!("{c:?}").contains("s3cr3t"), "Debug shows no token");
     }
 
@@ -955,13 +1137,13 @@ mod tests {
         let other = ca_pem("Other IDevID CA");
         let json = serde_json::json!([
             {"name": "acme", "ca_pem": acme, "serial_pattern": "DEMO-*"},
-            {"name": "other_2", "ca_pem": other},
+            {"name": "other_2", "ca_pem": other, "name_prefix": "o-"},
         ]);
         let c = parse(&with(&format!(
             r#", "parent_domain": "iot.example.test", "manufacturers": {json}"#
         )))
         .unwrap();
-        let m = &c.est().unwrap().manufacturers;
+        let m = &c.est().unwrap().trust.manufacturers;
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].name.as_str(), "acme");
         assert_eq!(m[0].serial_pattern.as_str(), "DEMO-*");
@@ -970,13 +1152,16 @@ mod tests {
             estuary_proto::pem::decode_certs(&acme).unwrap()[0]
         );
         assert_eq!(m[1].serial_pattern.as_str(), "*", "default pattern");
-        let c = parse(&with(
+        assert_eq!(m[0].name_prefix.as_str(), "", "no prefix by default");
+        assert_eq!(m[1].name_prefix.as_str(), "o-");
+        let e = parse(&with(
             r#", "parent_domain": "iot.example.test", "manufacturers": []"#,
         ))
-        .unwrap();
-        assert!(
-            c.est().unwrap().manufacturers.is_empty(),
-            "empty list: no policy"
+        .unwrap_err();
+        assert_eq!(
+            fields(&e),
+            ["manufacturers"],
+            "an empty list is no policy: {e}"
         );
     }
 

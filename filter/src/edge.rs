@@ -18,11 +18,11 @@ use crate::cache;
 use crate::config::{self, Config, EstService, Role};
 use crate::enroll;
 use crate::error::EdgeError;
-use crate::identity::{self, Identity, Need};
-use crate::manufacturer;
+use crate::identity::{self, Client};
 use crate::reply::Reply;
 use crate::route::{self, EnrollKind, Route};
 use crate::upstream::{self, CallKind};
+use estuary_proto::identity::Need;
 
 /// Register the root context with the SDK (called from `_initialize`).
 pub fn start() {
@@ -56,9 +56,9 @@ impl RootContext for EdgeRoot {
                 let role = match &cfg.role {
                     Role::Registrar(est) => format!(
                         "registrar: parent domain {}, {} label(s), {} manufacturer(s)",
-                        est.parent_domain,
+                        est.trust.parent,
                         cfg.labels.len(),
-                        est.manufacturers.len()
+                        est.trust.manufacturers.len()
                     ),
                     Role::CloudRegistrar { parent_domain } => format!(
                         "BRSKI cloud registrar (EST answered 404){}",
@@ -107,7 +107,7 @@ enum State {
     Collecting {
         kind: EnrollKind,
         label: Option<String>,
-        identity: Identity,
+        client: Client,
     },
     /// BRSKI headers checked; waiting for the whole body.
     CollectingBrski { op: BrskiOp, cert_b64: String },
@@ -147,6 +147,13 @@ fn connection_is_mtls() -> bool {
     )
 }
 
+/// Envoy's SHA-256 of the connection's peer certificate (lower-case hex), if any.
+fn peer_certificate_digest() -> Option<Vec<u8>> {
+    hostcalls::get_property(vec!["connection", "sha256_peer_certificate_digest"])
+        .ok()
+        .flatten()
+}
+
 fn now_unix_s() -> Option<u64> {
     hostcalls::get_current_time()
         .ok()
@@ -183,20 +190,26 @@ impl EdgeStream {
         self.send(&error.reply())
     }
 
-    /// Who the client is, and whether the manufacturer policy admits it.
-    fn identity(est: &EstService, need: Need) -> Result<Identity, EdgeError> {
+    /// Who the client is: the XFCC certificate, bound to the connection, judged by its issuer.
+    fn identity(est: &EstService, need: Need) -> Result<Client, EdgeError> {
         let xfcc = request_header("x-forwarded-client-cert");
-        let mut identity = identity::authenticate(
+        identity::authenticate(
             connection_is_mtls(),
             xfcc.as_deref(),
+            peer_certificate_digest().as_deref(),
             need,
-            &est.parent_domain,
-        )?;
-        if let (false, Some(header)) = (est.manufacturers.is_empty(), xfcc.as_deref()) {
-            identity::attach_chain(&mut identity, header);
-        }
-        manufacturer::admit(&est.manufacturers, &identity).map_err(EdgeError::Manufacturer)?;
-        Ok(identity)
+            &est.trust,
+        )
+    }
+
+    /// The client certificate headers for the control plane, which checks them again.
+    fn client_headers(client: &Client) -> (String, String) {
+        let chain: Vec<String> = client
+            .chain
+            .iter()
+            .map(|d| identity::b64_one_line(d))
+            .collect();
+        (identity::b64_one_line(&client.leaf), chain.join(","))
     }
 
     fn cache_get(cfg: &Config, key: &str) -> Option<Vec<u8>> {
@@ -273,24 +286,11 @@ impl EdgeStream {
         if !connection_is_mtls() {
             return Err(EdgeError::NoClientCertificate);
         }
-        let raw =
-            request_header("x-forwarded-client-cert").ok_or(EdgeError::NoClientCertificate)?;
-        let header = std::str::from_utf8(&raw).map_err(|_| {
-            EdgeError::UnreadableClientCertificate(crate::xfcc::XfccError::HeaderNotUtf8)
-        })?;
-        let pem = crate::xfcc::client_cert_pem(header)
-            .map_err(EdgeError::UnreadableClientCertificate)?
-            .ok_or(EdgeError::NoClientCertificate)?;
-        let der = estuary_proto::pem::decode_certs(&pem)
-            .ok()
-            .and_then(|d| d.into_iter().next())
-            .ok_or(EdgeError::UnreadableClientCertificate(
-                crate::xfcc::XfccError::BadPem,
-            ))?;
+        let xfcc = request_header("x-forwarded-client-cert");
+        let (der, _) =
+            identity::leaf_from_xfcc(true, xfcc.as_deref(), peer_certificate_digest().as_deref())?;
         // One header line: the EST encoder wraps lines, a header value must not.
-        let mut b64 = estuary_proto::base64::encode(&der);
-        b64.retain(|c| !c.is_ascii_whitespace());
-        Ok(b64)
+        Ok(identity::b64_one_line(&der))
     }
 
     fn start_brski(&mut self, cfg: &Config, path: &[u8], end_of_stream: bool) -> Action {
@@ -378,16 +378,23 @@ impl EdgeStream {
     }
 
     fn csrattrs(&mut self, cfg: &Config, est: &EstService, label: Option<String>) -> Action {
-        let identity = match Self::identity(est, Need::Any) {
-            Ok(i) => i,
+        let client = match Self::identity(est, Need::Any) {
+            Ok(c) => c,
             Err(e) => return self.fail(&e),
         };
-        let serial = identity.serial();
+        let serial = client.identity.label();
         let key = cache::csrattrs_key(label.as_deref(), serial);
         if let Some(der) = Self::cache_get(cfg, &key) {
             return self.send(&Reply::base64_der(est::CT_CSRATTRS, &der));
         }
-        let mut extra: Vec<(&str, &str)> = vec![(internal_api::HDR_DEVICE_SERIAL, serial.as_str())];
+        let (cert_b64, chain_b64) = Self::client_headers(&client);
+        let mut extra: Vec<(&str, &str)> = vec![
+            (internal_api::HDR_DEVICE_SERIAL, serial.as_str()),
+            (internal_api::HDR_CLIENT_CERT, cert_b64.as_str()),
+        ];
+        if !chain_b64.is_empty() {
+            extra.push((internal_api::HDR_CLIENT_CHAIN, chain_b64.as_str()));
+        }
         if let Some(l) = label.as_deref() {
             extra.push((internal_api::HDR_LABEL, l));
         }
@@ -406,7 +413,7 @@ impl EdgeStream {
             EnrollKind::Enroll => Need::IDevId,
             EnrollKind::Reenroll => Need::LDevId,
         };
-        let checked = Self::identity(est, need).and_then(|identity| {
+        let checked = Self::identity(est, need).and_then(|client| {
             route::check_content_type(request_header("content-type").as_deref())?;
             route::check_content_length(
                 request_header("content-length").as_deref(),
@@ -415,14 +422,14 @@ impl EdgeStream {
             if end_of_stream {
                 return Err(EdgeError::EmptyBody);
             }
-            Ok(identity)
+            Ok(client)
         });
         match checked {
-            Ok(identity) => {
+            Ok(client) => {
                 self.state = State::Collecting {
                     kind,
                     label,
-                    identity,
+                    client,
                 };
                 // Needs `allow_on_headers_stop_iteration: true` in Envoy (see the crate docs).
                 Action::Pause
@@ -435,7 +442,7 @@ impl EdgeStream {
         let State::Collecting {
             kind,
             label,
-            identity,
+            client,
         } = std::mem::replace(&mut self.state, State::Done)
         else {
             return Action::Continue;
@@ -448,15 +455,23 @@ impl EdgeStream {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let der = match enroll::check_body(&body, &identity, &est.parent_domain, &cfg.keys) {
+        let der = match enroll::check_body(&body, &client.identity, &est.trust.parent, &cfg.keys) {
             Ok(der) => der,
             Err(e) => return self.fail(&e),
         };
+        let (cert_b64, chain_b64) = Self::client_headers(&client);
         let mut extra: Vec<(&str, &str)> = vec![
             ("content-type", est::CT_PKCS10),
-            (internal_api::HDR_DEVICE_SERIAL, identity.serial().as_str()),
+            (
+                internal_api::HDR_DEVICE_SERIAL,
+                client.identity.label().as_str(),
+            ),
             (internal_api::HDR_OPERATION, kind.as_str()),
+            (internal_api::HDR_CLIENT_CERT, cert_b64.as_str()),
         ];
+        if !chain_b64.is_empty() {
+            extra.push((internal_api::HDR_CLIENT_CHAIN, chain_b64.as_str()));
+        }
         if let Some(l) = label.as_deref() {
             extra.push((internal_api::HDR_LABEL, l));
         }

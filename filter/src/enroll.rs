@@ -3,9 +3,9 @@
 use estuary_proto::names::DeviceName;
 use estuary_proto::policy::{self, KeyPolicy};
 
+use estuary_proto::identity::Identity;
+
 use crate::error::EdgeError;
-use crate::identity::CertKindError;
-use crate::identity::Identity;
 
 /// Check a `simpleenroll` / `simplereenroll` body and return the DER CSR to forward.
 ///
@@ -23,9 +23,12 @@ pub fn check_body(
     let der = estuary_proto::base64::decode(body).map_err(EdgeError::BadBase64)?;
     let csr = estuary_proto::csr::parse_and_verify(&der).map_err(EdgeError::BadCsr)?;
     match identity {
-        Identity::IDevId { serial, .. } => {
-            let expected = DeviceName::new(serial, parent).map_err(|e| {
-                EdgeError::WrongCertificate(CertKindError::BadSerialNumber(e.to_string()))
+        Identity::IDevId { label, serial, .. } => {
+            let expected = DeviceName::new(label, parent).map_err(|e| {
+                EdgeError::Identity(estuary_proto::identity::IdentityError::BadSerialNumber {
+                    serial: serial.clone(),
+                    reason: e.to_string(),
+                })
             })?;
             policy::check_enroll(&csr, &expected, keys).map_err(EdgeError::Policy)?;
         }

@@ -4,10 +4,9 @@ use estuary_proto::base64::Base64Error;
 use estuary_proto::csr::CsrError;
 use estuary_proto::policy::PolicyError;
 
-use crate::identity::CertKindError;
-use crate::manufacturer::ManufacturerError;
 use crate::reply::Reply;
 use crate::xfcc::XfccError;
+use estuary_proto::identity::IdentityError;
 
 /// Seconds a client is told to wait when the control plane cannot be reached.
 pub const DEFAULT_RETRY_AFTER_S: u32 = 10;
@@ -65,12 +64,14 @@ pub enum EdgeError {
     /// The client certificate passed on by Envoy could not be read.
     #[error("the TLS client certificate could not be read: {0}")]
     UnreadableClientCertificate(#[source] XfccError),
-    /// A client certificate of the wrong kind for the operation.
+    /// The `x-forwarded-client-cert` certificate is not the connection's peer certificate
+    /// (its SHA-256 differs from `connection.sha256_peer_certificate_digest`, or Envoy gave none).
+    #[error("the forwarded client certificate is not the one this TLS connection presented")]
+    ClientCertificateNotBound,
+    /// The client certificate does not authenticate a device for this operation: unknown
+    /// issuer, wrong kind, serial outside its manufacturer's pattern, …
     #[error("{0}")]
-    WrongCertificate(#[source] CertKindError),
-    /// The manufacturer policy does not accept this IDevID.
-    #[error("{0}")]
-    Manufacturer(#[source] ManufacturerError),
+    Identity(#[source] IdentityError),
     /// An EST or BRSKI request whose `:authority` names a host this server is not configured for.
     #[error("misdirected request: EST/BRSKI is not served here for the host in :authority")]
     MisdirectedRequest,
@@ -104,11 +105,11 @@ impl EdgeError {
             // RFC 7030 §4.2.3: a malformed request is a 4xx, 400 for a body we cannot use.
             EdgeError::EmptyBody | EdgeError::BadBase64(_) | EdgeError::BadCsr(_) => 400,
             // The request is understood and authenticated, but not allowed.
-            EdgeError::Policy(_) | EdgeError::WrongCertificate(_) | EdgeError::Manufacturer(_) => {
-                403
-            }
+            EdgeError::Policy(_) | EdgeError::Identity(_) => 403,
             // RFC 7030 §3.3.2: the client authenticates with TLS; without it, 401.
-            EdgeError::NoClientCertificate | EdgeError::UnreadableClientCertificate(_) => 401,
+            EdgeError::NoClientCertificate
+            | EdgeError::UnreadableClientCertificate(_)
+            | EdgeError::ClientCertificateNotBound => 401,
             // RFC 7030 §4.2.3: 503 with Retry-After when the server cannot answer now.
             EdgeError::ControlPlaneUnavailable => 503,
         }

@@ -1,93 +1,42 @@
-//! Who is asking: the TLS client certificate, typed as IDevID or LDevID.
+//! Who is asking: the TLS client certificate Envoy verified, bound to the connection, judged by
+//! who issued it ([`estuary_proto::identity`]).
 //!
-//! Envoy verifies the chain during the TLS handshake and, with `SANITIZE_SET`, is the only writer of
-//! `x-forwarded-client-cert`. The filter therefore trusts `connection.mtls` together with the XFCC
-//! `Cert` and decides only which KIND of certificate it is:
-//! - an **LDevID** is a certificate Estuary issued: a dNSName SAN `<serial>.<parent_domain>`;
-//! - an **IDevID** is a manufacturer certificate: a subject serialNumber and no such SAN.
+//! Envoy verifies the chain during the TLS handshake and, with `SANITIZE_SET`, is the only writer
+//! of `x-forwarded-client-cert`. The filter still checks that the XFCC `Cert` IS the
+//! connection's peer certificate: its SHA-256 must equal Envoy's
+//! `connection.sha256_peer_certificate_digest`, otherwise the request gets 401. A listener whose
+//! `forward_client_cert_details` lets a client's own XFCC through thus fails closed.
 //!
-//! For an IDevID the filter also keeps the other certificates of the XFCC `Chain` (the chain the
-//! client presented, leaf first), so that the manufacturer policy can accept an IDevID issued by
-//! an intermediate CA under a configured manufacturer CA.
+//! Then [`estuary_proto::identity::authenticate`] decides, from the leaf and the XFCC `Chain`,
+//! whether this is an LDevID (issued by the ACME CA), an IDevID (issued by a configured
+//! manufacturer CA) or nobody.
 
-use estuary_proto::cert::CertSummary;
-use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
+use estuary_proto::identity::{self, Identity, Need, TrustPolicy, MAX_CHAIN_CERTS};
+use sha2::{Digest, Sha256};
 
 use crate::error::EdgeError;
 use crate::xfcc::{self, XfccError};
 
-/// At most this many certificates of the XFCC `Chain` (the leaf not counted) are kept; the rest
-/// are ignored. It bounds the signature checks the manufacturer policy makes per request.
-pub const MAX_CHAIN_CERTS: usize = 4;
-
-/// What the operation needs from the client certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// `simpleenroll`: the manufacturer IDevID.
-    IDevId,
-    /// `simplereenroll`: the LDevID Estuary issued (RFC 7030 §4.2.2).
-    LDevId,
-    /// `csrattrs`: either kind; the device serial is what matters.
-    Any,
-}
-
-/// An authenticated device.
+/// The authenticated client: who it is, and the certificates to forward to the control plane
+/// (which checks them again).
 #[derive(Debug, Clone)]
-pub enum Identity {
-    /// A manufacturer certificate whose subject serialNumber names the device.
-    IDevId {
-        /// The device serial from the subject serialNumber.
-        serial: DeviceSerial,
-        /// The certificate itself (the manufacturer policy verifies its issuer).
-        cert: Box<CertSummary>,
-        /// DER of the other certificates of the XFCC `Chain`, in order, the leaf left out, at
-        /// most [`MAX_CHAIN_CERTS`]; empty when the chain is absent or unreadable. Envoy verified
-        /// the chain; the manufacturer policy looks here for an intermediate CA.
-        intermediates: Vec<Vec<u8>>,
-    },
-    /// A certificate Estuary issued to this device.
-    LDevId {
-        /// The device's name under the parent domain.
-        name: DeviceName,
-        /// The certificate itself (re-enrolment compares the CSR against it).
-        cert: Box<CertSummary>,
-    },
+pub struct Client {
+    /// The device.
+    pub identity: Identity,
+    /// DER of the leaf certificate.
+    pub leaf: Vec<u8>,
+    /// DER of the other XFCC `Chain` certificates, at most [`MAX_CHAIN_CERTS`].
+    pub chain: Vec<Vec<u8>>,
 }
 
-impl Identity {
-    /// The device serial, whichever kind of certificate it came from.
-    pub fn serial(&self) -> &DeviceSerial {
-        match self {
-            Identity::IDevId { serial, .. } => serial,
-            Identity::LDevId { name, .. } => name.serial(),
-        }
-    }
-}
-
-/// Why a readable certificate is the wrong kind for the operation (all answered with 403).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CertKindError {
-    /// simpleenroll with an LDevID.
-    #[error("simpleenroll needs the manufacturer certificate (IDevID); this is an Estuary-issued certificate for {0}: use simplereenroll")]
-    LDevIdForEnroll(String),
-    /// simplereenroll with anything but an LDevID.
-    #[error("simplereenroll needs the certificate Estuary issued (a dNSName SAN under {0}); this client certificate is not one")]
-    NotLDevId(String),
-    /// An IDevID without subject serialNumber.
-    #[error("the client certificate has no subject serialNumber, so it names no device")]
-    NoSerialNumber,
-    /// A subject serialNumber that cannot be a DNS label.
-    #[error("the client certificate's subject serialNumber cannot be used as a device name: {0}")]
-    BadSerialNumber(String),
-}
-
-/// Decide who the client is, from `connection.mtls` and the Envoy-set XFCC header.
-pub fn authenticate(
+/// The leaf certificate (DER) from the Envoy-set XFCC header, bound to the connection: 401 for
+/// no TLS client certificate, an unreadable one, or one that is not the connection's peer
+/// certificate (`peer_sha256_hex`: Envoy's `connection.sha256_peer_certificate_digest`).
+pub fn leaf_from_xfcc(
     mtls: bool,
     xfcc_header: Option<&[u8]>,
-    need: Need,
-    parent: &ParentDomain,
-) -> Result<Identity, EdgeError> {
+    peer_sha256_hex: Option<&[u8]>,
+) -> Result<(Vec<u8>, String), EdgeError> {
     if !mtls {
         return Err(EdgeError::NoClientCertificate);
     }
@@ -99,35 +48,46 @@ pub fn authenticate(
     let pem = xfcc::client_cert_pem(header)
         .map_err(EdgeError::UnreadableClientCertificate)?
         .ok_or(EdgeError::NoClientCertificate)?;
-    let ders = estuary_proto::pem::decode_certs(&pem)
-        .map_err(|_| EdgeError::UnreadableClientCertificate(XfccError::BadPem))?;
-    let der = ders
-        .first()
+    let der = estuary_proto::pem::decode_certs(&pem)
+        .ok()
+        .and_then(|d| d.into_iter().next())
         .ok_or(EdgeError::UnreadableClientCertificate(XfccError::BadPem))?;
-    let cert = CertSummary::from_der(der)
-        .map_err(|_| EdgeError::UnreadableClientCertificate(XfccError::BadCertificate))?;
-    classify(cert, need, parent).map_err(EdgeError::WrongCertificate)
+    let digest = hex_lower(&Sha256::digest(&der));
+    let bound = peer_sha256_hex
+        .map(|p| p.trim_ascii())
+        .is_some_and(|p| p.eq_ignore_ascii_case(digest.as_bytes()));
+    if !bound {
+        return Err(EdgeError::ClientCertificateNotBound);
+    }
+    Ok((der, header.to_string()))
 }
 
-/// Fills an IDevID's `intermediates` from the XFCC `Chain` (only the manufacturer policy needs
-/// them, so the per-request path reads the chain only when that policy is on).
-pub fn attach_chain(identity: &mut Identity, xfcc_header: &[u8]) {
-    let Identity::IDevId {
-        cert,
-        intermediates,
-        ..
-    } = identity
-    else {
-        return;
-    };
-    if let Ok(header) = std::str::from_utf8(xfcc_header) {
-        *intermediates = chain_intermediates(header, cert.der());
-    }
+/// Decide who the client is, from `connection.mtls`, the XFCC header and the peer digest.
+pub fn authenticate(
+    mtls: bool,
+    xfcc_header: Option<&[u8]>,
+    peer_sha256_hex: Option<&[u8]>,
+    need: Need,
+    policy: &TrustPolicy,
+) -> Result<Client, EdgeError> {
+    let (leaf, header) = leaf_from_xfcc(mtls, xfcc_header, peer_sha256_hex)?;
+    let chain = chain_certs(&header, &leaf);
+    let identity = identity::authenticate(policy, &leaf, &chain, need).map_err(|e| match e {
+        identity::IdentityError::Unreadable => {
+            EdgeError::UnreadableClientCertificate(XfccError::BadCertificate)
+        }
+        other => EdgeError::Identity(other),
+    })?;
+    Ok(Client {
+        identity,
+        leaf,
+        chain,
+    })
 }
 
 /// The XFCC `Chain` certificates other than `leaf`, at most [`MAX_CHAIN_CERTS`]. A missing or
 /// unreadable `Chain` means none: the leaf alone is then judged.
-fn chain_intermediates(header: &str, leaf: &[u8]) -> Vec<Vec<u8>> {
+fn chain_certs(header: &str, leaf: &[u8]) -> Vec<Vec<u8>> {
     let Ok(Some(pem)) = xfcc::client_chain_pem(header) else {
         return Vec::new();
     };
@@ -140,36 +100,21 @@ fn chain_intermediates(header: &str, leaf: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The kind rules, on a parsed certificate.
-pub fn classify(
-    cert: CertSummary,
-    need: Need,
-    parent: &ParentDomain,
-) -> Result<Identity, CertKindError> {
-    let ldevid_name = cert
-        .dns_names()
-        .iter()
-        .find_map(|n| DeviceName::parse_under(n, parent).ok());
-    match (need, ldevid_name) {
-        (Need::IDevId, Some(name)) => Err(CertKindError::LDevIdForEnroll(name.to_string())),
-        (Need::LDevId | Need::Any, Some(name)) => Ok(Identity::LDevId {
-            name,
-            cert: Box::new(cert),
-        }),
-        (Need::LDevId, None) => Err(CertKindError::NotLDevId(parent.to_string())),
-        (Need::IDevId | Need::Any, None) => {
-            let sn = cert
-                .subject_serial_number()
-                .ok_or(CertKindError::NoSerialNumber)?;
-            let serial = DeviceSerial::parse(sn)
-                .map_err(|e| CertKindError::BadSerialNumber(e.to_string()))?;
-            Ok(Identity::IDevId {
-                serial,
-                cert: Box::new(cert),
-                intermediates: Vec::new(),
-            })
-        }
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
     }
+    s
+}
+
+/// Base64 (no line breaks) of DER, for the one-line headers to the control plane.
+pub fn b64_one_line(der: &[u8]) -> String {
+    let mut b64 = estuary_proto::base64::encode(der);
+    b64.retain(|c| !c.is_ascii_whitespace());
+    b64
 }
 
 #[cfg(test)]
@@ -182,13 +127,29 @@ mod tests {
         clippy::panic
     )]
     use super::*;
-    use rcgen::{CertificateParams, DnType, KeyPair};
+    use estuary_proto::identity::{Manufacturer, ManufacturerName, NamePrefix, SerialPattern};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
+    };
 
-    fn parent() -> ParentDomain {
-        "iot.example.test".parse().unwrap()
+    struct Ca {
+        der: Vec<u8>,
+        issuer: Issuer<'static, KeyPair>,
     }
 
-    fn cert(sans: &[&str], serial: Option<&str>) -> String {
+    fn ca(cn: &str) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let der = p.self_signed(&key).unwrap().der().to_vec();
+        Ca {
+            der,
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    fn cert(ca: &Ca, sans: &[&str], serial: Option<&str>) -> (String, Vec<u8>) {
         let key = KeyPair::generate().unwrap();
         let mut p =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
@@ -197,7 +158,8 @@ mod tests {
                 .push(DnType::CustomDnType(vec![2, 5, 4, 5]), s);
         }
         p.distinguished_name.push(DnType::CommonName, "device");
-        p.self_signed(&key).unwrap().pem()
+        let c = p.signed_by(&key, &ca.issuer).unwrap();
+        (c.pem(), c.der().to_vec())
     }
 
     fn url_encode(pem: &str) -> String {
@@ -217,111 +179,189 @@ mod tests {
         format!("By=spiffe://x;Hash=00;Cert=\"{enc}\";Subject=\"CN=device\";URI=;DNS=").into_bytes()
     }
 
+    fn digest(der: &[u8]) -> Vec<u8> {
+        hex_lower(&Sha256::digest(der)).into_bytes()
+    }
+
+    struct World {
+        mfr: Ca,
+        acme: Ca,
+        policy: TrustPolicy,
+    }
+
+    fn world() -> World {
+        let mfr = ca("Manufacturer CA");
+        let acme = ca("ACME CA");
+        let policy = TrustPolicy {
+            parent: "iot.example.test".parse().unwrap(),
+            manufacturers: vec![Manufacturer {
+                name: ManufacturerName::parse("dev").unwrap(),
+                ca_der: mfr.der.clone(),
+                serial_pattern: SerialPattern::any(),
+                name_prefix: NamePrefix::default(),
+            }],
+            acme_issuers: vec![acme.der.clone()],
+        };
+        World { mfr, acme, policy }
+    }
+
     #[test]
-    fn idevid_and_ldevid_are_told_apart() {
-        let idevid = xfcc(&cert(&[], Some("ABC-1")));
-        let ldevid = xfcc(&cert(&["abc-1.iot.example.test"], Some("ABC-1")));
-        let p = parent();
-        match authenticate(true, Some(&idevid), Need::IDevId, &p).unwrap() {
-            Identity::IDevId { serial, .. } => assert_eq!(serial.as_str(), "abc-1"),
-            other => panic!("{other:?}"),
-        }
-        match authenticate(true, Some(&ldevid), Need::LDevId, &p).unwrap() {
-            Identity::LDevId { name, .. } => assert_eq!(name.as_str(), "abc-1.iot.example.test"),
-            other => panic!("{other:?}"),
-        }
-        let any = authenticate(true, Some(&idevid), Need::Any, &p).unwrap();
-        assert_eq!(any.serial().as_str(), "abc-1");
-        let any = authenticate(true, Some(&ldevid), Need::Any, &p).unwrap();
-        assert_eq!(any.serial().as_str(), "abc-1");
+    fn idevid_and_ldevid_are_told_apart_by_issuer() {
+        let w = world();
+        let (ipem, ider) = cert(&w.mfr, &[], Some("ABC-1"));
+        let (lpem, lder) = cert(&w.acme, &["abc-1.iot.example.test"], None);
+        let c = authenticate(
+            true,
+            Some(&xfcc(&ipem)),
+            Some(&digest(&ider)),
+            Need::IDevId,
+            &w.policy,
+        )
+        .unwrap();
+        assert!(matches!(c.identity, Identity::IDevId { .. }));
+        assert_eq!(c.identity.label().as_str(), "abc-1");
+        assert_eq!(c.leaf, ider);
+        let c = authenticate(
+            true,
+            Some(&xfcc(&lpem)),
+            Some(&digest(&lder)),
+            Need::LDevId,
+            &w.policy,
+        )
+        .unwrap();
+        assert!(matches!(c.identity, Identity::LDevId { .. }));
+        assert_eq!(c.identity.label().as_str(), "abc-1");
     }
 
-    fn der(pem: &str) -> Vec<u8> {
-        estuary_proto::pem::decode_certs(pem).unwrap().remove(0)
-    }
-
-    fn with_chain(cert_pem: &str, chain: &str) -> Vec<u8> {
-        let mut h = xfcc(cert_pem);
-        h.extend_from_slice(format!(";Chain=\"{}\"", url_encode(chain)).as_bytes());
-        h
-    }
-
-    fn intermediates_of(header: &[u8]) -> Vec<Vec<u8>> {
-        let mut identity = authenticate(true, Some(header), Need::Any, &parent()).unwrap();
-        assert!(
-            matches!(&identity, Identity::IDevId { intermediates, .. } if intermediates.is_empty()),
-            "authenticate alone reads no chain"
+    #[test]
+    fn the_xfcc_certificate_must_be_the_connection_peer_certificate() {
+        let w = world();
+        let (pem, der) = cert(&w.mfr, &[], Some("ABC-1"));
+        let (_, other_der) = cert(&w.mfr, &[], Some("ABC-2"));
+        let status = |r: Result<Client, EdgeError>| r.map(|_| 200).unwrap_or_else(|e| e.status());
+        let h = xfcc(&pem);
+        assert_eq!(
+            status(authenticate(
+                true,
+                Some(&h),
+                Some(&digest(&der)),
+                Need::Any,
+                &w.policy
+            )),
+            200
         );
-        attach_chain(&mut identity, header);
-        match identity {
-            Identity::IDevId { intermediates, .. } => intermediates,
-            other => panic!("{other:?}"),
+        assert_eq!(
+            status(authenticate(
+                true,
+                Some(&h),
+                Some(&digest(&other_der)),
+                Need::Any,
+                &w.policy
+            )),
+            401
+        );
+        assert_eq!(
+            status(authenticate(true, Some(&h), None, Need::Any, &w.policy)),
+            401
+        );
+        assert_eq!(
+            status(authenticate(
+                true,
+                Some(&h),
+                Some(b""),
+                Need::Any,
+                &w.policy
+            )),
+            401
+        );
+        // Envoy writes lower-case hex; upper case is the same digest.
+        let upper = String::from_utf8(digest(&der)).unwrap().to_uppercase();
+        assert_eq!(
+            status(authenticate(
+                true,
+                Some(&h),
+                Some(upper.as_bytes()),
+                Need::Any,
+                &w.policy
+            )),
+            200
+        );
+    }
+
+    #[test]
+    fn wrong_issuer_or_kind_is_403_missing_is_401() {
+        let w = world();
+        let status = |r: Result<Client, EdgeError>| r.map(|_| 200).unwrap_or_else(|e| e.status());
+        let go = |pem: &str, der: &[u8], need: Need| {
+            status(authenticate(
+                true,
+                Some(&xfcc(pem)),
+                Some(&digest(der)),
+                need,
+                &w.policy,
+            ))
+        };
+        // The attack: a manufacturer certificate carrying a victim's name re-enrols. Refused.
+        let (p, d) = cert(&w.mfr, &["victim.iot.example.test"], None);
+        assert_eq!(go(&p, &d, Need::LDevId), 403);
+        let (p, d) = cert(&w.mfr, &["victim.iot.example.test"], Some("ATTACKER"));
+        assert_eq!(go(&p, &d, Need::LDevId), 403);
+        // An unknown CA: nobody at all.
+        let other = ca("Other CA");
+        let (p, d) = cert(&other, &["victim.iot.example.test"], Some("X"));
+        assert_eq!(go(&p, &d, Need::Any), 403);
+        // Kinds.
+        let (p, d) = cert(&w.acme, &["abc-1.iot.example.test"], None);
+        assert_eq!(go(&p, &d, Need::IDevId), 403);
+        let (p, d) = cert(&w.mfr, &[], Some("not a label!"));
+        assert_eq!(go(&p, &d, Need::IDevId), 403);
+        // No certificate.
+        let (p, d) = cert(&w.mfr, &[], Some("ABC-1"));
+        assert_eq!(
+            status(authenticate(
+                false,
+                Some(&xfcc(&p)),
+                Some(&digest(&d)),
+                Need::Any,
+                &w.policy
+            )),
+            401
+        );
+        assert_eq!(
+            status(authenticate(true, None, None, Need::IDevId, &w.policy)),
+            401
+        );
+        for junk in [&b"By=x"[..], b"Cert=\"junk\"", b"\xff"] {
+            assert_eq!(
+                status(authenticate(true, Some(junk), None, Need::Any, &w.policy)),
+                401
+            );
         }
     }
 
     #[test]
     fn chain_certificates_other_than_the_leaf_are_kept_up_to_the_limit() {
-        let leaf = cert(&[], Some("ABC-1"));
-        let others: Vec<String> = (0..6).map(|_| cert(&[], None)).collect();
-        let chain = format!("{leaf}{}", others.concat());
-        let kept = intermediates_of(&with_chain(&leaf, &chain));
-        assert_eq!(kept.len(), MAX_CHAIN_CERTS);
-        for (k, o) in kept.iter().zip(&others) {
-            assert_eq!(k, &der(o));
+        let w = world();
+        let (leaf_pem, leaf_der) = cert(&w.mfr, &[], Some("ABC-1"));
+        let others: Vec<(String, Vec<u8>)> = (0..6)
+            .map(|i| cert(&w.mfr, &[], Some(&format!("O-{i}"))))
+            .collect();
+        let chain: String = std::iter::once(leaf_pem.clone())
+            .chain(others.iter().map(|(p, _)| p.clone()))
+            .collect();
+        let mut h = xfcc(&leaf_pem);
+        h.extend_from_slice(format!(";Chain=\"{}\"", url_encode(&chain)).as_bytes());
+        let c = authenticate(
+            true,
+            Some(&h),
+            Some(&digest(&leaf_der)),
+            Need::Any,
+            &w.policy,
+        )
+        .unwrap();
+        assert_eq!(c.chain.len(), MAX_CHAIN_CERTS);
+        for (k, (_, o)) in c.chain.iter().zip(&others) {
+            assert_eq!(k, o);
         }
-        // No Chain, an unreadable one, or one with only the leaf: no intermediates.
-        assert!(intermediates_of(&xfcc(&leaf)).is_empty());
-        assert!(intermediates_of(&with_chain(&leaf, "junk")).is_empty());
-        assert!(intermediates_of(&with_chain(&leaf, &leaf)).is_empty());
-        let mut bad_escape = xfcc(&leaf);
-        bad_escape.extend_from_slice(b";Chain=%zz");
-        assert!(intermediates_of(&bad_escape).is_empty());
-    }
-
-    #[test]
-    fn wrong_kind_is_403_missing_is_401() {
-        let p = parent();
-        let idevid = xfcc(&cert(&[], Some("ABC-1")));
-        let ldevid = xfcc(&cert(&["abc-1.iot.example.test"], None));
-        let other_domain = xfcc(&cert(&["abc-1.elsewhere.test"], None));
-        let status = |r: Result<Identity, EdgeError>| r.map(|_| 200).unwrap_or_else(|e| e.status());
-        assert_eq!(
-            status(authenticate(true, Some(&ldevid), Need::IDevId, &p)),
-            403
-        );
-        assert_eq!(
-            status(authenticate(true, Some(&idevid), Need::LDevId, &p)),
-            403
-        );
-        assert_eq!(
-            status(authenticate(true, Some(&other_domain), Need::IDevId, &p)),
-            403
-        );
-        assert_eq!(
-            status(authenticate(true, Some(&other_domain), Need::LDevId, &p)),
-            403
-        );
-        assert_eq!(
-            status(authenticate(false, Some(&idevid), Need::IDevId, &p)),
-            401
-        );
-        assert_eq!(status(authenticate(true, None, Need::IDevId, &p)), 401);
-        assert_eq!(
-            status(authenticate(true, Some(b"By=x"), Need::Any, &p)),
-            401
-        );
-        assert_eq!(
-            status(authenticate(true, Some(b"Cert=\"junk\""), Need::Any, &p)),
-            401
-        );
-        assert_eq!(
-            status(authenticate(true, Some(b"\xff"), Need::Any, &p)),
-            401
-        );
-        let bad_serial = xfcc(&cert(&[], Some("not a label!")));
-        assert_eq!(
-            status(authenticate(true, Some(&bad_serial), Need::IDevId, &p)),
-            403
-        );
     }
 }

@@ -12,9 +12,10 @@
 //! | unknown operation or label | 404 |
 //! | `serverkeygen`, `fullcmc` | 501 |
 //! | wrong method | 405 + `Allow` |
-//! | no client certificate | 401 |
-//! | wrong kind of certificate (IDevID vs LDevID) | 403 |
-//! | IDevID not issued by a configured manufacturer CA, or serial outside its pattern | 403 |
+//! | no client certificate, or the XFCC certificate is not the connection's peer certificate | 401 |
+//! | client certificate issued by neither the ACME CA (`acme_ca_pem`) nor a manufacturer CA | 403 |
+//! | wrong kind of certificate for the operation (IDevID vs LDevID) | 403 |
+//! | IDevID serial outside its manufacturer's pattern | 403 |
 //! | Content-Type not `application/pkcs10` | 415 |
 //! | body over `max_body_bytes` (Content-Length or actual) | 413 |
 //! | bad base64 / DER / signature | 400 |
@@ -65,7 +66,6 @@ pub mod config;
 pub mod enroll;
 pub mod error;
 pub mod identity;
-pub mod manufacturer;
 pub mod reply;
 pub mod route;
 pub mod upstream;

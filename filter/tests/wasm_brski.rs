@@ -11,8 +11,16 @@ use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use host::{Filter, Request};
 use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 
-const CONFIG: &str = r#"{"control_plane": {"cluster": "estuary_cp", "authority": "control-plane", "token": "cp-token-brski-0123456", "timeout_ms": 1500},
-    "parent_domain": "iot.example.test", "max_body_bytes": 8192, "cache_ttl_s": 0}"#;
+/// The registrar role needs its trust fields; BRSKI itself leaves the IDevID check to the
+/// registrar, so any certificate will do for them here.
+fn config() -> String {
+    let pem = serde_json::json!(fixture().pem);
+    format!(
+        r#"{{"control_plane": {{"cluster": "estuary_cp", "authority": "control-plane", "token": "cp-token-brski-0123456", "timeout_ms": 1500}},
+    "parent_domain": "iot.example.test", "max_body_bytes": 8192, "cache_ttl_s": 0,
+    "manufacturers": [{{"name": "test", "ca_pem": {pem}}}], "acme_ca_pem": {pem}}}"#
+    )
+}
 const CT: &str = "application/voucher-cms+json";
 const PATH: &str = "/.well-known/brski/requestvoucher";
 
@@ -63,7 +71,7 @@ fn voucher_req(body: &[u8]) -> Request {
 
 #[test]
 fn a_voucher_request_goes_to_the_registrar_with_the_client_certificate() {
-    let mut f = Filter::new(CONFIG).unwrap();
+    let mut f = Filter::new(&config()).unwrap();
     let o = f.request(voucher_req(&fixture().pvr)).unwrap();
     assert!(o.local.is_none(), "{:?}", o.local);
     assert_eq!(o.calls.len(), 1);
@@ -101,7 +109,7 @@ fn a_voucher_request_goes_to_the_registrar_with_the_client_certificate() {
 
 #[test]
 fn the_edge_refuses_what_cannot_be_a_voucher_request() {
-    let mut f = Filter::new(CONFIG).unwrap();
+    let mut f = Filter::new(&config()).unwrap();
     for (req, status) in [
         (voucher_req(b"garbage"), 400),
         (voucher_req(&fixture().pvr[..40]), 400),
@@ -168,7 +176,7 @@ mod randomized {
             }
             F.with(|cell| {
                 let mut slot = cell.borrow_mut();
-                let f = slot.get_or_insert_with(|| Filter::new(CONFIG).unwrap());
+                let f = slot.get_or_insert_with(|| Filter::new(&config()).unwrap());
                 let req = Request::new(method, &format!("/.well-known/brski/{op}"))
                     .mtls(mtls)
                     .header("x-forwarded-client-cert", xfcc(&fixture().pem))

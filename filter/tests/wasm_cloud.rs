@@ -70,7 +70,9 @@ struct Pki {
     acme_sub_pem: String,
     /// Issued by that intermediate, serial DEMO-0005: accepted when the chain carries it.
     under_sub: Device,
-    /// An LDevID Estuary issued to demo-0001 (by the other CA, as far as the policy cares).
+    /// The ACME CA Estuary enrols from (the filter's `acme_ca_pem`).
+    estuary_acme_pem: String,
+    /// An LDevID the ACME CA issued to demo-0001.
     ldevid: Device,
     /// Voucher request signed by `demo`.
     pvr: Vec<u8>,
@@ -111,11 +113,27 @@ fn device(issuer: &Issuer<'static, KeyPair>, serial: &str, sans: &[&str]) -> Dev
     }
 }
 
+/// An LDevID as an ACME CA issues it: the name in the SAN and the CN, nothing else.
+fn ldevid(issuer: &Issuer<'static, KeyPair>, name: &str) -> Device {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    let cert = p.signed_by(&key, issuer).unwrap();
+    let same_csr = estuary_proto::base64::encode(p.serialize_request(&key).unwrap().der());
+    Device {
+        pem: cert.pem(),
+        der: cert.der().to_vec(),
+        key,
+        same_csr,
+    }
+}
+
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
         let (acme_ca_pem, acme) = ca("Acme IDevID CA");
         let (_, other) = ca("Other CA");
+        let (estuary_acme_pem, estuary_acme) = ca("Estuary ACME CA");
         let (acme_sub_pem, acme_sub) = sub_ca(&acme, "Acme IDevID Issuing CA 1");
         let demo = device(&acme, "DEMO-0001", &[]);
         let sk = cms_signed::signing_key_from_pkcs8_der(&demo.key.serialize_der()).unwrap();
@@ -127,7 +145,8 @@ fn pki() -> &'static Pki {
             stranger: device(&other, "DEMO-0002", &[]),
             acme_sub_pem,
             under_sub: device(&acme_sub, "DEMO-0005", &[]),
-            ldevid: device(&other, "DEMO-0001", &["demo-0001.iot.example.test"]),
+            ldevid: ldevid(&estuary_acme, "demo-0001.iot.example.test"),
+            estuary_acme_pem,
             demo,
             pvr,
         }
@@ -148,10 +167,11 @@ fn registrar_with_policy() -> Filter {
     let manufacturers = serde_json::json!([
         {"name": "acme", "ca_pem": pki().acme_ca_pem, "serial_pattern": "DEMO-*"}
     ]);
+    let estuary_acme = serde_json::json!(pki().estuary_acme_pem);
     let f = Filter::new(&format!(
         r#"{{"control_plane": {{"cluster": "estuary_cp", "authority": "control-plane", "token": "{TOKEN}"}},
             "parent_domain": "iot.example.test", "cache_ttl_s": 0,
-            "manufacturers": {manufacturers}}}"#
+            "manufacturers": {manufacturers}, "acme_ca_pem": {estuary_acme}}}"#
     ))
     .unwrap();
     assert!(f.configured, "logs: {:?}", f.logs());
@@ -362,16 +382,16 @@ mod manufacturer_policy {
         refused(
             &o,
             403,
-            "the client certificate is not issued by a manufacturer this registration authority \
-             accepts",
+            "the client certificate is issued neither by the ACME CA this registration authority \
+             enrols from nor by a manufacturer it accepts",
         );
     }
 
     #[test]
     fn an_idevid_of_another_issuer_is_403() {
         let mut f = registrar_with_policy();
-        let text = "the client certificate is not issued by a manufacturer this registration \
-                    authority accepts";
+        let text = "the client certificate is issued neither by the ACME CA this registration \
+                    authority enrols from nor by a manufacturer it accepts";
         let o = f
             .request(enroll(
                 "/.well-known/est/simpleenroll",

@@ -19,17 +19,25 @@ const SERIAL: &str = "SN-0001";
 const NAME: &str = "sn-0001.iot.example.test";
 
 fn config() -> String {
+    let manufacturers = serde_json::json!([{"name": "test", "ca_pem": pki().ca_pem}]);
+    let acme = serde_json::json!(pki().acme_ca_pem);
     format!(
         r#"{{"control_plane": {{"cluster": "estuary_cp", "authority": "control-plane", "token": "{TOKEN}", "timeout_ms": 1500}},
             "parent_domain": "{PARENT}",
             "max_body_bytes": 4096,
             "labels": {{"fleet-a": "default"}},
-            "cache_ttl_s": 60}}"#
+            "cache_ttl_s": 60,
+            "manufacturers": {manufacturers},
+            "acme_ca_pem": {acme}}}"#
     )
 }
 
 struct Pki {
     ca_der: Vec<u8>,
+    ca_pem: String,
+    acme_ca_pem: String,
+    /// A certificate the MANUFACTURER CA issued carrying the device's name: not an LDevID.
+    forged_ldevid_pem: String,
     idevid_pem: String,
     idevid_no_serial_pem: String,
     ldevid_pem: String,
@@ -66,6 +74,16 @@ fn pki() -> &'static Pki {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
 
+        // The ACME CA that issues LDevIDs.
+        let acme_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut acme_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        acme_params
+            .distinguished_name
+            .push(DnType::CommonName, "Test ACME CA");
+        acme_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let acme_cert = acme_params.self_signed(&acme_key).unwrap();
+        let acme_issuer = Issuer::new(acme_params, acme_key);
+
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         dn_with_serial(&mut p, SERIAL, "pledge");
@@ -78,11 +96,15 @@ fn pki() -> &'static Pki {
         // The LDevID and a re-enrolment CSR with the same subject and SAN.
         let mut p = CertificateParams::new(vec![NAME.to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, NAME);
-        let ldevid = p.signed_by(&key, &issuer).unwrap();
+        let ldevid = p.signed_by(&key, &acme_issuer).unwrap();
+        let forged = p.signed_by(&key, &issuer).unwrap();
         let reenroll_csr = p.serialize_request(&key).unwrap().der().to_vec();
 
         Pki {
             ca_der: ca_cert.der().to_vec(),
+            ca_pem: ca_cert.pem(),
+            acme_ca_pem: acme_cert.pem(),
+            forged_ldevid_pem: forged.pem(),
             idevid_pem: idevid.pem(),
             idevid_no_serial_pem: no_serial.pem(),
             ldevid_pem: ldevid.pem(),
@@ -313,7 +335,7 @@ mod client_auth {
         assert_error(
             &o,
             403,
-            "simplereenroll needs the certificate Estuary issued",
+            "simplereenroll needs the certificate the ACME CA issued",
         );
         let o = f
             .request(enroll_req(
@@ -323,6 +345,90 @@ mod client_auth {
             ))
             .unwrap();
         assert_error(&o, 403, "no subject serialNumber");
+    }
+
+    /// Issue 12: a certificate from a trusted MANUFACTURER CA that carries a device's name is
+    /// not that device's LDevID; re-enrolment with it is refused at the edge, before any call.
+    #[test]
+    fn a_manufacturer_issued_certificate_with_a_device_name_cannot_reenrol() {
+        let mut f = filter();
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simplereenroll",
+                &pki().forged_ldevid_pem,
+                &b64(&pki().reenroll_csr),
+            ))
+            .unwrap();
+        assert_error(
+            &o,
+            403,
+            "simplereenroll needs the certificate the ACME CA issued",
+        );
+        assert!(o.calls.is_empty(), "no control-plane call");
+        // The real LDevID (issued by the ACME CA) is accepted.
+        let o = f
+            .request(enroll_req(
+                "/.well-known/est/simplereenroll",
+                &pki().ldevid_pem,
+                &b64(&pki().reenroll_csr),
+            ))
+            .unwrap();
+        assert_eq!(o.calls.len(), 1, "{:?}", o.local);
+    }
+
+    /// A client certificate from a CA that is neither a manufacturer nor the ACME CA names no
+    /// device, whatever it says.
+    #[test]
+    fn a_certificate_from_an_unknown_issuer_is_403() {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(vec![NAME.to_string()]).unwrap();
+        dn_with_serial(&mut p, SERIAL, "pledge");
+        let rogue = p.self_signed(&key).unwrap();
+        let mut f = filter();
+        for path in [
+            "/.well-known/est/simpleenroll",
+            "/.well-known/est/simplereenroll",
+        ] {
+            let o = f
+                .request(enroll_req(path, &rogue.pem(), &b64(&pki().enroll_csr)))
+                .unwrap();
+            assert_error(&o, 403, "issued neither by the ACME CA");
+            assert!(o.calls.is_empty());
+        }
+    }
+
+    /// The XFCC certificate must be the connection's peer certificate (Envoy's
+    /// `connection.sha256_peer_certificate_digest`), else 401: a proxy that lets a client's
+    /// own XFCC through fails closed.
+    #[test]
+    fn an_xfcc_certificate_that_is_not_the_peer_certificate_is_401() {
+        let mut f = filter();
+        for peer in [
+            host::PeerCert::Der(pki().ca_der.clone()),
+            host::PeerCert::Absent,
+        ] {
+            let o = f
+                .request(
+                    enroll_req(
+                        "/.well-known/est/simpleenroll",
+                        &pki().idevid_pem,
+                        &b64(&pki().enroll_csr),
+                    )
+                    .peer_cert(peer),
+                )
+                .unwrap();
+            assert_error(&o, 401, "not the one this TLS connection presented");
+            assert!(o.calls.is_empty());
+            let o = f
+                .request(
+                    Request::new("GET", "/.well-known/est/csrattrs")
+                        .mtls(true)
+                        .header("x-forwarded-client-cert", xfcc(&pki().idevid_pem))
+                        .peer_cert(host::PeerCert::Absent),
+                )
+                .unwrap();
+            assert_error(&o, 401, "not the one this TLS connection presented");
+        }
     }
 }
 
@@ -483,6 +589,18 @@ mod enroll {
             Some("simpleenroll")
         );
         assert_eq!(call.header(internal_api::HDR_LABEL), Some("fleet-a"));
+        // The verified certificate goes along, one line of base64 DER, for the control plane
+        // to check again; the XFCC Chain (here the leaf again) adds nothing new.
+        let idevid_der = estuary_proto::pem::decode_certs(&pki().idevid_pem).unwrap()[0].clone();
+        let sent = call
+            .header(internal_api::HDR_CLIENT_CERT)
+            .expect("client cert header");
+        assert!(!sent.contains('\n'));
+        assert_eq!(
+            estuary_proto::base64::decode(sent.as_bytes()).unwrap(),
+            idevid_der
+        );
+        assert_eq!(call.header(internal_api::HDR_CLIENT_CHAIN), None);
         assert_eq!(call.body, pki().enroll_csr, "raw DER CSR");
 
         let p7 = pkcs7();

@@ -156,6 +156,7 @@ impl CloudRegistrar {
             control_planes: vec![control_plane.addr],
             est_port: None,
             admin_port: None,
+            dangerous_xfcc_mode: None,
         })
         .context("starting the cloud registrar's Envoy")?;
         Ok(Self {

@@ -7,8 +7,8 @@ use anyhow::Context;
 
 use crate::envoy::{Envoy, EnvoySettings};
 use crate::masa::{MasaOptions, TestMasa};
-use crate::pki::DevPki;
-use crate::stack::{ControlPlane, CpOptions, Stack, DEV_PARENT, DEV_TOKEN};
+use crate::pki::{Ca, DevPki};
+use crate::stack::{ControlPlane, CpManufacturer, CpOptions, Stack, DEV_PARENT, DEV_TOKEN};
 use crate::util::TempDir;
 
 /// The RADIUS shared secret of the dev stack's TEAP server (dev only).
@@ -38,9 +38,24 @@ pub struct DevStackOptions {
     /// Issue from the strict RFC 8555 + RFC 9444 test CA (tests/src/acme_ca.rs) instead of
     /// Pebble: the control planes pre-authorise the parent domain.
     pub rfc9444_ca: bool,
-    /// The serial pattern of the filter's one manufacturer (the dev manufacturer CA); `None`:
-    /// every serial.
+    /// The serial pattern of the dev manufacturer (`estuary-dev`, the dev manufacturer CA);
+    /// `None`: every serial.
     pub idevid_serial_pattern: Option<String>,
+    /// A second manufacturer, `mfr-b`, with its own CA (which Envoy trusts too): for tests of
+    /// who may get which name across manufacturers.
+    pub second_manufacturer: Option<SecondManufacturer>,
+    /// Replaces Envoy's `forward_client_cert_details: SANITIZE_SET` (see
+    /// [`EnvoySettings::dangerous_xfcc_mode`]).
+    pub dangerous_xfcc_mode: Option<String>,
+}
+
+/// The policy of [`DevStackOptions::second_manufacturer`].
+#[derive(Clone, Debug, Default)]
+pub struct SecondManufacturer {
+    /// Its serial pattern (`None`: every serial).
+    pub serial_pattern: Option<String>,
+    /// Its name prefix.
+    pub name_prefix: Option<String>,
 }
 
 impl Default for DevStackOptions {
@@ -55,6 +70,8 @@ impl Default for DevStackOptions {
             brski: false,
             rfc9444_ca: false,
             idevid_serial_pattern: None,
+            second_manufacturer: None,
+            dangerous_xfcc_mode: None,
         }
     }
 }
@@ -79,19 +96,50 @@ pub struct DevStack {
     pub masa: Option<TestMasa>,
     /// PEM of the root the ACME CA in use issues from (Pebble's, or the RFC 9444 test CA's).
     pub acme_roots: PathBuf,
+    /// The second manufacturer's CA, when [`DevStackOptions::second_manufacturer`] asked for it.
+    pub second_manufacturer: Option<Ca>,
     _test_ca: Option<crate::acme_ca::TestAcmeCa>,
     _tmp: Option<TempDir>,
 }
 
-/// The filter configuration the dev stack uses: IDevIDs from the dev manufacturer CA (serials
-/// matching `serial_pattern`, default every serial), LDevIDs from the ACME CA whose root(s)
-/// and intermediate(s) are in `acme_ca_pem`.
+/// One entry of the filter's `manufacturers`.
+pub fn manufacturer_json(m: &CpManufacturer) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::json!({
+        "name": m.name,
+        "ca_pem": std::fs::read_to_string(&m.ca_file)
+            .with_context(|| format!("reading {}", m.ca_file.display()))?,
+    });
+    if let Some(p) = &m.serial_pattern {
+        v["serial_pattern"] = p.clone().into();
+    }
+    if let Some(p) = &m.name_prefix {
+        v["name_prefix"] = p.clone().into();
+    }
+    Ok(v)
+}
+
+/// The dev manufacturer (`estuary-dev`): the dev PKI's manufacturer CA, serials matching
+/// `serial_pattern` (every serial when `None`), no name prefix.
+pub fn dev_manufacturer(pki: &DevPki, serial_pattern: Option<&str>) -> CpManufacturer {
+    CpManufacturer {
+        name: "estuary-dev".into(),
+        ca_file: pki.manufacturer.cert_path.clone(),
+        serial_pattern: serial_pattern.map(str::to_string),
+        name_prefix: None,
+    }
+}
+
+/// The filter configuration the dev stack uses: IDevIDs from `manufacturers`, LDevIDs from the
+/// ACME CA whose root(s) and intermediate(s) are in `acme_ca_pem`.
 pub fn filter_config(
     cache_ttl_s: u64,
-    pki: &DevPki,
+    manufacturers: &[CpManufacturer],
     acme_ca_pem: &Path,
-    serial_pattern: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
+    let manufacturers = manufacturers
+        .iter()
+        .map(manufacturer_json)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(serde_json::json!({
         "control_plane": {
             "cluster": CP_CLUSTER,
@@ -102,11 +150,7 @@ pub fn filter_config(
         "parent_domain": DEV_PARENT,
         "max_body_bytes": 16384,
         "cache_ttl_s": cache_ttl_s,
-        "manufacturers": [{
-            "name": "estuary-dev",
-            "ca_pem": std::fs::read_to_string(&pki.manufacturer.cert_path)?,
-            "serial_pattern": serial_pattern.unwrap_or("*"),
-        }],
+        "manufacturers": manufacturers,
         "acme_ca_pem": std::fs::read_to_string(acme_ca_pem)
             .with_context(|| format!("reading {}", acme_ca_pem.display()))?,
     }))
@@ -168,12 +212,33 @@ impl DevStack {
             Some(ca) => ca.issuer_root_pem.clone(),
             None => stack.pebble.issuer_root_pem.clone(),
         };
+        let second = match &opts.second_manufacturer {
+            Some(policy) => {
+                let ca = Ca::create(&dir, "mfr-b-ca", "Estuary test manufacturer B CA")?;
+                let m = CpManufacturer {
+                    name: "mfr-b".into(),
+                    ca_file: ca.cert_path.clone(),
+                    serial_pattern: policy.serial_pattern.clone(),
+                    name_prefix: policy.name_prefix.clone(),
+                };
+                Some((ca, m))
+            }
+            None => None,
+        };
+        let mut manufacturers = vec![dev_manufacturer(
+            &pki,
+            opts.idevid_serial_pattern.as_deref(),
+        )];
+        manufacturers.extend(second.as_ref().map(|(_, m)| m.clone()));
         let client_ca_bundle = dir.join("client-ca-bundle.pem");
-        let bundle = format!(
+        let mut bundle = format!(
             "{}{}",
             std::fs::read_to_string(&pki.manufacturer.cert_path)?,
             std::fs::read_to_string(&acme_roots)?
         );
+        if let Some((ca, _)) = &second {
+            bundle.push_str(&std::fs::read_to_string(&ca.cert_path)?);
+        }
         std::fs::write(&client_ca_bundle, bundle)?;
         let radius = if opts.teap {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::util::free_port()?));
@@ -187,7 +252,7 @@ impl DevStack {
             if i > 0 {
                 o.port = None;
             }
-            o.idevid_ca_file = Some(pki.manufacturer.cert_path.clone());
+            o.manufacturers = manufacturers.clone();
             if let (0, Some((addr, secret))) = (i, &radius) {
                 let q = |p: &Path| format!("{:?}", p.display().to_string());
                 o.extra_env.extend([
@@ -227,15 +292,11 @@ impl DevStack {
             server_key: pki.server.key_path.clone(),
             client_ca_bundle: client_ca_bundle.clone(),
             filter_wasm: filter_wasm.to_path_buf(),
-            filter_config: filter_config(
-                opts.filter_cache_ttl_s,
-                &pki,
-                &acme_roots,
-                opts.idevid_serial_pattern.as_deref(),
-            )?,
+            filter_config: filter_config(opts.filter_cache_ttl_s, &manufacturers, &acme_roots)?,
             control_planes: control_planes.iter().map(|c| c.addr).collect(),
             est_port: opts.est_port,
             admin_port: opts.admin_port,
+            dangerous_xfcc_mode: opts.dangerous_xfcc_mode.clone(),
         })?;
         Ok(DevStack {
             envoy,
@@ -247,6 +308,7 @@ impl DevStack {
             radius,
             masa,
             acme_roots,
+            second_manufacturer: second.map(|(ca, _)| ca),
             _test_ca: test_ca,
             _tmp: tmp,
         })

@@ -68,6 +68,10 @@ pub struct EnvoySettings {
     pub est_port: Option<u16>,
     /// Admin port, or `None`.
     pub admin_port: Option<u16>,
+    /// Replaces `forward_client_cert_details: SANITIZE_SET` with this mode. Only for tests that
+    /// show the filter failing closed under a misconfigured proxy (e.g. `FORWARD_ONLY`, which
+    /// passes a client's own `x-forwarded-client-cert` through).
+    pub dangerous_xfcc_mode: Option<String>,
 }
 
 /// Renders `envoy/envoy.yaml` with the settings; returns (yaml, est port, admin port).
@@ -113,6 +117,16 @@ pub fn render(s: &EnvoySettings) -> anyhow::Result<(String, u16, u16)> {
             "{{CP_LB_ENDPOINTS}}",
             &format!("[{}]", endpoints.join(", ")),
         );
+    let out = match &s.dangerous_xfcc_mode {
+        None => out,
+        Some(mode) => {
+            let sanitize = "forward_client_cert_details: SANITIZE_SET";
+            if !out.contains(sanitize) {
+                bail!("envoy.yaml no longer says {sanitize}");
+            }
+            out.replace(sanitize, &format!("forward_client_cert_details: {mode}"))
+        }
+    };
     if let Some(i) = out.find("{{") {
         bail!(
             "unrendered placeholder in envoy.yaml near: {}",

@@ -27,7 +27,7 @@ pub struct Stack {
     /// ACME CA.
     pub pebble: Pebble,
     /// A test manufacturer CA: the `[[est.manufacturers]]` of control planes started against
-    /// this stack, unless [`CpOptions::idevid_ca_file`] names another.
+    /// this stack, unless [`CpOptions::manufacturers`] names others.
     pub manufacturer: Arc<crate::pki::Ca>,
     _dir: TempDir,
 }
@@ -74,9 +74,39 @@ pub struct CpOptions {
     /// `[brski.cloud]` must come from `extra_env`. `parent`, `budget_ms`, `retry_after_s` and
     /// `lock_ttl_s` are then unused, and so are the stack's BIND and Pebble.
     pub cloud_only: bool,
-    /// The IDevID CA of the one `[[est.manufacturers]]` entry (name `test-mfr`, every serial);
-    /// `None`: the stack's [`Stack::manufacturer`].
-    pub idevid_ca_file: Option<PathBuf>,
+    /// The `[[est.manufacturers]]` entries; empty: one, `test-mfr`, the stack's
+    /// [`Stack::manufacturer`] for every serial.
+    pub manufacturers: Vec<CpManufacturer>,
+}
+
+/// One `[[est.manufacturers]]` entry of a test control plane.
+#[derive(Clone, Debug)]
+pub struct CpManufacturer {
+    /// `name`.
+    pub name: String,
+    /// `idevid_ca_file`.
+    pub ca_file: PathBuf,
+    /// `serial_pattern`, if any.
+    pub serial_pattern: Option<String>,
+    /// `name_prefix`, if any.
+    pub name_prefix: Option<String>,
+}
+
+impl CpManufacturer {
+    fn toml(&self) -> String {
+        let mut t = format!(
+            "[[est.manufacturers]]\nname = {:?}\nidevid_ca_file = {:?}\n",
+            self.name,
+            self.ca_file.display().to_string()
+        );
+        if let Some(p) = &self.serial_pattern {
+            t.push_str(&format!("serial_pattern = {p:?}\n"));
+        }
+        if let Some(p) = &self.name_prefix {
+            t.push_str(&format!("name_prefix = {p:?}\n"));
+        }
+        t
+    }
 }
 
 impl Default for CpOptions {
@@ -89,7 +119,7 @@ impl Default for CpOptions {
             port: None,
             extra_env: Vec::new(),
             cloud_only: false,
-            idevid_ca_file: None,
+            manufacturers: Vec::new(),
         }
     }
 }
@@ -193,10 +223,7 @@ url = "{redis}"
 [est]
 parent_domain = "{parent}"
 ca_certs_file = "{roots}"
-[[est.manufacturers]]
-name = "test-mfr"
-idevid_ca_file = "{idevid_ca}"
-
+{manufacturers}
 [acme]
 directory_url = "{dir_url}"
 tls_root_file = "{tls_root}"
@@ -219,11 +246,20 @@ unavailable_retry_after_s = 2
 "#,
         parent = opts.parent,
         roots = stack.pebble.issuer_root_pem.display(),
-        idevid_ca = opts
-            .idevid_ca_file
-            .as_ref()
-            .unwrap_or(&stack.manufacturer.cert_path)
-            .display(),
+        manufacturers = if opts.manufacturers.is_empty() {
+            CpManufacturer {
+                name: "test-mfr".into(),
+                ca_file: stack.manufacturer.cert_path.clone(),
+                serial_pattern: None,
+                name_prefix: None,
+            }
+            .toml()
+        } else {
+            opts.manufacturers
+                .iter()
+                .map(CpManufacturer::toml)
+                .collect()
+        },
         dir_url = stack.pebble.directory_url,
         tls_root = stack.pebble.tls_ca_pem.display(),
         dns = stack.bind.addr,

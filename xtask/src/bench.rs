@@ -476,7 +476,11 @@ fn start_bench_envoy(
         .replace("{{NOOP_WASM}}", &noop.display().to_string())
         .replace(
             "{{FILTER_CONFIG_JSON}}",
-            &serde_json::to_string(&filter_config(300, &dev.pki, &dev.acme_roots, None)?)?,
+            &serde_json::to_string(&filter_config(
+                300,
+                &[estuary_tests::dev_stack::dev_manufacturer(&dev.pki, None)],
+                &dev.acme_roots,
+            )?)?,
         )
         .replace(
             "{{CP_LB_ENDPOINTS}}",

@@ -630,6 +630,55 @@ pub struct Request {
     pub mtls: Option<bool>,
     /// Deliver the body in this many chunks (each call sees the cumulative size, as in Envoy).
     pub chunks: usize,
+    /// The TLS peer certificate of the connection, whose SHA-256 the host reports as
+    /// `connection.sha256_peer_certificate_digest` when `mtls` is on.
+    pub peer_cert: PeerCert,
+}
+
+/// What the connection's peer certificate is, for `connection.sha256_peer_certificate_digest`.
+#[derive(Debug, Clone, Default)]
+pub enum PeerCert {
+    /// The `Cert` of the request's `x-forwarded-client-cert`, as with a correctly configured
+    /// Envoy (SANITIZE_SET: Envoy writes the XFCC from the connection).
+    #[default]
+    AsForwarded,
+    /// This DER: the client forged the XFCC, or the proxy forwarded one it did not write.
+    Der(Vec<u8>),
+    /// No digest property at all.
+    Absent,
+}
+
+/// The DER of the `Cert="…"` of an XFCC value (a small reader for the test host only).
+fn xfcc_cert_der(xfcc: &[u8]) -> Option<Vec<u8>> {
+    let s = std::str::from_utf8(xfcc).ok()?;
+    let start = s.find("Cert=\"")? + 6;
+    let end = start + s[start..].find('"')?;
+    let enc = &s[start..end];
+    let mut pem = Vec::new();
+    let b = enc.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            pem.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            pem.push(b[i]);
+            i += 1;
+        }
+    }
+    estuary_proto::pem::decode_certs(std::str::from_utf8(&pem).ok()?)
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+fn sha256_hex(der: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 impl Request {
@@ -643,7 +692,12 @@ impl Request {
             body: None,
             mtls: None,
             chunks: 1,
+            peer_cert: PeerCert::AsForwarded,
         }
+    }
+    pub fn peer_cert(mut self, peer: PeerCert) -> Self {
+        self.peer_cert = peer;
+        self
     }
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.headers.push((name.into(), value.as_ref().to_vec()));
@@ -769,6 +823,22 @@ impl Filter {
             if let Some(on) = req.mtls {
                 st.properties
                     .insert(b"connection\0mtls".to_vec(), vec![u8::from(on)]);
+                let peer = match &req.peer_cert {
+                    _ if !on => None,
+                    PeerCert::AsForwarded => req
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n == "x-forwarded-client-cert")
+                        .and_then(|(_, v)| xfcc_cert_der(v)),
+                    PeerCert::Der(d) => Some(d.clone()),
+                    PeerCert::Absent => None,
+                };
+                if let Some(der) = peer {
+                    st.properties.insert(
+                        b"connection\0sha256_peer_certificate_digest".to_vec(),
+                        sha256_hex(&der),
+                    );
+                }
             }
         }
         self.instance
