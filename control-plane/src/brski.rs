@@ -18,10 +18,11 @@
 //! and logged; `requestauditlog` (§5.8) is relayed to the MASA.
 //!
 //! With `[brski.cloud]` this is a cloud registrar (draft-ietf-anima-brski-cloud, see
-//! [`crate::cloud`]): after steps 1–3 it looks up the pledge's owner and either answers `307`
-//! to the owner's registrar (no MASA call), or does steps 4–6 with `pinned-domain-cert` and
-//! `est-domain` added to the registrar voucher request and required in the voucher, or answers
-//! `404` for a pledge no owner claims.
+//! [`crate::cloud`]): after steps 1–3 it looks up the pledge's owner by (the `name` of the
+//! manufacturer found in step 3, the serialNumber) and either answers `307` to the owner's
+//! registrar (no MASA call), or does steps 4–6 with `pinned-domain-cert` and `est-domain` added
+//! to the registrar voucher request and required in the voucher, or answers `404` for a pledge
+//! no owner claims.
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use estuary_proto::cert::CertSummary;
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
+use estuary_proto::identity::ManufacturerName;
 use estuary_proto::voucher::{self, Assertion, Voucher, VoucherRequest, CT_VOUCHER_CMS_JSON};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -99,6 +101,10 @@ fn default_retry_after_s() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManufacturerConfig {
+    /// 1 to 64 of `A-Z a-z 0-9 - _`, unique. Required with `[brski.cloud]`, which finds owners
+    /// by (manufacturer, serial); optional for a plain registrar.
+    #[serde(default)]
+    pub name: Option<String>,
     /// PEM of the CA that issues this manufacturer's IDevIDs.
     pub idevid_ca_file: PathBuf,
     /// PEM trust anchor for the MASA: its vouchers' signer and its TLS server certificate.
@@ -141,16 +147,50 @@ impl BrskiConfig {
         if self.manufacturers.is_empty() {
             p.push("brski.manufacturers: give at least one manufacturer".into());
         }
+        for (i, m) in self.manufacturers.iter().enumerate() {
+            let at = format!("brski.manufacturers[{i}].name");
+            match &m.name {
+                Some(n) if ManufacturerName::parse(n).is_none() => p.push(format!(
+                    "{at}: {n:?} is not 1 to 64 of A-Z a-z 0-9 - _"
+                )),
+                Some(n) => {
+                    let first = self
+                        .manufacturers
+                        .iter()
+                        .take(i)
+                        .position(|o| o.name.as_ref() == Some(n));
+                    if let Some(first) = first {
+                        p.push(format!(
+                            "{at}: {n:?} is already the name of brski.manufacturers[{first}]"
+                        ));
+                    }
+                }
+                None if self.cloud.is_some() => p.push(format!(
+                    "{at}: required with [brski.cloud] (owners are found by manufacturer and serial)"
+                )),
+                None => {}
+            }
+        }
         if let Some(c) = &self.cloud {
-            p.extend(c.validate());
+            p.extend(c.validate(&self.manufacturer_names()));
         }
         p
+    }
+
+    /// The `[[brski.manufacturers]]` names in order (`None` where left out).
+    fn manufacturer_names(&self) -> Vec<Option<&str>> {
+        self.manufacturers
+            .iter()
+            .map(|m| m.name.as_deref())
+            .collect()
     }
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 struct Manufacturer {
+    /// Its `name`; always set with `[brski.cloud]`.
+    name: Option<ManufacturerName>,
     idevid_ca: Vec<u8>,
     masa_anchor: Vec<u8>,
     masa_url: Option<String>,
@@ -239,8 +279,18 @@ impl Registrar {
             None => Vec::new(),
         };
         let mut manufacturers = Vec::new();
-        for m in &cfg.manufacturers {
+        for (i, m) in cfg.manufacturers.iter().enumerate() {
+            let name = match &m.name {
+                Some(n) => Some(ManufacturerName::parse(n).ok_or_else(|| {
+                    anyhow::anyhow!("brski.manufacturers[{i}].name: {n:?} is not a name")
+                })?),
+                None if cfg.cloud.is_some() => {
+                    anyhow::bail!("brski.manufacturers[{i}].name: required with [brski.cloud]")
+                }
+                None => None,
+            };
             manufacturers.push(Manufacturer {
+                name,
                 idevid_ca: first_cert(&m.idevid_ca_file)?,
                 masa_anchor: first_cert(&m.masa_ca_file)?,
                 masa_url: m.masa_url.clone(),
@@ -251,7 +301,7 @@ impl Registrar {
         cms_signed::sign(ANIMA_JSON_VOUCHER, b"{}", &cert, &[], &key)
             .map_err(|e| anyhow::anyhow!("brski: registrar key and certificate: {e}"))?;
         let cloud = match &cfg.cloud {
-            Some(c) => Some(Cloud::new(c, redis_url, prefix)?),
+            Some(c) => Some(Cloud::new(c, &cfg.manufacturer_names(), redis_url, prefix)?),
             None => None,
         };
         Ok(Self {
@@ -297,8 +347,13 @@ pub enum BrskiError {
     #[error("bad voucher from the MASA: {0}")]
     BadVoucher(String),
     /// Cloud registrar: no owner claims this pledge (draft-ietf-anima-brski-cloud §3.2: 404).
-    #[error("no owner is known for serial {0:?}")]
-    UnknownOwner(String),
+    #[error("no owner is known for serial {serial:?} of manufacturer \"{manufacturer}\"")]
+    UnknownOwner {
+        /// The `[[brski.manufacturers]]` entry that issued the IDevID.
+        manufacturer: ManufacturerName,
+        /// The IDevID's serialNumber.
+        serial: String,
+    },
     /// Redis failed.
     #[error("status store unavailable: {0}")]
     Store(String),
@@ -321,7 +376,7 @@ impl BrskiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
             }
             BrskiError::BadVoucher(_) => StatusCode::BAD_GATEWAY,
-            BrskiError::UnknownOwner(_) => StatusCode::NOT_FOUND,
+            BrskiError::UnknownOwner { .. } => StatusCode::NOT_FOUND,
             BrskiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -387,7 +442,7 @@ fn count(reg: &Registrar, op: &str, result: &str) {
 /// unavailable (503), failed (other 5xx).
 fn failure_label(e: &BrskiError) -> &'static str {
     let s = e.status();
-    if matches!(e, BrskiError::UnknownOwner(_)) {
+    if matches!(e, BrskiError::UnknownOwner { .. }) {
         "unknown"
     } else if s.is_client_error() {
         "rejected"
@@ -536,15 +591,24 @@ async fn handle_requestvoucher(
         )));
     }
     // Cloud registrar: the owner decides the path (draft-ietf-anima-brski-cloud §3.2).
+    // Serials are unique only within a manufacturer: the owner map is keyed by (the
+    // manufacturer whose CA issued the IDevID, serial).
     let mut est_owner = None;
     if let Some(cloud) = &reg.cloud {
-        let owner = cloud
-            .owner_of(&serial)
-            .await?
-            .ok_or_else(|| BrskiError::UnknownOwner(serial.clone()))?;
+        let Some(maker) = &m.name else {
+            return Err(BrskiError::Internal(
+                "a cloud registrar's manufacturer has no name".into(),
+            ));
+        };
+        let owner = cloud.owner_of(maker, &serial).await?;
+        let owner = owner.ok_or_else(|| BrskiError::UnknownOwner {
+            manufacturer: maker.clone(),
+            serial: serial.clone(),
+        })?;
         match &owner.path {
             OwnerPath::Redirect { location } => {
                 info!(
+                    manufacturer = %maker,
                     serial = %serial.escape_debug(),
                     owner = %owner.name,
                     path = "redirect",
@@ -556,7 +620,7 @@ async fn handle_requestvoucher(
             OwnerPath::Est {
                 est_url,
                 pinned_cert,
-            } => est_owner = Some((owner, est_url, pinned_cert)),
+            } => est_owner = Some((maker, owner, est_url, pinned_cert)),
         }
     }
     let masa = m
@@ -580,7 +644,7 @@ async fn handle_requestvoucher(
         prior_signed_voucher_request: Some(voucher::b64(body)),
         ..Default::default()
     };
-    if let Some((_, est_url, pin)) = est_owner {
+    if let Some((_, _, est_url, pin)) = est_owner {
         // draft-ietf-anima-brski-cloud §3.2: ask the MASA to pin the owner's EST trust anchor
         // and to name its EST server (RFC 8366bis est-domain).
         rvr.pinned_domain_cert = Some(voucher::b64(pin));
@@ -607,7 +671,7 @@ async fn handle_requestvoucher(
             "voucher nonce does not match the request".into(),
         ));
     }
-    if let Some((owner, est_url, pin)) = est_owner {
+    if let Some((maker, owner, est_url, pin)) = est_owner {
         // The pledge goes on to est-domain and trusts only pinned-domain-cert there.
         if voucher.est_domain.as_deref() != Some(est_url.as_str()) {
             return Err(BrskiError::BadVoucher(
@@ -620,6 +684,7 @@ async fn handle_requestvoucher(
             ));
         }
         info!(
+            manufacturer = %maker,
             serial = %serial.escape_debug(),
             owner = %owner.name,
             path = "est",
@@ -855,6 +920,8 @@ masa_url = "http://masa.example"
         ] {
             assert!(problems.contains(needle), "{needle} in {problems}");
         }
+        // A plain registrar may leave its manufacturers unnamed.
+        assert!(!problems.contains(".name"), "{problems}");
         let none: BrskiConfig =
             toml::from_str("registrar_cert_file = \"a\"\nregistrar_key_file = \"b\"\n")
                 .expect("parses");
@@ -887,9 +954,15 @@ masa_url = "http://masa.example"
             BrskiError::BadVoucher(String::new()).status(),
             StatusCode::BAD_GATEWAY
         );
-        let unknown = BrskiError::UnknownOwner("SN-9".into());
+        let unknown = BrskiError::UnknownOwner {
+            manufacturer: ManufacturerName::parse("acme-devices").expect("name"),
+            serial: "SN-9".into(),
+        };
         assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-        assert_eq!(unknown.to_string(), "no owner is known for serial \"SN-9\"");
+        assert_eq!(
+            unknown.to_string(),
+            "no owner is known for serial \"SN-9\" of manufacturer \"acme-devices\""
+        );
         assert_eq!(failure_label(&unknown), "unknown");
         assert_eq!(
             failure_label(&BrskiError::Forbidden(String::new())),
@@ -934,6 +1007,7 @@ masa_url = "http://masa.example"
 registrar_cert_file = "/nonexistent/cloud-registrar.pem"
 registrar_key_file = "/nonexistent/cloud-registrar.key"
 [[manufacturers]]
+name = "acme-devices"
 idevid_ca_file = "/nonexistent/m.pem"
 masa_ca_file = "/nonexistent/masa.pem"
 [cloud]
@@ -956,9 +1030,128 @@ est_url = "http://est.globex.example/.well-known/est"
             assert!(problems.contains(needle), "{needle} in {problems}");
         }
         assert!(!problems.contains("owners[0]"), "{problems}");
+        assert!(
+            !problems.contains("brski.manufacturers[0].name"),
+            "{problems}"
+        );
         assert!(toml::from_str::<BrskiConfig>(
             "registrar_cert_file = \"a\"\nregistrar_key_file = \"b\"\n[cloud]\nowner = []\n"
         )
         .is_err());
+    }
+
+    /// Issue 12: serials are unique only within a manufacturer, so with `[brski.cloud]` every
+    /// manufacturer is named and every owner's `serials` say whose they are.
+    #[test]
+    fn a_cloud_registrar_names_its_manufacturers_and_qualifies_owner_serials() {
+        let cfg: BrskiConfig = toml::from_str(
+            r#"
+registrar_cert_file = "/nonexistent/cloud-registrar.pem"
+registrar_key_file = "/nonexistent/cloud-registrar.key"
+[[manufacturers]]
+name = "acme-devices"
+idevid_ca_file = "/nonexistent/a.pem"
+masa_ca_file = "/nonexistent/masa.pem"
+[[manufacturers]]
+name = "globex-devices"
+idevid_ca_file = "/nonexistent/b.pem"
+masa_ca_file = "/nonexistent/masa.pem"
+[[manufacturers]]
+name = "acme-devices"
+idevid_ca_file = "/nonexistent/c.pem"
+masa_ca_file = "/nonexistent/masa.pem"
+[[manufacturers]]
+idevid_ca_file = "/nonexistent/d.pem"
+masa_ca_file = "/nonexistent/masa.pem"
+[[manufacturers]]
+name = "bad name"
+idevid_ca_file = "/nonexistent/e.pem"
+masa_ca_file = "/nonexistent/masa.pem"
+[cloud]
+[[cloud.owners]]
+name = "initech"
+manufacturer = "acme-devices"
+serials = ["AD-0001"]
+redirect_url = "https://registrar.initech.example/.well-known/brski"
+[[cloud.owners]]
+name = "hooli"
+manufacturer = "globex-devices"
+serials = ["AD-0001"]
+redirect_url = "https://registrar.hooli.example/.well-known/brski"
+[[cloud.owners]]
+name = "umbrella"
+manufacturer = "acme-devices"
+serials = ["AD-0001"]
+redirect_url = "https://registrar.umbrella.example/.well-known/brski"
+[[cloud.owners]]
+name = "globex"
+serials = ["AD-0002"]
+redirect_url = "https://registrar.globex.example/.well-known/brski"
+[[cloud.owners]]
+name = "wayne"
+manufacturer = "wayne-devices"
+serials = ["AD-0003"]
+redirect_url = "https://registrar.wayne.example/.well-known/brski"
+[[cloud.owners]]
+name = "stark"
+manufacturer = "acme-devices"
+redirect_url = "https://registrar.stark.example/.well-known/brski"
+[[cloud.owners]]
+name = "redis-only"
+redirect_url = "https://registrar.redis-only.example/.well-known/brski"
+"#,
+        )
+        .expect("parses");
+        let problems: Vec<String> = cfg
+            .validate()
+            .into_iter()
+            // The files do not exist; everything else is in question here.
+            .filter(|p| !p.ends_with("is not a readable file"))
+            .collect();
+        let all = problems.join("\n");
+        for needle in [
+            "brski.manufacturers[2].name: \"acme-devices\" is already the name of brski.manufacturers[0]",
+            "brski.manufacturers[3].name: required with [brski.cloud]",
+            "brski.manufacturers[4].name: \"bad name\" is not 1 to 64 of A-Z a-z 0-9 - _",
+            // The same serial under the same manufacturer for two owners.
+            "brski.cloud.owners[2].serials[0]: \"AD-0001\" is also listed under brski.cloud.owners[0] (\"initech\") for manufacturer \"acme-devices\"",
+            "brski.cloud.owners[3].manufacturer: required with serials when several [[brski.manufacturers]] are configured",
+            "brski.cloud.owners[4].manufacturer: \"wayne-devices\" is the name of no [[brski.manufacturers]] entry",
+            "brski.cloud.owners[5].manufacturer: only qualifies serials",
+        ] {
+            assert!(all.contains(needle), "{needle:?} not in:\n{all}");
+        }
+        // The same serial under another manufacturer (owners[1]) is another pledge; an owner
+        // served from Redis only (owners[6]) needs no manufacturer.
+        assert_eq!(problems.len(), 7, "{all}");
+
+        // With one manufacturer, owners' serials are its serials; its name is still required.
+        let one = |name: &str| -> Vec<String> {
+            let cfg: BrskiConfig = toml::from_str(&format!(
+                r#"
+registrar_cert_file = "/nonexistent/cloud-registrar.pem"
+registrar_key_file = "/nonexistent/cloud-registrar.key"
+[[manufacturers]]
+{name}
+idevid_ca_file = "/nonexistent/a.pem"
+masa_ca_file = "/nonexistent/masa.pem"
+[cloud]
+[[cloud.owners]]
+name = "initech"
+serials = ["AD-0001"]
+redirect_url = "https://registrar.initech.example/.well-known/brski"
+"#
+            ))
+            .expect("parses");
+            cfg.validate()
+                .into_iter()
+                .filter(|p| !p.ends_with("is not a readable file"))
+                .collect()
+        };
+        assert_eq!(one("name = \"acme-devices\""), Vec::<String>::new());
+        assert_eq!(
+            one(""),
+            ["brski.manufacturers[0].name: required with [brski.cloud] (owners are found by manufacturer and serial)"]
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! pledge reaches when it finds no registrar on its own network.
 //!
 //! With `[brski.cloud]` the registrar of [`crate::brski`] still checks the pledge's voucher
-//! request exactly as an RFC 8995 registrar does, then looks up the pledge's owner by the
-//! IDevID serialNumber and answers one of (§3.2):
+//! request exactly as an RFC 8995 registrar does, finds the `[[brski.manufacturers]]` entry whose
+//! IDevID CA issued the pledge's certificate, then looks up the pledge's owner by (that
+//! manufacturer's `name`, the IDevID serialNumber) and answers one of (§3.2):
 //! - (a) **redirect**: `307 Temporary Redirect` with `Location: <redirect_url>/requestvoucher`;
 //!   the pledge starts BRSKI again at its owner's registrar. No MASA is asked.
 //! - (b) **EST**: a registrar voucher request that also carries `pinned-domain-cert` (the owner's
@@ -13,9 +14,14 @@
 //! - an unknown pledge gets `404`.
 //!
 //! ```toml
+//! [[brski.manufacturers]]
+//! name = "acme-devices"            # required with [brski.cloud]
+//! idevid_ca_file = "acme-devices-idevid-ca.pem"
+//! masa_ca_file = "acme-devices-masa-ca.pem"
 //! [brski.cloud]
 //! [[brski.cloud.owners]]
 //! name = "acme"
+//! manufacturer = "acme-devices"    # whose serials these are; optional with one manufacturer
 //! serials = ["SN-1", "SN-2"]
 //! redirect_url = "https://registrar.acme.example:8443/.well-known/brski"
 //! [[brski.cloud.owners]]
@@ -25,12 +31,17 @@
 //! ```
 //!
 //! # Owner lookup
-//! The fleet-sized map lives in Redis: the string key `<redis.key_prefix>:brski:owner:<serial>`
-//! holds the owner's `name` (the serial is the IDevID subject serialNumber, exactly, case
-//! included), e.g. `redis-cli SET estuary:brski:owner:SN-1 acme`. Redis is asked first; without
-//! a key there, the owners' `serials` lists decide. A Redis value that names no configured owner
-//! is logged as a warning and the pledge is treated as unknown (it does not fall back to the
-//! `serials` lists). Redis unreachable: 503 with `Retry-After`.
+//! Serials are unique only within a manufacturer, so the owner is found by (manufacturer,
+//! serial): manufacturer B's `SN-1` is not manufacturer A's. The fleet-sized map lives in Redis:
+//! the string key `<redis.key_prefix>:brski:owner:<manufacturer>:<serial>` holds the owner's
+//! `name` (`<manufacturer>` is the `[[brski.manufacturers]]` `name`, which holds no `:`; the
+//! serial is the IDevID subject serialNumber, exactly, case included), e.g.
+//! `redis-cli SET estuary:brski:owner:acme-devices:SN-1 acme`. Redis is asked first; without a
+//! key there, the owners' `serials` lists decide. An owner's `serials` belong to its
+//! `manufacturer`, which may be left out when there is exactly one `[[brski.manufacturers]]`.
+//! A Redis value that names no configured owner is logged as a warning and the pledge is
+//! treated as unknown (it does not fall back to the `serials` lists). Redis unreachable: 503
+//! with `Retry-After`.
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -38,6 +49,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, Uri};
+use estuary_proto::identity::ManufacturerName;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use tracing::warn;
@@ -59,7 +71,12 @@ pub struct CloudConfig {
 pub struct OwnerConfig {
     /// 1..=64 characters of `A-Za-z0-9-_`; unique. The value stored in Redis.
     pub name: String,
-    /// Serials (IDevID serialNumber) of this owner's pledges, besides those in Redis.
+    /// The `[[brski.manufacturers]]` `name` whose IDevIDs carry `serials`; may be left out when
+    /// exactly one manufacturer is configured.
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    /// Serials (IDevID serialNumber) of this owner's pledges from `manufacturer`, besides those
+    /// in Redis.
     #[serde(default)]
     pub serials: Vec<String>,
     /// Path (a): the owner registrar's BRSKI base URL (`https://…/.well-known/brski`).
@@ -176,23 +193,63 @@ pub fn requestvoucher_location(redirect_url: &HttpsUrl) -> String {
     )
 }
 
-/// The Redis key holding the owner name of `serial`.
-pub fn owner_key(prefix: &str, serial: &str) -> String {
-    format!("{prefix}:brski:owner:{serial}")
+/// The Redis key holding the owner name of `manufacturer`'s pledge `serial`. A manufacturer
+/// name holds no `:`, so no two (manufacturer, serial) pairs share a key.
+pub fn owner_key(prefix: &str, manufacturer: &ManufacturerName, serial: &str) -> String {
+    format!("{prefix}:brski:owner:{manufacturer}:{serial}")
+}
+
+/// The manufacturer whose IDevIDs carry `owner.serials`: its `manufacturer`, else the only
+/// `[[brski.manufacturers]]` entry. `manufacturers` are those entries' names in order (`None`
+/// where the name is missing, which the `[brski]` checks report). `Ok(None)`: the owner lists
+/// no serials, or the only entry has no name.
+fn serials_manufacturer(
+    owner: &OwnerConfig,
+    manufacturers: &[Option<&str>],
+) -> Result<Option<ManufacturerName>, String> {
+    match &owner.manufacturer {
+        Some(n) => {
+            let name = ManufacturerName::parse(n)
+                .ok_or_else(|| format!("{n:?} is not 1 to 64 of A-Z a-z 0-9 - _"))?;
+            if !manufacturers.contains(&Some(n.as_str())) {
+                return Err(format!(
+                    "{n:?} is the name of no [[brski.manufacturers]] entry"
+                ));
+            }
+            if owner.serials.is_empty() {
+                return Err(
+                    "only qualifies serials; remove it or list serials (Redis keys name their own manufacturer)"
+                        .into(),
+                );
+            }
+            Ok(Some(name))
+        }
+        None if owner.serials.is_empty() => Ok(None),
+        None => match manufacturers {
+            [only] => Ok(only.and_then(ManufacturerName::parse)),
+            [] => Ok(None),
+            _ => Err(
+                "required with serials when several [[brski.manufacturers]] are configured: name the one whose IDevIDs carry these serials"
+                    .into(),
+            ),
+        },
+    }
 }
 
 /// Longest serial accepted in `serials` (X.520 serialNumber upper bound).
 const MAX_SERIAL_LEN: usize = 64;
 
 impl CloudConfig {
-    /// Problems with `[brski.cloud]`, one per line, each naming its field.
-    pub fn validate(&self) -> Vec<String> {
+    /// Problems with `[brski.cloud]`, one per line, each naming its field. `manufacturers` are
+    /// the names of the `[[brski.manufacturers]]` entries in order (`None` where missing).
+    pub fn validate(&self, manufacturers: &[Option<&str>]) -> Vec<String> {
         let mut p = Vec::new();
         if self.owners.is_empty() {
             p.push("brski.cloud.owners: give at least one owner".into());
         }
         let mut names: HashMap<&str, usize> = HashMap::new();
-        let mut serials: HashMap<&str, usize> = HashMap::new();
+        // The same serial under two manufacturers is two pledges; under one, a conflict.
+        let mut serials: HashMap<(Option<ManufacturerName>, &str), usize> = HashMap::new();
         for (i, o) in self.owners.iter().enumerate() {
             let at = format!("brski.cloud.owners[{i}]");
             match o.name.parse::<OwnerName>() {
@@ -207,6 +264,13 @@ impl CloudConfig {
                     }
                 }
             }
+            let manufacturer = serials_manufacturer(o, manufacturers).unwrap_or_else(|e| {
+                p.push(format!("{at}.manufacturer: {e}"));
+                None
+            });
+            let of = manufacturer.as_ref().map_or(String::new(), |m| {
+                format!(" for manufacturer {:?}", m.as_str())
+            });
             for (j, s) in o.serials.iter().enumerate() {
                 if s.is_empty() || s.len() > MAX_SERIAL_LEN || s.chars().any(char::is_control) {
                     p.push(format!(
@@ -214,14 +278,14 @@ impl CloudConfig {
                     ));
                     continue;
                 }
-                match serials.get(s.as_str()) {
+                match serials.get(&(manufacturer.clone(), s.as_str())) {
                     Some(&other) if other != i => p.push(format!(
-                        "{at}.serials[{j}]: {s:?} is also listed under brski.cloud.owners[{other}] ({:?})",
+                        "{at}.serials[{j}]: {s:?} is also listed under brski.cloud.owners[{other}] ({:?}){of}",
                         self.owners.get(other).map_or("", |x| x.name.as_str())
                     )),
                     Some(_) => {}
                     None => {
-                        serials.insert(s.as_str(), i);
+                        serials.insert((manufacturer.clone(), s.as_str()), i);
                     }
                 }
             }
@@ -307,17 +371,18 @@ pub struct Owner {
     pub path: OwnerPath,
 }
 
-/// The configured owners, by name and by listed serial.
+/// The configured owners, by name and by listed (manufacturer, serial).
 #[derive(Debug)]
 pub struct Owners {
     list: Vec<Owner>,
     by_name: HashMap<String, usize>,
-    by_serial: HashMap<String, usize>,
+    by_serial: HashMap<ManufacturerName, HashMap<String, usize>>,
 }
 
 impl Owners {
-    /// Builds from a validated section (reads the pinned certificates).
-    pub fn from_config(cfg: &CloudConfig) -> anyhow::Result<Self> {
+    /// Builds from a validated section (reads the pinned certificates); `manufacturers` as for
+    /// [`CloudConfig::validate`].
+    pub fn from_config(cfg: &CloudConfig, manufacturers: &[Option<&str>]) -> anyhow::Result<Self> {
         let mut o = Owners {
             list: Vec::new(),
             by_name: HashMap::new(),
@@ -353,10 +418,21 @@ impl Owners {
             if o.by_name.insert(name.as_str().to_string(), idx).is_some() {
                 anyhow::bail!("{at}.name: {name:?} is used twice");
             }
-            for s in &c.serials {
-                if let Some(prev) = o.by_serial.insert(s.clone(), idx) {
-                    if prev != idx {
-                        anyhow::bail!("{at}.serials: {s:?} is listed under two owners");
+            if !c.serials.is_empty() {
+                let m = serials_manufacturer(c, manufacturers)
+                    .map_err(|e| anyhow::anyhow!("{at}.manufacturer: {e}"))?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{at}.manufacturer: no named manufacturer for serials")
+                    })?;
+                let of_m = o.by_serial.entry(m.clone()).or_default();
+                for s in &c.serials {
+                    if let Some(prev) = of_m.insert(s.clone(), idx) {
+                        if prev != idx {
+                            anyhow::bail!(
+                                "{at}.serials: {s:?} of manufacturer {:?} is listed under two owners",
+                                m.as_str()
+                            );
+                        }
                     }
                 }
             }
@@ -365,9 +441,14 @@ impl Owners {
         Ok(o)
     }
 
-    /// The owner of `serial`, given what Redis holds for it (`stored`): Redis decides when it
-    /// has a value, else the `serials` lists.
-    pub fn resolve(&self, serial: &str, stored: Option<&[u8]>) -> Option<&Owner> {
+    /// The owner of `manufacturer`'s pledge `serial`, given what Redis holds for the pair
+    /// (`stored`): Redis decides when it has a value, else the `serials` lists.
+    pub fn resolve(
+        &self,
+        manufacturer: &ManufacturerName,
+        serial: &str,
+        stored: Option<&[u8]>,
+    ) -> Option<&Owner> {
         match stored {
             Some(raw) => {
                 let found = std::str::from_utf8(raw)
@@ -376,6 +457,7 @@ impl Owners {
                     .and_then(|&i| self.list.get(i));
                 if found.is_none() {
                     warn!(
+                        manufacturer = %manufacturer,
                         serial = %serial.escape_debug(),
                         owner = %String::from_utf8_lossy(raw).escape_debug(),
                         "the owner stored in Redis for this serial is not configured in [[brski.cloud.owners]]; treating the pledge as unknown"
@@ -383,7 +465,11 @@ impl Owners {
                 }
                 found
             }
-            None => self.by_serial.get(serial).and_then(|&i| self.list.get(i)),
+            None => self
+                .by_serial
+                .get(manufacturer)
+                .and_then(|of_m| of_m.get(serial))
+                .and_then(|&i| self.list.get(i)),
         }
     }
 }
@@ -397,9 +483,15 @@ pub struct Cloud {
 
 impl Cloud {
     /// Reads the pinned certificates and prepares a lazy Redis connection (never fails because
-    /// Redis is down). Must run inside a Tokio runtime.
-    pub fn new(cfg: &CloudConfig, redis_url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let owners = Owners::from_config(cfg)?;
+    /// Redis is down); `manufacturers` as for [`CloudConfig::validate`]. Must run inside a
+    /// Tokio runtime.
+    pub fn new(
+        cfg: &CloudConfig,
+        manufacturers: &[Option<&str>],
+        redis_url: &str,
+        prefix: &str,
+    ) -> anyhow::Result<Self> {
+        let owners = Owners::from_config(cfg, manufacturers)?;
         let client =
             redis::Client::open(redis_url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
         let rc = ConnectionManagerConfig::new()
@@ -416,15 +508,20 @@ impl Cloud {
         })
     }
 
-    /// The owner of `serial` (Redis first, then the configured `serials`); `None` = unknown.
-    pub async fn owner_of(&self, serial: &str) -> Result<Option<&Owner>, BrskiError> {
+    /// The owner of `manufacturer`'s pledge `serial` (Redis first, then the configured
+    /// `serials`); `None` = unknown.
+    pub async fn owner_of(
+        &self,
+        manufacturer: &ManufacturerName,
+        serial: &str,
+    ) -> Result<Option<&Owner>, BrskiError> {
         let mut conn = self.redis.clone();
         let stored: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(owner_key(&self.prefix, serial))
+            .arg(owner_key(&self.prefix, manufacturer, serial))
             .query_async(&mut conn)
             .await
             .map_err(|e| BrskiError::Store(e.to_string()))?;
-        Ok(self.owners.resolve(serial, stored.as_deref()))
+        Ok(self.owners.resolve(manufacturer, serial, stored.as_deref()))
     }
 }
 
@@ -435,6 +532,13 @@ mod tests {
     fn parse(text: &str) -> CloudConfig {
         toml::from_str(text).expect("parses")
     }
+
+    fn maker(name: &str) -> ManufacturerName {
+        ManufacturerName::parse(name).expect("manufacturer name")
+    }
+
+    /// One configured manufacturer, `m`.
+    const ONE: &[Option<&str>] = &[Some("m")];
 
     fn self_signed_pem() -> String {
         let key = rcgen::KeyPair::generate().expect("key");
@@ -492,7 +596,12 @@ mod tests {
             "https://registrar.acme.example:8443/.well-known/brski/requestvoucher"
         );
         assert_eq!(loc("https://r.example"), "https://r.example/requestvoucher");
-        assert_eq!(owner_key("estuary", "SN-1"), "estuary:brski:owner:SN-1");
+        assert_eq!(
+            owner_key("estuary", &maker("acme-devices"), "SN-1"),
+            "estuary:brski:owner:acme-devices:SN-1"
+        );
+        // A manufacturer name holds no `:`, so (manufacturer, serial) -> key is one-to-one.
+        assert!(ManufacturerName::parse("acme:SN").is_none());
     }
 
     #[test]
@@ -523,7 +632,7 @@ est_url = "https://est.umbrella.example/"
 pinned_domain_cert_file = "/nonexistent/umbrella.pem"
 "#,
         );
-        let problems = cfg.validate();
+        let problems = cfg.validate(ONE);
         let all = problems.join("\n");
         for needle in [
             "brski.cloud.owners[0].redirect_url: \"http://registrar.acme.example/.well-known/brski\" is not an https URL",
@@ -543,7 +652,7 @@ pinned_domain_cert_file = "/nonexistent/umbrella.pem"
         assert_eq!(problems.len(), 11, "{all}");
 
         assert!(parse("owners = []")
-            .validate()
+            .validate(ONE)
             .iter()
             .any(|p| p.contains("at least one owner")));
         assert!(toml::from_str::<CloudConfig>("[[owners]]\nname = \"a\"\nbogus = 1\n").is_err());
@@ -562,7 +671,7 @@ pinned_domain_cert_file = "/nonexistent/umbrella.pem"
             good.display().to_string(),
             empty.display().to_string()
         ));
-        let problems = cfg.validate();
+        let problems = cfg.validate(ONE);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("brski.cloud.owners[1].pinned_domain_cert_file: ")
@@ -590,39 +699,43 @@ pinned_domain_cert_file = {:?}
 "#,
             pem.display().to_string()
         ));
-        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
-        let owners = Owners::from_config(&cfg).expect("owners");
+        assert!(cfg.validate(ONE).is_empty(), "{:?}", cfg.validate(ONE));
+        let owners = Owners::from_config(&cfg, ONE).expect("owners");
+        let m = maker("m");
         let name = |o: Option<&Owner>| o.map(|o| o.name.as_str().to_string());
-        assert_eq!(name(owners.resolve("SN-1", None)).as_deref(), Some("acme"));
         assert_eq!(
-            name(owners.resolve("SN-2", None)).as_deref(),
+            name(owners.resolve(&m, "SN-1", None)).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            name(owners.resolve(&m, "SN-2", None)).as_deref(),
             Some("globex")
         );
         assert_eq!(
-            name(owners.resolve("sn-1", None)),
+            name(owners.resolve(&m, "sn-1", None)),
             None,
             "serials are exact"
         );
-        assert_eq!(name(owners.resolve("SN-9", None)), None);
+        assert_eq!(name(owners.resolve(&m, "SN-9", None)), None);
         // Redis overrides the lists, and an unconfigured owner there means unknown.
         assert_eq!(
-            name(owners.resolve("SN-1", Some(b"globex"))).as_deref(),
+            name(owners.resolve(&m, "SN-1", Some(b"globex"))).as_deref(),
             Some("globex")
         );
         assert_eq!(
-            name(owners.resolve("SN-9", Some(b"acme"))).as_deref(),
+            name(owners.resolve(&m, "SN-9", Some(b"acme"))).as_deref(),
             Some("acme")
         );
-        assert_eq!(name(owners.resolve("SN-1", Some(b"initech"))), None);
-        assert_eq!(name(owners.resolve("SN-1", Some(b"\xff"))), None);
-        match owners.resolve("SN-1", None).map(|o| &o.path) {
+        assert_eq!(name(owners.resolve(&m, "SN-1", Some(b"initech"))), None);
+        assert_eq!(name(owners.resolve(&m, "SN-1", Some(b"\xff"))), None);
+        match owners.resolve(&m, "SN-1", None).map(|o| &o.path) {
             Some(OwnerPath::Redirect { location }) => assert_eq!(
                 location.to_str().ok(),
                 Some("https://registrar.acme.example:8443/.well-known/brski/requestvoucher")
             ),
             other => panic!("{other:?}"),
         }
-        match owners.resolve("SN-2", None).map(|o| &o.path) {
+        match owners.resolve(&m, "SN-2", None).map(|o| &o.path) {
             Some(OwnerPath::Est {
                 est_url,
                 pinned_cert,
@@ -635,6 +748,78 @@ pinned_domain_cert_file = {:?}
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Issue 12: manufacturer B's pledge whose serial equals one of manufacturer A's gets B's
+    /// owner, or none — never A's — from the `serials` lists and from Redis alike.
+    #[test]
+    fn the_same_serial_from_two_manufacturers_has_two_owners() {
+        let two: &[Option<&str>] = &[Some("mfr-a"), Some("mfr-b")];
+        let cfg = parse(
+            r#"
+[[owners]]
+name = "initech"
+manufacturer = "mfr-a"
+serials = ["AD-0001", "AD-0002"]
+redirect_url = "https://registrar.initech.example/.well-known/brski"
+[[owners]]
+name = "hooli"
+manufacturer = "mfr-b"
+serials = ["AD-0001"]
+redirect_url = "https://registrar.hooli.example/.well-known/brski"
+[[owners]]
+name = "globex"
+redirect_url = "https://registrar.globex.example/.well-known/brski"
+"#,
+        );
+        assert!(cfg.validate(two).is_empty(), "{:?}", cfg.validate(two));
+        let owners = Owners::from_config(&cfg, two).expect("owners");
+        let (a, b) = (maker("mfr-a"), maker("mfr-b"));
+        // What an operator stored with redis-cli SET, keyed as Cloud::owner_of reads it.
+        let redis: HashMap<String, &[u8]> = [
+            (owner_key("estuary", &a, "AD-0003"), &b"globex"[..]),
+            (owner_key("estuary", &b, "AD-0004"), &b"globex"[..]),
+            (owner_key("estuary", &a, "AD-0004"), &b"initech"[..]),
+        ]
+        .into_iter()
+        .collect();
+        let owner = |m: &ManufacturerName, serial: &str| {
+            let stored = redis.get(&owner_key("estuary", m, serial)).copied();
+            owners
+                .resolve(m, serial, stored)
+                .map(|o| o.name.as_str().to_string())
+        };
+        // The `serials` lists.
+        assert_eq!(owner(&a, "AD-0001").as_deref(), Some("initech"));
+        assert_eq!(owner(&b, "AD-0001").as_deref(), Some("hooli"));
+        assert_eq!(owner(&a, "AD-0002").as_deref(), Some("initech"));
+        assert_eq!(owner(&b, "AD-0002"), None, "A's serial is not B's");
+        // Redis.
+        assert_eq!(owner(&a, "AD-0003").as_deref(), Some("globex"));
+        assert_eq!(owner(&b, "AD-0003"), None, "A's Redis entry is not B's");
+        assert_eq!(owner(&a, "AD-0004").as_deref(), Some("initech"));
+        assert_eq!(owner(&b, "AD-0004").as_deref(), Some("globex"));
+        // A manufacturer the lists do not mention.
+        assert_eq!(owner(&maker("mfr-c"), "AD-0001"), None);
+
+        // Without `manufacturer`, serials are ambiguous among several manufacturers.
+        let bare = parse(
+            r#"
+[[owners]]
+name = "initech"
+serials = ["AD-0001"]
+redirect_url = "https://registrar.initech.example/.well-known/brski"
+"#,
+        );
+        assert_eq!(
+            bare.validate(two),
+            ["brski.cloud.owners[0].manufacturer: required with serials when several [[brski.manufacturers]] are configured: name the one whose IDevIDs carry these serials"]
+        );
+        assert!(Owners::from_config(&bare, two).is_err());
+        // With exactly one, they are that one's.
+        let owners = Owners::from_config(&bare, &[Some("mfr-a")]).expect("owners");
+        assert!(owners.resolve(&a, "AD-0001", None).is_some());
+        assert!(owners.resolve(&b, "AD-0001", None).is_none());
     }
 
     /// `ESTUARY_BRSKI__CLOUD` takes a TOML inline table (config.rs reads override values as TOML).
@@ -672,6 +857,7 @@ url = "redis://127.0.0.1:6379/"
 registrar_cert_file = {}
 registrar_key_file = {}
 [[brski.manufacturers]]
+name = "m"
 idevid_ca_file = {}
 masa_ca_file = {}
 "#,

@@ -816,6 +816,7 @@ secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
 registrar_cert_file = {f}
 registrar_key_file = {f}
 [[brski.manufacturers]]
+name = "acme-devices"
 idevid_ca_file = {f}
 masa_ca_file = {f}
 [brski.cloud]

@@ -254,6 +254,7 @@ url = "redis://127.0.0.1:1/"
 registrar_cert_file = {f}
 registrar_key_file = {f}
 [[brski.manufacturers]]
+name = "acme-devices"
 idevid_ca_file = {f}
 masa_ca_file = {f}
 [brski.cloud]
