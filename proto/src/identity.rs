@@ -562,14 +562,20 @@ mod tests {
             authenticate(&p, &idevid, &[], Need::Any),
             Err(IdentityError::UnknownIssuer)
         );
-        assert!(authenticate(&p, &idevid, &[sub.der.clone()], Need::Any).is_ok());
+        assert!(authenticate(&p, &idevid, std::slice::from_ref(&sub.der), Need::Any).is_ok());
         let ldevid = leaf(&acme_int, None, &["s-1.iot.example.test"]);
-        assert!(authenticate(&p, &ldevid, &[acme_int.der.clone()], Need::LDevId).is_ok());
+        assert!(authenticate(
+            &p,
+            &ldevid,
+            std::slice::from_ref(&acme_int.der),
+            Need::LDevId
+        )
+        .is_ok());
         // An LDevID (not a CA) cannot vouch for another certificate.
         let holder = ca_with("holder", Some(&acme_root), false);
         let forged = leaf(&holder, None, &["victim.iot.example.test"]);
         assert_eq!(
-            authenticate(&p, &forged, &[holder.der.clone()], Need::LDevId),
+            authenticate(&p, &forged, std::slice::from_ref(&holder.der), Need::LDevId),
             Err(IdentityError::UnknownIssuer)
         );
         // The intermediate configured directly works without a chain (leaf-only clients).
