@@ -106,6 +106,30 @@ impl Ca {
         Ok(params.signed_by(&key, &self.issuer)?.der().to_vec())
     }
 
+    /// A client certificate with subject serialNumber `serial` (if any) and these dNSNames,
+    /// clientAuth: e.g. what a manufacturer CA could issue to impersonate an LDevID.
+    pub fn issue_client(
+        &self,
+        dir: &Path,
+        stem: &str,
+        serial: Option<&str>,
+        dns_names: &[&str],
+    ) -> anyhow::Result<Issued> {
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(dns_names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        if let Some(serial) = serial {
+            params.distinguished_name.push(
+                DnType::CustomDnType(vec![2, 5, 4, 5]),
+                DnValue::PrintableString(serial.try_into().context("serial must be printable")?),
+            );
+        }
+        params.distinguished_name.push(DnType::CommonName, stem);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        write_pair(dir, stem, &cert.pem(), &key.serialize_pem())
+    }
+
     /// An IDevID for device `serial`: subject `serialNumber=<serial>, CN=<cn>`, clientAuth.
     pub fn issue_idevid(&self, dir: &Path, stem: &str, serial: &str) -> anyhow::Result<Issued> {
         self.issue_idevid_with_masa(dir, stem, serial, None)
