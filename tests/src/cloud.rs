@@ -4,7 +4,9 @@
 //! of its own), its own Redis and its own Envoy (filter role `cloud-registrar`), and a TLS
 //! certificate from its own "cloud" CA — the implicit trust anchor pledges are built with. It
 //! signs registrar voucher requests with that certificate; the dev stack's test MASA is told to
-//! trust it to name a pinned domain and an `est-domain`.
+//! trust it to name a pinned domain and an `est-domain`. It serves the dev stack's manufacturers:
+//! [`DEV_MANUFACTURER`], and [`SECOND_MANUFACTURER`] when the dev stack has one; owners are
+//! found by (manufacturer, serial).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,6 +21,14 @@ use crate::util::find_program;
 
 /// The Redis key prefix of the cloud deployment.
 pub const CLOUD_PREFIX: &str = "estuary-cloud";
+
+/// The cloud registrar's `[[brski.manufacturers]]` name for the dev manufacturer CA (the name
+/// the dev stack gives it too).
+pub const DEV_MANUFACTURER: &str = "estuary-dev";
+
+/// Its name for the dev stack's second manufacturer CA
+/// ([`crate::dev_stack::DevStackOptions::second_manufacturer`]), served when there is one.
+pub const SECOND_MANUFACTURER: &str = "mfr-b";
 
 /// What the cloud registrar does for an owner's pledges.
 #[derive(Clone, Debug)]
@@ -39,6 +49,9 @@ pub enum OwnerPath {
 pub struct Owner {
     /// Its name.
     pub name: String,
+    /// Whose IDevIDs carry `serials`; `None`: the only manufacturer (required when the cloud
+    /// registrar serves two).
+    pub manufacturer: Option<String>,
     /// Serials listed in the configuration (more can be assigned in Redis).
     pub serials: Vec<String>,
     /// Redirect or EST.
@@ -77,8 +90,11 @@ fn owners_toml(owners: &[Owner]) -> String {
                     toml_str(&pinned.display().to_string())
                 ),
             };
+            let manufacturer = o.manufacturer.as_ref().map_or(String::new(), |m| {
+                format!("manufacturer = {}, ", toml_str(m))
+            });
             format!(
-                "{{ name = {}, serials = [{}], {path} }}",
+                "{{ name = {}, {manufacturer}serials = [{}], {path} }}",
                 toml_str(&o.name),
                 serials.join(", ")
             )
@@ -88,8 +104,8 @@ fn owners_toml(owners: &[Owner]) -> String {
 }
 
 impl CloudRegistrar {
-    /// Starts the cloud deployment for `local`'s manufacturer (its MASA must be running:
-    /// `DevStackOptions { brski: true, .. }`). Files go to `dir`.
+    /// Starts the cloud deployment for `local`'s manufacturers (its MASA must be running:
+    /// `DevStackOptions { brski: true, .. }`; it is the MASA of both). Files go to `dir`.
     pub fn start(
         local: &DevStack,
         owners: &[Owner],
@@ -108,6 +124,29 @@ impl CloudRegistrar {
             .context("telling the MASA about the cloud registrar")?;
         let redis = Redis::start().context("starting the cloud registrar's Redis")?;
         let q = |p: &Path| toml_str(&p.display().to_string());
+        let mut makers = vec![(DEV_MANUFACTURER, &local.pki.manufacturer.cert_path)];
+        if let Some(ca) = &local.second_manufacturer {
+            makers.push((SECOND_MANUFACTURER, &ca.cert_path));
+        }
+        let manufacturers: Vec<String> = makers
+            .iter()
+            .map(|(name, ca)| {
+                format!(
+                    "{{ name = {}, idevid_ca_file = {}, masa_ca_file = {}, masa_url = {} }}",
+                    toml_str(name),
+                    q(ca),
+                    q(&masa.anchor_pem),
+                    toml_str(&masa.url)
+                )
+            })
+            .collect();
+        // Only the manufacturers' pledges may talk to their cloud registrar.
+        let client_ca_bundle = dir.join("idevid-cas.pem");
+        let mut bundle = String::new();
+        for (_, ca) in &makers {
+            bundle.push_str(&std::fs::read_to_string(ca)?);
+        }
+        std::fs::write(&client_ca_bundle, bundle)?;
         let cp = CpOptions {
             extra_env: vec![
                 ("ESTUARY_REDIS__URL".to_string(), toml_str(&redis.url())),
@@ -122,12 +161,7 @@ impl CloudRegistrar {
                 ),
                 (
                     "ESTUARY_BRSKI__MANUFACTURERS".into(),
-                    format!(
-                        "[{{ idevid_ca_file = {}, masa_ca_file = {}, masa_url = {} }}]",
-                        q(&local.pki.manufacturer.cert_path),
-                        q(&masa.anchor_pem),
-                        toml_str(&masa.url)
-                    ),
+                    format!("[{}]", manufacturers.join(", ")),
                 ),
                 ("ESTUARY_BRSKI__CLOUD".into(), owners_toml(owners)),
             ],
@@ -140,8 +174,7 @@ impl CloudRegistrar {
         let envoy = Envoy::start(&EnvoySettings {
             server_cert: registrar.cert_path.clone(),
             server_key: registrar.key_path.clone(),
-            // Only the manufacturer's pledges may talk to its cloud registrar.
-            client_ca_bundle: local.pki.manufacturer.cert_path.clone(),
+            client_ca_bundle,
             filter_wasm: filter_wasm.to_path_buf(),
             filter_config: serde_json::json!({
                 "role": "cloud-registrar",
@@ -186,15 +219,15 @@ impl CloudRegistrar {
         &self.ca.cert_path
     }
 
-    /// Assigns `serial` to `owner` in Redis, as an operator would with
-    /// `redis-cli SET estuary-cloud:brski:owner:<serial> <owner>`.
-    pub fn assign(&self, serial: &str, owner: &str) -> anyhow::Result<()> {
+    /// Assigns `manufacturer`'s pledge `serial` to `owner` in Redis, as an operator would with
+    /// `redis-cli SET estuary-cloud:brski:owner:<manufacturer>:<serial> <owner>`.
+    pub fn assign(&self, manufacturer: &str, serial: &str, owner: &str) -> anyhow::Result<()> {
         let cli = find_program("redis-cli", "redis-tools")?;
         let out = Command::new(cli)
             .args(["-h", "127.0.0.1", "-p", &self.redis.addr.port().to_string()])
             .args([
                 "SET",
-                &format!("{CLOUD_PREFIX}:brski:owner:{serial}"),
+                &format!("{CLOUD_PREFIX}:brski:owner:{manufacturer}:{serial}"),
                 owner,
             ])
             .output()
@@ -296,11 +329,13 @@ mod tests {
         let t = owners_toml(&[
             Owner {
                 name: "a".into(),
+                manufacturer: Some("m".into()),
                 serials: vec!["SN-1".into(), "SN-2".into()],
                 path: OwnerPath::Redirect("https://r.example/.well-known/brski".into()),
             },
             Owner {
                 name: "b".into(),
+                manufacturer: None,
                 serials: vec![],
                 path: OwnerPath::Est {
                     url: "https://e.example/.well-known/est".into(),
@@ -310,7 +345,7 @@ mod tests {
         ]);
         assert_eq!(
             t,
-            r#"{ owners = [{ name = "a", serials = ["SN-1", "SN-2"], redirect_url = "https://r.example/.well-known/brski" }, { name = "b", serials = [], est_url = "https://e.example/.well-known/est", pinned_domain_cert_file = "/x/ca.pem" }] }"#
+            r#"{ owners = [{ name = "a", manufacturer = "m", serials = ["SN-1", "SN-2"], redirect_url = "https://r.example/.well-known/brski" }, { name = "b", serials = [], est_url = "https://e.example/.well-known/est", pinned_domain_cert_file = "/x/ca.pem" }] }"#
         );
     }
 }

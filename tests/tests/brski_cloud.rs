@@ -8,12 +8,16 @@
 //!   serials `CLOUD-*`.
 //!
 //! The pledge is `estuary-pledge cloud`, which knows only the cloud registrar's URL, its
-//! implicit trust anchor and the MASA's anchor.
+//! implicit trust anchor and the MASA's anchor. The cloud registrar finds owners by
+//! (manufacturer, serial): one test gives it a second manufacturer whose IDevIDs carry the
+//! same serials as the dev manufacturer's.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use estuary_tests::cloud::{CloudRegistrar, Owner, OwnerPath, Redirector};
-use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions};
+use estuary_tests::cloud::{
+    CloudRegistrar, Owner, OwnerPath, Redirector, DEV_MANUFACTURER, SECOND_MANUFACTURER,
+};
+use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions, SecondManufacturer};
 use estuary_tests::pki::{Ca, Issued};
 use estuary_tests::stack::{metric_value, DEV_PARENT};
 use estuary_tests::util::{free_port, TempDir};
@@ -25,9 +29,19 @@ struct Pair {
 
 /// The local RA, then the cloud registrar with `owners(&local)`.
 fn start(owners: impl FnOnce(&DevStack) -> Vec<Owner>) -> Pair {
+    start_with(None, owners)
+}
+
+/// As [`start`]; with `second`, the local RA has a second manufacturer (`mfr-b`, its own CA),
+/// which the cloud registrar serves too.
+fn start_with(
+    second: Option<SecondManufacturer>,
+    owners: impl FnOnce(&DevStack) -> Vec<Owner>,
+) -> Pair {
     let local = DevStack::start_built(&DevStackOptions {
         brski: true,
         idevid_serial_pattern: Some("CLOUD-*".into()),
+        second_manufacturer: second,
         ..DevStackOptions::default()
     })
     .expect("start the local RA");
@@ -127,12 +141,14 @@ fn a_pledge_that_knows_only_the_cloud_url_enrols_at_the_local_ra_on_both_paths()
         vec![
             Owner {
                 name: "owner-redirect".into(),
+                manufacturer: None,
                 // Listed in the configuration.
                 serials: vec!["CLOUD-R-1".into()],
                 path: OwnerPath::Redirect(local.brski_url()),
             },
             Owner {
                 name: "owner-est".into(),
+                manufacturer: None,
                 // Assigned in Redis below.
                 serials: vec![],
                 path: OwnerPath::Est {
@@ -143,7 +159,7 @@ fn a_pledge_that_knows_only_the_cloud_url_enrols_at_the_local_ra_on_both_paths()
         ]
     });
     pair.cloud
-        .assign("CLOUD-E-1", "owner-est")
+        .assign(DEV_MANUFACTURER, "CLOUD-E-1", "owner-est")
         .expect("assign in Redis");
     let tmp = TempDir::new("cloud-ok").expect("tmp");
 
@@ -249,6 +265,7 @@ fn the_pledge_refuses_what_it_cannot_authenticate() {
         vec![
             Owner {
                 name: "owner-wrong-pin".into(),
+                manufacturer: None,
                 serials: vec!["CLOUD-W-1".into()],
                 path: OwnerPath::Est {
                     url: local.est_url(),
@@ -257,6 +274,7 @@ fn the_pledge_refuses_what_it_cannot_authenticate() {
             },
             Owner {
                 name: "owner-est".into(),
+                manufacturer: None,
                 serials: vec!["OTHER-1".into()],
                 path: OwnerPath::Est {
                     url: local.est_url(),
@@ -265,16 +283,19 @@ fn the_pledge_refuses_what_it_cannot_authenticate() {
             },
             Owner {
                 name: "owner-rogue".into(),
+                manufacturer: None,
                 serials: vec!["CLOUD-X-1".into()],
                 path: OwnerPath::Redirect(format!("{rogue}/rogue/.well-known/brski")),
             },
             Owner {
                 name: "owner-var-downgrade".into(),
+                manufacturer: None,
                 serials: vec!["CLOUD-D-1".into()],
                 path: OwnerPath::Redirect(format!("{var}/downgrade/.well-known/brski")),
             },
             Owner {
                 name: "owner-var-loop".into(),
+                manufacturer: None,
                 serials: vec!["CLOUD-L-1".into()],
                 path: OwnerPath::Redirect(format!("{var}/loop/.well-known/brski")),
             },
@@ -406,6 +427,8 @@ fn the_pledge_refuses_what_it_cannot_authenticate() {
 
 struct Reply {
     status: u16,
+    /// `Location` of a redirect (not followed), else empty.
+    location: String,
     body: String,
 }
 
@@ -422,7 +445,7 @@ fn curl(
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--max-time", "30", "-X", method, "-o"])
         .arg(&out)
-        .args(["-w", "%{http_code}", "--cacert"])
+        .args(["-w", "%{http_code}\n%{redirect_url}", "--cacert"])
         .arg(pair.cloud.anchor_pem());
     if let Some(id) = id {
         cmd.arg("--cert")
@@ -445,11 +468,14 @@ fn curl(
         "curl: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    let said = String::from_utf8_lossy(&o.stdout);
+    let mut lines = said.lines();
     Reply {
-        status: String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .parse()
+        status: lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
             .unwrap_or(0),
+        location: lines.next().unwrap_or_default().trim().to_string(),
         body: std::fs::read_to_string(&out).unwrap_or_default(),
     }
 }
@@ -486,15 +512,33 @@ fn voucher_request(pair: &Pair, signer: &Issued, serial: &str) -> Vec<u8> {
 
 #[test]
 fn malformed_input_at_the_cloud_registrar_gets_4xx() {
-    let mut pair = start(|local| {
-        vec![Owner {
-            name: "owner-est".into(),
-            serials: vec!["CLOUD-M-1".into(), "CLOUD-M-2".into()],
-            path: OwnerPath::Est {
-                url: local.est_url(),
-                pinned: local.pki.server_ca.cert_path.clone(),
+    // A second manufacturer (B) whose IDevIDs carry the same serials as the dev manufacturer's
+    // (A), named apart at the local RA by its prefix.
+    let b = SecondManufacturer {
+        serial_pattern: None,
+        name_prefix: Some("mfr-b-".into()),
+    };
+    let mut pair = start_with(Some(b), |local| {
+        vec![
+            Owner {
+                name: "owner-est".into(),
+                // With two manufacturers an owner's serials must say whose they are.
+                manufacturer: Some(DEV_MANUFACTURER.into()),
+                serials: vec!["CLOUD-M-1".into(), "CLOUD-M-2".into()],
+                path: OwnerPath::Est {
+                    url: local.est_url(),
+                    pinned: local.pki.server_ca.cert_path.clone(),
+                },
             },
-        }]
+            Owner {
+                name: "owner-b".into(),
+                manufacturer: Some(SECOND_MANUFACTURER.into()),
+                serials: vec!["CLOUD-M-2".into()],
+                path: OwnerPath::Redirect(
+                    "https://registrar.owner-b.example/.well-known/brski".into(),
+                ),
+            },
+        ]
     });
     let tmp = TempDir::new("cloud-bad").expect("tmp");
     let a = idevid(&pair.local, tmp.path(), "CLOUD-M-1");
@@ -596,6 +640,81 @@ fn malformed_input_at_the_cloud_registrar_gets_4xx() {
         Some((&voucher_request(&pair, &a, "CLOUD-M-1"), CT)),
     );
     assert_eq!(ok.status, 200, "{}", ok.body);
+
+    // Attacker side (issue 12): an IDevID from manufacturer B whose serial A's owner map names
+    // (in the configuration, CLOUD-M-1; in Redis, CLOUD-M-3) is not A's pledge: 404, never A's
+    // owner. B's own map (CLOUD-M-2 in the configuration, CLOUD-M-4 in Redis) sends B's pledges
+    // to B's owner, and B's Redis entry gives nothing to A's CLOUD-M-4.
+    pair.cloud
+        .assign(DEV_MANUFACTURER, "CLOUD-M-3", "owner-est")
+        .expect("assign in Redis");
+    pair.cloud
+        .assign(SECOND_MANUFACTURER, "CLOUD-M-4", "owner-b")
+        .expect("assign in Redis");
+    let second = pair
+        .local
+        .second_manufacturer
+        .as_ref()
+        .expect("the second manufacturer's CA");
+    let of_b = |serial: &str| {
+        second
+            .issue_idevid(
+                tmp.path(),
+                &format!("b-{}", serial.to_ascii_lowercase()),
+                serial,
+            )
+            .expect("issue B's IDevID")
+    };
+    let ask = |id: &Issued, serial: &str| {
+        curl(
+            &pair,
+            rv,
+            "POST",
+            Some(id),
+            Some((&voucher_request(&pair, id, serial), CT)),
+        )
+    };
+    let unknown = |reply: &Reply, serial: &str, maker: &str| {
+        assert_eq!(reply.status, 404, "{serial} of {maker}: {}", reply.body);
+        let want = format!("no owner is known for serial \"{serial}\" of manufacturer \"{maker}\"");
+        assert!(
+            reply.body.contains(&want),
+            "{serial} of {maker}: {}",
+            reply.body
+        );
+    };
+    for serial in ["CLOUD-M-1", "CLOUD-M-3"] {
+        unknown(&ask(&of_b(serial), serial), serial, SECOND_MANUFACTURER);
+    }
+    for serial in ["CLOUD-M-2", "CLOUD-M-4"] {
+        let r = ask(&of_b(serial), serial);
+        assert_eq!(
+            r.status, 307,
+            "{serial} of {SECOND_MANUFACTURER}: {}",
+            r.body
+        );
+        assert_eq!(
+            r.location, "https://registrar.owner-b.example/.well-known/brski/requestvoucher",
+            "{serial} of {SECOND_MANUFACTURER}: {}",
+            r.body
+        );
+    }
+    let a4 = idevid(&pair.local, tmp.path(), "CLOUD-M-4");
+    unknown(&ask(&a4, "CLOUD-M-4"), "CLOUD-M-4", DEV_MANUFACTURER);
+    let m = metrics(&pair.cloud.control_plane.url("/metrics"));
+    for (result, n) in [("unknown", 3.0), ("redirect", 2.0)] {
+        assert_eq!(
+            metric_value(
+                &m,
+                &format!(
+                    "estuary_brski_requests_total{{op=\"requestvoucher\",result=\"{result}\"}}"
+                )
+            ),
+            n,
+            "{m}"
+        );
+    }
+
     assert!(pair.cloud.control_plane.is_running());
     let log = pair.cloud.control_plane.log_text();
     assert!(!log.contains("panicked"), "{log}");

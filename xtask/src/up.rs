@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
-use estuary_tests::cloud::{CloudRegistrar, Owner, OwnerPath};
+use estuary_tests::cloud::{CloudRegistrar, Owner, OwnerPath, CLOUD_PREFIX, DEV_MANUFACTURER};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::stack::DEV_PARENT;
 
@@ -120,11 +120,12 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
 
 /// The dev cloud registrar's owners: `dev-est` (path (b): a voucher naming the local RA's EST
 /// URL and pinning its CA; the demo pledge belongs to it) and `dev-redirect` (path (a): 307 to
-/// the local registrar). More serials are assigned in its Redis.
+/// the local registrar). More serials are assigned in its Redis, keyed by manufacturer and serial.
 fn dev_owners(stack: &DevStack) -> Vec<Owner> {
     vec![
         Owner {
             name: "dev-est".into(),
+            manufacturer: Some(DEV_MANUFACTURER.into()),
             serials: vec![stack.pki.demo_serial.clone()],
             path: OwnerPath::Est {
                 url: stack.est_url(),
@@ -133,6 +134,7 @@ fn dev_owners(stack: &DevStack) -> Vec<Owner> {
         },
         Owner {
             name: "dev-redirect".into(),
+            manufacturer: None,
             serials: Vec::new(),
             path: OwnerPath::Redirect(stack.brski_url()),
         },
@@ -244,8 +246,9 @@ naming this stack's EST server); assign other serials in the cloud registrar's R
 
   $ESTUARY_PLEDGE cloud --cloud-url $ESTUARY_CLOUD_URL --cloud-ca $ESTUARY_CLOUD_CA \
     --masa-ca $ESTUARY_MASA_CA --cert $ESTUARY_DEMO_CERT --key $ESTUARY_DEMO_KEY --out-dir cloud-out
-  # Redis entries win over the configuration: now the demo pledge takes the 307 path
-  redis-cli -p $ESTUARY_CLOUD_REDIS_PORT SET estuary-cloud:brski:owner:$ESTUARY_DEMO_SERIAL dev-redirect
+  # Redis entries (keyed by manufacturer and serial) win over the configuration: now the demo
+  # pledge takes the 307 path
+  redis-cli -p $ESTUARY_CLOUD_REDIS_PORT SET {prefix}:brski:owner:{maker}:$ESTUARY_DEMO_SERIAL dev-redirect
 
 EST URL:      {url}
 Cloud URL:    {cloud}
@@ -253,6 +256,8 @@ Envoy admin:  {admin}"#,
         env = env_path.display(),
         url = stack.est_url(),
         cloud = cloud.url(),
+        prefix = CLOUD_PREFIX,
+        maker = DEV_MANUFACTURER,
         admin = stack.envoy.admin_url,
     )
 }
