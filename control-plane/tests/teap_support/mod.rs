@@ -58,6 +58,14 @@ pub fn start(extra: &[(&str, &str)]) -> Teap {
     let opts = CpOptions {
         budget_ms: 10_000,
         extra_env: env,
+        // The same manufacturer the TLS trust store holds: the TEAP server decides who may
+        // get which name by issuer, exactly as EST does.
+        manufacturers: vec![estuary_tests::stack::CpManufacturer {
+            name: "estuary-dev".into(),
+            ca_file: pki.manufacturer.cert_path.clone(),
+            serial_pattern: None,
+            name_prefix: None,
+        }],
         ..CpOptions::default()
     };
     let cp = ControlPlane::start(&stack, &opts);
