@@ -35,7 +35,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use estuary_proto::identity::{
-    check_namespaces, Manufacturer, ManufacturerName, NamePrefix, SerialPattern, TrustPolicy,
+    check_namespaces, name_prefix_or_none, serial_pattern_or_any, Manufacturer, ManufacturerName,
+    TrustPolicy, NAME_RULE,
 };
 use estuary_proto::names::ParentDomain;
 use estuary_proto::policy::KeyPolicy;
@@ -161,9 +162,7 @@ fn manufacturers(list: &[ManufacturerConfig], errors: &mut Vec<String>) -> Vec<M
         let at = format!("est.manufacturers[{i}]");
         let name = ManufacturerName::parse(&m.name);
         if name.is_none() {
-            errors.push(format!(
-                "{at}.name: a manufacturer name is 1 to 64 of A-Z a-z 0-9 - _"
-            ));
+            errors.push(format!("{at}.name: {NAME_RULE}"));
         }
         if list.iter().take(i).any(|o| o.name == m.name) {
             errors.push(format!("{at}.name: {:?} is listed twice", m.name));
@@ -189,30 +188,12 @@ fn manufacturers(list: &[ManufacturerConfig], errors: &mut Vec<String>) -> Vec<M
                 None
             }
         };
-        let serial_pattern = match &m.serial_pattern {
-            None => Some(SerialPattern::any()),
-            Some(p) => {
-                let sp = SerialPattern::parse(p);
-                if sp.is_none() {
-                    errors.push(format!(
-                        "{at}.serial_pattern: must be 1 to 128 visible ASCII characters"
-                    ));
-                }
-                sp
-            }
-        };
-        let name_prefix = match &m.name_prefix {
-            None => Some(NamePrefix::default()),
-            Some(p) => {
-                let np = NamePrefix::parse(p);
-                if np.is_none() {
-                    errors.push(format!(
-                        "{at}.name_prefix: must be 1 to 32 of a-z 0-9 - (lower case), not starting with -"
-                    ));
-                }
-                np
-            }
-        };
+        let serial_pattern = serial_pattern_or_any(m.serial_pattern.as_deref())
+            .map_err(|rule| errors.push(format!("{at}.serial_pattern: {rule}")))
+            .ok();
+        let name_prefix = name_prefix_or_none(m.name_prefix.as_deref())
+            .map_err(|rule| errors.push(format!("{at}.name_prefix: {rule}")))
+            .ok();
         if let (Some(name), Some(ca_der), Some(serial_pattern), Some(name_prefix)) =
             (name, ca_der, serial_pattern, name_prefix)
         {

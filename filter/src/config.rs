@@ -58,8 +58,8 @@ use serde_json::{Map, Value};
 
 use crate::authority::ServerHost;
 use estuary_proto::identity::{
-    check_namespaces, Manufacturer, ManufacturerName, NamePrefix, SerialPattern, TrustPolicy,
-    MAX_PATTERN_CHARS,
+    check_namespaces, name_prefix_or_none, serial_pattern_or_any, Manufacturer, ManufacturerName,
+    NamePrefix, SerialPattern, TrustPolicy, NAME_RULE,
 };
 
 /// Default control-plane call timeout.
@@ -449,7 +449,7 @@ fn read_manufacturers(r: &mut Reader, obj: &mut Map<String, Value>) -> Vec<Manuf
                 seen.push((s.clone(), i));
                 let name = ManufacturerName::parse(&s);
                 if name.is_none() {
-                    r.problem(&field, "a manufacturer name is 1 to 64 of A-Z a-z 0-9 - _");
+                    r.problem(&field, NAME_RULE);
                 }
                 name
             });
@@ -462,35 +462,18 @@ fn read_manufacturers(r: &mut Reader, obj: &mut Map<String, Value>) -> Vec<Manuf
                     None
                 }
             });
-        let serial_pattern = match r.take::<String>(&mut m, &prefix, "serial_pattern", false) {
-            None => Some(SerialPattern::any()),
-            Some(s) => {
-                let pattern = SerialPattern::parse(&s);
-                if pattern.is_none() {
-                    r.problem(
-                        &join(&prefix, "serial_pattern"),
-                        format!(
-                            "must be 1 to {MAX_PATTERN_CHARS} visible ASCII characters \
-                             (* any run, ? one character, the rest literal)"
-                        ),
-                    );
-                }
-                pattern
-            }
-        };
-        let name_prefix = match r.take::<String>(&mut m, &prefix, "name_prefix", false) {
-            None => Some(NamePrefix::default()),
-            Some(s) => {
-                let p = NamePrefix::parse(&s);
-                if p.is_none() {
-                    r.problem(
-                        &join(&prefix, "name_prefix"),
-                        "must be 1 to 32 of a-z 0-9 - (lower case), not starting with -",
-                    );
-                }
-                p
-            }
-        };
+        let serial_pattern = r
+            .take::<String>(&mut m, &prefix, "serial_pattern", false)
+            .map_or(Ok(SerialPattern::any()), |s| {
+                serial_pattern_or_any(Some(&s))
+            })
+            .map_err(|rule| r.problem(&join(&prefix, "serial_pattern"), rule))
+            .ok();
+        let name_prefix = r
+            .take::<String>(&mut m, &prefix, "name_prefix", false)
+            .map_or(Ok(NamePrefix::default()), |s| name_prefix_or_none(Some(&s)))
+            .map_err(|rule| r.problem(&join(&prefix, "name_prefix"), rule))
+            .ok();
         r.no_leftovers(m, &prefix);
         if let (Some(name), Some(ca_der), Some(serial_pattern), Some(name_prefix)) =
             (name, ca_der, serial_pattern, name_prefix)

@@ -116,6 +116,26 @@ impl NamePrefix {
     }
 }
 
+/// What a configuration says when a manufacturer's name is unusable.
+pub const NAME_RULE: &str = "a manufacturer name is 1 to 64 of A-Z a-z 0-9 - _";
+/// What a configuration says when a serial pattern is unusable.
+pub const PATTERN_RULE: &str =
+    "must be 1 to 128 visible ASCII characters (* any run, ? one character, the rest literal)";
+/// What a configuration says when a name prefix is unusable.
+pub const PREFIX_RULE: &str = "must be 1 to 32 of a-z 0-9 - (lower case), not starting with -";
+
+/// A configured `serial_pattern`, `*` when absent; the rule it breaks otherwise.
+pub fn serial_pattern_or_any(s: Option<&str>) -> Result<SerialPattern, &'static str> {
+    s.map_or(Some(SerialPattern::any()), SerialPattern::parse)
+        .ok_or(PATTERN_RULE)
+}
+
+/// A configured `name_prefix`, none when absent; the rule it breaks otherwise.
+pub fn name_prefix_or_none(s: Option<&str>) -> Result<NamePrefix, &'static str> {
+    s.map_or(Some(NamePrefix::default()), NamePrefix::parse)
+        .ok_or(PREFIX_RULE)
+}
+
 /// One manufacturer whose IDevIDs this registration authority accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manufacturer {
