@@ -343,91 +343,9 @@ pub fn dns01_value(token: &str, thumbprint: &str) -> String {
     ))
 }
 
-/// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, fraction and offset allowed) to Unix
-/// seconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        t.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        let n = r.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        rest = &r[n..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && &rest[3..4] == ":" =>
-        {
-            let oh: i64 = rest[1..3].parse().ok()?;
-            let om: i64 = rest[4..6].parse().ok()?;
-            let o = oh * 3600 + om * 60;
-            if rest.starts_with('-') {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    // Days from civil (proleptic Gregorian), H. Hinnant's algorithm.
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_timestamps() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        // RFC 8555 §7.1.4 example authorization expiry.
-        assert_eq!(parse_rfc3339("2016-01-02T14:09:30Z"), Some(1_451_743_770));
-        assert_eq!(
-            parse_rfc3339("2016-01-02T14:09:30.123Z"),
-            Some(1_451_743_770)
-        );
-        assert_eq!(
-            parse_rfc3339("2016-01-02T16:09:30+02:00"),
-            Some(1_451_743_770)
-        );
-        assert_eq!(parse_rfc3339("2016-01-02 14:09:30"), None);
-        assert_eq!(parse_rfc3339("2016-13-02T14:09:30Z"), None);
-        assert_eq!(parse_rfc3339(""), None);
-        for cut in 0..20 {
-            let _ = parse_rfc3339(&"2016-01-02T14:09:30Z"[..cut]);
-        }
-    }
 
     #[test]
     fn dns01_value_is_the_rfc8555_digest() {

@@ -16,13 +16,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use estuary_proto::names::DeviceName;
+use estuary_proto::time::parse_rfc3339;
 use instant_acme::{Account, Order, OrderStatus};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::acme::{Acme, IssueError, ProblemType};
-use crate::acme_jws::{dns01_value, parse_rfc3339, AcmeHttp, DirectoryExt, JwsClient};
+use crate::acme_jws::{dns01_value, AcmeHttp, DirectoryExt, JwsClient};
 use crate::dns::TxtRecord;
 use crate::metrics::{FallbackReason, Metrics, OrderResult};
 use crate::store::{now_unix, CsrKey, Preauthorization};

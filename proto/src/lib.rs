@@ -23,6 +23,7 @@ pub mod pkcs7;
 pub mod policy;
 pub mod radius;
 pub mod teap;
+pub mod time;
 pub mod voucher;
 
 pub use cert::{CertError, CertSummary};
