@@ -34,7 +34,13 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (h, mi, se) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    // RFC 3339 §5.7: the day must exist in that month (leap years included).
+    if !(1..=12).contains(&mo)
+        || !(1..=days_in_month(y, mo)).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -61,6 +67,16 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         _ => return None,
     };
     Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// Days in month `m` (1..=12) of year `y`, proleptic Gregorian (RFC 3339 Appendix C).
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 // Howard Hinnant's days_from_civil / civil_from_days (public-domain algorithms, written here).
@@ -149,5 +165,18 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
         }
+    }
+
+    /// Found by fuzzing (fuzz target rfc3339): `9999-02-31` was read as 3 March. RFC 3339 §5.7
+    /// bounds the day by the month; February has 29 days only in leap years.
+    #[test]
+    fn days_beyond_the_month_are_refused() {
+        assert_eq!(parse_rfc3339("9999-02-31T23:59:59Z"), None);
+        assert_eq!(parse_rfc3339("2023-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("1900-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-04-31T00:00:00Z"), None);
+        assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_some());
+        assert!(parse_rfc3339("2000-02-29T00:00:00Z").is_some());
+        assert!(parse_rfc3339("2026-12-31T00:00:00Z").is_some());
     }
 }
