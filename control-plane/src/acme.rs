@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
+use crate::acme_jws::{AcmeHttp, NoAnswer};
 use crate::config::AcmeConfig;
 use crate::dns::{DnsError, DnsUpdater, TxtRecord};
 use crate::dns_batch::DnsBatcher;
@@ -109,6 +110,16 @@ pub enum IssueError {
         /// The order.
         order_url: String,
     },
+    /// One HTTP exchange with the CA got no (complete) answer within `acme.request_timeout_ms`.
+    #[error(transparent)]
+    CaNoAnswer(#[from] NoAnswer),
+    /// The whole issuance did not finish within `acme.order_timeout_s` and was abandoned; a
+    /// stored order is kept for the retry to resume.
+    #[error("the ACME CA did not complete the issuance within {} s; retry later", .after.as_secs())]
+    Deadline {
+        /// `acme.order_timeout_s`.
+        after: Duration,
+    },
     /// The DNS primary refused or did not answer the UPDATE.
     #[error(transparent)]
     Dns(#[from] DnsError),
@@ -131,6 +142,7 @@ impl IssueError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::CaUnavailable { retry_after, .. } => retry_after.is_none(),
+            Self::CaNoAnswer(_) => true,
             Self::Dns(e) => !e.is_permanent(),
             // The order went stale under us (e.g. the parent's pre-authorisation expired
             // between newOrder and finalize): place a fresh one.
@@ -170,19 +182,32 @@ pub(crate) fn problem_error(
     }
 }
 
+/// At most 500 characters of a text the CA chose (a problem's detail), for errors and logs.
+pub(crate) fn bounded(text: &str) -> String {
+    text.chars().take(500).collect()
+}
+
 pub(crate) fn from_acme(e: instant_acme::Error) -> IssueError {
     match e {
         instant_acme::Error::Api(p) => {
             let problem = ProblemType::parse(p.r#type.as_deref());
-            let detail = p.detail.clone().unwrap_or_default();
+            let detail = bounded(p.detail.as_deref().unwrap_or_default());
             let identifier = p
                 .subproblems
                 .first()
                 .and_then(|s| s.identifier.as_ref())
-                .map(|i| format!("{i:?}"))
+                .map(|i| bounded(&format!("{i:?}")))
                 .unwrap_or_default();
             problem_error(problem, detail, identifier)
         }
+        // Our HTTP client's per-exchange timeout (acme_jws::AcmeHttp).
+        instant_acme::Error::Other(e) if e.is::<NoAnswer>() => match e.downcast::<NoAnswer>() {
+            Ok(n) => IssueError::CaNoAnswer(*n),
+            Err(e) => IssueError::CaUnavailable {
+                detail: e.to_string(),
+                retry_after: None,
+            },
+        },
         instant_acme::Error::Timeout(_) => IssueError::CaUnavailable {
             detail: "timed out waiting for the CA".into(),
             retry_after: None,
@@ -272,6 +297,55 @@ fn loggable(url: &str) -> String {
     url.chars().take(120).collect()
 }
 
+/// DNS-01 records that may be in the zone. [`Published::remove`] removes them; if the
+/// issuance is cancelled first (its deadline, or a panic), dropping this spawns the removal.
+pub(crate) struct Published {
+    dns: DnsBatcher,
+    records: Vec<TxtRecord>,
+}
+
+impl Published {
+    pub(crate) fn new(dns: &DnsBatcher, records: Vec<TxtRecord>) -> Self {
+        Self {
+            dns: dns.clone(),
+            records,
+        }
+    }
+
+    pub(crate) fn records(&self) -> &[TxtRecord] {
+        &self.records
+    }
+
+    /// Removes the records; a failure is logged (`owner` names what they were for).
+    pub(crate) async fn remove(mut self, owner: &str) {
+        if let Err(e) = self.dns.remove(&self.records).await {
+            warn!(owner, error = %e, "could not remove DNS-01 records");
+        }
+        self.records.clear();
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        if self.records.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.records);
+        let dns = self.dns.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            warn!(
+                records = records.len(),
+                "issuance abandoned with DNS-01 records published; removing them"
+            );
+            rt.spawn(async move {
+                if let Err(e) = dns.remove(&records).await {
+                    warn!(error = %e, "could not remove the DNS-01 records of an abandoned issuance");
+                }
+            });
+        }
+    }
+}
+
 /// The ACME side of the engine.
 pub struct Acme {
     pub(crate) cfg: AcmeConfig,
@@ -338,12 +412,18 @@ impl Acme {
         ))
     }
 
+    /// `acme.request_timeout_ms`.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.request_timeout_ms)
+    }
+
+    /// The one HTTPS client for the CA, with the per-exchange timeout.
+    pub(crate) fn http(&self) -> Result<AcmeHttp, IssueError> {
+        AcmeHttp::new(self.cfg.tls_root_file.as_deref(), self.request_timeout())
+    }
+
     fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
-        match &self.cfg.tls_root_file {
-            Some(root) => Account::builder_with_root(root),
-            None => Account::builder(),
-        }
-        .map_err(from_acme)
+        Ok(Account::builder_with_http(Box::new(self.http()?)))
     }
 
     /// The one ACME account: loaded from Redis, or created once and stored there for every
@@ -424,8 +504,32 @@ impl Acme {
     }
 
     /// Issues a certificate for the CSR: returns the PEM chain. Transient CA failures are
-    /// retried with a fresh order, up to `acme.order_attempts` times.
+    /// retried with a fresh order, up to `acme.order_attempts` times. Everything, from the
+    /// account to the certificate download, ends within `acme.order_timeout_s`
+    /// ([`IssueError::Deadline`]); DNS-01 records published meanwhile are removed all the same
+    /// and the stored order URL is kept, so that a retry resumes the order.
     pub async fn issue(
+        &self,
+        key: &CsrKey,
+        csr_der: &[u8],
+        name: &DeviceName,
+    ) -> Result<String, IssueError> {
+        let limit = Duration::from_secs(self.cfg.order_timeout_s);
+        match tokio::time::timeout(limit, self.issue_attempts(key, csr_der, name)).await {
+            Ok(result) => result,
+            Err(_) => {
+                warn!(
+                    csr = key.as_str(),
+                    device = %name.as_str(),
+                    after_s = limit.as_secs(),
+                    "abandoning the issuance at acme.order_timeout_s; a stored order is kept for the retry"
+                );
+                Err(IssueError::Deadline { after: limit })
+            }
+        }
+    }
+
+    async fn issue_attempts(
         &self,
         key: &CsrKey,
         csr_der: &[u8],
@@ -436,8 +540,11 @@ impl Acme {
             match self.issue_once(key, csr_der, name).await {
                 Err(e) if e.is_transient() && attempt < self.cfg.order_attempts => {
                     warn!(device = %name.as_str(), attempt, error = %e, "ACME attempt failed; retrying");
-                    // A half-done order may be the cause: start afresh.
-                    let _ = self.store.clear_order_url(key).await;
+                    // A half-done order may be the cause: start afresh. A CA that did not
+                    // answer says nothing about the order: resume it.
+                    if !matches!(e, IssueError::CaNoAnswer(_)) {
+                        let _ = self.store.clear_order_url(key).await;
+                    }
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                     attempt += 1;
                 }
@@ -558,17 +665,11 @@ impl Acme {
             return self.finish(order, status, csr_der, name, &retry).await;
         }
         let records = self.challenge_records(order).await?;
-        let cleanup = async {
-            // Remove the records whatever the outcome.
-            if let Err(e) = self.dns().remove(&records).await {
-                warn!(device = %name.as_str(), error = %e, "could not remove DNS-01 records");
-            }
-        };
-        if let Err(e) = self.dns().publish(&records).await {
-            // A timed-out UPDATE may still have been applied.
-            if !e.is_permanent() {
-                cleanup.await;
-            }
+        // Removed whatever the outcome: below, or on drop if the issuance is abandoned first.
+        let published = Published::new(self.dns(), records);
+        if let Err(e) = self.dns().publish(published.records()).await {
+            // A timed-out UPDATE may still have been applied, and a refusal may be forged.
+            published.remove(name.as_str()).await;
             return Err(e.into());
         }
         let outcome = async {
@@ -585,12 +686,14 @@ impl Acme {
             // The records are no longer needed once the order is ready: remove them while
             // the CA finalizes, off the enrolment's critical path.
             Ok(status) => {
-                let (issued, ()) =
-                    tokio::join!(self.finish(order, status, csr_der, name, &retry), cleanup);
+                let (issued, ()) = tokio::join!(
+                    self.finish(order, status, csr_der, name, &retry),
+                    published.remove(name.as_str())
+                );
                 issued
             }
             Err(e) => {
-                cleanup.await;
+                published.remove(name.as_str()).await;
                 Err(e)
             }
         }
@@ -679,6 +782,59 @@ impl Acme {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CA that accepts TCP and never answers: each exchange ends at the timeout, through our
+    /// own requests and through instant-acme's.
+    #[tokio::test]
+    async fn a_silent_ca_times_out_every_exchange() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _keep = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let limit = Duration::from_millis(300);
+        let http = AcmeHttp::new(None, limit).expect("client");
+        let started = std::time::Instant::now();
+        let e = http
+            .get_json(&format!("https://{addr}/dir"))
+            .await
+            .expect_err("no answer");
+        assert!(matches!(e, IssueError::CaNoAnswer(_)), "{e:?}");
+        assert!(e.is_transient());
+        assert_eq!(e.to_string(), "the ACME CA did not answer within 300 ms");
+        let e = Account::builder_with_http(Box::new(http))
+            .create(
+                &NewAccount {
+                    contact: &[],
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                format!("https://{addr}/dir"),
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(from_acme)
+            .expect_err("no answer");
+        assert!(matches!(e, IssueError::CaNoAnswer(_)), "{e:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= limit * 2 && took < limit * 2 + Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn problem_details_are_bounded() {
+        let huge = "ü\u{202e}".repeat(100_000);
+        assert_eq!(bounded(&huge).chars().count(), 500);
+        assert_eq!(bounded("short"), "short");
+    }
 
     #[test]
     fn problem_types_parse_from_rfc8555_urns() {

@@ -8,7 +8,9 @@
 //! `kid` = [`instant_acme::Account::id`]. Nonces come from the last answer or from `newNonce`;
 //! a `badNonce` problem is retried with the nonce it carries (RFC 8555 §6.5), twice at most.
 //! Everything else (orders once placed, finalize, certificate) goes through instant-acme.
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,14 +28,24 @@ use crate::acme::{problem_error, IssueError, ProblemType};
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// Largest ACME answer read (bytes); directories, orders and authorisations are small.
+/// Largest ACME answer read (bytes); directories, orders, authorisations and certificate
+/// chains are small.
 const MAX_BODY: usize = 256 * 1024;
-/// Upper bound for one HTTP exchange with the CA.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// An HTTPS client for the CA, trusting `root` only when given, else the web PKI roots.
+/// The CA did not answer one HTTP exchange, body included, within `acme.request_timeout_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("the ACME CA did not answer within {} ms", .0.as_millis())]
+pub struct NoAnswer(pub Duration);
+
+/// The one HTTPS client for the CA: instant-acme's requests ([`instant_acme::HttpClient`]) and
+/// our own JWS POSTs. Trusts `root` only when given, else the platform's roots. Every exchange,
+/// the body included, ends within its timeout ([`NoAnswer`]): a CA that accepts TCP and never
+/// answers cannot hold an issuance.
 #[derive(Clone)]
-pub struct AcmeHttp(Client<Https, Full<Bytes>>);
+pub struct AcmeHttp {
+    client: Client<Https, Full<Bytes>>,
+    timeout: Duration,
+}
 
 fn unavailable(detail: impl Into<String>) -> IssueError {
     IssueError::CaUnavailable {
@@ -47,14 +59,15 @@ fn protocol(detail: impl Into<String>) -> IssueError {
 }
 
 impl AcmeHttp {
-    /// Builds the client.
-    pub fn new(root: Option<&Path>) -> Result<Self, IssueError> {
+    /// Builds the client; `timeout` bounds each exchange, body included.
+    pub fn new(root: Option<&Path>, timeout: Duration) -> Result<Self, IssueError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut roots = rustls::RootCertStore::empty();
-        match root {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match root {
             Some(path) => {
                 use rustls::pki_types::pem::PemObject;
                 use rustls::pki_types::CertificateDer;
+                let mut roots = rustls::RootCertStore::empty();
                 let certs = CertificateDer::pem_file_iter(path)
                     .map_err(|e| unavailable(format!("acme.tls_root_file: {e}")))?;
                 for c in certs {
@@ -63,30 +76,38 @@ impl AcmeHttp {
                         .add(c)
                         .map_err(|e| unavailable(format!("acme.tls_root_file: {e}")))?;
                 }
+                builder.with_tls_config(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                )
             }
-            None => {
-                return Err(unavailable(
-                    "pre-authorisation needs acme.tls_root_file (web PKI roots are not bundled)",
-                ))
-            }
-        }
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
-        Ok(Self(
-            Client::builder(hyper_util::rt::TokioExecutor::new()).build(https),
-        ))
+            None => builder
+                .try_with_platform_verifier()
+                .map_err(|e| unavailable(format!("the platform's TLS roots: {e}")))?,
+        };
+        let https = builder.https_only().enable_http1().build();
+        Ok(Self {
+            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(https),
+            timeout,
+        })
     }
 
+    /// One exchange, the body read within the same timeout.
     async fn exchange(&self, req: hyper::Request<Full<Bytes>>) -> Result<AcmeResponse, IssueError> {
-        let rsp = tokio::time::timeout(HTTP_TIMEOUT, self.0.request(req))
+        tokio::time::timeout(self.timeout, self.exchange_untimed(req))
             .await
-            .map_err(|_| unavailable("the ACME CA did not answer in time"))?
+            .map_err(|_| IssueError::CaNoAnswer(NoAnswer(self.timeout)))?
+    }
+
+    async fn exchange_untimed(
+        &self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<AcmeResponse, IssueError> {
+        let rsp = self
+            .client
+            .request(req)
+            .await
             .map_err(|e| unavailable(format!("cannot reach the ACME CA: {e}")))?;
         let status = rsp.status().as_u16();
         let header = |n: &str| {
@@ -127,6 +148,45 @@ impl AcmeHttp {
             return Err(unavailable(format!("GET {url}: HTTP {}", rsp.status)));
         }
         serde_json::from_slice(&rsp.body).map_err(|e| protocol(format!("GET {url}: not JSON: {e}")))
+    }
+}
+
+type InstantAcmeFuture =
+    Pin<Box<dyn Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send>>;
+
+/// instant-acme's requests go through the same client and the same per-exchange timeout; the
+/// body is read (at most [`MAX_BODY`]) before the answer is handed over.
+impl instant_acme::HttpClient for AcmeHttp {
+    fn request(&self, req: hyper::Request<instant_acme::BodyWrapper<Bytes>>) -> InstantAcmeFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let body = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(never) => match never {},
+            };
+            let req = hyper::Request::from_parts(parts, Full::new(body));
+            let exchange = async {
+                let rsp = this
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+                let (parts, body) = rsp.into_parts();
+                let body = http_body_util::Limited::new(body, MAX_BODY)
+                    .collect()
+                    .await
+                    .map_err(instant_acme::Error::Other)?
+                    .to_bytes();
+                Ok(instant_acme::BytesResponse {
+                    parts,
+                    body: Box::new(body),
+                })
+            };
+            tokio::time::timeout(this.timeout, exchange)
+                .await
+                .map_err(|_| instant_acme::Error::Other(Box::new(NoAnswer(this.timeout))))?
+        })
     }
 }
 

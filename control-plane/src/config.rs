@@ -301,9 +301,15 @@ pub struct AcmeConfig {
     /// First delay when polling an order, in milliseconds (doubles each time).
     #[serde(default = "default_poll_initial_ms")]
     pub poll_initial_ms: u64,
-    /// Give up on an order after this many seconds.
+    /// The whole issuance, from the account to the certificate download, is abandoned after
+    /// this many seconds (the lock is released, the device gets 503 + Retry-After and its
+    /// retry resumes the stored order or places a new one).
     #[serde(default = "default_order_timeout_s")]
     pub order_timeout_s: u64,
+    /// Each HTTP exchange with the CA, the answer's body included, must end within this many
+    /// milliseconds; else it counts as the CA being unavailable.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
     /// Attempts per issuance for transient CA errors (badNonce, connection reset).
     #[serde(default = "default_order_attempts")]
     pub order_attempts: u32,
@@ -342,6 +348,9 @@ fn default_poll_initial_ms() -> u64 {
 }
 fn default_order_timeout_s() -> u64 {
     90
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
 }
 fn default_order_attempts() -> u32 {
     3
@@ -534,6 +543,12 @@ impl Config {
             }
             if a.order_attempts == 0 {
                 errors.push("acme.order_attempts: must be at least 1".into());
+            }
+            if a.order_timeout_s == 0 {
+                errors.push("acme.order_timeout_s: must be at least 1".into());
+            }
+            if a.request_timeout_ms == 0 {
+                errors.push("acme.request_timeout_ms: must be greater than 0".into());
             }
         }
         if let Some(d) = &dns {
@@ -922,6 +937,9 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
         let e = enrolment(&cfg);
         assert_eq!(e.enroll.budget_ms, 2000);
         assert_eq!(e.acme.order_attempts, 3);
+        // Within about two minutes a device hears that the CA is stuck (503 + Retry-After).
+        assert_eq!(e.acme.order_timeout_s, 90);
+        assert_eq!(e.acme.request_timeout_ms, 10_000);
         assert_eq!(e.parent.as_str(), "iot.example.test");
         assert!(e.teap.is_none());
         assert_eq!(cfg.redis.key_prefix, "estuary");

@@ -11,6 +11,8 @@
 //! the CSR's key and the device's name and has not expired); otherwise it is logged, counted in
 //! `estuary_cache_rejected_total`, deleted, and the look-up is a miss, so a fresh order is placed.
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ use tracing::{error, info, warn};
 use crate::acme::{Acme, IssueError};
 use crate::config::EnrollConfig;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
-use crate::store::{now_unix, CsrKey, Failure, Store, StoreError};
+use crate::store::{now_unix, CsrKey, Failure, FailureKind, Store, StoreError};
 
 /// One enrolment request, as the edge filter forwards it.
 pub struct EnrollRequest {
@@ -86,7 +88,11 @@ impl EnrollError {
             Self::Store(_) => 503,
             Self::Remembered(f) => f.status,
             Self::Issue(e) => match e {
-                IssueError::CaUnavailable { .. } | IssueError::OrderTimeout { .. } => 503,
+                // The CA being slow or silent is not the device's fault: retry later.
+                IssueError::CaUnavailable { .. }
+                | IssueError::OrderTimeout { .. }
+                | IssueError::CaNoAnswer(_)
+                | IssueError::Deadline { .. } => 503,
                 IssueError::Store(_) => 503,
                 IssueError::CaRejected { problem, .. } => match problem {
                     crate::acme::ProblemType::BadCsr => 400,
@@ -118,6 +124,7 @@ impl EnrollError {
 }
 
 type Waiter = watch::Receiver<Option<Result<String, Failure>>>;
+type Inflight = Arc<Mutex<HashMap<CsrKey, Waiter>>>;
 
 /// The engine. Cheap to share (`Arc`).
 pub struct Engine {
@@ -127,7 +134,7 @@ pub struct Engine {
     store: Store,
     acme: Arc<Acme>,
     metrics: Arc<Metrics>,
-    inflight: Mutex<HashMap<CsrKey, Waiter>>,
+    inflight: Inflight,
 }
 
 impl Engine {
@@ -148,7 +155,7 @@ impl Engine {
             store,
             acme,
             metrics,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -223,7 +230,13 @@ impl Engine {
                 pkcs7: chain_to_pkcs7(&chain)?,
                 cached: false,
             }),
-            Some(Err(f)) => Err(EnrollError::Remembered(f)),
+            Some(Err(f)) => {
+                if f.status == 503 {
+                    // Told now: the record kept for a later retry (see `run_issuance`) is spent.
+                    let _ = self.store.take_failure(&key).await;
+                }
+                Err(EnrollError::Remembered(f))
+            }
             None => {
                 info!(device = %name.as_str(), "issuance still in progress; answering 202");
                 Ok(Outcome::Pending {
@@ -280,53 +293,49 @@ impl Engine {
             let _ = self.store.release_lock(key, &token).await;
             return Ok(Some(existing));
         }
+        let ttl = Duration::from_secs(self.cfg.lock_ttl_s);
+        let refresher = spawn_refresher(self.store.clone(), key.clone(), token.clone(), ttl);
+        let release = {
+            let store = self.store.clone();
+            let key = key.clone();
+            async move {
+                if let Err(e) = store.release_lock(&key, &token).await {
+                    warn!(error = %e, "could not release the issuance lock (it expires by itself)");
+                }
+            }
+        };
+        let guard = IssuanceGuard::new(
+            key.clone(),
+            Arc::clone(&self.inflight),
+            tx,
+            refresher.abort_handle(),
+            Box::pin(release),
+        );
         let engine = Arc::clone(self);
         let key = key.clone();
         let csr_der = csr_der.to_vec();
         let name = name.clone();
         tokio::spawn(async move {
-            let result = engine.run_issuance(&key, &token, &csr_der, &name).await;
-            let _ = tx.send(Some(result));
-            engine.lock_inflight().remove(&key);
+            let result = engine.run_issuance(&key, &csr_der, &name).await;
+            guard.finish(result).await;
         });
         Ok(Some(rx))
     }
 
     fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<CsrKey, Waiter>> {
-        // A poisoned map only means a panic elsewhere; the data is still a plain map.
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+        lock_map(&self.inflight)
     }
 
-    /// Runs one issuance while holding the lock, stores the outcome, releases the lock.
+    /// Runs one issuance (the caller holds the lock) and stores the outcome.
     async fn run_issuance(
         &self,
         key: &CsrKey,
-        token: &str,
         csr_der: &[u8],
         name: &DeviceName,
     ) -> Result<String, Failure> {
-        let ttl = Duration::from_secs(self.cfg.lock_ttl_s);
-        let refresher = {
-            let store = self.store.clone();
-            let key = key.clone();
-            let token = token.to_string();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    match store.refresh_lock(&key, &token, ttl).await {
-                        Ok(true) => {}
-                        Ok(false) => warn!(csr = key.as_str(), "lost the issuance lock"),
-                        Err(e) => {
-                            warn!(csr = key.as_str(), error = %e, "cannot refresh the issuance lock")
-                        }
-                    }
-                }
-            })
-        };
         let started = Instant::now();
         let issued = self.acme.issue(key, csr_der, name).await;
-        refresher.abort();
-        let result = match issued {
+        match issued {
             Ok(chain) => match check_issued(&chain, csr_der, name) {
                 Ok(not_after) => {
                     self.metrics
@@ -342,19 +351,31 @@ impl Engine {
                     Err(Failure {
                         status: 502,
                         reason,
+                        kind: FailureKind::Issuance,
                     })
                 }
             },
             Err(e) => {
+                let deadline = matches!(e, IssueError::Deadline { .. });
                 let err = EnrollError::Issue(e);
                 let status = err.status();
-                error!(device = %name.as_str(), status, error = %err, "issuance failed");
+                let kind = match status {
+                    _ if deadline => FailureKind::Deadline,
+                    503 => FailureKind::Unavailable,
+                    _ => FailureKind::Issuance,
+                };
+                error!(device = %name.as_str(), status, ?kind, error = %err, "issuance failed");
                 let f = Failure {
                     status,
                     reason: err.to_string(),
+                    kind,
                 };
-                // Transient failures are not remembered: the retry starts again.
-                if status != 503 {
+                // A quick transient failure reaches the waiting request directly and is not
+                // remembered: the retry starts again. One that came after the enrolment budget
+                // (an abandoned issuance above all) is remembered, once: the device has had its
+                // 202, and its retry must hear 503 + Retry-After rather than start a new wait.
+                let budget = Duration::from_millis(self.cfg.budget_ms);
+                if status != 503 || started.elapsed() >= budget {
                     let keep = Duration::from_secs(self.cfg.failure_ttl_s);
                     if let Err(e) = self.store.set_failure(key, &f, keep).await {
                         warn!(error = %e, "could not record the failure");
@@ -362,11 +383,7 @@ impl Engine {
                 }
                 Err(f)
             }
-        };
-        if let Err(e) = self.store.release_lock(key, token).await {
-            warn!(error = %e, "could not release the issuance lock (it expires by itself)");
         }
-        result
     }
 
     /// The cached chain for a CSR, if there is one that [`chain_fits`] it. One that does not
@@ -486,14 +503,119 @@ fn chain_to_pkcs7(chain_pem: &str) -> Result<Vec<u8>, EnrollError> {
         EnrollError::Remembered(Failure {
             status: 500,
             reason: format!("stored chain unreadable: {e}"),
+            kind: FailureKind::Issuance,
         })
     })?;
     pkcs7::encode_certs_only(&ders).map_err(|e| {
         EnrollError::Remembered(Failure {
             status: 500,
             reason: format!("cannot encode PKCS#7: {e}"),
+            kind: FailureKind::Issuance,
         })
     })
+}
+
+fn lock_map(
+    m: &Mutex<HashMap<CsrKey, Waiter>>,
+) -> std::sync::MutexGuard<'_, HashMap<CsrKey, Waiter>> {
+    // A poisoned map only means a panic elsewhere; the data is still a plain map.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps the issuance lock alive (every third of its TTL) until aborted.
+fn spawn_refresher(
+    store: Store,
+    key: CsrKey,
+    token: String,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match store.refresh_lock(&key, &token, ttl).await {
+                Ok(true) => {}
+                Ok(false) => warn!(csr = key.as_str(), "lost the issuance lock"),
+                Err(e) => {
+                    warn!(csr = key.as_str(), error = %e, "cannot refresh the issuance lock")
+                }
+            }
+        }
+    })
+}
+
+/// What an issuance task holds that must not outlive it: the lock refresher, the Redis lock,
+/// the `inflight` entry and the waiters' channel.
+///
+/// [`IssuanceGuard::finish`] ends an issuance in order: refresher stopped, lock released,
+/// result sent, entry removed. If the task panics or is cancelled before that, `Drop` does
+/// the same (the lock is released on a spawned task) and the waiters hear a 503
+/// ([`FailureKind::Abandoned`]), so no replica answers 202 for a task that no longer runs.
+struct IssuanceGuard {
+    key: CsrKey,
+    inflight: Inflight,
+    tx: watch::Sender<Option<Result<String, Failure>>>,
+    refresher: tokio::task::AbortHandle,
+    release: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl IssuanceGuard {
+    fn new(
+        key: CsrKey,
+        inflight: Inflight,
+        tx: watch::Sender<Option<Result<String, Failure>>>,
+        refresher: tokio::task::AbortHandle,
+        release: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Self {
+        Self {
+            key,
+            inflight,
+            tx,
+            refresher,
+            release: Some(release),
+        }
+    }
+
+    /// Ends the issuance with `result`.
+    async fn finish(mut self, result: Result<String, Failure>) {
+        self.refresher.abort();
+        if let Some(release) = self.release.as_mut() {
+            release.await;
+            self.release = None;
+        }
+        self.tx.send_replace(Some(result));
+        // Drop removes the entry.
+    }
+}
+
+impl Drop for IssuanceGuard {
+    fn drop(&mut self) {
+        self.refresher.abort();
+        if self.tx.borrow().is_none() {
+            warn!(
+                csr = self.key.as_str(),
+                "the issuance task ended without a result; releasing its lock"
+            );
+            self.tx.send_replace(Some(Err(Failure {
+                status: 503,
+                reason: "the issuance was abandoned; retry later".into(),
+                kind: FailureKind::Abandoned,
+            })));
+        }
+        {
+            let mut map = lock_map(&self.inflight);
+            let ours = map
+                .get(&self.key)
+                .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()));
+            if ours {
+                map.remove(&self.key);
+            }
+        }
+        if let Some(release) = self.release.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(release);
+            }
+        }
+    }
 }
 
 pub(crate) fn random_token() -> String {
@@ -531,6 +653,147 @@ mod tests {
     }
 
     const FUTURE: (i32, u8, u8) = (2099, 1, 1);
+
+    /// An issuance as `waiter_for` starts one, with stand-ins for Redis: the `inflight` map
+    /// with its entry, a waiter, a refresher that counts its rounds, and a lock "release"
+    /// that reports on a channel.
+    struct Started {
+        inflight: Inflight,
+        key: CsrKey,
+        waiter: Waiter,
+        refresher: tokio::task::JoinHandle<()>,
+        released: tokio::sync::oneshot::Receiver<()>,
+        guard: IssuanceGuard,
+    }
+
+    fn started() -> Started {
+        let inflight: Inflight = Arc::new(Mutex::new(HashMap::new()));
+        let key = CsrKey::of(b"csr");
+        let (tx, rx) = watch::channel(None);
+        lock_map(&inflight).insert(key.clone(), rx.clone());
+        let refresher = tokio::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let (done, released) = tokio::sync::oneshot::channel();
+        let release = Box::pin(async move {
+            let _ = done.send(());
+        });
+        let guard = IssuanceGuard::new(
+            key.clone(),
+            Arc::clone(&inflight),
+            tx,
+            refresher.abort_handle(),
+            release,
+        );
+        Started {
+            inflight,
+            key,
+            waiter: rx,
+            refresher,
+            released,
+            guard,
+        }
+    }
+
+    /// After the task ended by `end`: the refresher stopped, the lock released, the entry gone,
+    /// and the waiter told `want`.
+    async fn assert_cleaned_up(
+        s: Started,
+        end: impl FnOnce(IssuanceGuard) -> tokio::task::JoinHandle<()>,
+        want: Result<String, Failure>,
+    ) {
+        let Started {
+            inflight,
+            key,
+            mut waiter,
+            refresher,
+            released,
+            guard,
+        } = s;
+        let _ = end(guard).await;
+        let stopped = tokio::time::timeout(Duration::from_secs(5), refresher)
+            .await
+            .expect("the refresher stops");
+        assert!(stopped.expect_err("aborted").is_cancelled());
+        tokio::time::timeout(Duration::from_secs(5), released)
+            .await
+            .expect("the lock is released")
+            .expect("release ran");
+        assert!(
+            lock_map(&inflight).get(&key).is_none(),
+            "inflight entry left"
+        );
+        let told = waiter
+            .wait_for(Option::is_some)
+            .await
+            .expect("a result")
+            .clone();
+        assert_eq!(told, Some(want));
+    }
+
+    fn abandoned() -> Result<String, Failure> {
+        Err(Failure {
+            status: 503,
+            reason: "the issuance was abandoned; retry later".into(),
+            kind: FailureKind::Abandoned,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_finished_issuance_releases_everything_and_tells_its_result() {
+        assert_cleaned_up(
+            started(),
+            |g| tokio::spawn(g.finish(Ok("chain".into()))),
+            Ok("chain".into()),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_issuance_releases_everything_and_answers_503() {
+        assert_cleaned_up(
+            started(),
+            |g| {
+                tokio::spawn(async move {
+                    let _held = g;
+                    tokio::task::yield_now().await;
+                    panic!("a bug while the issuance runs");
+                })
+            },
+            abandoned(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_issuance_releases_everything_and_answers_503() {
+        assert_cleaned_up(
+            started(),
+            |g| {
+                let task = tokio::spawn(async move {
+                    let _held = g;
+                    std::future::pending::<()>().await;
+                });
+                task.abort();
+                task
+            },
+            abandoned(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_guard_removes_only_its_own_inflight_entry() {
+        let s = started();
+        // A later issuance for the same CSR took the slot (after a lock takeover).
+        let (_tx, newer) = watch::channel(None);
+        lock_map(&s.inflight).insert(s.key.clone(), newer.clone());
+        drop(s.guard);
+        let map = lock_map(&s.inflight);
+        assert!(map.get(&s.key).is_some_and(|rx| rx.same_channel(&newer)));
+    }
 
     #[test]
     fn a_chain_fits_when_the_leaf_has_the_key_and_the_name_and_is_valid() {

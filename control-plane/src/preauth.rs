@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
-use crate::acme::{Acme, IssueError, ProblemType};
-use crate::acme_jws::{dns01_value, AcmeHttp, DirectoryExt, JwsClient};
+use crate::acme::{Acme, IssueError, ProblemType, Published};
+use crate::acme_jws::{dns01_value, DirectoryExt, JwsClient};
 use crate::dns::TxtRecord;
 use crate::metrics::{FallbackReason, Metrics, OrderResult};
 use crate::store::{now_unix, CsrKey, Preauthorization};
@@ -95,7 +95,7 @@ impl Acme {
         self.preauth
             .directory
             .get_or_try_init(|| async {
-                let http = AcmeHttp::new(self.cfg.tls_root_file.as_deref())?;
+                let http = self.http()?;
                 DirectoryExt::from_json(&http.get_json(&self.cfg.directory_url).await?)
             })
             .await
@@ -112,7 +112,7 @@ impl Acme {
                 let key = self.account_key.get().ok_or_else(|| {
                     IssueError::CaProtocol("the account key is not loaded".into())
                 })?;
-                let http = AcmeHttp::new(self.cfg.tls_root_file.as_deref())?;
+                let http = self.http()?;
                 Ok(Arc::new(JwsClient::new(
                     http,
                     key,
@@ -348,15 +348,14 @@ impl Acme {
             format!("_acme-challenge.{parent}"),
             dns01_value(&token, account.key_thumbprint()),
         );
-        let records = [record];
-        self.dns()
-            .publish(&records)
-            .await
-            .map_err(IssueError::from)?;
-        let outcome = self.validate(jws, &url, &chall_url, parent).await;
-        if let Err(e) = self.dns().remove(&records).await {
-            warn!(parent, error = %e, "could not remove the parent's DNS-01 record");
+        // Removed whatever the outcome, also when the issuance is abandoned (dropped) first.
+        let published = Published::new(self.dns(), vec![record]);
+        if let Err(e) = self.dns().publish(published.records()).await {
+            published.remove(parent).await;
+            return Err(IssueError::from(e).into());
         }
+        let outcome = self.validate(jws, &url, &chall_url, parent).await;
+        published.remove(parent).await;
         let p = outcome?;
         info!(parent, authz_url = %url, expires = p.expires, "pre-authorised the parent domain (RFC 9444)");
         Ok(p)

@@ -7,7 +7,8 @@
 //! - `lock:<sha256(csr)>` — random token of the task issuing for that CSR; PX lock, refreshed.
 //! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it
 //!   (only if it is on the ACME directory's origin, [`crate::acme::Origin`]).
-//! - `fail:<sha256(csr)>` — JSON of a failed issuance, kept briefly so the device's retry learns why.
+//! - `fail:<sha256(csr)>` — JSON of a failed issuance ([`Failure`]: status, reason and
+//!   [`FailureKind`]), kept briefly so the device's retry learns why.
 //! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key);
 //!   refused if they name URLs outside the directory's origin.
 //! - `preauth:<sha256(directory url)>:<parent>` — the parent domain's pre-authorisation (URL and
@@ -55,6 +56,24 @@ pub struct Failure {
     pub status: u16,
     /// What went wrong, for the operator and (below 500) the device.
     pub reason: String,
+    /// Which kind of failure (absent in records of older versions: [`FailureKind::Issuance`]).
+    #[serde(default)]
+    pub kind: FailureKind,
+}
+
+/// Why an issuance ended without a certificate, as kept in `fail:<sha256(csr)>`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The CA or the DNS primary refused, or the CA's answer was unusable.
+    #[default]
+    Issuance,
+    /// The CA or the DNS primary was unavailable (a transient failure; 503).
+    Unavailable,
+    /// Not finished within `acme.order_timeout_s`: abandoned, its order kept for the retry.
+    Deadline,
+    /// The issuance task ended without a result (a panic, or the runtime shutting down).
+    Abandoned,
 }
 
 /// A valid authorisation of a parent domain with RFC 9444 `subdomainAuthAllowed`.
