@@ -26,7 +26,7 @@ pub struct Pebble {
     /// Pebble's log file.
     pub log: PathBuf,
     dir: TempDir,
-    _child: KillOnDrop,
+    child: KillOnDrop,
 }
 
 impl Pebble {
@@ -87,13 +87,45 @@ impl Pebble {
             issuer_root_pem,
             log,
             dir,
-            _child: child,
+            child,
         })
     }
 
     /// The scratch directory of this instance.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// Pebble's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// SIGSTOP: the realistic "CA hangs" fault. Its listening sockets stay open, so TCP
+    /// connections still succeed, and requests wait with no answer until [`Pebble::thaw`].
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT: Pebble answers again (requests that waited meanwhile included).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let out = Command::new("kill")
+            .arg(sig)
+            .arg(self.pid().to_string())
+            .output()
+            .context("running kill")?;
+        if !out.status.success() {
+            bail!(
+                "kill {sig} {}: {}",
+                self.pid(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// Number of new-order requests Pebble has logged so far.
