@@ -1,0 +1,6 @@
+//! X.509 certificate summary. The property is in `src/targets.rs`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = estuary_proto_fuzz::targets::cert(data);
+});

@@ -1,0 +1,6 @@
+//! Voucher and voucher-request JSON (RFC 8366, RFC 8995). The property is in `src/targets.rs`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = estuary_proto_fuzz::targets::voucher(data);
+});
