@@ -182,9 +182,17 @@ pub(crate) fn problem_error(
     }
 }
 
-/// At most 500 characters of a text the CA chose (a problem's detail), for errors and logs.
+/// At most 500 characters of a text the CA chose (a problem's detail), for errors, logs and
+/// the device: control and bidirectional-formatting characters become U+FFFD.
 pub(crate) fn bounded(text: &str) -> String {
-    text.chars().take(500).collect()
+    text.chars()
+        .take(500)
+        .map(|c| match c {
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect()
 }
 
 pub(crate) fn from_acme(e: instant_acme::Error) -> IssueError {
@@ -831,9 +839,11 @@ mod tests {
 
     #[test]
     fn problem_details_are_bounded() {
-        let huge = "ü\u{202e}".repeat(100_000);
-        assert_eq!(bounded(&huge).chars().count(), 500);
-        assert_eq!(bounded("short"), "short");
+        let huge = "ü\u{202e}\u{0}".repeat(100_000);
+        let b = bounded(&huge);
+        assert_eq!(b.chars().count(), 500);
+        assert!(b.starts_with("ü\u{fffd}\u{fffd}ü"), "{b:?}");
+        assert_eq!(bounded("short détail"), "short détail");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-use crate::acme::{problem_error, IssueError, ProblemType};
+use crate::acme::{bounded, problem_error, IssueError, ProblemType};
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -372,13 +372,7 @@ fn problem_of(rsp: &AcmeResponse) -> IssueError {
     match doc {
         Some(doc) if is_problem || doc.get("type").is_some() => {
             let kind = ProblemType::parse(doc.get("type").and_then(Value::as_str));
-            let detail = doc
-                .get("detail")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .chars()
-                .take(500)
-                .collect();
+            let detail = bounded(doc.get("detail").and_then(Value::as_str).unwrap_or(""));
             let mut e = problem_error(kind, detail, String::new());
             if let (IssueError::CaUnavailable { retry_after, .. }, Some(r)) =
                 (&mut e, rsp.retry_after)
