@@ -90,7 +90,25 @@ pub enum Fault {
     OrderWithoutFinalize,
     /// Challenges are accepted but never validated: orders never become ready.
     NeverValidate,
+    /// newAuthz and newOrder answer a hostile problem document (RFC 7807 §3, RFC 8555 §6.7):
+    /// `application/problem+json` with this HTTP status, `type` the raw JSON text given (an
+    /// unknown URN, a URN with bidirectional-override characters, or not a string at all), a
+    /// `detail` of about 140 KB of multi-byte text with NUL and control characters, and a
+    /// `Retry-After` that is neither a number nor an HTTP date.
+    HostileProblem {
+        /// HTTP status.
+        status: u16,
+        /// The `type` member, as JSON text (e.g. `42` or `"urn:…"`).
+        type_json: &'static str,
+    },
+    /// Every `expires` in authorisation and order objects (RFC 8555 §7.1.3, §7.1.4) is
+    /// [`MALFORMED_DATE`]: not RFC 3339, with a multi-byte character where the offset's
+    /// colon belongs.
+    MalformedDates,
 }
+
+/// The `expires` sent under [`Fault::MalformedDates`].
+pub const MALFORMED_DATE: &str = "2030-01-01T00:00:00+0\u{e9}00";
 
 /// Counters of what the CA did, for tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -474,7 +492,35 @@ fn respond_problem(ca: &Ca, p: Problem) -> Response {
     r
 }
 
-fn respond(ca: &Ca, status: StatusCode, body: Value, location: Option<String>) -> Response {
+/// The answer under [`Fault::HostileProblem`].
+fn respond_hostile_problem(ca: &Ca, status: u16, type_json: &str) -> Response {
+    ca.count(|s| s.problems += 1);
+    let kind: Value = serde_json::from_str(type_json).unwrap_or(Value::Null);
+    let body = json!({
+        "type": kind,
+        "detail": "\u{e4}\u{0}\u{202e}\u{1c5}\u{7} ".repeat(10_000),
+        "status": status,
+    });
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = (status, body.to_string()).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/problem+json"),
+    );
+    h.insert("retry-after", HeaderValue::from_static("soon"));
+    if let Ok(n) = HeaderValue::from_str(&ca.nonce()) {
+        h.insert("replay-nonce", n);
+    }
+    r
+}
+
+fn respond(ca: &Ca, status: StatusCode, mut body: Value, location: Option<String>) -> Response {
+    if ca.fault() == Fault::MalformedDates {
+        if let Some(e) = body.get_mut("expires") {
+            *e = json!(MALFORMED_DATE);
+        }
+    }
     let mut r = (status, body.to_string()).into_response();
     let h = r.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
@@ -820,6 +866,9 @@ async fn new_authz(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
         return respond_problem(&ca, malformed("this CA has no newAuthz"));
     }
     let v = try_p!(ca, verify(&ca, &headers, "/new-authz", &body));
+    if let Fault::HostileProblem { status, type_json } = ca.fault() {
+        return respond_hostile_problem(&ca, status, type_json);
+    }
     let account = v.account.unwrap_or_default();
     let Some(payload) = v.payload else {
         return respond_problem(&ca, malformed("newAuthz needs a payload"));
@@ -876,6 +925,9 @@ async fn new_order(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
     let fault = ca.fault();
     if let Fault::NewOrderProblem(kind, status) = fault {
         return respond_problem(&ca, problem(status, kind, "injected fault"));
+    }
+    if let Fault::HostileProblem { status, type_json } = fault {
+        return respond_hostile_problem(&ca, status, type_json);
     }
     let account = v.account.unwrap_or_default();
     let Some(payload) = v.payload else {
