@@ -26,7 +26,7 @@ use crate::acme::{Acme, IssueError, ProblemType, Published};
 use crate::acme_jws::{dns01_value, DirectoryExt, JwsClient};
 use crate::dns::TxtRecord;
 use crate::metrics::{FallbackReason, Metrics, OrderResult};
-use crate::store::{now_unix, CsrKey, Preauthorization};
+use crate::store::{now_unix, CsrKey, Preauthorization, Store};
 
 /// Per-process pre-authorisation state.
 #[derive(Default)]
@@ -279,6 +279,13 @@ impl Acme {
                 .await
                 .map_err(IssueError::from)?
             {
+                let lock = PreauthLock {
+                    store: self.store.clone(),
+                    dir: dir.clone(),
+                    parent: parent.to_string(),
+                    token,
+                    held: true,
+                };
                 let made = self.preauthorize(account, jws, new_authz, parent).await;
                 if let Some(m) = self.preauth.metrics.get() {
                     m.preauthorization(if made.is_ok() {
@@ -289,11 +296,11 @@ impl Acme {
                 }
                 if let Ok(p) = &made {
                     if let Err(e) = self.store.set_preauth(dir, parent, p).await {
-                        let _ = self.store.release_preauth_lock(dir, parent, &token).await;
+                        lock.release().await;
                         return Err(IssueError::from(e).into());
                     }
                 }
-                let _ = self.store.release_preauth_lock(dir, parent, &token).await;
+                lock.release().await;
                 return made;
             }
             // Another replica (or request) is authorising the parent: wait for its result.
@@ -398,6 +405,46 @@ impl Acme {
                 });
             }
             delay = (delay * 3 / 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// The lock that lets one replica (re)authorise a parent, while held: released by
+/// [`PreauthLock::release`], or, if the issuance holding it is abandoned (its deadline) or
+/// panics first, by a task spawned on drop, so that other replicas need not wait for its expiry.
+struct PreauthLock {
+    store: Store,
+    dir: String,
+    parent: String,
+    token: String,
+    held: bool,
+}
+
+impl PreauthLock {
+    async fn release(mut self) {
+        let _ = self
+            .store
+            .release_preauth_lock(&self.dir, &self.parent, &self.token)
+            .await;
+        self.held = false;
+    }
+}
+
+impl Drop for PreauthLock {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let (store, dir, parent, token) = (
+            self.store.clone(),
+            std::mem::take(&mut self.dir),
+            std::mem::take(&mut self.parent),
+            std::mem::take(&mut self.token),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = store.release_preauth_lock(&dir, &parent, &token).await;
+            });
         }
     }
 }

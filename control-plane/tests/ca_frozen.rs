@@ -246,3 +246,77 @@ async fn a_frozen_ca_means_202_then_503_and_leaves_nothing_behind() {
     assert!(txt_gone(&stack, &name, Duration::from_secs(5)).await);
     assert!(txt(&stack, &format!("{cached_sn}.{PARENT}")).is_empty());
 }
+
+/// A CA that accepts the parent's DNS-01 challenge and never validates it (the strict test CA,
+/// RFC 9444 pre-authorisation): the issuance is abandoned at `acme.order_timeout_s` in the middle
+/// of pre-authorising the parent; the device gets 503 + Retry-After, and neither the issuance
+/// lock, nor the pre-authorisation lock, nor the parent's TXT record is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuance_abandoned_during_pre_authorisation_leaves_nothing_behind() {
+    use estuary_tests::acme_ca::{CaOptions, Fault, TestAcmeCa};
+    let stack = stack();
+    let mut opts = CaOptions::rfc9444(stack.bind.addr);
+    opts.fault = Fault::NeverValidate;
+    let ca = TestAcmeCa::start(opts).expect("test CA");
+    let env = [
+        ("ESTUARY_ACME__DIRECTORY_URL", ca.directory_url.clone()),
+        (
+            "ESTUARY_ACME__TLS_ROOT_FILE",
+            ca.tls_ca_pem.display().to_string(),
+        ),
+        (
+            "ESTUARY_EST__CA_CERTS_FILE",
+            ca.issuer_root_pem.display().to_string(),
+        ),
+        ("ESTUARY_ACME__ORDER_TIMEOUT_S", "3".to_string()),
+    ];
+    let cp = ControlPlane::start(
+        &stack,
+        &CpOptions {
+            budget_ms: BUDGET_MS,
+            retry_after_s: 1,
+            lock_ttl_s: 3,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            ..CpOptions::default()
+        },
+    );
+    let sn = serial("sn-preauth");
+    let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
+    let started = Instant::now();
+    let r = cp.enroll(&sn, &csr).await;
+    assert_eq!(r.status, 202, "{}\n{}", r.text(), cp.log_text());
+    assert_eq!(
+        txt(&stack, PARENT).len(),
+        1,
+        "the parent's DNS-01 record is published"
+    );
+    let r = cp
+        .enroll_past_pending(&sn, &csr, Duration::from_secs(20))
+        .await;
+    assert_eq!(r.status, 503, "{}\n{}", r.text(), cp.log_text());
+    assert_eq!(r.header("retry-after"), Some("2"));
+    assert!(
+        r.text()
+            .contains("did not complete the issuance within 3 s"),
+        "{}",
+        r.text()
+    );
+    eprintln!("503 {:?} after the first request", started.elapsed());
+    let mut conn = redis(&stack).await;
+    for pattern in [
+        format!("{PREFIX}:lock:*"),
+        format!("{PREFIX}:preauth-lock:*"),
+    ] {
+        let left: Vec<String> = conn.keys(&pattern).await.expect("KEYS");
+        assert!(left.is_empty(), "{left:?}");
+    }
+    assert!(
+        txt_gone(&stack, PARENT, Duration::from_secs(5)).await,
+        "the parent's TXT record left behind: {:?}",
+        txt(&stack, PARENT)
+    );
+    assert!(!cp.log_text().contains("panicked"));
+}
