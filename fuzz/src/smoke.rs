@@ -313,19 +313,27 @@ fn fuzz_target(t: &Target, budget: Duration, seed: u64) -> Outcome {
     let mut kept = 0usize;
     while start.elapsed() < budget {
         for _ in 0..64 {
-            let parent = &pool[rng.below(pool.len())];
+            // Half the parents are seeds, so that permissive parsers (which accept nearly
+            // every mutant) do not drift to a pool of tiny inputs.
+            let parent = if pool.len() == seeds || rng.below(2) == 0 {
+                &pool[rng.below(seeds)]
+            } else {
+                &pool[seeds + rng.below(pool.len() - seeds)]
+            };
             let input = mutate(&mut rng, parent, &pool, max_len);
             out.runs += 1;
             match run_one(t, &input) {
                 Ok(true) => {
                     out.accepted += 1;
-                    if pool.len() < seeds + POOL {
-                        pool.push(input);
-                    } else {
-                        let i = seeds + kept % POOL;
-                        pool[i] = input;
+                    // Keep one accepted mutant in 8: room for variety, not for copies.
+                    if rng.below(8) == 0 {
+                        if pool.len() < seeds + POOL {
+                            pool.push(input);
+                        } else {
+                            pool[seeds + kept % POOL] = input;
+                        }
+                        kept += 1;
                     }
-                    kept += 1;
                 }
                 Ok(false) => {}
                 Err(msg) => {
