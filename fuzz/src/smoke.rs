@@ -1,8 +1,8 @@
 //! Smoke fuzzing on stable Rust: every target over its committed seeds (`seeds/<target>/`, plus a
 //! libFuzzer-grown `corpus/<target>/` if there is one), then over inputs mutated from them with a
-//! seeded PRNG (bit flips, byte changes, insertions, deletions, truncations, splices) for a time
-//! budget per target. No coverage guidance: mutants the parser accepts are kept as parents, that
-//! is all. A panic (failed property), a hang or a huge allocation is a finding: the input is
+//! seeded PRNG (bit flips, byte changes, insertions, deletions, truncations, splices; for DER,
+//! structural changes with the lengths rewritten) for a time budget per target. No coverage
+//! guidance: mutants the parser accepts are kept as parents, that is all. A panic (failed property), a hang or a huge allocation is a finding: the input is
 //! written to `artifacts/<target>/` and the run fails.
 //!
 //! ```text
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use estuary_proto_fuzz::{Target, TARGETS};
 
+mod der_mutate;
 mod generate;
 
 /// The fuzz crate's directory (seeds/, corpus/, artifacts/).
@@ -320,7 +321,14 @@ fn fuzz_target(t: &Target, budget: Duration, seed: u64) -> Outcome {
             } else {
                 &pool[seeds + rng.below(pool.len() - seeds)]
             };
-            let input = mutate(&mut rng, parent, &pool, max_len);
+            // DER inputs: half the time a structural mutant (lengths stay right).
+            let donor = &pool[rng.below(pool.len())];
+            let structural = parent.first() == Some(&0x30) && rng.below(2) == 0;
+            let input = structural
+                .then(|| der_mutate::mutate(&mut rng, parent, Some(donor)))
+                .flatten()
+                .filter(|d| d.len() <= max_len)
+                .unwrap_or_else(|| mutate(&mut rng, parent, &pool, max_len));
             out.runs += 1;
             match run_one(t, &input) {
                 Ok(true) => {
