@@ -45,6 +45,12 @@ fn all() -> Result<Seeds, String> {
     let chain_pem = testdata("cert/chain.pem")?;
     add("cert", "leaf.der", leaf.clone());
     add("cert", "ca.der", ca.clone());
+    add(
+        "identity",
+        "leaf-ca.der",
+        [leaf.clone(), ca.clone()].concat(),
+    );
+    add("identity", "leaf.der", leaf.clone());
     add("pem", "chain.pem", chain_pem.clone());
     add("pem", "ca.pem", testdata("cert/ca.pem")?);
     add(

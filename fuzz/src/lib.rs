@@ -44,6 +44,10 @@ pub const TARGETS: &[Target] = &[
         check: targets::eap,
     },
     Target {
+        name: "identity",
+        check: targets::identity,
+    },
+    Target {
         name: "names",
         check: targets::names,
     },

@@ -6,7 +6,10 @@ use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::csrattrs::CsrAttrs;
 use estuary_proto::eap::{self, EapPacket, EapType, TeapFrame};
 use estuary_proto::est::parse_est_path;
-use estuary_proto::identity::{globs_intersect, ManufacturerName, NamePrefix, SerialPattern};
+use estuary_proto::identity::{
+    self, globs_intersect, Manufacturer, ManufacturerName, NamePrefix, Need, SerialPattern,
+    TrustPolicy,
+};
 use estuary_proto::names::{glob_match, DeviceName, DeviceSerial, ParentDomain};
 use estuary_proto::pkcs7::{decode_certs_only, encode_certs_only};
 use estuary_proto::policy::{check_enroll, KeyPolicy};
@@ -157,6 +160,82 @@ fn teap_frame(data: &[u8]) -> bool {
         let _ = teap::first_unknown_mandatory(&tlvs, TlvType::is_defined);
     }
     true
+}
+
+/// Splits concatenated DER values (short or long definite lengths); stops at the first that
+/// does not fit.
+fn split_der(mut b: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while b.len() >= 2 {
+        let (len, hdr) = match b[1] {
+            n if n < 0x80 => (usize::from(n), 2),
+            0x81 => (usize::from(b.get(2).copied().unwrap_or(0)), 3),
+            0x82 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            _ => break,
+        };
+        let Some(one) = b.get(..hdr + len) else {
+            break;
+        };
+        out.push(one);
+        b = &b[hdr + len..];
+    }
+    out
+}
+
+/// The test root of proto/testdata, as a manufacturer CA and as the ACME CA.
+fn policies() -> &'static [TrustPolicy; 2] {
+    static P: std::sync::OnceLock<[TrustPolicy; 2]> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let ca = include_bytes!("../../proto/testdata/cert/ca.der").to_vec();
+        let parent = ParentDomain::parse("iot.example.test").expect("a valid parent");
+        let manufacturer = Manufacturer {
+            name: ManufacturerName::parse("fuzz").expect("a valid name"),
+            ca_der: ca.clone(),
+            serial_pattern: SerialPattern::parse("DEV*").expect("a valid pattern"),
+            name_prefix: NamePrefix::parse("m-").expect("a valid prefix"),
+        };
+        [
+            TrustPolicy {
+                parent: parent.clone(),
+                manufacturers: vec![manufacturer],
+                acme_issuers: Vec::new(),
+            },
+            TrustPolicy {
+                parent,
+                manufacturers: Vec::new(),
+                acme_issuers: vec![ca],
+            },
+        ]
+    })
+}
+
+/// Who a client certificate is (proto `identity::authenticate`, from the XFCC leaf and chain):
+/// never panics; an accepted identity holds the leaf as given; `Need::Any` accepts exactly what
+/// `IDevId` or `LDevId` accepts, as the same identity.
+pub fn identity(data: &[u8]) -> bool {
+    let ders = split_der(data);
+    let Some((leaf, chain)) = ders.split_first() else {
+        return false;
+    };
+    let chain: Vec<Vec<u8>> = chain.iter().map(|c| c.to_vec()).collect();
+    let mut accepted = false;
+    for policy in policies() {
+        let any = identity::authenticate(policy, leaf, &chain, Need::Any);
+        let idevid = identity::authenticate(policy, leaf, &chain, Need::IDevId);
+        let ldevid = identity::authenticate(policy, leaf, &chain, Need::LDevId);
+        let specific = idevid.as_ref().ok().or(ldevid.as_ref().ok());
+        assert_eq!(
+            any.as_ref().ok(),
+            specific,
+            "Need::Any agrees with the specific needs"
+        );
+        if let Ok(id) = &any {
+            assert_eq!(id.cert().der(), *leaf);
+            let _ = id.name(&policy.parent);
+            accepted = true;
+        }
+    }
+    accepted
 }
 
 /// Names from outside: EST paths (RFC 7030 §3.2.2), device names and serials, the identity
