@@ -392,6 +392,20 @@ pub struct EnrollConfig {
     /// How long a failed issuance is remembered, so the device's retry learns why.
     #[serde(default = "default_failure_ttl_s")]
     pub failure_ttl_s: u64,
+    /// New ACME orders one device may cause per `device_window_s` (seed §8.1); 0: no limit.
+    /// An identical CSR is served from the cache and never counts.
+    #[serde(default = "default_max_orders_per_device")]
+    pub max_orders_per_device: u32,
+    /// The window of `max_orders_per_device`, in seconds.
+    #[serde(default = "default_device_window_s")]
+    pub device_window_s: u64,
+}
+
+fn default_max_orders_per_device() -> u32 {
+    5
+}
+fn default_device_window_s() -> u64 {
+    3600
 }
 
 fn default_budget_ms() -> u64 {
@@ -418,6 +432,8 @@ impl Default for EnrollConfig {
             unavailable_retry_after_s: default_unavailable_retry_after_s(),
             lock_ttl_s: default_lock_ttl_s(),
             failure_ttl_s: default_failure_ttl_s(),
+            max_orders_per_device: default_max_orders_per_device(),
+            device_window_s: default_device_window_s(),
         }
     }
 }

@@ -77,6 +77,16 @@ pub enum EnrollError {
     /// A failure recorded by the replica that ran the order.
     #[error("{}", .0.reason)]
     Remembered(Failure),
+    /// The device has caused `limit` new orders in the current window (seed §8.1).
+    #[error("this device has requested {limit} new certificates within {window_s} s, the most allowed; send the same CSR again, or a new one after {retry_after_s} s")]
+    DeviceLimit {
+        /// The configured limit.
+        limit: u32,
+        /// The window, in seconds.
+        window_s: u64,
+        /// Seconds until the window ends.
+        retry_after_s: u64,
+    },
 }
 
 impl EnrollError {
@@ -85,6 +95,8 @@ impl EnrollError {
         match self {
             Self::BadCsr(_) | Self::Name(_) => 400,
             Self::Policy(_) => 403,
+            // RFC 6585 §4: too many requests, with Retry-After.
+            Self::DeviceLimit { .. } => 429,
             Self::Store(_) => 503,
             Self::Remembered(f) => f.status,
             Self::Issue(e) => match e {
@@ -117,6 +129,7 @@ impl EnrollError {
                 retry_after: Some(d),
                 ..
             }) => Some(d.as_secs().max(1)),
+            Self::DeviceLimit { retry_after_s, .. } => Some(*retry_after_s),
             _ if self.status() == 503 => Some(cfg.unavailable_retry_after_s),
             _ => None,
         }
@@ -277,6 +290,10 @@ impl Engine {
             let (_tx, rx) = watch::channel(Some(Ok(chain)));
             return Ok(Some(rx));
         }
+        if let Err(e) = self.take_order_slot(key, name).await {
+            let _ = self.store.release_lock(key, &token).await;
+            return Err(e);
+        }
         let (tx, rx) = watch::channel(None);
         let raced = {
             let mut map = self.lock_inflight();
@@ -320,6 +337,28 @@ impl Engine {
             guard.finish(result).await;
         });
         Ok(Some(rx))
+    }
+
+    /// Seed §8.1: a new order counts against the device's `enroll.max_orders_per_device`; an
+    /// order being resumed (its URL is in Redis) was counted when it was placed.
+    async fn take_order_slot(&self, key: &CsrKey, name: &DeviceName) -> Result<(), EnrollError> {
+        let limit = self.cfg.max_orders_per_device;
+        if limit == 0 || self.store.order_url(key).await?.is_some() {
+            return Ok(());
+        }
+        let window = Duration::from_secs(self.cfg.device_window_s);
+        match self.store.take_order_slot(name.as_str(), limit, window).await? {
+            None => Ok(()),
+            Some(retry_after_s) => {
+                self.metrics.device_limited.inc();
+                warn!(device = %name.as_str(), limit, "per-device order limit reached; refusing a new order");
+                Err(EnrollError::DeviceLimit {
+                    limit,
+                    window_s: self.cfg.device_window_s,
+                    retry_after_s,
+                })
+            }
+        }
     }
 
     fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<CsrKey, Waiter>> {

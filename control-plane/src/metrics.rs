@@ -5,6 +5,8 @@
 //! `estuary_cache_misses_total`; plus the histogram `estuary_issuance_duration_seconds`.
 //! `estuary_cache_rejected_total` counts cached chains that did not fit their CSR (key, name or
 //! expiry; Redis is not trusted) and were dropped; each such look-up also counts as a miss.
+//! `estuary_device_limited_total` counts new orders refused because the device had used up its
+//! `enroll.max_orders_per_device` for the window (seed §8.1).
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -93,6 +95,8 @@ pub struct Metrics {
     pub cache_misses: Counter,
     /// Cached chains dropped because they did not fit the CSR.
     pub cache_rejected: Counter,
+    /// New orders refused by the per-device limit.
+    pub device_limited: Counter,
     /// Seconds from the start of an issuance to the certificate in hand.
     pub issuance_seconds: Histogram,
     preauth_fallbacks: Family<FallbackLabels, Counter>,
@@ -119,6 +123,7 @@ impl Metrics {
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
         let cache_rejected = Counter::default();
+        let device_limited = Counter::default();
         let issuance_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         let preauth_fallbacks = Family::<FallbackLabels, Counter>::default();
         let preauths = Family::<OrderLabels, Counter>::default();
@@ -176,6 +181,11 @@ impl Metrics {
             cache_rejected.clone(),
         );
         registry.register(
+            "estuary_device_limited",
+            "New ACME orders refused because the device used up enroll.max_orders_per_device in the window",
+            device_limited.clone(),
+        );
+        registry.register(
             "estuary_issuance_duration_seconds",
             "Time to issue one certificate through ACME",
             issuance_seconds.clone(),
@@ -188,6 +198,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_rejected,
+            device_limited,
             issuance_seconds,
             preauth_fallbacks,
             preauths,

@@ -92,6 +92,7 @@ pub struct Store {
     prefix: String,
     refresh: Script,
     release: Script,
+    order_slot: Script,
 }
 
 impl Store {
@@ -113,6 +114,19 @@ impl Store {
             ),
             release: Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            ),
+            // A fixed window per device: the first order sets its expiry; past the limit the
+            // answer is minus the seconds the window still runs (at least 1).
+            order_slot: Script::new(
+                "local n = redis.call('INCR', KEYS[1]) \
+                 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
+                 if n > tonumber(ARGV[1]) then \
+                   local t = redis.call('TTL', KEYS[1]) \
+                   if t < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) t = tonumber(ARGV[2]) end \
+                   if t < 1 then t = 1 end \
+                   return -t \
+                 end \
+                 return n",
             ),
         })
     }
@@ -213,6 +227,26 @@ impl Store {
             .invoke_async(&mut c)
             .await?;
         Ok(())
+    }
+
+    /// Takes one of `device`'s `limit` new orders for the current `window`: `None` if taken,
+    /// `Some(seconds)` until the window ends if the device has used them all (seed §8.1: it is
+    /// prudent not to request certificates too often).
+    pub async fn take_order_slot(
+        &self,
+        device: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut c = self.conn.clone();
+        let n: i64 = self
+            .order_slot
+            .key(self.key("orders", device))
+            .arg(limit)
+            .arg(window.as_secs().max(1))
+            .invoke_async(&mut c)
+            .await?;
+        Ok((n < 0).then(|| n.unsigned_abs()))
     }
 
     /// The ACME order URL in progress for a CSR.
