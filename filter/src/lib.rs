@@ -21,7 +21,8 @@
 //! | bad base64 / DER / signature | 400 |
 //! | CSR refused by policy | 403 |
 //! | control plane 200 / 202 / 4xx | 200 base64 PKCS#7 / 202 + `Retry-After` / same 4xx |
-//! | control plane 429, 503, timeout, unreachable | 503 + `Retry-After` |
+//! | control plane 429 (the device's own limit) | 429 + `Retry-After` + its reason |
+//! | control plane 503, timeout, unreachable | 503 + `Retry-After` |
 //! | control plane other 5xx | 500 / 502, generic body (detail only in the log) |
 //! | any EST path, role `cloud-registrar` | 404 (draft-ietf-anima-brski-cloud), no control-plane call |
 //! | EST or BRSKI path whose `:authority` is not in `authorities` (when configured) | 421, no control-plane call |

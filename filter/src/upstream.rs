@@ -114,7 +114,18 @@ pub fn map_answer(
                 log: None,
             }
         }
-        429 | 503 => {
+        // RFC 6585 §4: the device's own limit (e.g. too many new keys); it learns why and when.
+        429 => {
+            let secs = retry_after_seconds(retry_after);
+            let mut reply = Reply::text(429, &client_reason(status, body));
+            reply.headers.push(("retry-after", secs.to_string()));
+            Answer {
+                reply,
+                cache: None,
+                log: None,
+            }
+        }
+        503 => {
             let secs = retry_after_seconds(retry_after);
             let mut reply = Reply::text(503, "registration authority busy, retry later");
             reply.headers.push(("retry-after", secs.to_string()));
@@ -225,13 +236,22 @@ mod tests {
             b"",
         );
         assert_eq!(a.reply.header("retry-after"), Some("10"));
-        for s in [&b"429"[..], b"503"] {
-            let a = map_answer(CallKind::Enroll, Some(s), Some(b"3"), b"x");
-            assert_eq!(
-                (a.reply.status, a.reply.header("retry-after")),
-                (503, Some("3"))
-            );
-        }
+        let a = map_answer(CallKind::Enroll, Some(b"503"), Some(b"3"), b"x");
+        assert_eq!(
+            (a.reply.status, a.reply.header("retry-after")),
+            (503, Some("3"))
+        );
+        let a = map_answer(
+            CallKind::Enroll,
+            Some(b"429"),
+            Some(b"3"),
+            b"this device has requested 5 new certificates",
+        );
+        assert_eq!(
+            (a.reply.status, a.reply.header("retry-after")),
+            (429, Some("3"))
+        );
+        assert!(String::from_utf8_lossy(&a.reply.body).contains("requested 5 new certificates"));
         for s in [None, Some(&b""[..]), Some(b"abc")] {
             let a = map_answer(CallKind::Enroll, s, None, b"");
             assert_eq!(a.reply.status, 503);
