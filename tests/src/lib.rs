@@ -7,6 +7,7 @@
 pub mod acme_ca;
 pub mod bind;
 pub mod cloud;
+pub mod curl;
 pub mod dev_stack;
 pub mod envoy;
 pub mod hostapd;

@@ -2,108 +2,13 @@
 //! plane, Pebble, BIND9 and Redis: what a device, or a caller of the internal API, may obtain.
 //! One module per rule; the clients are curl and openssl.
 
-/// Clients and probes shared by the modules: curl, openssl, the control planes' metrics.
-mod support {
-    use std::path::Path;
-    use std::process::Command;
-
-    use estuary_tests::dev_stack::DevStack;
-
-    /// An HTTP answer: status and body.
-    pub struct Answer {
-        pub status: u16,
-        pub body: String,
-    }
-
-    pub fn sh(cmd: &mut Command) -> Vec<u8> {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
-
-    /// curl with `args` and the URL; the body goes through a file so the status is alone on
-    /// stdout.
-    pub fn curl(dir: &Path, args: &[&str], url: &str) -> Answer {
-        let body = dir.join("answer");
-        let _ = std::fs::remove_file(&body);
-        let status = sh(Command::new("curl")
-            .args(["-sS", "--max-time", "60", "-w", "%{http_code}", "-o"])
-            .arg(&body)
-            .args(args)
-            .arg(url));
-        Answer {
-            status: String::from_utf8_lossy(&status).trim().parse().unwrap_or(0),
-            body: String::from_utf8_lossy(&std::fs::read(&body).unwrap_or_default()).into_owned(),
-        }
-    }
-
-    /// A DER CSR by `openssl req` with a fresh P-256 key: `subject`, a SAN for `name`, and one
-    /// `-addext` per `extra`.
-    pub fn openssl_csr(dir: &Path, subject: &str, name: &str, extra: &[&str]) -> Vec<u8> {
-        let key = dir.join("csr.key");
-        let der = dir.join("csr.der");
-        let mut cmd = Command::new("openssl");
-        cmd.args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-keyout"])
-        .arg(&key)
-        .args(["-subj", subject])
-        .args(["-addext", &format!("subjectAltName=DNS:{name}")]);
-        for e in extra {
-            cmd.args(["-addext", e]);
-        }
-        sh(cmd.args(["-outform", "DER", "-out"]).arg(&der));
-        std::fs::read(&der).expect("read CSR")
-    }
-
-    /// Sum of every series of `family` (any labels) over all control planes.
-    pub fn metric_sum(stack: &DevStack, dir: &Path, family: &str) -> f64 {
-        stack
-            .control_planes
-            .iter()
-            .map(|cp| {
-                curl(dir, &[], &cp.url("/metrics"))
-                    .body
-                    .lines()
-                    .filter(|l| {
-                        l.strip_prefix(family)
-                            .is_some_and(|rest| rest.starts_with(['{', ' ']))
-                    })
-                    .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                    .sum::<f64>()
-            })
-            .sum()
-    }
-
-    /// (ACME orders, DNS UPDATEs) so far.
-    pub fn side_effects(stack: &DevStack, dir: &Path) -> (f64, f64) {
-        (
-            metric_sum(stack, dir, "estuary_acme_orders_total"),
-            metric_sum(stack, dir, "estuary_dns_updates_total"),
-        )
-    }
-}
-
 /// A CSR may ask for a device certificate for the device's own name and nothing more
 /// (estuary_proto::policy): every other request is refused at the edge and again by the
 /// control plane, before any ACME order or DNS UPDATE.
 mod csr_content {
     use std::time::{Duration, Instant};
 
-    use super::support::{curl, openssl_csr, side_effects};
+    use estuary_tests::curl::{curl, openssl_csr, side_effects};
 
     use estuary_proto::est::CT_PKCS10;
     use estuary_proto::internal_api::{
@@ -266,7 +171,7 @@ mod device_identity {
     use estuary_tests::stack::DEV_PARENT;
     use estuary_tests::util::TempDir;
 
-    use super::support::{curl, openssl_csr, side_effects, Answer};
+    use estuary_tests::curl::{curl, openssl_csr, side_effects, Answer};
 
     fn unique(tag: &str) -> String {
         let n = std::time::SystemTime::now()
