@@ -203,7 +203,8 @@ pub struct Registrar {
     chain: Vec<Vec<u8>>,
     key: p256::ecdsa::SigningKey,
     manufacturers: Vec<Manufacturer>,
-    redis: redis::Client,
+    /// Status reports (one shared, reconnecting connection with deadlines).
+    redis: redis::aio::ConnectionManager,
     prefix: String,
     status_ttl_s: u64,
     retry_after_s: u64,
@@ -309,7 +310,7 @@ impl Registrar {
             chain,
             key,
             manufacturers,
-            redis: redis::Client::open(redis_url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?,
+            redis: status_store(redis_url)?,
             prefix: prefix.to_string(),
             status_ttl_s: cfg.status_ttl_s,
             retry_after_s: cfg.masa_retry_after_s,
@@ -735,6 +736,19 @@ async fn signed_to_masa(
     Ok(body)
 }
 
+/// The connection status reports are stored through: connected lazily, reconnecting by itself,
+/// and every command bounded in time (a Redis that hangs makes the report 503, not a stuck task).
+fn status_store(redis_url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(redis_url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+    let rc = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(1000)))
+        .set_response_timeout(Some(Duration::from_millis(2000)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    redis::aio::ConnectionManager::new_lazy_with_config(client, rc)
+        .map_err(|e| anyhow::anyhow!("redis: {e}"))
+}
+
 async fn masa_post(
     m: &Manufacturer,
     url: &str,
@@ -746,18 +760,26 @@ async fn masa_post(
         .header(header::ACCEPT, CT_VOUCHER_CMS_JSON)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| BrskiError::Forbidden(format!("MASA URL {url:?} is unusable: {e}")))?;
-    let rsp = tokio::time::timeout(MASA_TIMEOUT, m.client.request(req))
+    // One deadline for the whole exchange, the body included: a MASA that sends its headers
+    // and then stalls must not hold the pledge (or this task) forever.
+    let exchange = async {
+        let rsp = m
+            .client
+            .request(req)
+            .await
+            .map_err(|e| BrskiError::MasaUnavailable(format!("{url}: {e}")))?;
+        let status = rsp.status().as_u16();
+        let body = http_body_util::Limited::new(rsp.into_body(), MAX_MASA_BODY)
+            .collect()
+            .await
+            .map_err(|e| BrskiError::MasaUnavailable(format!("reading {url}: {e}")))?
+            .to_bytes()
+            .to_vec();
+        Ok((status, body))
+    };
+    tokio::time::timeout(MASA_TIMEOUT, exchange)
         .await
-        .map_err(|_| BrskiError::MasaUnavailable(format!("{url}: no answer in time")))?
-        .map_err(|e| BrskiError::MasaUnavailable(format!("{url}: {e}")))?;
-    let status = rsp.status().as_u16();
-    let body = http_body_util::Limited::new(rsp.into_body(), MAX_MASA_BODY)
-        .collect()
-        .await
-        .map_err(|e| BrskiError::MasaUnavailable(format!("reading {url}: {e}")))?
-        .to_bytes()
-        .to_vec();
-    Ok((status, body))
+        .map_err(|_| BrskiError::MasaUnavailable(format!("{url}: no complete answer in time")))?
 }
 
 #[derive(Clone, Copy)]
@@ -812,11 +834,7 @@ async fn status_report(
         };
         info!(serial = %serial, status = ok, reason = %reason.escape_debug(), "BRSKI {name} report");
         let key = format!("{}:brski:{name}:{serial}", reg.prefix);
-        let mut conn = reg
-            .redis
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| BrskiError::Store(e.to_string()))?;
+        let mut conn = reg.redis.clone();
         let stored = serde_json::json!({"at": now_unix(), "report": v}).to_string();
         redis::cmd("SET")
             .arg(&key)
