@@ -104,6 +104,8 @@ fn all() -> Result<Seeds, String> {
         "2016-10-07T19:31:42Z",
         "0000-01-01T00:00:00Z",
         "9999-12-31T23:59:59Z",
+        // Found by fuzzing: a day beyond the month (now refused).
+        "9999-02-31T23:59:59Z",
     ]
     .iter()
     .enumerate()
