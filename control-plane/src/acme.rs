@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
-use crate::acme_jws::{AcmeHttp, NoAnswer};
+use crate::acme_jws::{AcmeHttp, NoAnswer, RateLimitedAnswer};
 use crate::config::AcmeConfig;
 use crate::dns::{DnsError, DnsUpdater, TxtRecord};
 use crate::dns_batch::DnsBatcher;
@@ -88,6 +88,23 @@ pub enum IssueError {
         /// When the CA said to come back, if it did.
         retry_after: Option<Duration>,
     },
+    /// The CA answered `rateLimited` (RFC 8555 §6.7). [`Acme::issue`] records a back-off that
+    /// keeps every replica from sending the CA new orders until it ends, and puts its length
+    /// in `retry_after`.
+    #[error("the ACME CA rate-limited this account: {detail}")]
+    CaRateLimited {
+        /// The CA's detail.
+        detail: String,
+        /// The CA's `Retry-After` (or, from [`Acme::issue`], the back-off recorded).
+        retry_after: Option<Duration>,
+    },
+    /// A back-off after `rateLimited` holds at this CA (recorded by any replica): nothing was
+    /// sent to the CA.
+    #[error("the ACME CA rate-limited this account; no new orders for {} s", whole_seconds(*.remaining))]
+    CaBackoff {
+        /// The time the back-off still runs.
+        remaining: Duration,
+    },
     /// The CA refused the CSR or the name.
     #[error("ACME CA refused the request ({problem:?}): {detail}")]
     CaRejected {
@@ -155,6 +172,13 @@ impl IssueError {
     }
 }
 
+/// `d` in whole seconds, rounded up, at least 1: a `Retry-After` that does not come back early.
+pub fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_add(u64::from(d.subsec_nanos() > 0))
+        .max(1)
+}
+
 /// The typed error for an ACME problem document (RFC 8555 §6.7). `identifier` names the
 /// subproblem's identifier when there is one.
 pub(crate) fn problem_error(
@@ -167,9 +191,9 @@ pub(crate) fn problem_error(
             detail: format!("{problem:?}: {detail}"),
             retry_after: None,
         },
-        ProblemType::RateLimited => IssueError::CaUnavailable {
-            detail: format!("rate limited: {detail}"),
-            retry_after: Some(Duration::from_secs(60)),
+        ProblemType::RateLimited => IssueError::CaRateLimited {
+            detail,
+            retry_after: None,
         },
         ProblemType::Dns
         | ProblemType::IncorrectResponse
@@ -207,6 +231,19 @@ pub(crate) fn from_acme(e: instant_acme::Error) -> IssueError {
                 .map(|i| bounded(&format!("{i:?}")))
                 .unwrap_or_default();
             problem_error(problem, detail, identifier)
+        }
+        // A rateLimited problem, with its Retry-After, as our HTTP client hands it over.
+        instant_acme::Error::Other(e) if e.is::<RateLimitedAnswer>() => {
+            match e.downcast::<RateLimitedAnswer>() {
+                Ok(r) => IssueError::CaRateLimited {
+                    detail: r.detail,
+                    retry_after: r.retry_after,
+                },
+                Err(e) => IssueError::CaUnavailable {
+                    detail: e.to_string(),
+                    retry_after: None,
+                },
+            }
         }
         // Our HTTP client's per-exchange timeout (acme_jws::AcmeHttp).
         instant_acme::Error::Other(e) if e.is::<NoAnswer>() => match e.downcast::<NoAnswer>() {
@@ -391,12 +428,59 @@ impl Acme {
     /// The coalescing DNS sender, started on first use (inside the runtime).
     pub(crate) fn dns(&self) -> &DnsBatcher {
         self.batcher.get_or_init(|| {
-            DnsBatcher::spawn(
+            let batcher = DnsBatcher::spawn(
                 Arc::clone(&self.dns),
                 Duration::from_millis(self.cfg.dns_batch_window_ms),
                 self.cfg.dns_batch_max_records,
-            )
+                self.cfg.dns_batch_max_queue,
+            );
+            match self.preauth.metrics.get() {
+                Some(m) => {
+                    let m = Arc::clone(m);
+                    batcher.with_full_counter(Arc::new(move || {
+                        m.dns_queue_full.inc();
+                    }))
+                }
+                None => batcher,
+            }
         })
+    }
+
+    /// The time a back-off after `rateLimited` still runs at this CA, shared by every replica
+    /// through Redis; `None` when none holds.
+    pub async fn ca_backoff(&self) -> Result<Option<Duration>, StoreError> {
+        self.store.ca_backoff(&self.cfg.directory_url).await
+    }
+
+    /// Records a back-off after `rateLimited` for every replica: the CA's `Retry-After`, or
+    /// `acme.rate_limit_backoff_s` without one, at most `acme.rate_limit_backoff_max_s` and at
+    /// least 1 s; a longer one already recorded is kept. Returns the time it runs.
+    async fn back_off(&self, retry_after: Option<Duration>) -> Duration {
+        let wanted = retry_after
+            .unwrap_or(Duration::from_secs(self.cfg.rate_limit_backoff_s))
+            .min(Duration::from_secs(self.cfg.rate_limit_backoff_max_s))
+            .max(Duration::from_secs(1));
+        if let Some(m) = self.preauth.metrics.get() {
+            m.ca_backoffs.inc();
+        }
+        let runs = match self
+            .store
+            .extend_ca_backoff(&self.cfg.directory_url, wanted)
+            .await
+        {
+            Ok(runs) => runs,
+            Err(e) => {
+                warn!(error = %e, "could not record the CA back-off in Redis; other replicas may still order");
+                wanted
+            }
+        };
+        warn!(
+            directory = %self.cfg.directory_url,
+            retry_after_s = retry_after.map(|d| d.as_secs()),
+            backoff_s = whole_seconds(runs),
+            "the ACME CA answered rateLimited; no new orders to it until the back-off ends"
+        );
+        runs
     }
 
     /// Whether `url` is on the ACME directory's origin, so that it may be used with the
@@ -524,6 +608,14 @@ impl Acme {
     ) -> Result<String, IssueError> {
         let limit = Duration::from_secs(self.cfg.order_timeout_s);
         match tokio::time::timeout(limit, self.issue_attempts(key, csr_der, name)).await {
+            // RFC 8555 §6.7: rateLimited, from any request of the issuance.
+            Ok(Err(IssueError::CaRateLimited {
+                detail,
+                retry_after,
+            })) => Err(IssueError::CaRateLimited {
+                detail,
+                retry_after: Some(self.back_off(retry_after).await),
+            }),
             Ok(result) => result,
             Err(_) => {
                 warn!(
@@ -567,6 +659,11 @@ impl Acme {
         csr_der: &[u8],
         name: &DeviceName,
     ) -> Result<String, IssueError> {
+        // Also between attempts and after a wait for a turn: another replica may have been
+        // told rateLimited meanwhile.
+        if let Some(remaining) = self.ca_backoff().await? {
+            return Err(IssueError::CaBackoff { remaining });
+        }
         let account = self.account().await?;
         let resumed = match self.store.order_url(key).await? {
             Some(url) if !self.on_ca_origin(&url) => {

@@ -37,6 +37,58 @@ const MAX_BODY: usize = 256 * 1024;
 #[error("the ACME CA did not answer within {} ms", .0.as_millis())]
 pub struct NoAnswer(pub Duration);
 
+/// The CA answered `rateLimited` (RFC 8555 §6.7) to one of instant-acme's requests: the
+/// problem's detail (bounded) and its `Retry-After`, which instant-acme's own error drops.
+#[derive(Debug, thiserror::Error)]
+#[error("rate limited: {detail}")]
+pub struct RateLimitedAnswer {
+    /// The problem's detail, bounded ([`bounded`]).
+    pub detail: String,
+    /// `Retry-After`, when given and readable.
+    pub retry_after: Option<Duration>,
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an IMF-fixdate HTTP-date
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`) read as the time from `now` (Unix seconds; zero if
+/// past). `None` for anything else, the obsolete date formats included.
+pub fn retry_after(value: &str, now: i64) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse().ok().map(Duration::from_secs);
+    }
+    let rest = value.get(5..)?;
+    let mut parts = rest.split(' ');
+    let (day, month, year, time, zone) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? + 1;
+    if parts.next().is_some() || zone != "GMT" || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    let at = estuary_proto::time::parse_rfc3339(&format!("{year}-{month:02}-{day}T{time}Z"))?;
+    Some(Duration::from_secs(u64::try_from(at - now).unwrap_or(0)))
+}
+
+/// The `rateLimited` problem in a failed answer, if that is what it is.
+fn rate_limited(status: u16, retry: Option<&str>, body: &[u8]) -> Option<RateLimitedAnswer> {
+    if status < 400 {
+        return None;
+    }
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let kind = ProblemType::parse(doc.get("type").and_then(Value::as_str));
+    (kind == ProblemType::RateLimited).then(|| RateLimitedAnswer {
+        detail: bounded(doc.get("detail").and_then(Value::as_str).unwrap_or("")),
+        retry_after: retry.and_then(|r| retry_after(r, crate::store::now_unix())),
+    })
+}
+
 /// The one HTTPS client for the CA: instant-acme's requests ([`instant_acme::HttpClient`]) and
 /// our own JWS POSTs. Trusts `root` only when given, else the platform's roots. Every exchange,
 /// the body included, ends within its timeout ([`NoAnswer`]): a CA that accepts TCP and never
@@ -119,9 +171,8 @@ impl AcmeHttp {
         let location = header("location");
         let nonce = header("replay-nonce");
         let content_type = header("content-type").unwrap_or_default();
-        let retry_after = header("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after =
+            header("retry-after").and_then(|v| retry_after(&v, crate::store::now_unix()));
         let body = http_body_util::Limited::new(rsp.into_body(), MAX_BODY)
             .collect()
             .await
@@ -155,7 +206,8 @@ type InstantAcmeFuture =
     Pin<Box<dyn Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send>>;
 
 /// instant-acme's requests go through the same client and the same per-exchange timeout; the
-/// body is read (at most [`MAX_BODY`]) before the answer is handed over.
+/// body is read (at most [`MAX_BODY`]) before the answer is handed over. A `rateLimited`
+/// problem becomes [`RateLimitedAnswer`], so that its `Retry-After` is kept.
 impl instant_acme::HttpClient for AcmeHttp {
     fn request(&self, req: hyper::Request<instant_acme::BodyWrapper<Bytes>>) -> InstantAcmeFuture {
         let this = self.clone();
@@ -178,6 +230,13 @@ impl instant_acme::HttpClient for AcmeHttp {
                     .await
                     .map_err(instant_acme::Error::Other)?
                     .to_bytes();
+                let retry = parts
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok());
+                if let Some(r) = rate_limited(parts.status.as_u16(), retry, &body) {
+                    return Err(instant_acme::Error::Other(Box::new(r)));
+                }
                 Ok(instant_acme::BytesResponse {
                     parts,
                     body: Box::new(body),
@@ -374,8 +433,11 @@ fn problem_of(rsp: &AcmeResponse) -> IssueError {
             let kind = ProblemType::parse(doc.get("type").and_then(Value::as_str));
             let detail = bounded(doc.get("detail").and_then(Value::as_str).unwrap_or(""));
             let mut e = problem_error(kind, detail, String::new());
-            if let (IssueError::CaUnavailable { retry_after, .. }, Some(r)) =
-                (&mut e, rsp.retry_after)
+            if let (
+                IssueError::CaUnavailable { retry_after, .. }
+                | IssueError::CaRateLimited { retry_after, .. },
+                Some(r),
+            ) = (&mut e, rsp.retry_after)
             {
                 *retry_after = Some(r);
             }
@@ -408,6 +470,53 @@ mod tests {
             dns01_value("a", "b"),
             "LnM23I66h-9HLfVow1SCq_JXXcPl6sDFxiuP-urCyTQ"
         );
+    }
+
+    /// RFC 9110 §10.2.3: delay-seconds or an HTTP-date (§5.6.7, the IMF-fixdate example).
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        // Sun, 06 Nov 1994 08:49:37 GMT is 784111777.
+        let now = 784_111_777 - 90;
+        assert_eq!(retry_after("5", now), Some(Duration::from_secs(5)));
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        // A date already past: come back now.
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 1000),
+            Some(Duration::ZERO)
+        );
+        for bad in [
+            "",
+            "soon",
+            "-5",
+            "5s",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "Sün, 06 Nov 1994 08:49:37 GMT",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    /// RFC 8555 §6.7: only a failed answer of type rateLimited is one.
+    #[test]
+    fn rate_limited_answers_are_recognised() {
+        let doc = br#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders","status":429}"#;
+        let r = rate_limited(429, Some("7"), doc).expect("rateLimited");
+        assert_eq!(r.detail, "too many new orders");
+        assert_eq!(r.retry_after, Some(Duration::from_secs(7)));
+        let r = rate_limited(429, Some("soon"), doc).expect("rateLimited");
+        assert_eq!(r.retry_after, None);
+        assert!(rate_limited(200, Some("7"), doc).is_none());
+        let other = br#"{"type":"urn:ietf:params:acme:error:serverInternal"}"#;
+        assert!(rate_limited(500, Some("7"), other).is_none());
+        assert!(rate_limited(429, None, b"not json").is_none());
     }
 
     #[test]

@@ -328,6 +328,27 @@ pub struct AcmeConfig {
     /// Largest number of records in one coalesced UPDATE message.
     #[serde(default = "default_dns_batch_max_records")]
     pub dns_batch_max_records: usize,
+    /// DNS-01 requests that may wait for the DNS primary, per kind (add, delete); beyond it a
+    /// request fails at once as a transient DNS error (the device gets 503 + Retry-After).
+    #[serde(default = "default_dns_batch_max_queue")]
+    pub dns_batch_max_queue: usize,
+    /// Back-off after the CA answers `rateLimited` (RFC 8555 §6.7) without `Retry-After`, in
+    /// seconds: no replica sends a new order to the CA until it ends (shared through Redis).
+    #[serde(default = "default_rate_limit_backoff_s")]
+    pub rate_limit_backoff_s: u64,
+    /// The longest back-off after `rateLimited`, in seconds, whatever `Retry-After` said.
+    #[serde(default = "default_rate_limit_backoff_max_s")]
+    pub rate_limit_backoff_max_s: u64,
+}
+
+fn default_dns_batch_max_queue() -> usize {
+    crate::dns_batch::DEFAULT_MAX_QUEUE
+}
+fn default_rate_limit_backoff_s() -> u64 {
+    300
+}
+fn default_rate_limit_backoff_max_s() -> u64 {
+    3600
 }
 
 fn default_true() -> bool {
@@ -399,6 +420,20 @@ pub struct EnrollConfig {
     /// The window of `max_orders_per_device`, in seconds.
     #[serde(default = "default_device_window_s")]
     pub device_window_s: u64,
+    /// Issuances that run at once in this replica (fleet-wide cap, seed §8.1); at least 1.
+    #[serde(default = "default_max_inflight_orders")]
+    pub max_inflight_orders: usize,
+    /// Issuances that may wait for one of `max_inflight_orders` in this replica (each waits at
+    /// most `acme.order_timeout_s`); beyond it a new issuance is refused with 503 + Retry-After.
+    #[serde(default = "default_max_queued_orders")]
+    pub max_queued_orders: usize,
+}
+
+fn default_max_inflight_orders() -> usize {
+    100
+}
+fn default_max_queued_orders() -> usize {
+    400
 }
 
 fn default_max_orders_per_device() -> u32 {
@@ -434,6 +469,8 @@ impl Default for EnrollConfig {
             failure_ttl_s: default_failure_ttl_s(),
             max_orders_per_device: default_max_orders_per_device(),
             device_window_s: default_device_window_s(),
+            max_inflight_orders: default_max_inflight_orders(),
+            max_queued_orders: default_max_queued_orders(),
         }
     }
 }
@@ -566,6 +603,17 @@ impl Config {
             if a.request_timeout_ms == 0 {
                 errors.push("acme.request_timeout_ms: must be greater than 0".into());
             }
+            if a.dns_batch_max_queue == 0 {
+                errors.push("acme.dns_batch_max_queue: must be at least 1".into());
+            }
+            if a.rate_limit_backoff_s == 0 {
+                errors.push("acme.rate_limit_backoff_s: must be at least 1".into());
+            }
+            if a.rate_limit_backoff_max_s < a.rate_limit_backoff_s {
+                errors.push(
+                    "acme.rate_limit_backoff_max_s: must not be below rate_limit_backoff_s".into(),
+                );
+            }
         }
         if let Some(d) = &dns {
             errors.extend(d.validate().into_iter().map(|p| format!("dns: {p}")));
@@ -582,6 +630,9 @@ impl Config {
             }
             if e.retry_after_s == 0 {
                 errors.push("enroll.retry_after_s: must be at least 1".into());
+            }
+            if e.max_inflight_orders == 0 {
+                errors.push("enroll.max_inflight_orders: must be at least 1".into());
             }
         }
         if !errors.is_empty() {
@@ -956,6 +1007,12 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
         // Within about two minutes a device hears that the CA is stuck (503 + Retry-After).
         assert_eq!(e.acme.order_timeout_s, 90);
         assert_eq!(e.acme.request_timeout_ms, 10_000);
+        // Limits (seed §8.1).
+        assert_eq!(e.acme.dns_batch_max_queue, 1000);
+        assert_eq!(e.acme.rate_limit_backoff_s, 300);
+        assert_eq!(e.acme.rate_limit_backoff_max_s, 3600);
+        assert_eq!(e.enroll.max_inflight_orders, 100);
+        assert_eq!(e.enroll.max_queued_orders, 400);
         assert_eq!(e.parent.as_str(), "iot.example.test");
         assert!(e.teap.is_none());
         assert_eq!(cfg.redis.key_prefix, "estuary");
@@ -982,6 +1039,35 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert!(err.0.len() >= 5, "{all}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let ca = ca_file();
+        let env = vec![
+            (
+                "ESTUARY_ACME__DNS_BATCH_MAX_QUEUE".to_string(),
+                "0".to_string(),
+            ),
+            ("ESTUARY_ACME__RATE_LIMIT_BACKOFF_S".into(), "600".into()),
+            ("ESTUARY_ACME__RATE_LIMIT_BACKOFF_MAX_S".into(), "60".into()),
+            ("ESTUARY_ENROLL__MAX_INFLIGHT_ORDERS".into(), "0".into()),
+        ];
+        let err = Config::from_toml(&sample(&ca.0), env).expect_err("invalid limits");
+        for want in [
+            "acme.dns_batch_max_queue: must be at least 1",
+            "acme.rate_limit_backoff_max_s: must not be below rate_limit_backoff_s",
+            "enroll.max_inflight_orders: must be at least 1",
+        ] {
+            assert!(err.0.iter().any(|p| p == want), "{want}: {err}");
+        }
+        // No queue at all is allowed: past the cap, refuse at once.
+        let env = vec![(
+            "ESTUARY_ENROLL__MAX_QUEUED_ORDERS".to_string(),
+            "0".to_string(),
+        )];
+        let cfg = Config::from_toml(&sample(&ca.0), env).expect("valid");
+        assert_eq!(enrolment(&cfg).enroll.max_queued_orders, 0);
     }
 
     #[test]

@@ -372,6 +372,13 @@ pub enum DnsError {
         #[source]
         source: io::Error,
     },
+    /// Nothing was sent: `limit` requests already wait for the DNS primary
+    /// (`acme.dns_batch_max_queue`). Transient: the DNS primary is slow or a burst came.
+    #[error("too many DNS updates waiting ({limit}); nothing was sent, retry later")]
+    QueueFull {
+        /// The queue bound.
+        limit: usize,
+    },
 }
 
 impl DnsError {
@@ -392,7 +399,8 @@ impl DnsError {
             | DnsError::Unauthenticated { .. }
             | DnsError::Protocol { .. }
             | DnsError::Timeout { .. }
-            | DnsError::Transport { .. } => false,
+            | DnsError::Transport { .. }
+            | DnsError::QueueFull { .. } => false,
         }
     }
 }

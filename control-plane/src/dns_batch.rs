@@ -11,6 +11,10 @@
 //! zone, ...), the cause may be one request's names only: each request is then sent alone, so
 //! that the others still succeed and each gets its own error. A transient failure (timeout,
 //! network) is given to every waiter; the caller's retry sends the records again.
+//!
+//! Each worker's queue is bounded (`max_queue` requests, `acme.dns_batch_max_queue`): when the
+//! DNS primary falls behind, a request beyond it fails at once with [`DnsError::QueueFull`], a
+//! transient error (the device hears 503 + Retry-After), instead of memory growing without end.
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +22,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::dns::{DnsError, DnsUpdater, TxtRecord};
+use crate::dns::{DnsError, DnsUpdater, TxtRecord, UpdateCounter};
 
 /// Default collection window.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
 /// Default largest number of records in one message.
 pub const DEFAULT_MAX_RECORDS: usize = 100;
+/// Default largest number of requests waiting per worker (add, delete).
+pub const DEFAULT_MAX_QUEUE: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -40,16 +46,25 @@ struct Job {
 /// requests. Cheap to clone; the workers stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct DnsBatcher {
-    add: mpsc::UnboundedSender<Job>,
-    delete: mpsc::UnboundedSender<Job>,
+    add: mpsc::Sender<Job>,
+    delete: mpsc::Sender<Job>,
+    max_queue: usize,
+    on_full: Option<UpdateCounter>,
 }
 
 impl DnsBatcher {
-    /// Starts the two workers on the current tokio runtime.
-    pub fn spawn(updater: Arc<DnsUpdater>, window: Duration, max_records: usize) -> Self {
+    /// Starts the two workers on the current tokio runtime; each queues at most `max_queue`
+    /// requests (at least 1).
+    pub fn spawn(
+        updater: Arc<DnsUpdater>,
+        window: Duration,
+        max_records: usize,
+        max_queue: usize,
+    ) -> Self {
         let max_records = max_records.max(1);
-        let (add, add_rx) = mpsc::unbounded_channel();
-        let (delete, delete_rx) = mpsc::unbounded_channel();
+        let max_queue = max_queue.max(1);
+        let (add, add_rx) = mpsc::channel(max_queue);
+        let (delete, delete_rx) = mpsc::channel(max_queue);
         tokio::spawn(worker(
             Arc::clone(&updater),
             Kind::Add,
@@ -64,7 +79,19 @@ impl DnsBatcher {
             window,
             max_records,
         ));
-        Self { add, delete }
+        Self {
+            add,
+            delete,
+            max_queue,
+            on_full: None,
+        }
+    }
+
+    /// Registers a callback run once per request refused because its queue was full, e.g. to
+    /// increment `estuary_dns_queue_full_total`.
+    pub fn with_full_counter(mut self, counter: UpdateCounter) -> Self {
+        self.on_full = Some(counter);
+        self
     }
 
     /// Adds the records (RFC 2136 §2.5.1), possibly in one message with other orders' records.
@@ -79,7 +106,7 @@ impl DnsBatcher {
 
     async fn submit(
         &self,
-        queue: &mpsc::UnboundedSender<Job>,
+        queue: &mpsc::Sender<Job>,
         records: &[TxtRecord],
     ) -> Result<(), DnsError> {
         if records.is_empty() {
@@ -94,7 +121,17 @@ impl DnsBatcher {
             server: ([127, 0, 0, 1], 0).into(),
             source: io::Error::other("the DNS batcher stopped"),
         };
-        queue.send(job).map_err(|_| gone())?;
+        queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                if let Some(count) = &self.on_full {
+                    count();
+                }
+                DnsError::QueueFull {
+                    limit: self.max_queue,
+                }
+            }
+            mpsc::error::TrySendError::Closed(_) => gone(),
+        })?;
         answer.await.map_err(|_| gone())?
     }
 }
@@ -102,7 +139,7 @@ impl DnsBatcher {
 async fn worker(
     updater: Arc<DnsUpdater>,
     kind: Kind,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut rx: mpsc::Receiver<Job>,
     window: Duration,
     max_records: usize,
 ) {
@@ -224,5 +261,82 @@ fn copy_error(e: &DnsError) -> DnsError {
             server: *server,
             source: io::Error::new(source.kind(), source.to_string()),
         },
+        DnsError::QueueFull { limit } => DnsError::QueueFull { limit: *limit },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::{DnsConfig, TsigAlgorithmName, TsigSecret};
+
+    /// A DNS primary that takes every UPDATE and never answers: the worker stays on its first
+    /// message while the test fills the queue.
+    async fn silent_primary() -> (tokio::net::UdpSocket, Arc<DnsUpdater>) {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let updater = DnsUpdater::new(DnsConfig {
+            server: socket.local_addr().expect("addr"),
+            zone: "example.test".into(),
+            key_name: "k".into(),
+            algorithm: TsigAlgorithmName::HmacSha256,
+            secret: TsigSecret::from_bytes(vec![7; 32]),
+            timeout_ms: 30_000,
+            ttl: 60,
+        })
+        .expect("updater");
+        (socket, Arc::new(updater))
+    }
+
+    fn record(i: usize) -> Vec<TxtRecord> {
+        vec![TxtRecord::new(
+            format!("_acme-challenge.sn-{i}.example.test"),
+            "v",
+        )]
+    }
+
+    #[tokio::test]
+    async fn an_overfull_queue_is_a_transient_error_at_once() {
+        let (_primary, updater) = silent_primary().await;
+        let full = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&full);
+        let batcher = DnsBatcher::spawn(updater, Duration::ZERO, 1, 2).with_full_counter(Arc::new(
+            move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            },
+        ));
+        // The first request is taken by the worker, which then waits on the silent primary.
+        let mut pending = Vec::new();
+        let b = batcher.clone();
+        pending.push(tokio::spawn(async move { b.publish(&record(0)).await }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Two more fill the queue.
+        for i in 1..=2 {
+            let b = batcher.clone();
+            pending.push(tokio::spawn(async move { b.publish(&record(i)).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The next is refused at once, without waiting for the primary.
+        let started = std::time::Instant::now();
+        let e = batcher.publish(&record(3)).await.expect_err("queue full");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(matches!(e, DnsError::QueueFull { limit: 2 }), "{e:?}");
+        assert!(!e.is_permanent());
+        assert_eq!(full.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            e.to_string(),
+            "too many DNS updates waiting (2); nothing was sent, retry later"
+        );
+        // The other worker's queue is its own: a removal is still accepted.
+        let b = batcher.clone();
+        let removal = tokio::spawn(async move { b.remove(&record(0)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!removal.is_finished(), "the removal waits for the primary");
+        for p in pending {
+            assert!(!p.is_finished(), "queued requests still wait");
+            p.abort();
+        }
+        removal.abort();
     }
 }

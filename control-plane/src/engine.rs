@@ -24,8 +24,9 @@ use estuary_proto::{cert, pem, pkcs7};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::acme::{Acme, IssueError};
+use crate::acme::{whole_seconds, Acme, IssueError};
 use crate::config::EnrollConfig;
+use crate::limits::{Admitted, IssuanceSlots};
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::store::{now_unix, CsrKey, Failure, FailureKind, Store, StoreError};
 
@@ -87,6 +88,10 @@ pub enum EnrollError {
         /// Seconds until the window ends.
         retry_after_s: u64,
     },
+    /// This replica runs `enroll.max_inflight_orders` issuances and `enroll.max_queued_orders`
+    /// more wait for a turn (seed §8.1), or the wait for a turn outlasted `acme.order_timeout_s`.
+    #[error("too many certificate orders in progress; retry later")]
+    Busy,
 }
 
 impl EnrollError {
@@ -97,7 +102,7 @@ impl EnrollError {
             Self::Policy(_) => 403,
             // RFC 6585 §4: too many requests, with Retry-After.
             Self::DeviceLimit { .. } => 429,
-            Self::Store(_) => 503,
+            Self::Store(_) | Self::Busy => 503,
             Self::Remembered(f) => f.status,
             Self::Issue(e) => match e {
                 // The CA being slow or silent is not the device's fault: retry later.
@@ -105,6 +110,8 @@ impl EnrollError {
                 | IssueError::OrderTimeout { .. }
                 | IssueError::CaNoAnswer(_)
                 | IssueError::Deadline { .. } => 503,
+                // RFC 8555 §6.7 rateLimited: the account's limit, not the device's doing.
+                IssueError::CaRateLimited { .. } | IssueError::CaBackoff { .. } => 503,
                 IssueError::Store(_) => 503,
                 IssueError::CaRejected { problem, .. } => match problem {
                     crate::acme::ProblemType::BadCsr => 400,
@@ -129,6 +136,13 @@ impl EnrollError {
                 retry_after: Some(d),
                 ..
             }) => Some(d.as_secs().max(1)),
+            Self::Issue(
+                IssueError::CaBackoff { remaining: d }
+                | IssueError::CaRateLimited {
+                    retry_after: Some(d),
+                    ..
+                },
+            ) => Some(whole_seconds(*d)),
             Self::DeviceLimit { retry_after_s, .. } => Some(*retry_after_s),
             _ if self.status() == 503 => Some(cfg.unavailable_retry_after_s),
             _ => None,
@@ -148,6 +162,8 @@ pub struct Engine {
     acme: Arc<Acme>,
     metrics: Arc<Metrics>,
     inflight: Inflight,
+    /// The fleet-wide cap, per replica ([`crate::limits`]).
+    slots: IssuanceSlots,
 }
 
 impl Engine {
@@ -161,6 +177,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         acme.attach_metrics(Arc::clone(&metrics));
+        let slots = IssuanceSlots::new(cfg.max_inflight_orders, cfg.max_queued_orders);
         Arc::new(Self {
             parent,
             keys,
@@ -169,6 +186,7 @@ impl Engine {
             acme,
             metrics,
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            slots,
         })
     }
 
@@ -247,6 +265,11 @@ impl Engine {
                 if f.status == 503 {
                     // Told now: the record kept for a later retry (see `run_issuance`) is spent.
                     let _ = self.store.take_failure(&key).await;
+                    // The CA answered rateLimited (here or elsewhere): the device comes back
+                    // when the back-off ends.
+                    if let Ok(Some(remaining)) = self.acme.ca_backoff().await {
+                        return Err(IssueError::CaBackoff { remaining }.into());
+                    }
                 }
                 Err(EnrollError::Remembered(f))
             }
@@ -290,6 +313,13 @@ impl Engine {
             let (_tx, rx) = watch::channel(Some(Ok(chain)));
             return Ok(Some(rx));
         }
+        let admitted = match self.admit().await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.store.release_lock(key, &token).await;
+                return Err(e);
+            }
+        };
         if let Err(e) = self.take_order_slot(key, name).await {
             let _ = self.store.release_lock(key, &token).await;
             return Err(e);
@@ -333,10 +363,61 @@ impl Engine {
         let csr_der = csr_der.to_vec();
         let name = name.clone();
         tokio::spawn(async move {
-            let result = engine.run_issuance(&key, &csr_der, &name).await;
+            let result = engine.run_admitted(admitted, &key, &csr_der, &name).await;
             guard.finish(result).await;
         });
         Ok(Some(rx))
+    }
+
+    /// The limits a new issuance passes before it starts (issue 13): no back-off after
+    /// `rateLimited` holds at the CA (shared by every replica), and this replica has a place
+    /// among its running and waiting issuances.
+    async fn admit(&self) -> Result<Admitted, EnrollError> {
+        if let Some(remaining) = self.acme.ca_backoff().await? {
+            self.metrics.ca_backoff_refused.inc();
+            info!(
+                remaining_s = whole_seconds(remaining),
+                "the ACME CA rate-limited the account; no new issuance until the back-off ends"
+            );
+            return Err(IssueError::CaBackoff { remaining }.into());
+        }
+        self.slots.try_admit().ok_or_else(|| {
+            self.metrics.fleet_limited.inc();
+            warn!(
+                running = self.slots.max_inflight(),
+                waiting = self.slots.max_queued(),
+                "enroll.max_inflight_orders run and enroll.max_queued_orders wait; refusing a new issuance"
+            );
+            EnrollError::Busy
+        })
+    }
+
+    /// Waits for a turn among `enroll.max_inflight_orders` (at most `acme.order_timeout_s`),
+    /// then runs the issuance.
+    async fn run_admitted(
+        &self,
+        admitted: Admitted,
+        key: &CsrKey,
+        csr_der: &[u8],
+        name: &DeviceName,
+    ) -> Result<String, Failure> {
+        let wait = Duration::from_secs(self.acme.cfg.order_timeout_s);
+        let Some(_running) = admitted.run_within(wait).await else {
+            self.metrics.fleet_limited.inc();
+            warn!(device = %name.as_str(), wait_s = wait.as_secs(), "no turn to issue within acme.order_timeout_s; giving up");
+            let f = Failure {
+                status: 503,
+                reason: EnrollError::Busy.to_string(),
+                kind: FailureKind::Unavailable,
+            };
+            // The device has had its 202 by now: its retry hears this, once.
+            let keep = Duration::from_secs(self.cfg.failure_ttl_s);
+            if let Err(e) = self.store.set_failure(key, &f, keep).await {
+                warn!(error = %e, "could not record the failure");
+            }
+            return Err(f);
+        };
+        self.run_issuance(key, csr_der, name).await
     }
 
     /// Seed §8.1: a new order counts against the device's `enroll.max_orders_per_device`; an

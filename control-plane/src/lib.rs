@@ -16,6 +16,7 @@ pub mod config;
 pub mod dns;
 pub mod dns_batch;
 pub mod engine;
+pub mod limits;
 pub mod metrics;
 pub mod preauth;
 pub mod server;

@@ -6,7 +6,13 @@
 //! `estuary_cache_rejected_total` counts cached chains that did not fit their CSR (key, name or
 //! expiry; Redis is not trusted) and were dropped; each such look-up also counts as a miss.
 //! `estuary_device_limited_total` counts new orders refused because the device had used up its
-//! `enroll.max_orders_per_device` for the window (seed §8.1).
+//! `enroll.max_orders_per_device` for the window (seed §8.1). The other limits (issue 13):
+//! `estuary_ca_backoffs_total` counts back-offs started because the ACME CA answered
+//! `rateLimited`, `estuary_ca_backoff_refused_total` the issuances refused while one held;
+//! `estuary_fleet_limited_total` the issuances refused because `enroll.max_inflight_orders` ran
+//! and `enroll.max_queued_orders` waited in the replica (or a wait outlasted
+//! `acme.order_timeout_s`); `estuary_dns_queue_full_total` the DNS-01 requests refused because
+//! `acme.dns_batch_max_queue` already waited for the DNS primary.
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -97,6 +103,14 @@ pub struct Metrics {
     pub cache_rejected: Counter,
     /// New orders refused by the per-device limit.
     pub device_limited: Counter,
+    /// Back-offs started because the CA answered `rateLimited`.
+    pub ca_backoffs: Counter,
+    /// Issuances refused while a CA back-off held.
+    pub ca_backoff_refused: Counter,
+    /// Issuances refused by the replica's cap and queue.
+    pub fleet_limited: Counter,
+    /// DNS-01 requests refused because the batch queue was full.
+    pub dns_queue_full: Counter,
     /// Seconds from the start of an issuance to the certificate in hand.
     pub issuance_seconds: Histogram,
     preauth_fallbacks: Family<FallbackLabels, Counter>,
@@ -124,6 +138,10 @@ impl Metrics {
         let cache_misses = Counter::default();
         let cache_rejected = Counter::default();
         let device_limited = Counter::default();
+        let ca_backoffs = Counter::default();
+        let ca_backoff_refused = Counter::default();
+        let fleet_limited = Counter::default();
+        let dns_queue_full = Counter::default();
         let issuance_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         let preauth_fallbacks = Family::<FallbackLabels, Counter>::default();
         let preauths = Family::<OrderLabels, Counter>::default();
@@ -186,6 +204,26 @@ impl Metrics {
             device_limited.clone(),
         );
         registry.register(
+            "estuary_ca_backoffs",
+            "Back-offs started because the ACME CA answered rateLimited (RFC 8555 §6.7)",
+            ca_backoffs.clone(),
+        );
+        registry.register(
+            "estuary_ca_backoff_refused",
+            "New issuances refused with 503 while a back-off after rateLimited held",
+            ca_backoff_refused.clone(),
+        );
+        registry.register(
+            "estuary_fleet_limited",
+            "New issuances refused with 503 because enroll.max_inflight_orders ran and enroll.max_queued_orders waited in this replica",
+            fleet_limited.clone(),
+        );
+        registry.register(
+            "estuary_dns_queue_full",
+            "DNS-01 requests refused because acme.dns_batch_max_queue requests waited for the DNS primary",
+            dns_queue_full.clone(),
+        );
+        registry.register(
             "estuary_issuance_duration_seconds",
             "Time to issue one certificate through ACME",
             issuance_seconds.clone(),
@@ -199,6 +237,10 @@ impl Metrics {
             cache_misses,
             cache_rejected,
             device_limited,
+            ca_backoffs,
+            ca_backoff_refused,
+            fleet_limited,
+            dns_queue_full,
             issuance_seconds,
             preauth_fallbacks,
             preauths,
@@ -253,6 +295,10 @@ mod tests {
         m.cache_hits.inc();
         m.cache_misses.inc();
         m.cache_rejected.inc();
+        m.ca_backoffs.inc();
+        m.ca_backoff_refused.inc();
+        m.fleet_limited.inc();
+        m.dns_queue_full.inc();
         m.issuance_seconds.observe(0.3);
         let text = m.render();
         for line in [
@@ -262,6 +308,10 @@ mod tests {
             "estuary_cache_hits_total 1",
             "estuary_cache_misses_total 1",
             "estuary_cache_rejected_total 1",
+            "estuary_ca_backoffs_total 1",
+            "estuary_ca_backoff_refused_total 1",
+            "estuary_fleet_limited_total 1",
+            "estuary_dns_queue_full_total 1",
             "estuary_issuance_duration_seconds_count 1",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");

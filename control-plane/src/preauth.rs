@@ -35,7 +35,8 @@ pub struct PreauthState {
     jws: OnceCell<Arc<JwsClient>>,
     fallback: OnceLock<FallbackReason>,
     logged: AtomicBool,
-    metrics: OnceLock<Arc<Metrics>>,
+    /// The engine's metrics, once attached; also counted by the ACME side.
+    pub(crate) metrics: OnceLock<Arc<Metrics>>,
 }
 
 /// Either fall back (the CA does not do RFC 9444) or a real failure.

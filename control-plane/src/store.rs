@@ -14,6 +14,9 @@
 //! - `preauth:<sha256(directory url)>:<parent>` — the parent domain's pre-authorisation (URL and
 //!   expiry, JSON), expiring with it (EXAT); ignored and deleted if the URL is on another origin.
 //! - `preauth-lock:<sha256(directory url)>:<parent>` — token of the replica (re)authorising it.
+//! - `ca-backoff:<sha256(directory url)>` — set when the CA answered `rateLimited`: no replica
+//!   places a new order while it lives (PX, read with PTTL, so only Redis's clock counts); its
+//!   value is the Unix time it ends, for operators. One without expiry is not ours and ignored.
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -247,6 +250,48 @@ impl Store {
             .invoke_async(&mut c)
             .await?;
         Ok((n < 0).then(|| n.unsigned_abs()))
+    }
+
+    fn ca_backoff_key(&self, directory_url: &str) -> String {
+        self.key(
+            "ca-backoff",
+            &hex::encode(Sha256::digest(directory_url.as_bytes())),
+        )
+    }
+
+    /// Starts a back-off of `d` for the CA at `directory_url`, or keeps a longer one already
+    /// running (it is never shortened); returns the time it runs now.
+    pub async fn extend_ca_backoff(
+        &self,
+        directory_url: &str,
+        d: Duration,
+    ) -> Result<Duration, StoreError> {
+        let mut c = self.conn.clone();
+        let ms = ttl_ms(d);
+        let until = now_unix().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let runs: i64 = Script::new(
+            "local t = redis.call('PTTL', KEYS[1]) \
+             if t < tonumber(ARGV[1]) then \
+               redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1]) return tonumber(ARGV[1]) \
+             end \
+             return t",
+        )
+        .key(self.ca_backoff_key(directory_url))
+        .arg(ms)
+        .arg(until)
+        .invoke_async(&mut c)
+        .await?;
+        Ok(Duration::from_millis(u64::try_from(runs).unwrap_or(ms)))
+    }
+
+    /// The time the back-off for the CA at `directory_url` still runs, if one does.
+    pub async fn ca_backoff(&self, directory_url: &str) -> Result<Option<Duration>, StoreError> {
+        let mut c = self.conn.clone();
+        let left: i64 = c.pttl(self.ca_backoff_key(directory_url)).await?;
+        Ok(u64::try_from(left)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis))
     }
 
     /// The ACME order URL in progress for a CSR.
