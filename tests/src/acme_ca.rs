@@ -105,6 +105,13 @@ pub enum Fault {
     /// [`MALFORMED_DATE`]: not RFC 3339, with a multi-byte character where the offset's
     /// colon belongs.
     MalformedDates,
+    /// newOrder answers HTTP 429 with a `urn:ietf:params:acme:error:rateLimited` problem
+    /// (RFC 8555 §6.7, `application/problem+json`) and `Retry-After: N` when given
+    /// (RFC 9110 §10.2.3), as a CA whose per-account order limit is used up.
+    RateLimited {
+        /// `Retry-After` in seconds; `None`: no header.
+        retry_after_s: Option<u64>,
+    },
 }
 
 /// The `expires` sent under [`Fault::MalformedDates`].
@@ -127,6 +134,8 @@ pub struct CaStats {
     pub problems: u64,
     /// badNonce problems sent.
     pub bad_nonces: u64,
+    /// newOrder requests received, answered or refused (before any check).
+    pub new_order_requests: u64,
 }
 
 /// A running test CA.
@@ -921,8 +930,23 @@ fn is_below(name: &str, ancestor: &str) -> bool {
 }
 
 async fn new_order(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
+    ca.count(|s| s.new_order_requests += 1);
     let v = try_p!(ca, verify(&ca, &headers, "/new-order", &body));
     let fault = ca.fault();
+    if let Fault::RateLimited { retry_after_s } = fault {
+        let mut r = respond_problem(
+            &ca,
+            problem(
+                429,
+                "rateLimited",
+                "too many new orders for this account (injected fault)",
+            ),
+        );
+        if let Some(n) = retry_after_s {
+            r.headers_mut().insert("retry-after", HeaderValue::from(n));
+        }
+        return r;
+    }
     if let Fault::NewOrderProblem(kind, status) = fault {
         return respond_problem(&ca, problem(status, kind, "injected fault"));
     }
