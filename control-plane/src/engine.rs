@@ -428,7 +428,11 @@ impl Engine {
             return Ok(());
         }
         let window = Duration::from_secs(self.cfg.device_window_s);
-        match self.store.take_order_slot(name.as_str(), limit, window).await? {
+        match self
+            .store
+            .take_order_slot(name.as_str(), limit, window)
+            .await?
+        {
             None => Ok(()),
             Some(retry_after_s) => {
                 self.metrics.device_limited.inc();
