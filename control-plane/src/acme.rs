@@ -50,6 +50,8 @@ pub enum ProblemType {
     OrderNotReady,
     /// `connection`
     Connection,
+    /// `accountDoesNotExist`: no account for this key (RFC 8555 §7.3.1, `onlyReturnExisting`).
+    AccountDoesNotExist,
     /// Any other type, as given.
     Other(String),
 }
@@ -72,6 +74,7 @@ impl ProblemType {
             "serverInternal" => Self::ServerInternal,
             "orderNotReady" => Self::OrderNotReady,
             "connection" => Self::Connection,
+            "accountDoesNotExist" => Self::AccountDoesNotExist,
             other => Self::Other(other.to_string()),
         }
     }
@@ -518,12 +521,21 @@ impl Acme {
         Ok(Account::builder_with_http(Box::new(self.http()?)))
     }
 
-    /// The one ACME account: loaded from Redis, or created once and stored there for every
-    /// replica (the first writer wins; a loser adopts the stored one).
+    /// The one ACME account. With `acme.account_key_file`, the CA's account of that key
+    /// ([`Acme::account_of_key`]; nothing in Redis). Without it (dev): loaded from Redis, or
+    /// created once and stored there, key included, for every replica (the first writer wins;
+    /// a loser adopts the stored one).
     pub async fn account(&self) -> Result<Account, IssueError> {
         self.account
             .get_or_try_init(|| async {
                 let dir = &self.cfg.directory_url;
+                let file_key = self.cfg.account_key().map_err(|e| IssueError::CaRejected {
+                    problem: ProblemType::Other("accountKey".into()),
+                    detail: format!("acme.account_key_file: {e}"),
+                })?;
+                if let Some(pkcs8) = file_key {
+                    return self.account_of_key(pkcs8).await;
+                }
                 if let Some(json) = self.store.account(dir).await? {
                     self.check_stored_account(&json)?;
                     let creds: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
@@ -536,17 +548,8 @@ impl Acme {
                     return self.builder()?.from_credentials(creds).await.map_err(from_acme);
                 }
                 let contact: Vec<&str> = self.cfg.contact.iter().map(String::as_str).collect();
-                let eab = match (&self.cfg.eab_kid, &self.cfg.eab_hmac_key) {
-                    (Some(kid), Some(key)) => {
-                        use base64::Engine as _;
-                        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                            .decode(key.expose().trim_end_matches('='))
-                            .map_err(|_| IssueError::CaRejected {
-                                problem: ProblemType::Other("externalAccountRequired".into()),
-                                detail: "acme.eab_hmac_key is not base64url".into(),
-                            })?;
-                        Some(ExternalAccountKey::new(kid.clone(), &raw))
-                    }
+                let eab = match (&self.cfg.eab_kid, self.eab_hmac()?) {
+                    (Some(kid), Some(raw)) => Some(ExternalAccountKey::new(kid.clone(), &raw)),
                     _ => None,
                 };
                 let (account, creds) = self
@@ -586,6 +589,65 @@ impl Acme {
             })
             .await
             .cloned()
+    }
+
+    /// The account of `acme.account_key_file` (`pkcs8`): found at the CA with
+    /// `onlyReturnExisting` (RFC 8555 §7.3.1), or created with the contacts and EAB if the CA
+    /// has none for this key. Every replica finds the same account; Redis holds nothing of it.
+    async fn account_of_key(&self, pkcs8: Vec<u8>) -> Result<Account, IssueError> {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let dir = &self.cfg.directory_url;
+        let der = PrivatePkcs8KeyDer::from(pkcs8.clone());
+        let key = instant_acme::Key::from_pkcs8_der(der.clone_key()).map_err(from_acme)?;
+        let account = match self
+            .builder()?
+            .from_key((key, PrivateKeyDer::Pkcs8(der.clone_key())), dir.clone())
+            .await
+            .map_err(from_acme)
+        {
+            Ok((account, _)) => {
+                info!(directory = %dir, account = %account.id(), "found the ACME account of acme.account_key_file");
+                account
+            }
+            Err(IssueError::CaRejected {
+                problem: ProblemType::AccountDoesNotExist,
+                ..
+            }) => {
+                let hmac = self.eab_hmac()?;
+                let eab = match (&self.cfg.eab_kid, &hmac) {
+                    (Some(kid), Some(raw)) => Some((kid.as_str(), raw.as_slice())),
+                    _ => None,
+                };
+                let id =
+                    crate::acme_jws::new_account(self.http()?, dir, &pkcs8, &self.cfg.contact, eab)
+                        .await?;
+                info!(directory = %dir, account = %id, "created the ACME account of acme.account_key_file");
+                self.builder()?
+                    .from_parts(id, der, dir.clone())
+                    .await
+                    .map_err(from_acme)?
+            }
+            Err(e) => return Err(e),
+        };
+        let _ = self.account_key.set(pkcs8);
+        Ok(account)
+    }
+
+    /// `acme.eab_hmac_key`, decoded.
+    fn eab_hmac(&self) -> Result<Option<Vec<u8>>, IssueError> {
+        use base64::Engine as _;
+        self.cfg
+            .eab_hmac_key
+            .as_ref()
+            .map(|key| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.expose().trim_end_matches('='))
+                    .map_err(|_| IssueError::CaRejected {
+                        problem: ProblemType::Other("externalAccountRequired".into()),
+                        detail: "acme.eab_hmac_key is not base64url".into(),
+                    })
+            })
+            .transpose()
     }
 
     pub(crate) fn retry_policy(&self) -> RetryPolicy {

@@ -345,6 +345,17 @@ impl JwsClient {
         })
     }
 
+    /// The account's public key as a JWK (RFC 7518 §6.2.1), members in lexicographic order
+    /// as the thumbprint wants them (RFC 7638 §3).
+    fn jwk(&self) -> Value {
+        use ring::signature::KeyPair as _;
+        // Uncompressed point: 0x04 ‖ x ‖ y, 32 bytes each for P-256.
+        let point = self.key.public_key().as_ref();
+        let coords = point.get(1..).unwrap_or_default();
+        let (x, y) = coords.split_at(coords.len() / 2);
+        json!({"crv": "P-256", "kty": "EC", "x": B64.encode(x), "y": B64.encode(y)})
+    }
+
     fn take_saved_nonce(&self) -> Option<String> {
         self.nonce.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
@@ -374,7 +385,12 @@ impl JwsClient {
         nonce: &str,
         payload: Option<&Value>,
     ) -> Result<Vec<u8>, IssueError> {
-        let protected = json!({"alg": "ES256", "kid": self.kid, "nonce": nonce, "url": url});
+        // Without a kid (newAccount, RFC 8555 §6.2) the header carries the public key.
+        let protected = if self.kid.is_empty() {
+            json!({"alg": "ES256", "jwk": self.jwk(), "nonce": nonce, "url": url})
+        } else {
+            json!({"alg": "ES256", "kid": self.kid, "nonce": nonce, "url": url})
+        };
         let protected = B64.encode(protected.to_string());
         let payload = match payload {
             Some(p) => B64.encode(p.to_string()),
@@ -422,6 +438,44 @@ impl JwsClient {
             return Err(err);
         }
     }
+}
+
+/// Creates the account of a given key (RFC 8555 §7.3): `newAccount` signed with the key
+/// itself (`jwk`), with the contacts and, when the CA requires it, the external account
+/// binding (§7.3.4: a JWS of the account's JWK, HS256 with the EAB key). instant-acme creates
+/// accounts of given keys only without contacts or EAB. Returns the account URL (`kid`).
+pub async fn new_account(
+    http: AcmeHttp,
+    directory_url: &str,
+    pkcs8: &[u8],
+    contact: &[String],
+    eab: Option<(&str, &[u8])>,
+) -> Result<String, IssueError> {
+    let dir = http.get_json(directory_url).await?;
+    let url = |k: &str| {
+        dir.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| protocol(format!("directory has no {k}")))
+    };
+    let (new_nonce, new_account) = (url("newNonce")?, url("newAccount")?);
+    let client = JwsClient::new(http, pkcs8, String::new(), new_nonce)?;
+    let mut payload = json!({"termsOfServiceAgreed": true, "contact": contact});
+    if let Some((kid, hmac_key)) = eab {
+        let protected =
+            B64.encode(json!({"alg": "HS256", "kid": kid, "url": new_account}).to_string());
+        let jwk = B64.encode(client.jwk().to_string());
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, hmac_key);
+        let tag = ring::hmac::sign(&key, format!("{protected}.{jwk}").as_bytes());
+        payload["externalAccountBinding"] = json!({
+            "protected": protected,
+            "payload": jwk,
+            "signature": B64.encode(tag.as_ref()),
+        });
+    }
+    let rsp = client.post(&new_account, Some(&payload)).await?;
+    rsp.location
+        .ok_or_else(|| protocol("newAccount answered without Location"))
 }
 
 /// The typed error for a failed answer: its problem document (RFC 8555 §6.7), or the status.

@@ -292,6 +292,12 @@ pub struct AcmeConfig {
     /// Contact URIs for the account (`mailto:…`).
     #[serde(default)]
     pub contact: Vec<String>,
+    /// PEM file with the account's private key (PKCS#8 `PRIVATE KEY`, P-256), e.g. a mounted
+    /// Kubernetes Secret. The account is looked up at the CA with `onlyReturnExisting`
+    /// (RFC 8555 §7.3.1) and created only if the CA has none for this key; Redis then holds no
+    /// key material. Without it the account key is generated and kept in Redis (dev only).
+    #[serde(default)]
+    pub account_key_file: Option<PathBuf>,
     /// External account binding key id, when the CA requires EAB (RFC 8555 §7.3.4).
     #[serde(default)]
     pub eab_kid: Option<String>,
@@ -349,6 +355,38 @@ fn default_rate_limit_backoff_s() -> u64 {
 }
 fn default_rate_limit_backoff_max_s() -> u64 {
     3600
+}
+
+impl AcmeConfig {
+    /// The key of `acme.account_key_file` (PKCS#8 DER), when configured.
+    pub fn account_key(&self) -> Result<Option<Vec<u8>>, String> {
+        self.account_key_file
+            .as_deref()
+            .map(read_account_key)
+            .transpose()
+    }
+}
+
+/// Reads a PEM `PRIVATE KEY` (PKCS#8) and checks that it is a P-256 key, the only account key
+/// type instant-acme signs with. Errors name the problem, never the key.
+fn read_account_key(path: &Path) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    let key = PrivatePkcs8KeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => format!(
+            "{} holds no PKCS#8 `PRIVATE KEY` PEM block (convert with `openssl pkcs8 -topk8 -nocrypt`)",
+            path.display()
+        ),
+        e => format!("cannot read {}: {e}", path.display()),
+    })?;
+    let der = key.secret_pkcs8_der().to_vec();
+    ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &der,
+        &ring::rand::SystemRandom::new(),
+    )
+    .map_err(|_| format!("{} is not a P-256 (prime256v1) key", path.display()))?;
+    Ok(der)
 }
 
 fn default_true() -> bool {
@@ -589,6 +627,11 @@ impl Config {
                         "acme.tls_root_file: {} is not a readable file",
                         f.display()
                     ));
+                }
+            }
+            if let Some(f) = &a.account_key_file {
+                if let Err(e) = read_account_key(f) {
+                    errors.push(format!("acme.account_key_file: {e}"));
                 }
             }
             if a.eab_kid.is_some() != a.eab_hmac_key.is_some() {
