@@ -419,8 +419,17 @@ fn default_order_attempts() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`
+    /// `redis://host:port/db`, or `rediss://…` for TLS (rustls; the system's roots, or the
+    /// file named by `SSL_CERT_FILE`).
     pub url: Secret,
+    /// The ACL user for `AUTH` (Redis 6+); without it `AUTH` uses the password alone
+    /// (`requirepass`). Needs `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password for `AUTH`, best from `ESTUARY_REDIS__PASSWORD`. Give it here or in
+    /// `url`, not both.
+    #[serde(default)]
+    pub password: Option<Secret>,
     /// Prefix of every key Estuary writes.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
@@ -428,6 +437,39 @@ pub struct RedisConfig {
 
 fn default_prefix() -> String {
     "estuary".into()
+}
+
+/// Every byte but ASCII letters and digits as `%XX`: the redis crate percent-decodes the URL's
+/// user information, and `url` leaves `%` itself unencoded there.
+fn percent_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl RedisConfig {
+    /// `url` with `username` and `password` put in (percent-encoded), for the Redis client.
+    pub fn connection_url(&self) -> Result<Secret, String> {
+        let mut url = url::Url::parse(self.url.expose())
+            .map_err(|e| format!("redis.url: not a URL ({e})"))?;
+        if let Some(p) = &self.password {
+            if url.password().is_some() {
+                return Err("redis.password: the password is also in redis.url; give one".into());
+            }
+            url.set_password(Some(&percent_encoded(p.expose())))
+                .map_err(|()| "redis.url: cannot carry a password".to_string())?;
+            if let Some(u) = &self.username {
+                url.set_username(&percent_encoded(u))
+                    .map_err(|()| "redis.url: cannot carry a username".to_string())?;
+            }
+        } else if self.username.is_some() {
+            return Err("redis.username: needs redis.password".into());
+        }
+        Ok(Secret(url.into()))
+    }
 }
 
 /// `[enroll]`: how long a request waits, and how pending work is shared between replicas.
@@ -665,6 +707,9 @@ impl Config {
             let url = r.url.expose();
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 errors.push("redis.url: must start with redis:// or rediss://".into());
+            }
+            if let Err(e) = r.connection_url() {
+                errors.push(e);
             }
         }
         if let Some(e) = &enroll {
@@ -1252,5 +1297,87 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn redis_credentials_go_into_the_url_percent_encoded() {
+        let cfg = |url: &str, username: Option<&str>, password: Option<&str>| RedisConfig {
+            url: Secret(url.into()),
+            username: username.map(str::to_owned),
+            password: password.map(|p| Secret(p.into())),
+            key_prefix: default_prefix(),
+        };
+        let c = cfg(
+            "rediss://redis:6380/2",
+            Some("estuary"),
+            Some("p@ss:w/rd%41"),
+        );
+        let url = c.connection_url().expect("url");
+        assert_eq!(
+            url.expose(),
+            "rediss://estuary:p%40ss%3Aw%2Frd%2541@redis:6380/2"
+        );
+        assert!(!format!("{c:?}").contains("p@ss"), "{c:?}");
+        // What the redis crate reads back.
+        let info = redis::IntoConnectionInfo::into_connection_info(url.expose()).expect("info");
+        assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd%41"));
+        assert_eq!(info.redis_settings().username(), Some("estuary"));
+        // The password alone (requirepass), or only in the URL.
+        let plain = cfg("redis://redis:6379/", None, Some("pw")).connection_url();
+        assert_eq!(plain.expect("url").expose(), "redis://:pw@redis:6379/");
+        let in_url = cfg("redis://:pw@redis:6379/", None, None).connection_url();
+        assert_eq!(in_url.expect("url").expose(), "redis://:pw@redis:6379/");
+        // Both, or a username alone, are problems that name the keys.
+        let both = cfg("redis://:a@redis/", None, Some("b")).connection_url();
+        assert!(both.expect_err("both").starts_with("redis.password:"));
+        let alone = cfg("redis://redis/", Some("u"), None).connection_url();
+        assert!(alone
+            .expect_err("username alone")
+            .starts_with("redis.username:"));
+    }
+
+    #[test]
+    fn the_account_key_file_must_be_a_p256_pkcs8_key() {
+        let ca = ca_file();
+        let key_file = tempfile_path::Path(ca.0.with_extension("account.pem"));
+        let with_key = |path: &Path| {
+            let env = vec![(
+                "ESTUARY_ACME__ACCOUNT_KEY_FILE".to_string(),
+                path.display().to_string(),
+            )];
+            Config::from_toml(&sample(&ca.0), env)
+        };
+        let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        std::fs::write(&key_file.0, p256.serialize_pem()).expect("write");
+        let cfg = with_key(&key_file.0).expect("a P-256 PKCS#8 key");
+        let der = enrolment(&cfg).acme.account_key().expect("read");
+        assert_eq!(der, Some(p256.serialize_der()));
+        for (pem, problem) in [
+            (
+                rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
+                    .expect("key")
+                    .serialize_pem(),
+                "is not a P-256",
+            ),
+            (
+                "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n".into(),
+                "holds no PKCS#8",
+            ),
+        ] {
+            std::fs::write(&key_file.0, pem).expect("write");
+            let all = with_key(&key_file.0).expect_err("refused").to_string();
+            assert!(
+                all.contains("acme.account_key_file:") && all.contains(problem),
+                "{all}"
+            );
+            assert!(!all.contains("AAAA"), "{all}");
+        }
+        let all = with_key(Path::new("/nonexistent/key.pem"))
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            all.contains("acme.account_key_file: cannot read /nonexistent/key.pem"),
+            "{all}"
+        );
     }
 }

@@ -47,7 +47,8 @@ fn build_parts(
     // One rustls crypto backend for the process (ring); ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
-    let store = Store::new(redis.url.expose(), &redis.key_prefix)
+    let url = redis.connection_url().map_err(|e| anyhow::anyhow!(e))?;
+    let store = Store::new(url.expose(), &redis.key_prefix)
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     let (est, teap) = match enrolment {
         Some(e) => {
@@ -161,11 +162,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         brski: brski_cfg,
     } = cfg;
     let (redis_url, prefix, token) = (
-        redis.url.clone(),
+        redis.connection_url().map_err(|e| anyhow::anyhow!(e))?,
         redis.key_prefix.clone(),
         server.api_token.clone(),
     );
     let (state, listen, teap) = build_parts(server, redis, enrolment)?;
+    // Wrong credentials are a configuration error: refuse to start. Redis merely down is not.
+    state
+        .store
+        .check_credentials(std::time::Duration::from_secs(5))
+        .await?;
     let brski = match brski_cfg {
         Some(b) => Some(Arc::new(crate::brski::Registrar::new(
             &b,

@@ -52,6 +52,14 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+/// Redis refused our credentials at start-up: the server's message (never the password).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Redis refused to authenticate the control plane ({0}): check redis.username and \
+     redis.password (ESTUARY_REDIS__PASSWORD), or the password in redis.url"
+)]
+pub struct CredentialsRefused(String);
+
 /// A failure remembered for a CSR.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Failure {
@@ -142,6 +150,35 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// The start-up check: `Err` when Redis refuses our credentials (`WRONGPASS`, `NOAUTH`,
+    /// `NOPERM`), a configuration error. Redis being unreachable is not: the control plane
+    /// starts and `/readyz` answers 503 until Redis is back.
+    pub async fn check_credentials(&self, within: Duration) -> Result<(), CredentialsRefused> {
+        let mut c = self.conn.clone();
+        let answer =
+            tokio::time::timeout(within, redis::cmd("PING").query_async::<String>(&mut c)).await;
+        let e = match answer {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                tracing::warn!("Redis did not answer at start-up; starting without it");
+                return Ok(());
+            }
+        };
+        let refused = e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+        if refused {
+            return Err(CredentialsRefused(
+                e.detail()
+                    .or(e.code())
+                    .unwrap_or("authentication failed")
+                    .to_string(),
+            ));
+        }
+        tracing::warn!(error = %StoreError::from(e), "Redis unavailable at start-up; starting without it");
         Ok(())
     }
 
