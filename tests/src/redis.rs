@@ -1,4 +1,4 @@
-//! A real `redis-server` on 127.0.0.1, without persistence.
+//! A real `redis-server` on 127.0.0.1, without persistence, optionally with `requirepass`.
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -11,17 +11,28 @@ pub struct Redis {
     pub addr: SocketAddr,
     dir: TempDir,
     child: Option<KillOnDrop>,
+    requirepass: Option<String>,
 }
 
 impl Redis {
     /// Starts `redis-server --port P --bind 127.0.0.1 --save '' --appendonly no`.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts it with `--requirepass PASSWORD`: clients must `AUTH` first.
+    pub fn start_with_password(password: &str) -> anyhow::Result<Self> {
+        Self::start_with(Some(password.to_string()))
+    }
+
+    fn start_with(requirepass: Option<String>) -> anyhow::Result<Self> {
         let dir = TempDir::new("redis")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut redis = Self {
             addr,
             dir,
             child: None,
+            requirepass,
         };
         redis.start_again()?;
         Ok(redis)
@@ -30,6 +41,24 @@ impl Redis {
     /// `redis://127.0.0.1:P/`
     pub fn url(&self) -> String {
         format!("redis://{}/", self.addr)
+    }
+
+    /// `redis-cli -h 127.0.0.1 -p P [-a PASSWORD] ARGS…`: its standard output, one line per
+    /// reply element.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let bin = find_program("redis-cli", "redis-tools")?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()]);
+        if let Some(p) = &self.requirepass {
+            cmd.args(["-a", p, "--no-auth-warning"]);
+        }
+        let out = cmd.args(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Stops the server (SIGKILL): every connection to it breaks.
@@ -50,6 +79,9 @@ impl Redis {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()]);
+        if let Some(p) = &self.requirepass {
+            cmd.args(["--requirepass", p]);
+        }
         let child = KillOnDrop::spawn(cmd, &log)?;
         self.child = Some(child);
         wait_tcp(self.addr, Duration::from_secs(10), "redis-server")
