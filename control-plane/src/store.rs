@@ -10,7 +10,8 @@
 //! - `fail:<sha256(csr)>` — JSON of a failed issuance ([`Failure`]: status, reason and
 //!   [`FailureKind`]), kept briefly so the device's retry learns why.
 //! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key);
-//!   refused if they name URLs outside the directory's origin.
+//!   refused if they name URLs outside the directory's origin. Only without
+//!   `acme.account_key_file` (the dev default): with it Redis holds no key material.
 //! - `preauth:<sha256(directory url)>:<parent>` — the parent domain's pre-authorisation (URL and
 //!   expiry, JSON), expiring with it (EXAT); ignored and deleted if the URL is on another origin.
 //! - `preauth-lock:<sha256(directory url)>:<parent>` — token of the replica (re)authorising it.
