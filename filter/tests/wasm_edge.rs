@@ -737,15 +737,27 @@ mod enroll {
     #[test]
     fn busy_timeout_and_dispatch_failure_are_503_with_retry_after() {
         let mut f = filter();
-        for status in [429u16, 503] {
-            let o = enroll(&mut f, "/.well-known/est/simpleenroll");
-            let r = f
-                .answer(&o, Some(status), &[("retry-after", "7")], b"busy")
-                .unwrap()
-                .unwrap();
-            assert_eq!(r.status, 503);
-            assert_eq!(r.header("retry-after"), Some("7"));
-        }
+        let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+        let r = f
+            .answer(&o, Some(503), &[("retry-after", "7")], b"busy")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after"), Some("7"));
+        // 429 is the device's own limit: it reaches the device with its reason.
+        let o = enroll(&mut f, "/.well-known/est/simpleenroll");
+        let r = f
+            .answer(
+                &o,
+                Some(429),
+                &[("retry-after", "7")],
+                b"this device has requested 5 new certificates",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after"), Some("7"));
+        assert!(r.text().contains("requested 5 new certificates"));
         let o = enroll(&mut f, "/.well-known/est/simpleenroll");
         let r = f.answer(&o, None, &[], b"").unwrap().unwrap();
         assert_eq!(r.status, 503);
