@@ -22,6 +22,7 @@ use crate::acme_jws::{AcmeHttp, NoAnswer, RateLimitedAnswer};
 use crate::config::AcmeConfig;
 use crate::dns::{DnsError, DnsUpdater, TxtRecord};
 use crate::dns_batch::DnsBatcher;
+use crate::dns_ledger::LedgeredDns;
 use crate::store::{CsrKey, Store, StoreError};
 
 /// ACME problem types (RFC 8555 §6.7), typed; unknown ones are kept.
@@ -348,12 +349,12 @@ fn loggable(url: &str) -> String {
 /// DNS-01 records that may be in the zone. [`Published::remove`] removes them; if the
 /// issuance is cancelled first (its deadline, or a panic), dropping this spawns the removal.
 pub(crate) struct Published {
-    dns: DnsBatcher,
+    dns: LedgeredDns,
     records: Vec<TxtRecord>,
 }
 
 impl Published {
-    pub(crate) fn new(dns: &DnsBatcher, records: Vec<TxtRecord>) -> Self {
+    pub(crate) fn new(dns: &LedgeredDns, records: Vec<TxtRecord>) -> Self {
         Self {
             dns: dns.clone(),
             records,
@@ -364,7 +365,8 @@ impl Published {
         &self.records
     }
 
-    /// Removes the records; a failure is logged (`owner` names what they were for).
+    /// Removes the records; a failure is logged (`owner` names what they were for) and the
+    /// records stay in the DNS ledger for the sweeper ([`crate::dns_ledger`]).
     pub(crate) async fn remove(mut self, owner: &str) {
         if let Err(e) = self.dns.remove(&self.records).await {
             warn!(owner, error = %e, "could not remove DNS-01 records");
@@ -399,7 +401,7 @@ pub struct Acme {
     pub(crate) cfg: AcmeConfig,
     pub(crate) store: Store,
     dns: Arc<DnsUpdater>,
-    batcher: OnceLock<DnsBatcher>,
+    batcher: OnceLock<LedgeredDns>,
     account: OnceCell<Account>,
     /// The account key (PKCS#8 DER) for our own JWS requests ([`crate::acme_jws`]).
     pub(crate) account_key: OnceLock<Vec<u8>>,
@@ -428,8 +430,9 @@ impl Acme {
         }
     }
 
-    /// The coalescing DNS sender, started on first use (inside the runtime).
-    pub(crate) fn dns(&self) -> &DnsBatcher {
+    /// The coalescing DNS sender that keeps the DNS ledger, started on first use (inside the
+    /// runtime). Every DNS-01 record is published and removed through it.
+    pub(crate) fn dns(&self) -> &LedgeredDns {
         self.batcher.get_or_init(|| {
             let batcher = DnsBatcher::spawn(
                 Arc::clone(&self.dns),
@@ -437,7 +440,7 @@ impl Acme {
                 self.cfg.dns_batch_max_records,
                 self.cfg.dns_batch_max_queue,
             );
-            match self.preauth.metrics.get() {
+            let batcher = match self.preauth.metrics.get() {
                 Some(m) => {
                     let m = Arc::clone(m);
                     batcher.with_full_counter(Arc::new(move || {
@@ -445,7 +448,9 @@ impl Acme {
                     }))
                 }
                 None => batcher,
-            }
+            };
+            let hold = Duration::from_secs(self.cfg.order_timeout_s) + crate::dns_ledger::GRACE;
+            LedgeredDns::new(batcher, self.store.clone(), hold)
         })
     }
 

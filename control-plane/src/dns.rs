@@ -151,6 +151,9 @@ fn default_timeout_ms() -> u64 {
 fn default_ttl() -> u32 {
     60
 }
+fn default_sweep_interval_s() -> u64 {
+    30
+}
 
 /// Where and how to send DNS UPDATEs.
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +176,11 @@ pub struct DnsConfig {
     /// TTL of published TXT records (default 60 s).
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// Seconds between two sweeps of the DNS-01 ledger for leftover records
+    /// ([`crate::dns_ledger`]; default 30, 1 to 3600). Also the first retry delay of a failed
+    /// sweep removal, doubled per failure.
+    #[serde(default = "default_sweep_interval_s")]
+    pub sweep_interval_s: u64,
 }
 
 impl DnsConfig {
@@ -202,6 +210,12 @@ impl DnsConfig {
         // RFC 2181 §8: TTLs are 31-bit.
         if self.ttl > i32::MAX as u32 {
             problems.push(format!("dns.ttl {} is above 2^31-1", self.ttl));
+        }
+        if !(1..=3600).contains(&self.sweep_interval_s) {
+            problems.push(format!(
+                "dns.sweep_interval_s {} is not between 1 and 3600",
+                self.sweep_interval_s
+            ));
         }
         problems
     }
@@ -492,6 +506,11 @@ impl DnsUpdater {
     /// The zone updated, without final dot.
     pub fn zone(&self) -> &str {
         &self.zone_text
+    }
+
+    /// The upper bound of one UPDATE exchange (`dns.timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Adds all `records` in ONE UPDATE message (RFC 2136 §2.5.1, no prerequisites: a record
@@ -804,6 +823,7 @@ mod tests {
             secret: TsigSecret::from_bytes(secret.to_vec()),
             timeout_ms: 3000,
             ttl: 60,
+            sweep_interval_s: 30,
         }
     }
 
@@ -826,6 +846,7 @@ secret = "c2VjcmV0LWJ5dGVz"
         assert_eq!(w.dns.algorithm, TsigAlgorithmName::HmacSha256);
         assert_eq!(w.dns.timeout_ms, 3000);
         assert_eq!(w.dns.ttl, 60);
+        assert_eq!(w.dns.sweep_interval_s, 30);
         assert_eq!(
             w.dns.secret,
             TsigSecret::from_bytes(b"secret-bytes".to_vec())
@@ -872,10 +893,11 @@ secret = "not*base64*SECRETVALUE"
         cfg.key_name = "".into();
         cfg.server = "0.0.0.0:0".parse().unwrap();
         cfg.timeout_ms = 0;
+        cfg.sweep_interval_s = 0;
         let problems = cfg.validate();
-        assert_eq!(problems.len(), 6, "{problems:?}");
+        assert_eq!(problems.len(), 7, "{problems:?}");
         let err = DnsUpdater::new(cfg).unwrap_err();
-        assert!(matches!(err, DnsError::InvalidConfig { ref problems } if problems.len() == 6));
+        assert!(matches!(err, DnsError::InvalidConfig { ref problems } if problems.len() == 7));
         assert!(err.is_permanent());
     }
 

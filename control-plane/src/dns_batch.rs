@@ -284,6 +284,7 @@ mod tests {
             secret: TsigSecret::from_bytes(vec![7; 32]),
             timeout_ms: 30_000,
             ttl: 60,
+            sweep_interval_s: 30,
         })
         .expect("updater");
         (socket, Arc::new(updater))

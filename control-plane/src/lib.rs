@@ -15,6 +15,7 @@ pub mod cloud;
 pub mod config;
 pub mod dns;
 pub mod dns_batch;
+pub mod dns_ledger;
 pub mod engine;
 pub mod limits;
 pub mod metrics;

@@ -12,7 +12,9 @@
 //! `estuary_fleet_limited_total` the issuances refused because `enroll.max_inflight_orders` ran
 //! and `enroll.max_queued_orders` waited in the replica (or a wait outlasted
 //! `acme.order_timeout_s`); `estuary_dns_queue_full_total` the DNS-01 requests refused because
-//! `acme.dns_batch_max_queue` already waited for the DNS primary.
+//! `acme.dns_batch_max_queue` already waited for the DNS primary. `estuary_dns_swept_total`
+//! counts leftover DNS-01 records the ledger sweeper removed, `estuary_dns_sweep_failures_total`
+//! its removals that failed (each retried later, [`crate::dns_ledger`]).
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -111,6 +113,10 @@ pub struct Metrics {
     pub fleet_limited: Counter,
     /// DNS-01 requests refused because the batch queue was full.
     pub dns_queue_full: Counter,
+    /// Leftover DNS-01 records removed by the ledger sweeper.
+    pub dns_swept: Counter,
+    /// Ledger sweeper removals that failed (retried with back-off).
+    pub dns_sweep_failures: Counter,
     /// Seconds from the start of an issuance to the certificate in hand.
     pub issuance_seconds: Histogram,
     preauth_fallbacks: Family<FallbackLabels, Counter>,
@@ -142,6 +148,8 @@ impl Metrics {
         let ca_backoff_refused = Counter::default();
         let fleet_limited = Counter::default();
         let dns_queue_full = Counter::default();
+        let dns_swept = Counter::default();
+        let dns_sweep_failures = Counter::default();
         let issuance_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         let preauth_fallbacks = Family::<FallbackLabels, Counter>::default();
         let preauths = Family::<OrderLabels, Counter>::default();
@@ -224,6 +232,16 @@ impl Metrics {
             dns_queue_full.clone(),
         );
         registry.register(
+            "estuary_dns_swept",
+            "Leftover DNS-01 records removed by the ledger sweeper",
+            dns_swept.clone(),
+        );
+        registry.register(
+            "estuary_dns_sweep_failures",
+            "Ledger sweeper removals of DNS-01 records that failed (retried with back-off)",
+            dns_sweep_failures.clone(),
+        );
+        registry.register(
             "estuary_issuance_duration_seconds",
             "Time to issue one certificate through ACME",
             issuance_seconds.clone(),
@@ -241,6 +259,8 @@ impl Metrics {
             ca_backoff_refused,
             fleet_limited,
             dns_queue_full,
+            dns_swept,
+            dns_sweep_failures,
             issuance_seconds,
             preauth_fallbacks,
             preauths,
@@ -299,6 +319,8 @@ mod tests {
         m.ca_backoff_refused.inc();
         m.fleet_limited.inc();
         m.dns_queue_full.inc();
+        m.dns_swept.inc();
+        m.dns_sweep_failures.inc();
         m.issuance_seconds.observe(0.3);
         let text = m.render();
         for line in [
@@ -312,6 +334,8 @@ mod tests {
             "estuary_ca_backoff_refused_total 1",
             "estuary_fleet_limited_total 1",
             "estuary_dns_queue_full_total 1",
+            "estuary_dns_swept_total 1",
+            "estuary_dns_sweep_failures_total 1",
             "estuary_issuance_duration_seconds_count 1",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");

@@ -27,8 +27,15 @@ use crate::teap::TeapConfig;
 /// Builds the application state from a config (the HTTP side only: `[teap]` and `[brski]` are
 /// started by [`run`]).
 pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, SocketAddr)> {
-    let (state, listen, _teap) = build_parts(cfg.server, cfg.redis, cfg.enrolment)?;
+    let (state, listen, _teap, _sweeper) = build_parts(cfg.server, cfg.redis, cfg.enrolment)?;
     Ok((state, listen))
+}
+
+/// The DNS ledger sweeper to start ([`crate::dns_ledger::sweep`]).
+struct SweepPlan {
+    dns: Arc<DnsUpdater>,
+    store: Store,
+    interval: std::time::Duration,
 }
 
 /// A TEAP listener to start, with the EST engine it enrols through.
@@ -39,29 +46,35 @@ struct TeapPlan {
     keys: KeyPolicy,
 }
 
+#[allow(clippy::type_complexity)]
 fn build_parts(
     server: crate::config::ServerConfig,
     redis: crate::config::RedisConfig,
     enrolment: Option<Enrolment>,
-) -> anyhow::Result<(Arc<AppState>, SocketAddr, Option<TeapPlan>)> {
+) -> anyhow::Result<(
+    Arc<AppState>,
+    SocketAddr,
+    Option<TeapPlan>,
+    Option<SweepPlan>,
+)> {
     // One rustls crypto backend for the process (ring); ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
     let url = redis.connection_url().map_err(|e| anyhow::anyhow!(e))?;
     let store = Store::new(url.expose(), &redis.key_prefix)
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-    let (est, teap) = match enrolment {
+    let (est, teap, sweeper) = match enrolment {
         Some(e) => {
-            let (est, teap) = est_service(e, &store, &metrics)?;
+            let (est, teap, sweeper) = est_service(e, &store, &metrics)?;
             let teap = teap.map(|cfg| TeapPlan {
                 cfg,
                 engine: Arc::clone(&est.engine),
                 trust: est.trust.clone(),
                 keys: est.keys,
             });
-            (Some(est), teap)
+            (Some(est), teap, Some(sweeper))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let state = Arc::new(AppState {
         token: server.api_token,
@@ -69,16 +82,16 @@ fn build_parts(
         store,
         est,
     });
-    Ok((state, server.listen, teap))
+    Ok((state, server.listen, teap, sweeper))
 }
 
-/// The EST service (ACME account, DNS updater, engine, `/cacerts`) and the `[teap]` section
-/// that uses it.
+/// The EST service (ACME account, DNS updater, engine, `/cacerts`), the `[teap]` section
+/// that uses it and its DNS ledger sweeper.
 fn est_service(
     e: Enrolment,
     store: &Store,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(EstService, Option<TeapConfig>)> {
+) -> anyhow::Result<(EstService, Option<TeapConfig>, SweepPlan)> {
     let ca_pem = std::fs::read_to_string(&e.est.ca_certs_file).with_context(|| {
         format!(
             "reading est.ca_certs_file {}",
@@ -90,6 +103,7 @@ fn est_service(
     let cacerts_pkcs7 = pkcs7::encode_certs_only(&ca_ders)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
     let counter = metrics.dns_updates.clone();
+    let sweep_interval = std::time::Duration::from_secs(e.dns.sweep_interval_s);
     let dns = Arc::new(
         DnsUpdater::new(e.dns)
             .map_err(|err| anyhow::anyhow!("dns: {err}"))?
@@ -98,6 +112,11 @@ fn est_service(
             })),
     );
     let order_metrics = Arc::clone(metrics);
+    let sweeper = SweepPlan {
+        dns: Arc::clone(&dns),
+        store: store.clone(),
+        interval: sweep_interval,
+    };
     let acme = Arc::new(Acme::new(
         e.acme,
         store.clone(),
@@ -125,7 +144,7 @@ fn est_service(
         trust: e.trust,
         keys,
     };
-    Ok((est, e.teap))
+    Ok((est, e.teap, sweeper))
 }
 
 /// The services a config runs, for the start-up log: e.g. `EST, TEAP, BRSKI registrar` or
@@ -166,7 +185,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         redis.key_prefix.clone(),
         server.api_token.clone(),
     );
-    let (state, listen, teap) = build_parts(server, redis, enrolment)?;
+    let (state, listen, teap, sweeper) = build_parts(server, redis, enrolment)?;
     // Wrong credentials are a configuration error: refuse to start. Redis merely down is not.
     state
         .store
@@ -193,6 +212,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await?;
         info!(listen = %radius.local_addr()?, "TEAP RADIUS server listening");
         tokio::spawn(radius.run());
+    }
+    if let Some(s) = sweeper {
+        // In every replica: the ledger's claims let exactly one work on each leftover.
+        tokio::spawn(crate::dns_ledger::sweep(
+            s.dns,
+            s.store,
+            s.interval,
+            Arc::clone(&state.metrics),
+        ));
     }
     let listener = TcpListener::bind(listen)
         .await

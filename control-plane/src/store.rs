@@ -18,6 +18,11 @@
 //! - `ca-backoff:<sha256(directory url)>` — set when the CA answered `rateLimited`: no replica
 //!   places a new order while it lives (PX, read with PTTL, so only Redis's clock counts); its
 //!   value is the Unix time it ends, for operators. One without expiry is not ours and ignored.
+//! - `dns:ledger` — every DNS-01 TXT record we may have written and not yet seen removed (issue
+//!   13): a sorted set, member `<name> <value>`, score the Unix time after which any replica's
+//!   sweeper removes the record ([`crate::dns_ledger`]). Noted before the UPDATE that adds it,
+//!   dropped once a delete is confirmed.
+//! - `dns:ledger-tries` — hash, member → failed sweeper removals so far (the back-off).
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -490,6 +495,104 @@ impl Store {
             .invoke_async(&mut c)
             .await?;
         Ok(())
+    }
+
+    /// Notes ledger members (`<name> <value>`) due for sweeping at `due` (Unix seconds); an
+    /// entry already due later keeps its time (`ZADD GT`).
+    pub async fn note_dns(&self, members: &[String], due: i64) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.key("dns", "ledger")).arg("GT");
+        for m in members {
+            cmd.arg(due).arg(m);
+        }
+        let mut c = self.conn.clone();
+        let _: i64 = cmd.query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Drops ledger members whose removal was confirmed.
+    pub async fn forget_dns(&self, members: &[String]) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let _: (i64, i64) = redis::pipe()
+            .atomic()
+            .zrem(self.key("dns", "ledger"), members)
+            .hdel(self.key("dns", "ledger-tries"), members)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// At most `limit` ledger members due at `now` (Unix seconds), earliest first.
+    pub async fn due_dns(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn.clone();
+        Ok(redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key("dns", "ledger"))
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut c)
+            .await?)
+    }
+
+    /// Claims a due ledger member for this replica until `until` (Unix seconds): true for
+    /// exactly one replica while it is due. A replica that dies holding it only delays it.
+    pub async fn claim_dns(&self, member: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let n: i64 = Script::new(
+            "local s = redis.call('ZSCORE', KEYS[1], ARGV[1]) \
+             if s and tonumber(s) <= tonumber(ARGV[2]) then \
+               redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) return 1 \
+             end \
+             return 0",
+        )
+        .key(self.key("dns", "ledger"))
+        .arg(member)
+        .arg(now)
+        .arg(until)
+        .invoke_async(&mut c)
+        .await?;
+        Ok(n == 1)
+    }
+
+    /// After a failed removal: counts the failure and makes the member due again after
+    /// `base_s` × 2^(failures - 1) seconds, at most `max_s`. Returns that delay (0 when the
+    /// member was dropped meanwhile, e.g. its issuance removed it).
+    pub async fn retry_dns(
+        &self,
+        member: &str,
+        now: i64,
+        base_s: u64,
+        max_s: u64,
+    ) -> Result<u64, StoreError> {
+        let mut c = self.conn.clone();
+        let d: i64 = Script::new(
+            "if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then \
+               redis.call('HDEL', KEYS[2], ARGV[1]) return 0 \
+             end \
+             local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1) \
+             local d = tonumber(ARGV[3]) * 2 ^ math.min(n - 1, 30) \
+             if d > tonumber(ARGV[4]) then d = tonumber(ARGV[4]) end \
+             d = math.floor(d) \
+             redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + d, ARGV[1]) \
+             return d",
+        )
+        .key(self.key("dns", "ledger"))
+        .key(self.key("dns", "ledger-tries"))
+        .arg(member)
+        .arg(now)
+        .arg(base_s.max(1))
+        .arg(max_s.max(1))
+        .invoke_async(&mut c)
+        .await?;
+        Ok(u64::try_from(d).unwrap_or(0))
     }
 
     fn account_key(&self, directory_url: &str) -> String {

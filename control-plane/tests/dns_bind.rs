@@ -22,6 +22,7 @@ fn config(bind: &Bind) -> DnsConfig {
         secret: TsigSecret::from_base64(&bind.secret_b64).expect("tsig-keygen wrote base64"),
         timeout_ms: 3000,
         ttl: 60,
+        sweep_interval_s: 30,
     }
 }
 
@@ -246,6 +247,7 @@ async fn a_closed_port_fails_fast_and_transient() {
         secret: TsigSecret::from_bytes(vec![7; 32]),
         timeout_ms: 500,
         ttl: 60,
+        sweep_interval_s: 30,
     })
     .unwrap();
     let started = Instant::now();
@@ -277,6 +279,7 @@ async fn a_silent_server_times_out_on_time() {
         secret: TsigSecret::from_bytes(vec![7; 32]),
         timeout_ms: 300,
         ttl: 60,
+        sweep_interval_s: 30,
     })
     .unwrap();
     let started = Instant::now();

@@ -1369,6 +1369,7 @@ async fn baseline(
             .map_err(|_| anyhow::anyhow!("the BIND key is not base64"))?,
         timeout_ms: 2000,
         ttl: 60,
+        sweep_interval_s: 30,
     })?
     .with_update_counter(Arc::new(move || {
         counter.fetch_add(1, Ordering::Relaxed);
