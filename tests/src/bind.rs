@@ -174,6 +174,38 @@ impl Bind {
         String::from_utf8(out.stdout).context("dig printed non-UTF-8")
     }
 
+    /// The process id of `named`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGSTOP: the "DNS primary hangs" fault. Its sockets stay open, so UPDATEs and queries
+    /// are sent and wait with no answer until [`Bind::thaw`].
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT: `named` answers again (what waited in its socket buffers included).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let out = Command::new("kill")
+            .arg(sig)
+            .arg(self.pid().to_string())
+            .output()
+            .context("running kill")?;
+        if !out.status.success() {
+            bail!(
+                "kill {sig} {}: {}",
+                self.pid(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Asks `named` for the TXT records at `name` with the `dig` CLI, an independent check of what
     /// the server publishes. Returns one string per TXT record, each record's character-strings
     /// concatenated, sorted.

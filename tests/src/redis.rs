@@ -1,4 +1,5 @@
-//! A real `redis-server` on 127.0.0.1, without persistence, optionally with `requirepass`.
+//! A real `redis-server` on 127.0.0.1, without persistence unless asked for (AOF), optionally
+//! with `requirepass`.
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -12,20 +13,27 @@ pub struct Redis {
     dir: TempDir,
     child: Option<KillOnDrop>,
     requirepass: Option<String>,
+    aof: bool,
 }
 
 impl Redis {
     /// Starts `redis-server --port P --bind 127.0.0.1 --save '' --appendonly no`.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
     /// Starts it with `--requirepass PASSWORD`: clients must `AUTH` first.
     pub fn start_with_password(password: &str) -> anyhow::Result<Self> {
-        Self::start_with(Some(password.to_string()))
+        Self::start_with(Some(password.to_string()), false)
     }
 
-    fn start_with(requirepass: Option<String>) -> anyhow::Result<Self> {
+    /// Starts it with persistence: `--appendonly yes` (fsync every second) in its own
+    /// directory, so [`Redis::restart`] finds the data again.
+    pub fn start_with_aof() -> anyhow::Result<Self> {
+        Self::start_with(None, true)
+    }
+
+    fn start_with(requirepass: Option<String>, aof: bool) -> anyhow::Result<Self> {
         let dir = TempDir::new("redis")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut redis = Self {
@@ -33,6 +41,7 @@ impl Redis {
             dir,
             child: None,
             requirepass,
+            aof,
         };
         redis.start_again()?;
         Ok(redis)
@@ -68,7 +77,10 @@ impl Redis {
         }
     }
 
-    /// Starts the server again on the same port, empty.
+    /// A crash and a restart: SIGKILL if it runs, then the server again on the same port and
+    /// directory. Without AOF it starts empty; with AOF every write it acknowledged is back
+    /// (Redis writes the AOF before it replies, so a killed process loses nothing the kernel
+    /// already has).
     pub fn start_again(&mut self) -> anyhow::Result<()> {
         self.stop();
         let bin = find_program("redis-server", "redis-server")?;
@@ -77,7 +89,7 @@ impl Redis {
         cmd.args(["--port", &self.addr.port().to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
-            .args(["--appendonly", "no"])
+            .args(["--appendonly", if self.aof { "yes" } else { "no" }])
             .args(["--dir", &self.dir.path().display().to_string()]);
         if let Some(p) = &self.requirepass {
             cmd.args(["--requirepass", p]);

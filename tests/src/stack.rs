@@ -35,8 +35,18 @@ pub struct Stack {
 impl Stack {
     /// Starts all three.
     pub fn start() -> anyhow::Result<Stack> {
+        Self::start_with(&StackOptions::default())
+    }
+
+    /// Starts all three with `opts`.
+    pub fn start_with(opts: &StackOptions) -> anyhow::Result<Stack> {
         let bind = Bind::start().context("starting BIND9")?;
-        let redis = Redis::start().context("starting Redis")?;
+        let redis = if opts.redis_aof {
+            Redis::start_with_aof()
+        } else {
+            Redis::start()
+        }
+        .context("starting Redis")?;
         let pebble = Pebble::start(bind.addr).context("starting Pebble")?;
         let dir = TempDir::new("stack-pki")?;
         let manufacturer = Arc::new(crate::pki::Ca::create(
@@ -52,6 +62,13 @@ impl Stack {
             _dir: dir,
         })
     }
+}
+
+/// Knobs for the stack.
+#[derive(Clone, Debug, Default)]
+pub struct StackOptions {
+    /// Redis with AOF persistence (`--appendonly yes`), so a restart keeps the data.
+    pub redis_aof: bool,
 }
 
 /// Knobs for one control-plane process.
