@@ -17,7 +17,14 @@
 //!
 //! A record that is re-published while due (a retry resuming the same order) keeps the later of
 //! the two due times.
-use std::sync::Arc;
+//!
+//! **An add that was not confirmed is not a failed add.** Over UDP, an UPDATE that timed out (a
+//! frozen or slow primary) may still be applied later — after the delete that we sent and saw
+//! confirmed (seen in the chaos test: BIND applied the delete, then the stale add). So a record
+//! whose add was ever left unconfirmed keeps its note when its delete succeeds, due again one
+//! `hold` later, and the sweeper deletes it once more then.
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -73,6 +80,8 @@ pub struct LedgeredDns {
     batcher: DnsBatcher,
     store: Store,
     hold: Duration,
+    /// Members whose add UPDATE failed or timed out in this process: a copy may still land.
+    unconfirmed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl LedgeredDns {
@@ -82,22 +91,56 @@ impl LedgeredDns {
             batcher,
             store,
             hold,
+            unconfirmed: Arc::default(),
         }
+    }
+
+    fn due(&self) -> i64 {
+        now_unix().saturating_add(i64::try_from(self.hold.as_secs()).unwrap_or(0))
+    }
+
+    fn unconfirmed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A poisoned set is still a set of names: keep using it.
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Notes the records, then adds them. Without the note nothing is sent.
     pub async fn publish(&self, records: &[TxtRecord]) -> Result<(), LedgerError> {
         let members: Vec<String> = records.iter().map(member).collect();
-        let due = now_unix().saturating_add(i64::try_from(self.hold.as_secs()).unwrap_or(0));
-        self.store.note_dns(&members, due).await?;
-        Ok(self.batcher.publish(records).await?)
+        self.store.note_dns(&members, self.due()).await?;
+        let sent = self.batcher.publish(records).await;
+        if sent.is_err() {
+            self.unconfirmed().extend(members);
+        }
+        Ok(sent?)
     }
 
     /// Deletes the records; once the primary confirms, drops their notes. On failure the
     /// notes stay, for the sweeper.
     pub async fn remove(&self, records: &[TxtRecord]) -> Result<(), DnsError> {
         self.batcher.remove(records).await?;
-        let members: Vec<String> = records.iter().map(member).collect();
+        let (members, late): (Vec<String>, Vec<String>) = {
+            let mut unconfirmed = self.unconfirmed();
+            records
+                .iter()
+                .map(member)
+                .partition(|m| !unconfirmed.remove(m))
+        };
+        if !late.is_empty() {
+            // A stale copy of their add may still arrive: the sweeper deletes them again later.
+            info!(
+                records = late.len(),
+                "DNS-01 records whose add went unconfirmed stay in the ledger for a second removal"
+            );
+            if let Err(e) = self.store.note_dns(&late, self.due()).await {
+                warn!(error = %e, "could not push back the ledger notes of unconfirmed records");
+            }
+        }
+        if members.is_empty() {
+            return Ok(());
+        }
         if let Err(e) = self.store.forget_dns(&members).await {
             // The sweeper will delete them again, which is harmless.
             warn!(error = %e, records = members.len(), "removed DNS-01 records but could not drop their ledger notes");
