@@ -124,6 +124,10 @@ pub enum IssueError {
         name: String,
         /// The CA's detail.
         detail: String,
+        /// The CA could not query our DNS (RFC 8555 `dns` or `connection` problem: a timeout,
+        /// SERVFAIL — our primary was briefly unavailable), rather than finding a wrong record:
+        /// transient, a fresh order may succeed.
+        unreachable: bool,
     },
     /// The order did not complete within `acme.order_timeout_s`.
     #[error("ACME order {order_url} did not complete in time")]
@@ -165,6 +169,10 @@ impl IssueError {
             Self::CaUnavailable { retry_after, .. } => retry_after.is_none(),
             Self::CaNoAnswer(_) => true,
             Self::Dns(e) => !e.is_permanent(),
+            // The CA could not reach our DNS primary: a fresh order may well succeed.
+            Self::ChallengeFailed {
+                unreachable: true, ..
+            } => true,
             // The order went stale under us (e.g. the parent's pre-authorisation expired
             // between newOrder and finalize): place a fresh one.
             Self::CaRejected {
@@ -205,6 +213,7 @@ pub(crate) fn problem_error(
         | ProblemType::Connection => IssueError::ChallengeFailed {
             name: identifier,
             detail,
+            unreachable: matches!(problem, ProblemType::Dns | ProblemType::Connection),
         },
         problem => IssueError::CaRejected { problem, detail },
     }
@@ -884,15 +893,15 @@ impl Acme {
             OrderStatus::Ready => order.finalize_csr(csr_der).await.map_err(from_acme)?,
             OrderStatus::Processing | OrderStatus::Valid => {}
             OrderStatus::Invalid | OrderStatus::Pending => {
-                let detail = order
-                    .state()
-                    .error
-                    .as_ref()
+                let problem = order.state().error.as_ref();
+                let detail = problem
                     .map(|p| p.to_string())
                     .unwrap_or_else(|| "the order became invalid".into());
+                let kind = ProblemType::parse(problem.and_then(|p| p.r#type.as_deref()));
                 return Err(IssueError::ChallengeFailed {
                     name: name.as_str().to_string(),
                     detail,
+                    unreachable: matches!(kind, ProblemType::Dns | ProblemType::Connection),
                 });
             }
         }
@@ -917,6 +926,7 @@ impl Acme {
                     return Err(IssueError::ChallengeFailed {
                         name: ident,
                         detail: format!("authorization is {other:?}"),
+                        unreachable: false,
                     });
                 }
             }

@@ -120,6 +120,10 @@ impl EnrollError {
                     _ => 502,
                 },
                 IssueError::Dns(d) if !d.is_permanent() => 503,
+                // The CA could not query our DNS primary: not the device's doing, retry later.
+                IssueError::ChallengeFailed {
+                    unreachable: true, ..
+                } => 503,
                 IssueError::Dns(_)
                 | IssueError::CaProtocol(_)
                 | IssueError::ChallengeFailed { .. }

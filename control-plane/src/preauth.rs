@@ -393,9 +393,18 @@ impl Acme {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string();
+                    let kind = crate::acme::ProblemType::parse(
+                        authz
+                            .pointer("/challenges/0/error/type")
+                            .and_then(Value::as_str),
+                    );
                     return Err(IssueError::ChallengeFailed {
                         name: parent.to_string(),
                         detail: format!("authorization is {other}: {detail}"),
+                        unreachable: matches!(
+                            kind,
+                            crate::acme::ProblemType::Dns | crate::acme::ProblemType::Connection
+                        ),
                     });
                 }
                 None => return Err(IssueError::CaProtocol("authorization has no status".into())),
