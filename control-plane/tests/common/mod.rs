@@ -51,32 +51,14 @@ impl ControlPlane {
     /// An IDevID of the stack's test manufacturer for `serial`, as the edge forwards it
     /// (`estuary-client-cert`: base64 DER on one line).
     pub fn idevid_header(&self, serial: &str) -> String {
-        let der = self
-            .stack_manufacturer
-            .idevid_der(serial)
-            .expect("mint an IDevID");
-        let mut b64 = estuary_proto::base64::encode(&der);
-        b64.retain(|c| !c.is_ascii_whitespace());
-        b64
+        idevid_header(&self.stack_manufacturer, serial)
     }
 
     /// POST /estuary/v1/enroll, as the edge sends it for an IDevID with subject serialNumber
     /// `serial` from the stack's test manufacturer.
     pub async fn enroll(&self, serial: &str, csr_der: &[u8]) -> Resp {
         let cert = self.idevid_header(serial);
-        http(
-            &self.url("/estuary/v1/enroll"),
-            "POST",
-            &[
-                ("authorization", &format!("Bearer {TOKEN}")),
-                ("content-type", "application/pkcs10"),
-                ("estuary-device-serial", &serial.to_ascii_lowercase()),
-                ("estuary-client-cert", &cert),
-                ("estuary-operation", "simpleenroll"),
-            ],
-            csr_der.to_vec(),
-        )
-        .await
+        enroll_at(&self.url(""), serial, &cert, csr_der).await
     }
 
     /// Enrols following only 202 + Retry-After: returns the first final answer, 503 included
@@ -125,6 +107,33 @@ impl ControlPlane {
             }
         }
     }
+}
+
+/// An IDevID of `manufacturer` for `serial`, as the edge forwards it (`estuary-client-cert`:
+/// base64 DER on one line).
+pub fn idevid_header(manufacturer: &estuary_tests::pki::Ca, serial: &str) -> String {
+    let der = manufacturer.idevid_der(serial).expect("mint an IDevID");
+    let mut b64 = estuary_proto::base64::encode(&der);
+    b64.retain(|c| !c.is_ascii_whitespace());
+    b64
+}
+
+/// POST `<base>/estuary/v1/enroll` (`base`: `http://host:port`), as the edge sends it for the
+/// device `serial` with the IDevID header `idevid_b64` (see [`idevid_header`]).
+pub async fn enroll_at(base: &str, serial: &str, idevid_b64: &str, csr_der: &[u8]) -> Resp {
+    http(
+        &format!("{base}/estuary/v1/enroll"),
+        "POST",
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("content-type", "application/pkcs10"),
+            ("estuary-device-serial", &serial.to_ascii_lowercase()),
+            ("estuary-client-cert", idevid_b64),
+            ("estuary-operation", "simpleenroll"),
+        ],
+        csr_der.to_vec(),
+    )
+    .await
 }
 
 /// An HTTP answer.
