@@ -88,6 +88,20 @@ pub struct BrskiConfig {
     /// `[brski.cloud]`: act as a cloud registrar (draft-ietf-anima-brski-cloud).
     #[serde(default)]
     pub cloud: Option<crate::cloud::CloudConfig>,
+    /// Voucher requests one pledge (one IDevID) may make per `voucher_window_s`; each may cost
+    /// a MASA call. Past it: 429 + Retry-After. 0: no limit.
+    #[serde(default = "default_voucher_requests_per_pledge")]
+    pub voucher_requests_per_pledge: u32,
+    /// The window of `voucher_requests_per_pledge`, in seconds.
+    #[serde(default = "default_voucher_window_s")]
+    pub voucher_window_s: u64,
+}
+
+fn default_voucher_requests_per_pledge() -> u32 {
+    10
+}
+fn default_voucher_window_s() -> u64 {
+    3600
 }
 
 fn default_status_ttl_s() -> u64 {
@@ -211,6 +225,10 @@ pub struct Registrar {
     token: Secret,
     metrics: Arc<Metrics>,
     cloud: Option<Cloud>,
+    /// `voucher_requests_per_pledge`, `voucher_window_s`.
+    voucher_limit: (u32, u64),
+    /// One fixed window per pledge: INCR, expiry on the first, minus the seconds left past it.
+    voucher_slot: redis::Script,
 }
 
 fn read_certs(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -313,6 +331,18 @@ impl Registrar {
             redis: status_store(redis_url)?,
             prefix: prefix.to_string(),
             status_ttl_s: cfg.status_ttl_s,
+            voucher_limit: (cfg.voucher_requests_per_pledge, cfg.voucher_window_s.max(1)),
+            voucher_slot: redis::Script::new(
+                "local n = redis.call('INCR', KEYS[1]) \
+                 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
+                 if n > tonumber(ARGV[1]) then \
+                   local t = redis.call('TTL', KEYS[1]) \
+                   if t < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) t = tonumber(ARGV[2]) end \
+                   if t < 1 then t = 1 end \
+                   return -t \
+                 end \
+                 return n",
+            ),
             retry_after_s: cfg.masa_retry_after_s,
             token,
             metrics,
@@ -355,6 +385,16 @@ pub enum BrskiError {
         /// The IDevID's serialNumber.
         serial: String,
     },
+    /// The pledge has made `limit` voucher requests in the window (RFC 6585 §4: 429).
+    #[error("this pledge has made {limit} voucher requests within {window_s} s, the most allowed; retry after {retry_after_s} s")]
+    TooManyRequests {
+        /// `brski.voucher_requests_per_pledge`.
+        limit: u32,
+        /// `brski.voucher_window_s`.
+        window_s: u64,
+        /// Seconds until the window ends.
+        retry_after_s: u64,
+    },
     /// Redis failed.
     #[error("status store unavailable: {0}")]
     Store(String),
@@ -378,6 +418,7 @@ impl BrskiError {
             }
             BrskiError::BadVoucher(_) => StatusCode::BAD_GATEWAY,
             BrskiError::UnknownOwner { .. } => StatusCode::NOT_FOUND,
+            BrskiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             BrskiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -420,6 +461,11 @@ fn error_response(reg: &Registrar, e: &BrskiError) -> Response {
         other => other.to_string(),
     };
     let mut r = text(status, body);
+    if let BrskiError::TooManyRequests { retry_after_s, .. } = e {
+        if let Ok(v) = retry_after_s.to_string().parse() {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         if let Ok(v) = reg.retry_after_s.to_string().parse() {
             r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -544,6 +590,37 @@ fn redirect_response(location: HeaderValue) -> Response {
         .into_response()
 }
 
+/// Counts one voucher request of the pledge with this IDevID against
+/// `brski.voucher_requests_per_pledge` (a pledge is its IDevID: manufacturer and serial).
+async fn take_voucher_slot(reg: &Registrar, idevid_der: &[u8]) -> Result<(), BrskiError> {
+    use sha2::Digest;
+    let (limit, window_s) = reg.voucher_limit;
+    if limit == 0 {
+        return Ok(());
+    }
+    let id: String = sha2::Sha256::digest(idevid_der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut conn = reg.redis.clone();
+    let n: i64 = reg
+        .voucher_slot
+        .key(format!("{}:brski:vr:{id}", reg.prefix))
+        .arg(limit)
+        .arg(window_s)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| BrskiError::Store(e.to_string()))?;
+    if n < 0 {
+        return Err(BrskiError::TooManyRequests {
+            limit,
+            window_s,
+            retry_after_s: n.unsigned_abs(),
+        });
+    }
+    Ok(())
+}
+
 /// Which manufacturer issued this IDevID (signature checked), if any we know.
 fn manufacturer_of<'a>(reg: &'a Registrar, idevid: &[u8]) -> Option<&'a Manufacturer> {
     reg.manufacturers
@@ -591,6 +668,7 @@ async fn handle_requestvoucher(
             "serial-number does not match the IDevID's serialNumber {serial:?}"
         )));
     }
+    take_voucher_slot(reg, &idevid_der).await?;
     // Cloud registrar: the owner decides the path (draft-ietf-anima-brski-cloud §3.2).
     // Serials are unique only within a manufacturer: the owner map is keyed by (the
     // manufacturer whose CA issued the IDevID, serial).

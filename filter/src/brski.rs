@@ -258,7 +258,23 @@ pub fn map_answer(
                 ),
             ),
         },
-        Some(429 | 503) => busy(
+        // RFC 6585 §4: the pledge's own limit; it learns why and when to come back.
+        Some(429) => {
+            let text = std::str::from_utf8(body).unwrap_or("").trim();
+            let reason = if !text.is_empty()
+                && text.len() <= MAX_REASON_BYTES
+                && text.chars().all(|c| !c.is_control() || c == '\n')
+            {
+                text
+            } else {
+                "too many requests from this pledge; retry later"
+            };
+            let mut r = Reply::text(429, reason);
+            r.headers
+                .push(("retry-after", retry_after_seconds(retry_after).to_string()));
+            (r, None)
+        }
+        Some(503) => busy(
             retry_after_seconds(retry_after),
             format!("registrar busy or MASA unavailable ({op:?})"),
         ),
