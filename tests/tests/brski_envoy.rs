@@ -580,3 +580,50 @@ fn brski_refusals() {
     assert_eq!(series("unavailable"), 1.0, "{m}");
     assert_eq!(series("voucher"), 1.0, "{m}");
 }
+
+/// `brski.voucher_requests_per_pledge` (default 10 per hour): each voucher request may cost a
+/// MASA call, so a pledge that keeps asking gets 429 + Retry-After through Envoy once it has
+/// made its 10; another pledge is not affected.
+#[test]
+fn a_pledge_that_keeps_asking_for_vouchers_gets_429() {
+    let stack = start();
+    let tmp = TempDir::new("brski-limit").expect("tmp");
+    let dir = tmp.path();
+    let url = format!("{}/requestvoucher", stack.brski_url());
+    let post = |id: (&Path, &Path), body: &[u8]| {
+        curl(
+            &url,
+            "POST",
+            id,
+            Trust::Provisional,
+            Some((body, "application/voucher-cms+json")),
+        )
+    };
+    let serial = unique("bl");
+    let (cert, key) = idevid(&stack, dir, &serial);
+    let id = (cert.as_path(), key.as_path());
+    let registrar = server_cert_der(&stack, dir, id);
+    for i in 0..10 {
+        let pvr = openssl_pvr(dir, id, &serial, &format!("n{i}"), &registrar);
+        let r = post(id, &pvr);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let pvr = openssl_pvr(dir, id, &serial, "n10", &registrar);
+    let r = post(id, &pvr);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("10 voucher requests"), "{}", r.text());
+    let ra: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=3600).contains(&ra), "Retry-After {ra}");
+    let audit = stack.masa.as_ref().expect("MASA").audit_log();
+    assert_eq!(audit.len(), 10, "the 11th request cost no MASA call");
+
+    let other = unique("bq");
+    let (cert, key) = idevid(&stack, dir, &other);
+    let id = (cert.as_path(), key.as_path());
+    let pvr = openssl_pvr(dir, id, &other, "m0", &registrar);
+    let r = post(id, &pvr);
+    assert_eq!(r.status, 200, "another pledge: {}", r.text());
+}
