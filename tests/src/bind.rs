@@ -191,19 +191,7 @@ impl Bind {
     }
 
     fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        let out = Command::new("kill")
-            .arg(sig)
-            .arg(self.pid().to_string())
-            .output()
-            .context("running kill")?;
-        if !out.status.success() {
-            bail!(
-                "kill {sig} {}: {}",
-                self.pid(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        crate::util::send_signal(self.pid(), sig)
     }
 
     /// Asks `named` for the TXT records at `name` with the `dig` CLI, an independent check of what

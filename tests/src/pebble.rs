@@ -113,19 +113,7 @@ impl Pebble {
     }
 
     fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        let out = Command::new("kill")
-            .arg(sig)
-            .arg(self.pid().to_string())
-            .output()
-            .context("running kill")?;
-        if !out.status.success() {
-            bail!(
-                "kill {sig} {}: {}",
-                self.pid(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        crate::util::send_signal(self.pid(), sig)
     }
 
     /// Number of new-order requests Pebble has logged so far.

@@ -120,3 +120,16 @@ pub fn tail(path: &Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// Sends `sig` (e.g. `-STOP`, `-CONT`) to process `pid` with the `kill` CLI.
+pub fn send_signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .output()
+        .map_err(|e| anyhow::anyhow!("running kill: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!("kill {sig} {pid}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
