@@ -217,9 +217,8 @@ pub struct Registrar {
     chain: Vec<Vec<u8>>,
     key: p256::ecdsa::SigningKey,
     manufacturers: Vec<Manufacturer>,
-    /// Status reports (one shared, reconnecting connection with deadlines).
-    redis: redis::aio::ConnectionManager,
-    prefix: String,
+    /// Status reports and the voucher request limit (Redis, with deadlines).
+    store: crate::store::Store,
     status_ttl_s: u64,
     retry_after_s: u64,
     token: Secret,
@@ -227,8 +226,6 @@ pub struct Registrar {
     cloud: Option<Cloud>,
     /// `voucher_requests_per_pledge`, `voucher_window_s`.
     voucher_limit: (u32, u64),
-    /// One fixed window per pledge: INCR, expiry on the first, minus the seconds left past it.
-    voucher_slot: redis::Script,
 }
 
 fn read_certs(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -328,21 +325,10 @@ impl Registrar {
             chain,
             key,
             manufacturers,
-            redis: status_store(redis_url)?,
-            prefix: prefix.to_string(),
+            store: crate::store::Store::new(redis_url, prefix)
+                .map_err(|e| anyhow::anyhow!("redis: {e}"))?,
             status_ttl_s: cfg.status_ttl_s,
             voucher_limit: (cfg.voucher_requests_per_pledge, cfg.voucher_window_s.max(1)),
-            voucher_slot: redis::Script::new(
-                "local n = redis.call('INCR', KEYS[1]) \
-                 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
-                 if n > tonumber(ARGV[1]) then \
-                   local t = redis.call('TTL', KEYS[1]) \
-                   if t < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) t = tonumber(ARGV[2]) end \
-                   if t < 1 then t = 1 end \
-                   return -t \
-                 end \
-                 return n",
-            ),
             retry_after_s: cfg.masa_retry_after_s,
             token,
             metrics,
@@ -602,23 +588,20 @@ async fn take_voucher_slot(reg: &Registrar, idevid_der: &[u8]) -> Result<(), Brs
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut conn = reg.redis.clone();
-    let n: i64 = reg
-        .voucher_slot
-        .key(format!("{}:brski:vr:{id}", reg.prefix))
-        .arg(limit)
-        .arg(window_s)
-        .invoke_async(&mut conn)
+    let window = Duration::from_secs(window_s);
+    match reg
+        .store
+        .take_window_slot("brski:vr", &id, limit, window)
         .await
-        .map_err(|e| BrskiError::Store(e.to_string()))?;
-    if n < 0 {
-        return Err(BrskiError::TooManyRequests {
+        .map_err(|e| BrskiError::Store(e.to_string()))?
+    {
+        None => Ok(()),
+        Some(retry_after_s) => Err(BrskiError::TooManyRequests {
             limit,
             window_s,
-            retry_after_s: n.unsigned_abs(),
-        });
+            retry_after_s,
+        }),
     }
-    Ok(())
 }
 
 /// Which manufacturer issued this IDevID (signature checked), if any we know.
@@ -814,19 +797,6 @@ async fn signed_to_masa(
     Ok(body)
 }
 
-/// The connection status reports are stored through: connected lazily, reconnecting by itself,
-/// and every command bounded in time (a Redis that hangs makes the report 503, not a stuck task).
-fn status_store(redis_url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(redis_url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-    let rc = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(1000)))
-        .set_response_timeout(Some(Duration::from_millis(2000)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    redis::aio::ConnectionManager::new_lazy_with_config(client, rc)
-        .map_err(|e| anyhow::anyhow!("redis: {e}"))
-}
-
 async fn masa_post(
     m: &Manufacturer,
     url: &str,
@@ -911,15 +881,14 @@ async fn status_report(
             StatusKind::Enroll => "enrollstatus",
         };
         info!(serial = %serial, status = ok, reason = %reason.escape_debug(), "BRSKI {name} report");
-        let key = format!("{}:brski:{name}:{serial}", reg.prefix);
-        let mut conn = reg.redis.clone();
         let stored = serde_json::json!({"at": now_unix(), "report": v}).to_string();
-        redis::cmd("SET")
-            .arg(&key)
-            .arg(stored)
-            .arg("EX")
-            .arg(reg.status_ttl_s.max(1))
-            .query_async::<()>(&mut conn)
+        reg.store
+            .put_expiring(
+                &format!("brski:{name}"),
+                &serial,
+                &stored,
+                Duration::from_secs(reg.status_ttl_s),
+            )
             .await
             .map_err(|e| BrskiError::Store(e.to_string()))?;
         Ok::<bool, BrskiError>(ok)

@@ -46,11 +46,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use axum::http::{HeaderValue, Uri};
 use estuary_proto::identity::ManufacturerName;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use tracing::warn;
 
@@ -492,15 +491,8 @@ impl Cloud {
         prefix: &str,
     ) -> anyhow::Result<Self> {
         let owners = Owners::from_config(cfg, manufacturers)?;
-        let client =
-            redis::Client::open(redis_url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-        let rc = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(1000)))
-            .set_response_timeout(Some(Duration::from_millis(2000)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let redis = ConnectionManager::new_lazy_with_config(client, rc)
-            .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+        let redis =
+            crate::store::lazy_connection(redis_url).map_err(|e| anyhow::anyhow!("redis: {e}"))?;
         Ok(Self {
             owners,
             redis,

@@ -434,7 +434,7 @@ impl Engine {
         let window = Duration::from_secs(self.cfg.device_window_s);
         match self
             .store
-            .take_order_slot(name.as_str(), limit, window)
+            .take_window_slot("orders", name.as_str(), limit, window)
             .await?
         {
             None => Ok(()),

@@ -109,20 +109,27 @@ pub struct Store {
     prefix: String,
     refresh: Script,
     release: Script,
-    order_slot: Script,
+    window_slot: Script,
+}
+
+/// The one way this process connects to Redis: lazily, remade after Redis restarts, with a
+/// deadline on connecting (1 s) and on every command (2 s), so a hanging Redis is an error
+/// rather than a stuck task.
+pub fn lazy_connection(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url)?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(1000)))
+        .set_response_timeout(Some(Duration::from_millis(2000)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    Ok(ConnectionManager::new_lazy_with_config(client, cfg)?)
 }
 
 impl Store {
     /// Prepares a connection that is made lazily and remade after Redis restarts; this never
     /// fails because Redis is down.
     pub fn new(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(1000)))
-            .set_response_timeout(Some(Duration::from_millis(2000)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        let conn = lazy_connection(url)?;
         Ok(Self {
             conn,
             prefix: prefix.to_string(),
@@ -132,9 +139,9 @@ impl Store {
             release: Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
             ),
-            // A fixed window per device: the first order sets its expiry; past the limit the
-            // answer is minus the seconds the window still runs (at least 1).
-            order_slot: Script::new(
+            // A fixed window per key: the first use sets its expiry; past the limit the answer
+            // is minus the seconds the window still runs (at least 1).
+            window_slot: Script::new(
                 "local n = redis.call('INCR', KEYS[1]) \
                  if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
                  if n > tonumber(ARGV[1]) then \
@@ -275,24 +282,40 @@ impl Store {
         Ok(())
     }
 
-    /// Takes one of `device`'s `limit` new orders for the current `window`: `None` if taken,
-    /// `Some(seconds)` until the window ends if the device has used them all (seed §8.1: it is
-    /// prudent not to request certificates too often).
-    pub async fn take_order_slot(
+    /// Takes one of `limit` uses of `<kind>:<id>` in the current fixed `window`: `None` if
+    /// taken, `Some(seconds)` until the window ends if all are used. The per-device order limit
+    /// (`orders`, seed §8.1: it is prudent not to request certificates too often) and the
+    /// per-pledge voucher request limit (`brski:vr`) use it.
+    pub async fn take_window_slot(
         &self,
-        device: &str,
+        kind: &str,
+        id: &str,
         limit: u32,
         window: Duration,
     ) -> Result<Option<u64>, StoreError> {
         let mut c = self.conn.clone();
         let n: i64 = self
-            .order_slot
-            .key(self.key("orders", device))
+            .window_slot
+            .key(self.key(kind, id))
             .arg(limit)
             .arg(window.as_secs().max(1))
             .invoke_async(&mut c)
             .await?;
         Ok((n < 0).then(|| n.unsigned_abs()))
+    }
+
+    /// `SET <prefix>:<kind>:<id> value EX ttl` (e.g. BRSKI status reports).
+    pub async fn put_expiring(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let opts = SetOptions::default().with_expiration(SetExpiry::EX(ttl.as_secs().max(1)));
+        let _: Option<String> = c.set_options(self.key(kind, id), value, opts).await?;
+        Ok(())
     }
 
     fn ca_backoff_key(&self, directory_url: &str) -> String {
