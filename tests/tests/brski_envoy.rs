@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use estuary_tests::curl::sh;
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::stack::{metric_value, DEV_PARENT};
 use estuary_tests::util::TempDir;
@@ -24,19 +25,6 @@ fn unique(tag: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{tag}-{n:x}")
-}
-
-fn sh(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 struct Reply {
