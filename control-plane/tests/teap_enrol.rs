@@ -154,6 +154,40 @@ async fn a_peer_without_a_client_certificate_is_rejected() {
     }
 }
 
+/// TEAP decides who the device is by who issued its certificate, as EST does: a certificate
+/// the manufacturer CA issued with another device's dNSName (trusted by the TLS layer, so the
+/// tunnel comes up) is no LDevID, and names no device without a serialNumber: refused with
+/// CLIENT_CERTIFICATE_REJECTED, and nothing is enrolled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manufacturer_certificate_with_a_device_name_is_refused() {
+    let t = start(&[]);
+    let victim = format!("{}.{PARENT}", serial("teap-victim"));
+    let forged = t
+        .pki
+        .manufacturer
+        .issue_client(t.dir.path(), "forged", None, &[&victim])
+        .expect("forged certificate");
+    let cfg = t.peer(Some(&forged));
+    let key = Arc::new(Mutex::new(None));
+    match peer::run(&cfg, Some(csr_maker(Arc::clone(&key)))).await {
+        Err(PeerError::Rejected { server_tlvs }) => assert!(
+            has_error(&server_tlvs, ErrorCode::CLIENT_CERTIFICATE_REJECTED),
+            "{server_tlvs:?}"
+        ),
+        other => panic!("expected Access-Reject, got {other:?}"),
+    }
+    assert!(
+        t.cp.log_text().contains("TEAP client certificate refused"),
+        "{}",
+        t.cp.log_text()
+    );
+    assert_eq!(
+        t.cp.metric("estuary_acme_orders_total{result=\"valid\"}")
+            .await,
+        0.0
+    );
+}
+
 fn has_error(tlvs: &[Tlv], code: ErrorCode) -> bool {
     tlvs.iter()
         .any(|t| t.typ == TlvType::ERROR && t.error_code() == Ok(code))
