@@ -591,7 +591,7 @@ async fn take_voucher_slot(reg: &Registrar, idevid_der: &[u8]) -> Result<(), Brs
     let window = Duration::from_secs(window_s);
     match reg
         .store
-        .take_window_slot("brski:vr", &id, limit, window)
+        .take_window_slot("brski:vr", &id, None, limit, window)
         .await
         .map_err(|e| BrskiError::Store(e.to_string()))?
     {

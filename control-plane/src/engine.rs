@@ -424,8 +424,9 @@ impl Engine {
         self.run_issuance(key, csr_der, name).await
     }
 
-    /// Seed §8.1: a new order counts against the device's `enroll.max_orders_per_device`; an
-    /// order being resumed (its URL is in Redis) was counted when it was placed.
+    /// Seed §8.1: a new CSR counts against the device's `enroll.max_orders_per_device`; an
+    /// order being resumed (its URL is in Redis), or a fresh order for a CSR already counted in
+    /// the window (its earlier order failed or was abandoned), costs nothing again.
     async fn take_order_slot(&self, key: &CsrKey, name: &DeviceName) -> Result<(), EnrollError> {
         let limit = self.cfg.max_orders_per_device;
         if limit == 0 || self.store.order_url(key).await?.is_some() {
@@ -434,7 +435,7 @@ impl Engine {
         let window = Duration::from_secs(self.cfg.device_window_s);
         match self
             .store
-            .take_window_slot("orders", name.as_str(), limit, window)
+            .take_window_slot("orders", name.as_str(), Some(key.as_str()), limit, window)
             .await?
         {
             None => Ok(()),

@@ -140,15 +140,21 @@ impl Store {
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
             ),
             // A fixed window per key: the first use sets its expiry; past the limit the answer
-            // is minus the seconds the window still runs (at least 1).
+            // is minus the seconds the window still runs (at least 1). With a member (ARGV[3]),
+            // a member already counted in this window (the set KEYS[2]) costs nothing again.
             window_slot: Script::new(
-                "local n = redis.call('INCR', KEYS[1]) \
+                "if ARGV[3] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return 0 end \
+                 local n = redis.call('INCR', KEYS[1]) \
                  if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
                  if n > tonumber(ARGV[1]) then \
                    local t = redis.call('TTL', KEYS[1]) \
                    if t < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) t = tonumber(ARGV[2]) end \
                    if t < 1 then t = 1 end \
                    return -t \
+                 end \
+                 if ARGV[3] ~= '' then \
+                   redis.call('SADD', KEYS[2], ARGV[3]) \
+                   if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end \
                  end \
                  return n",
             ),
@@ -283,13 +289,15 @@ impl Store {
     }
 
     /// Takes one of `limit` uses of `<kind>:<id>` in the current fixed `window`: `None` if
-    /// taken, `Some(seconds)` until the window ends if all are used. The per-device order limit
-    /// (`orders`, seed §8.1: it is prudent not to request certificates too often) and the
-    /// per-pledge voucher request limit (`brski:vr`) use it.
+    /// taken (or `member` was already counted in this window), `Some(seconds)` until the window
+    /// ends if all are used. The per-device order limit (`orders`, one use per distinct CSR,
+    /// seed §8.1: it is prudent not to request certificates too often) and the per-pledge
+    /// voucher request limit (`brski:vr`, every request) use it.
     pub async fn take_window_slot(
         &self,
         kind: &str,
         id: &str,
+        member: Option<&str>,
         limit: u32,
         window: Duration,
     ) -> Result<Option<u64>, StoreError> {
@@ -297,8 +305,10 @@ impl Store {
         let n: i64 = self
             .window_slot
             .key(self.key(kind, id))
+            .key(self.key(&format!("{kind}-counted"), id))
             .arg(limit)
             .arg(window.as_secs().max(1))
+            .arg(member.unwrap_or(""))
             .invoke_async(&mut c)
             .await?;
         Ok((n < 0).then(|| n.unsigned_abs()))
