@@ -274,15 +274,46 @@ pub enum IdentityError {
     Unreadable,
 }
 
-/// Whether `cert` was issued by `ca`, directly or through one CA certificate of `chain`.
-fn issued_by(cert: &[u8], chain: &[CertSummary], ca: &[u8]) -> bool {
-    cms_signed::verify_issued_by(cert, ca).is_ok()
-        || chain.iter().any(|i| {
-            i.is_ca()
-                && i.der() != cert
-                && cms_signed::verify_issued_by(cert, i.der()).is_ok()
-                && cms_signed::verify_issued_by(i.der(), ca).is_ok()
+/// Who issued a leaf: a CA directly, or through one CA certificate of the presented chain. The
+/// chain is read, and its certificates checked as the leaf's issuer, at most once and only when
+/// some CA did not issue the leaf directly (the common case costs one signature check).
+struct LeafIssuers<'a> {
+    leaf: &'a [u8],
+    chain: &'a [Vec<u8>],
+    /// The chain's CA certificates that issued the leaf.
+    parents: core::cell::OnceCell<Vec<Vec<u8>>>,
+}
+
+impl<'a> LeafIssuers<'a> {
+    fn new(leaf: &'a [u8], chain: &'a [Vec<u8>]) -> Self {
+        Self {
+            leaf,
+            chain,
+            parents: core::cell::OnceCell::new(),
+        }
+    }
+
+    fn parents(&self) -> &[Vec<u8>] {
+        self.parents.get_or_init(|| {
+            self.chain
+                .iter()
+                .filter(|d| d.as_slice() != self.leaf)
+                .take(MAX_CHAIN_CERTS)
+                .filter(|d| CertSummary::from_der(d).is_ok_and(|c| c.is_ca()))
+                .filter(|d| cms_signed::verify_issued_by(self.leaf, d).is_ok())
+                .cloned()
+                .collect()
         })
+    }
+
+    /// Whether `ca` issued the leaf, directly or through one of [`Self::parents`].
+    fn by(&self, ca: &[u8]) -> bool {
+        cms_signed::verify_issued_by(self.leaf, ca).is_ok()
+            || self
+                .parents()
+                .iter()
+                .any(|p| cms_signed::verify_issued_by(p, ca).is_ok())
+    }
 }
 
 /// Decide who the client is: `leaf` is its certificate (DER), `chain` what it presented besides
@@ -294,18 +325,9 @@ pub fn authenticate(
     need: Need,
 ) -> Result<Identity, IdentityError> {
     let cert = CertSummary::from_der(leaf).map_err(|_| IdentityError::Unreadable)?;
-    let chain: Vec<CertSummary> = chain
-        .iter()
-        .filter(|d| d.as_slice() != leaf)
-        .take(MAX_CHAIN_CERTS)
-        .filter_map(|d| CertSummary::from_der(d).ok())
-        .collect();
+    let leaf_issuers = LeafIssuers::new(leaf, chain);
 
-    if policy
-        .acme_issuers
-        .iter()
-        .any(|ca| issued_by(leaf, &chain, ca))
-    {
+    if policy.acme_issuers.iter().any(|ca| leaf_issuers.by(ca)) {
         let mut names = cert
             .dns_names()
             .iter()
@@ -327,7 +349,7 @@ pub fn authenticate(
     let mut issuers = policy
         .manufacturers
         .iter()
-        .filter(|m| issued_by(leaf, &chain, &m.ca_der))
+        .filter(|m| leaf_issuers.by(&m.ca_der))
         .peekable();
     let Some(first) = issuers.peek().cloned() else {
         return Err(IdentityError::UnknownIssuer);
