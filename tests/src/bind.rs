@@ -20,7 +20,7 @@ const NAMED: &str = "/usr/sbin/named";
 const INSTALL_HINT: &str = "apt-get install bind9 bind9-dnsutils";
 const ZONE: &str = "example.test";
 const KEY_NAME: &str = "estuary-test-key";
-const READY_TIMEOUT: Duration = Duration::from_secs(5);
+const READY_TIMEOUT: Duration = crate::util::STARTUP_DEADLINE;
 
 /// A running `named` serving `example.test` on 127.0.0.1 (UDP and TCP).
 pub struct Bind {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::util::{free_port, tail, KillOnDrop, TempDir};
+use crate::util::{free_port, KillOnDrop, TempDir, STARTUP_DEADLINE};
 
 /// Where `cargo xtask install` puts the Envoy binary, relative to the workspace root.
 pub const ENVOY_REL_PATH: &str = "target/envoy/envoy/_bin/envoy";
@@ -218,7 +218,8 @@ impl Envoy {
 }
 
 fn wait_ready(admin_url: &str, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let started = Instant::now();
+    let deadline = started + STARTUP_DEADLINE;
     loop {
         let out = Command::new("curl")
             .args(["-s", "--max-time", "1"])
@@ -230,7 +231,17 @@ fn wait_ready(admin_url: &str, log: &Path) -> anyhow::Result<()> {
             }
         }
         if Instant::now() > deadline {
-            bail!("Envoy did not become ready:\n{}", tail(log, 40));
+            // Envoy's first ~100 lines list its compiled-in extensions; leave them out.
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let useful: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("server.cc:467]"))
+                .collect();
+            bail!(
+                "Envoy did not become ready in {:?}; its log without the extension list:\n{}",
+                started.elapsed(),
+                useful[useful.len().saturating_sub(40)..].join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

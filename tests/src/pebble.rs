@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::util::{find_program, free_port, tail, wait_tcp, KillOnDrop, TempDir};
+use crate::util::{find_program, free_port, tail, wait_tcp, KillOnDrop, TempDir, STARTUP_DEADLINE};
 
 /// A running Pebble.
 pub struct Pebble {
@@ -74,8 +74,8 @@ impl Pebble {
         let child = KillOnDrop::spawn(cmd, &log)?;
         let acme_addr = SocketAddr::from(([127, 0, 0, 1], acme_port));
         let mgmt_addr = SocketAddr::from(([127, 0, 0, 1], mgmt_port));
-        wait_tcp(acme_addr, Duration::from_secs(15), "pebble")
-            .and_then(|()| wait_tcp(mgmt_addr, Duration::from_secs(5), "pebble management"))
+        wait_tcp(acme_addr, STARTUP_DEADLINE, "pebble")
+            .and_then(|()| wait_tcp(mgmt_addr, STARTUP_DEADLINE, "pebble management"))
             .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 30)))?;
         let management_url = format!("https://127.0.0.1:{mgmt_port}");
         let issuer_root_pem = dir.path().join("issuer-root.pem");
@@ -128,7 +128,7 @@ impl Pebble {
 
 /// Fetches Pebble's issuing root with curl (an independent HTTPS client).
 fn fetch_root(mgmt: &str, tls_ca: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + STARTUP_DEADLINE;
     loop {
         let res = Command::new(find_program("curl", "curl")?)
             .args(["-sS", "--fail", "--cacert"])

@@ -2,9 +2,8 @@
 //! with `requirepass`.
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
-use crate::util::{find_program, free_port, tail, wait_tcp, KillOnDrop, TempDir};
+use crate::util::{find_program, free_port, tail, wait_tcp, KillOnDrop, TempDir, STARTUP_DEADLINE};
 
 /// A running Redis. It can be stopped and started again on the same port (to test recovery).
 pub struct Redis {
@@ -96,7 +95,7 @@ impl Redis {
         }
         let child = KillOnDrop::spawn(cmd, &log)?;
         self.child = Some(child);
-        wait_tcp(self.addr, Duration::from_secs(10), "redis-server")
+        wait_tcp(self.addr, STARTUP_DEADLINE, "redis-server")
             .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 20)))?;
         Ok(())
     }

@@ -4,14 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::bind::Bind;
 use crate::pebble::Pebble;
 use crate::redis::Redis;
-use crate::util::{free_port, tail, wait_tcp, KillOnDrop, TempDir};
+use crate::util::{free_port, tail, wait_tcp, KillOnDrop, TempDir, STARTUP_DEADLINE};
 
 /// The bearer token the test/dev proxies and control planes share.
 pub const DEV_TOKEN: &str = "dev-token-not-for-production-0123";
@@ -184,7 +183,7 @@ impl ControlPlane {
             cmd.env(k, v);
         }
         let child = KillOnDrop::spawn(cmd, &log)?;
-        wait_tcp(addr, Duration::from_secs(20), "control plane")
+        wait_tcp(addr, STARTUP_DEADLINE, "control plane")
             .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 40)))?;
         Ok(ControlPlane {
             addr,

@@ -114,6 +114,12 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// How long a process the harness starts may take to become ready. Generous on purpose: a cold CI
+/// machine with two cores runs several stacks at once (a test binary's tests run in parallel), and
+/// Envoy compiling the filter's wasm under that load was seen to take longer than 30 s. A process
+/// that is broken fails fast anyway (it exits, and the wait reports its log).
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
+
 /// The last `n` lines of a log file, for error messages.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
