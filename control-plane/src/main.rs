@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(estuary_control_plane::server::run(cfg)) {
+    match rt.block_on(estuary_control_plane::http::server::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("estuary-control-plane: {e:#}");

@@ -14,7 +14,7 @@
 //! `acme.order_timeout_s`); `estuary_dns_queue_full_total` the DNS-01 requests refused because
 //! `acme.dns_batch_max_queue` already waited for the DNS primary. `estuary_dns_swept_total`
 //! counts leftover DNS-01 records the ledger sweeper removed, `estuary_dns_sweep_failures_total`
-//! its removals that failed (each retried later, [`crate::dns_ledger`]).
+//! its removals that failed (each retried later, [`crate::ra::dns::ledger`]).
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use estuary_control_plane::dns_ledger::GRACE;
+use estuary_control_plane::ra::dns::ledger::GRACE;
 use estuary_tests::stack::StackOptions;
 use estuary_tests::util::TempDir;
 

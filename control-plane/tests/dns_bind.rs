@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use estuary_control_plane::dns::{
+use estuary_control_plane::ra::dns::update::{
     DnsConfig, DnsError, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord,
 };
 use estuary_tests::bind::Bind;

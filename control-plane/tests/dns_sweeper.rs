@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use estuary_control_plane::dns::{DnsConfig, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord};
-use estuary_control_plane::dns_batch::DnsBatcher;
-use estuary_control_plane::dns_ledger::{self, LedgerError, LedgeredDns};
-use estuary_control_plane::store::{now_unix, Store};
+use estuary_control_plane::ra::dns::batch::DnsBatcher;
+use estuary_control_plane::ra::dns::ledger::{self, LedgerError, LedgeredDns};
+use estuary_control_plane::ra::dns::update::{
+    DnsConfig, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord,
+};
+use estuary_control_plane::ra::store::{now_unix, Store};
 use estuary_tests::bind::Bind;
 use estuary_tests::pebble::Pebble;
 use estuary_tests::redis::Redis;
@@ -81,7 +83,7 @@ async fn the_ledger_notes_every_record_and_the_sweeper_removes_due_ones() {
     assert_eq!(dig(&bind, &a.name), vec!["value-a".to_string()]);
     let l = ledger(&mut c).await;
     assert_eq!(l.len(), 1, "{l:?}");
-    assert_eq!(l[0].0, dns_ledger::member(&a));
+    assert_eq!(l[0].0, ledger::member(&a));
     assert!(l[0].1 >= before + 30 && l[0].1 <= now_unix() + 30, "{l:?}");
     dns.remove(std::slice::from_ref(&a)).await.expect("remove");
     assert!(dig(&bind, &a.name).is_empty());
@@ -103,7 +105,7 @@ async fn the_ledger_notes_every_record_and_the_sweeper_removes_due_ones() {
         .await
         .expect("publish");
     let _: i64 = c
-        .zadd(LEDGER, dns_ledger::member(&b), now_unix() - 1)
+        .zadd(LEDGER, ledger::member(&b), now_unix() - 1)
         .await
         .expect("ZADD");
     // One not due yet stays, in the zone and in the ledger.
@@ -111,7 +113,7 @@ async fn the_ledger_notes_every_record_and_the_sweeper_removes_due_ones() {
     dns.publish(std::slice::from_ref(&d))
         .await
         .expect("publish");
-    let (removed, failed) = dns_ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
+    let (removed, failed) = ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
         .await
         .expect("sweep");
     assert_eq!((removed, failed), (1, 0));
@@ -122,13 +124,13 @@ async fn the_ledger_notes_every_record_and_the_sweeper_removes_due_ones() {
     assert_eq!(dig(&bind, &d.name), vec!["value-d".to_string()]);
     let l = ledger(&mut c).await;
     assert_eq!(l.len(), 1, "{l:?}");
-    assert_eq!(l[0].0, dns_ledger::member(&d));
+    assert_eq!(l[0].0, ledger::member(&d));
 
     // A removal that fails (the key may not write outside the zone): kept, retried later with
     // a growing delay.
     let outside = "_acme-challenge.elsewhere.test outside-value";
     let _: i64 = c.zadd(LEDGER, outside, now_unix() - 1).await.expect("ZADD");
-    let (removed, failed) = dns_ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
+    let (removed, failed) = ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
         .await
         .expect("sweep");
     assert_eq!((removed, failed), (0, 1));
@@ -136,7 +138,7 @@ async fn the_ledger_notes_every_record_and_the_sweeper_removes_due_ones() {
     let first = score.expect("still noted") - now_unix();
     assert!((1..=2).contains(&first), "due again in {first} s");
     let _: i64 = c.zadd(LEDGER, outside, now_unix() - 1).await.expect("ZADD");
-    dns_ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
+    ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
         .await
         .expect("sweep");
     let score: Option<i64> = c.zscore(LEDGER, outside).await.expect("ZSCORE");
@@ -147,7 +149,7 @@ async fn the_ledger_notes_every_record_and_the_sweeper_removes_due_ones() {
     );
     // Not due: nothing happens.
     assert_eq!(
-        dns_ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
+        ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
             .await
             .expect("sweep"),
         (0, 0)
@@ -239,8 +241,7 @@ async fn a_record_left_by_a_killed_control_plane_is_swept_after_restart() {
     // A fresh replica on the same Redis; the CA is back.
     let cp2 = ControlPlane::start(&stack, &opts);
     pebble.thaw().expect("SIGCONT Pebble");
-    let bound =
-        Duration::from_secs(ORDER_TIMEOUT_S) + dns_ledger::GRACE + Duration::from_secs(1 + 5);
+    let bound = Duration::from_secs(ORDER_TIMEOUT_S) + ledger::GRACE + Duration::from_secs(1 + 5);
     while !dig(&stack.bind, &name).is_empty() {
         assert!(
             published.elapsed() < bound,

@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use estuary_control_plane::dns::{DnsConfig, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord};
+use estuary_control_plane::ra::dns::update::{
+    DnsConfig, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord,
+};
 use estuary_tests::dev_stack::{filter_config, DevStack, DevStackOptions};
 use estuary_tests::pki::Ca;
 use estuary_tests::stack::{metric_value, DEV_PARENT};

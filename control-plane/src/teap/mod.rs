@@ -1,6 +1,6 @@
 //! TEAP enrolment (RFC 9930) over RADIUS (RFC 2865 + RFC 3579): a network access server
 //! relays EAP-TEAP to this server; inside the tunnel the device sends a CSR and gets its
-//! certificate from the same RA [`crate::engine::Engine`] that EST uses.
+//! certificate from the same RA [`crate::ra::engine::Engine`] that EST uses.
 //!
 //! - [`tunnel`]: rustls over EAP, with TEAP fragmentation and reassembly;
 //! - [`session`]: the server's EAP-TEAP state machine (no I/O);

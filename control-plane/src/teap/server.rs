@@ -27,8 +27,8 @@ use tracing::{debug, info, warn};
 
 use super::session::{Enrolled, ServerSession, SessionConfig, Step};
 use super::TeapConfig;
-use crate::engine::{Engine, EnrollError, EnrollRequest, Outcome};
 use crate::metrics::{Metrics, Protocol};
+use crate::ra::engine::{Engine, EnrollError, EnrollRequest, Outcome};
 
 type SessionRef = Arc<tokio::sync::Mutex<ServerSession>>;
 

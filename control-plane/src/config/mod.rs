@@ -43,7 +43,7 @@ use estuary_proto::policy::KeyPolicy;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::dns::DnsConfig;
+use crate::ra::dns::update::DnsConfig;
 
 /// The whole configuration.
 #[derive(Debug)]
@@ -56,7 +56,7 @@ pub struct Config {
     /// (`[brski.cloud]` without `[est]`, `[acme]` and `[dns]`).
     pub enrolment: Option<Enrolment>,
     /// `[brski]`: the BRSKI registrar, when present.
-    pub brski: Option<crate::brski::BrskiConfig>,
+    pub brski: Option<crate::brski::registrar::BrskiConfig>,
 }
 
 /// The sections of the EST service: all present together.
@@ -348,7 +348,7 @@ pub struct AcmeConfig {
 }
 
 fn default_dns_batch_max_queue() -> usize {
-    crate::dns_batch::DEFAULT_MAX_QUEUE
+    crate::ra::dns::batch::DEFAULT_MAX_QUEUE
 }
 fn default_rate_limit_backoff_s() -> u64 {
     300
@@ -619,7 +619,8 @@ impl Config {
         if let Some(t) = &teap {
             errors.extend(t.validate());
         }
-        let brski: Option<crate::brski::BrskiConfig> = section(&root, "brski", true, &mut errors);
+        let brski: Option<crate::brski::registrar::BrskiConfig> =
+            section(&root, "brski", true, &mut errors);
         if let Some(b) = &brski {
             errors.extend(b.validate());
         }
@@ -852,7 +853,7 @@ impl DefaultIfOptional for AcmeConfig {}
 impl DefaultIfOptional for DnsConfig {}
 impl DefaultIfOptional for RedisConfig {}
 impl DefaultIfOptional for crate::teap::TeapConfig {}
-impl DefaultIfOptional for crate::brski::BrskiConfig {}
+impl DefaultIfOptional for crate::brski::registrar::BrskiConfig {}
 impl DefaultIfOptional for EnrollConfig {
     fn default_value() -> Option<Self> {
         Some(Self::default())

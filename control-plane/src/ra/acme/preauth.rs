@@ -22,11 +22,11 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
-use crate::acme::{Acme, IssueError, ProblemType, Published};
-use crate::acme_jws::{dns01_value, DirectoryExt, JwsClient};
-use crate::dns::TxtRecord;
 use crate::metrics::{FallbackReason, Metrics, OrderResult};
-use crate::store::{now_unix, CsrKey, Preauthorization, Store};
+use crate::ra::acme::client::{Acme, IssueError, ProblemType, Published};
+use crate::ra::acme::jws::{dns01_value, DirectoryExt, JwsClient};
+use crate::ra::dns::update::TxtRecord;
+use crate::ra::store::{now_unix, CsrKey, Preauthorization, Store};
 
 /// Per-process pre-authorisation state.
 #[derive(Default)]
@@ -221,7 +221,7 @@ impl Acme {
         let mut order = account
             .order(url.clone())
             .await
-            .map_err(|e| Step::Failed(crate::acme::from_acme(e)))?;
+            .map_err(|e| Step::Failed(crate::ra::acme::client::from_acme(e)))?;
         if order.state().status == OrderStatus::Pending {
             // The CA did not apply the parent's authorisation (expired or revoked): forget it,
             // so that the next order authorises the parent again; this one does its own DNS-01.
@@ -272,7 +272,7 @@ impl Acme {
                     "decided by another request".into(),
                 ));
             }
-            let token = crate::engine::random_token();
+            let token = crate::ra::engine::random_token();
             let ttl = Duration::from_secs(self.cfg.order_timeout_s + 10);
             if self
                 .store
@@ -393,7 +393,7 @@ impl Acme {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string();
-                    let kind = crate::acme::ProblemType::parse(
+                    let kind = crate::ra::acme::client::ProblemType::parse(
                         authz
                             .pointer("/challenges/0/error/type")
                             .and_then(Value::as_str),
@@ -403,7 +403,8 @@ impl Acme {
                         detail: format!("authorization is {other}: {detail}"),
                         unreachable: matches!(
                             kind,
-                            crate::acme::ProblemType::Dns | crate::acme::ProblemType::Connection
+                            crate::ra::acme::client::ProblemType::Dns
+                                | crate::ra::acme::client::ProblemType::Connection
                         ),
                     });
                 }

@@ -24,11 +24,11 @@ use estuary_proto::{cert, pem, pkcs7};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::acme::{whole_seconds, Acme, IssueError};
 use crate::config::EnrollConfig;
-use crate::limits::{Admitted, IssuanceSlots};
 use crate::metrics::{EnrollResult, Metrics, Protocol};
-use crate::store::{now_unix, CsrKey, Failure, FailureKind, Store, StoreError};
+use crate::ra::acme::client::{whole_seconds, Acme, IssueError};
+use crate::ra::limits::{Admitted, IssuanceSlots};
+use crate::ra::store::{now_unix, CsrKey, Failure, FailureKind, Store, StoreError};
 
 /// One enrolment request, as the edge filter forwards it.
 pub struct EnrollRequest {
@@ -114,9 +114,9 @@ impl EnrollError {
                 IssueError::CaRateLimited { .. } | IssueError::CaBackoff { .. } => 503,
                 IssueError::Store(_) => 503,
                 IssueError::CaRejected { problem, .. } => match problem {
-                    crate::acme::ProblemType::BadCsr => 400,
-                    crate::acme::ProblemType::RejectedIdentifier
-                    | crate::acme::ProblemType::Caa => 403,
+                    crate::ra::acme::client::ProblemType::BadCsr => 400,
+                    crate::ra::acme::client::ProblemType::RejectedIdentifier
+                    | crate::ra::acme::client::ProblemType::Caa => 403,
                     _ => 502,
                 },
                 IssueError::Dns(d) if !d.is_permanent() => 503,
@@ -166,7 +166,7 @@ pub struct Engine {
     acme: Arc<Acme>,
     metrics: Arc<Metrics>,
     inflight: Inflight,
-    /// The fleet-wide cap, per replica ([`crate::limits`]).
+    /// The fleet-wide cap, per replica ([`crate::ra::limits`]).
     slots: IssuanceSlots,
 }
 

@@ -177,7 +177,7 @@ pub struct DnsConfig {
     #[serde(default = "default_ttl")]
     pub ttl: u32,
     /// Seconds between two sweeps of the DNS-01 ledger for leftover records
-    /// ([`crate::dns_ledger`]; default 30, 1 to 3600). Also the first retry delay of a failed
+    /// ([`crate::ra::dns::ledger`]; default 30, 1 to 3600). Also the first retry delay of a failed
     /// sweep removal, doubled per failure.
     #[serde(default = "default_sweep_interval_s")]
     pub sweep_interval_s: u64,

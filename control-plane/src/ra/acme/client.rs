@@ -18,12 +18,12 @@ use std::sync::OnceLock;
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
-use crate::acme_jws::{AcmeHttp, NoAnswer, RateLimitedAnswer};
 use crate::config::AcmeConfig;
-use crate::dns::{DnsError, DnsUpdater, TxtRecord};
-use crate::dns_batch::DnsBatcher;
-use crate::dns_ledger::LedgeredDns;
-use crate::store::{CsrKey, Store, StoreError};
+use crate::ra::acme::jws::{AcmeHttp, NoAnswer, RateLimitedAnswer};
+use crate::ra::dns::batch::DnsBatcher;
+use crate::ra::dns::ledger::LedgeredDns;
+use crate::ra::dns::update::{DnsError, DnsUpdater, TxtRecord};
+use crate::ra::store::{CsrKey, Store, StoreError};
 
 /// ACME problem types (RFC 8555 §6.7), typed; unknown ones are kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -375,7 +375,7 @@ impl Published {
     }
 
     /// Removes the records; a failure is logged (`owner` names what they were for) and the
-    /// records stay in the DNS ledger for the sweeper ([`crate::dns_ledger`]).
+    /// records stay in the DNS ledger for the sweeper ([`crate::ra::dns::ledger`]).
     pub(crate) async fn remove(mut self, owner: &str) {
         if let Err(e) = self.dns.remove(&self.records).await {
             warn!(owner, error = %e, "could not remove DNS-01 records");
@@ -412,11 +412,11 @@ pub struct Acme {
     dns: Arc<DnsUpdater>,
     batcher: OnceLock<LedgeredDns>,
     account: OnceCell<Account>,
-    /// The account key (PKCS#8 DER) for our own JWS requests ([`crate::acme_jws`]).
+    /// The account key (PKCS#8 DER) for our own JWS requests ([`crate::ra::acme::jws`]).
     pub(crate) account_key: OnceLock<Vec<u8>>,
     on_order: Arc<dyn Fn(bool) + Send + Sync>,
-    /// Pre-authorisation state ([`crate::preauth`]).
-    pub(crate) preauth: crate::preauth::PreauthState,
+    /// Pre-authorisation state ([`crate::ra::acme::preauth`]).
+    pub(crate) preauth: crate::ra::acme::preauth::PreauthState,
 }
 
 impl Acme {
@@ -434,7 +434,7 @@ impl Acme {
             batcher: OnceLock::new(),
             account: OnceCell::new(),
             account_key: OnceLock::new(),
-            preauth: crate::preauth::PreauthState::default(),
+            preauth: crate::ra::acme::preauth::PreauthState::default(),
             on_order,
         }
     }
@@ -458,7 +458,8 @@ impl Acme {
                 }
                 None => batcher,
             };
-            let hold = Duration::from_secs(self.cfg.order_timeout_s) + crate::dns_ledger::GRACE;
+            let hold =
+                Duration::from_secs(self.cfg.order_timeout_s) + crate::ra::dns::ledger::GRACE;
             LedgeredDns::new(batcher, self.store.clone(), hold)
         })
     }
@@ -632,9 +633,14 @@ impl Acme {
                     (Some(kid), Some(raw)) => Some((kid.as_str(), raw.as_slice())),
                     _ => None,
                 };
-                let id =
-                    crate::acme_jws::new_account(self.http()?, dir, &pkcs8, &self.cfg.contact, eab)
-                        .await?;
+                let id = crate::ra::acme::jws::new_account(
+                    self.http()?,
+                    dir,
+                    &pkcs8,
+                    &self.cfg.contact,
+                    eab,
+                )
+                .await?;
                 info!(directory = %dir, account = %id, "created the ACME account of acme.account_key_file");
                 self.builder()?
                     .from_parts(id, der, dir.clone())

@@ -15,13 +15,13 @@ use estuary_proto::{pem, pkcs7};
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::acme::Acme;
-use crate::api::{self, AppState, EstService};
 use crate::config::{Config, Enrolment};
-use crate::dns::DnsUpdater;
-use crate::engine::Engine;
+use crate::est::api::{self, AppState, EstService};
 use crate::metrics::{Metrics, OrderResult};
-use crate::store::Store;
+use crate::ra::acme::client::Acme;
+use crate::ra::dns::update::DnsUpdater;
+use crate::ra::engine::Engine;
+use crate::ra::store::Store;
 use crate::teap::TeapConfig;
 
 /// Builds the application state from a config (the HTTP side only: `[teap]` and `[brski]` are
@@ -31,7 +31,7 @@ pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, SocketAddr)> {
     Ok((state, listen))
 }
 
-/// The DNS ledger sweeper to start ([`crate::dns_ledger::sweep`]).
+/// The DNS ledger sweeper to start ([`crate::ra::dns::ledger::sweep`]).
 struct SweepPlan {
     dns: Arc<DnsUpdater>,
     store: Store,
@@ -192,7 +192,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .check_credentials(std::time::Duration::from_secs(5))
         .await?;
     let brski = match brski_cfg {
-        Some(b) => Some(Arc::new(crate::brski::Registrar::new(
+        Some(b) => Some(Arc::new(crate::brski::registrar::Registrar::new(
             &b,
             redis_url.expose(),
             &prefix,
@@ -215,7 +215,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     if let Some(s) = sweeper {
         // In every replica: the ledger's claims let exactly one work on each leftover.
-        tokio::spawn(crate::dns_ledger::sweep(
+        tokio::spawn(crate::ra::dns::ledger::sweep(
             s.dns,
             s.store,
             s.interval,
@@ -228,7 +228,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     info!(listen = %listener.local_addr()?, %services, "estuary control plane listening");
     let mut app = api::router(state);
     if let Some(registrar) = brski {
-        app = app.merge(crate::brski::router(registrar));
+        app = app.merge(crate::brski::registrar::router(registrar));
     }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())

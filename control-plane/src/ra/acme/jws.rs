@@ -24,7 +24,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-use crate::acme::{bounded, problem_error, IssueError, ProblemType};
+use crate::ra::acme::client::{bounded, problem_error, IssueError, ProblemType};
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -85,7 +85,7 @@ fn rate_limited(status: u16, retry: Option<&str>, body: &[u8]) -> Option<RateLim
     let kind = ProblemType::parse(doc.get("type").and_then(Value::as_str));
     (kind == ProblemType::RateLimited).then(|| RateLimitedAnswer {
         detail: bounded(doc.get("detail").and_then(Value::as_str).unwrap_or("")),
-        retry_after: retry.and_then(|r| retry_after(r, crate::store::now_unix())),
+        retry_after: retry.and_then(|r| retry_after(r, crate::ra::store::now_unix())),
     })
 }
 
@@ -172,7 +172,7 @@ impl AcmeHttp {
         let nonce = header("replay-nonce");
         let content_type = header("content-type").unwrap_or_default();
         let retry_after =
-            header("retry-after").and_then(|v| retry_after(&v, crate::store::now_unix()));
+            header("retry-after").and_then(|v| retry_after(&v, crate::ra::store::now_unix()));
         let body = http_body_util::Limited::new(rsp.into_body(), MAX_BODY)
             .collect()
             .await

@@ -26,7 +26,7 @@
 //! **A cloud registrar alone** (`[brski.cloud]` without `[est]`, `[acme]` and `[dns]`, see
 //! [`crate::config`]) serves no EST: after the token check, the three `/estuary/v1/*` paths
 //! above answer 404 `text/plain` "this control plane serves no EST (cloud registrar only)"
-//! ([`NO_EST`]). `/metrics`, `/healthz`, `/readyz` and the BRSKI paths ([`crate::brski`]) work
+//! ([`NO_EST`]). `/metrics`, `/healthz`, `/readyz` and the BRSKI paths ([`crate::brski::registrar`]) work
 //! as always.
 //!
 //! All non-200 bodies are `text/plain` and say what was wrong. The control plane never
@@ -52,9 +52,9 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::config::Secret;
-use crate::engine::{Engine, EnrollError, EnrollRequest, Outcome};
 use crate::metrics::{EnrollResult, Metrics, Protocol};
-use crate::store::Store;
+use crate::ra::engine::{Engine, EnrollError, EnrollRequest, Outcome};
+use crate::ra::store::Store;
 
 /// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
 pub const MAX_BODY: usize = 64 * 1024;

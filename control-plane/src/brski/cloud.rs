@@ -1,7 +1,7 @@
 //! BRSKI cloud registrar (draft-ietf-anima-brski-cloud §3): the manufacturer's registrar that a
 //! pledge reaches when it finds no registrar on its own network.
 //!
-//! With `[brski.cloud]` the registrar of [`crate::brski`] still checks the pledge's voucher
+//! With `[brski.cloud]` the registrar of [`crate::brski::registrar`] still checks the pledge's voucher
 //! request exactly as an RFC 8995 registrar does, finds the `[[brski.manufacturers]]` entry whose
 //! IDevID CA issued the pledge's certificate, then looks up the pledge's owner by (that
 //! manufacturer's `name`, the IDevID serialNumber) and answers one of (§3.2):
@@ -53,7 +53,7 @@ use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use tracing::warn;
 
-use crate::brski::BrskiError;
+use crate::brski::registrar::BrskiError;
 
 /// `[brski.cloud]`: act as a cloud registrar.
 #[derive(Debug, Deserialize)]
@@ -491,8 +491,8 @@ impl Cloud {
         prefix: &str,
     ) -> anyhow::Result<Self> {
         let owners = Owners::from_config(cfg, manufacturers)?;
-        let redis =
-            crate::store::lazy_connection(redis_url).map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+        let redis = crate::ra::store::lazy_connection(redis_url)
+            .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
         Ok(Self {
             owners,
             redis,

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::dns::{DnsError, DnsUpdater, TxtRecord, UpdateCounter};
+use crate::ra::dns::update::{DnsError, DnsUpdater, TxtRecord, UpdateCounter};
 
 /// Default collection window.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
@@ -268,7 +268,7 @@ fn copy_error(e: &DnsError) -> DnsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::{DnsConfig, TsigAlgorithmName, TsigSecret};
+    use crate::ra::dns::update::{DnsConfig, TsigAlgorithmName, TsigSecret};
 
     /// A DNS primary that takes every UPDATE and never answers: the worker stays on its first
     /// message while the test fills the queue.

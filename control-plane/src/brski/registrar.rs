@@ -18,7 +18,7 @@
 //! and logged; `requestauditlog` (§5.8) is relayed to the MASA.
 //!
 //! With `[brski.cloud]` this is a cloud registrar (draft-ietf-anima-brski-cloud, see
-//! [`crate::cloud`]): after steps 1–3 it looks up the pledge's owner by (the `name` of the
+//! [`crate::brski::cloud`]): after steps 1–3 it looks up the pledge's owner by (the `name` of the
 //! manufacturer found in step 3, the serialNumber) and either answers `307` to the owner's
 //! registrar (no MASA call), or does steps 4–6 with `pinned-domain-cert` and `est-domain` added
 //! to the registrar voucher request and required in the voucher, or answers `404` for a pledge
@@ -46,7 +46,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use crate::cloud::{Cloud, OwnerPath};
+use crate::brski::cloud::{Cloud, OwnerPath};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 
@@ -87,7 +87,7 @@ pub struct BrskiConfig {
     pub masa_retry_after_s: u64,
     /// `[brski.cloud]`: act as a cloud registrar (draft-ietf-anima-brski-cloud).
     #[serde(default)]
-    pub cloud: Option<crate::cloud::CloudConfig>,
+    pub cloud: Option<crate::brski::cloud::CloudConfig>,
     /// Voucher requests one pledge (one IDevID) may make per `voucher_window_s`; each may cost
     /// a MASA call. Past it: 429 + Retry-After. 0: no limit.
     #[serde(default = "default_voucher_requests_per_pledge")]
@@ -218,7 +218,7 @@ pub struct Registrar {
     key: p256::ecdsa::SigningKey,
     manufacturers: Vec<Manufacturer>,
     /// Status reports and the voucher request limit (Redis, with deadlines).
-    store: crate::store::Store,
+    store: crate::ra::store::Store,
     status_ttl_s: u64,
     retry_after_s: u64,
     token: Secret,
@@ -325,7 +325,7 @@ impl Registrar {
             chain,
             key,
             manufacturers,
-            store: crate::store::Store::new(redis_url, prefix)
+            store: crate::ra::store::Store::new(redis_url, prefix)
                 .map_err(|e| anyhow::anyhow!("redis: {e}"))?,
             status_ttl_s: cfg.status_ttl_s,
             voucher_limit: (cfg.voucher_requests_per_pledge, cfg.voucher_window_s.max(1)),
@@ -515,7 +515,7 @@ fn client_cert(headers: &HeaderMap) -> Result<(Vec<u8>, CertSummary), BrskiError
 }
 
 fn now_unix() -> i64 {
-    crate::store::now_unix()
+    crate::ra::store::now_unix()
 }
 
 async fn requestvoucher(

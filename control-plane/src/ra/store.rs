@@ -3,10 +3,10 @@
 //! Keys (all under `<prefix>:`):
 //! - `cert:<sha256(csr)>` — PEM chain of the issued certificate; expires at the leaf's notAfter (EXAT).
 //!   Not trusted when read back: the engine serves it only if its leaf fits the CSR
-//!   ([`crate::engine::chain_fits`]) and deletes it otherwise.
+//!   ([`crate::ra::engine::chain_fits`]) and deletes it otherwise.
 //! - `lock:<sha256(csr)>` — random token of the task issuing for that CSR; PX lock, refreshed.
 //! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it
-//!   (only if it is on the ACME directory's origin, [`crate::acme::Origin`]).
+//!   (only if it is on the ACME directory's origin, [`crate::ra::acme::client::Origin`]).
 //! - `fail:<sha256(csr)>` — JSON of a failed issuance ([`Failure`]: status, reason and
 //!   [`FailureKind`]), kept briefly so the device's retry learns why.
 //! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key);
@@ -20,7 +20,7 @@
 //!   value is the Unix time it ends, for operators. One without expiry is not ours and ignored.
 //! - `dns:ledger` — every DNS-01 TXT record we may have written and not yet seen removed (issue
 //!   13): a sorted set, member `<name> <value>`, score the Unix time after which any replica's
-//!   sweeper removes the record ([`crate::dns_ledger`]). Noted before the UPDATE that adds it,
+//!   sweeper removes the record ([`crate::ra::dns::ledger`]). Noted before the UPDATE that adds it,
 //!   dropped once a delete is confirmed.
 //! - `dns:ledger-tries` — hash, member → failed sweeper removals so far (the back-off).
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! removal is confirmed, and a sweeper in every replica removes the ones left behind.
 //!
 //! [`LedgeredDns`] is the one way records are published and removed: it notes each record in
-//! `<prefix>:dns:ledger` ([`crate::store`]) BEFORE the UPDATE that adds it (if Redis cannot take
+//! `<prefix>:dns:ledger` ([`crate::ra::store`]) BEFORE the UPDATE that adds it (if Redis cannot take
 //! the note, nothing is published: a record missing from the ledger could stay forever), and
 //! drops the note only after an UPDATE that deletes it was answered with a verified success. A
 //! failed or forged answer (an unsigned REFUSED or BADTIME, a timeout) therefore leaves the note
@@ -29,10 +29,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::dns::{DnsError, DnsUpdater, TxtRecord};
-use crate::dns_batch::DnsBatcher;
 use crate::metrics::Metrics;
-use crate::store::{now_unix, Store, StoreError};
+use crate::ra::dns::batch::DnsBatcher;
+use crate::ra::dns::update::{DnsError, DnsUpdater, TxtRecord};
+use crate::ra::store::{now_unix, Store, StoreError};
 
 /// Time after `acme.order_timeout_s` before a note is due: the abandoned issuance's own removal
 /// goes first.
@@ -53,7 +53,7 @@ pub enum LedgerError {
     Dns(#[from] DnsError),
 }
 
-impl From<LedgerError> for crate::acme::IssueError {
+impl From<LedgerError> for crate::ra::acme::client::IssueError {
     fn from(e: LedgerError) -> Self {
         match e {
             LedgerError::Store(e) => Self::Store(e),

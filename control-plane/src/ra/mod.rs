@@ -1,0 +1,16 @@
+//! The RA core: everything between "this device may have this name" and "here is its
+//! certificate", with no HTTP in it.
+//!
+//! - [`engine`] turns an authorised CSR into a certificate: cache, lock, per-device limits, the
+//!   issuance deadline, and what is remembered when it fails.
+//! - [`acme`] is the ACME client (RFC 8555) with RFC 9444 pre-authorisation of the parent domain.
+//! - [`dns`] publishes DNS-01 records by RFC 2136 UPDATE signed with TSIG, batched, and keeps the
+//!   ledger that a sweeper uses to remove leftovers.
+//! - [`store`] is the Redis state shared by every replica.
+//! - [`limits`] bounds the work in flight.
+
+pub mod acme;
+pub mod dns;
+pub mod engine;
+pub mod limits;
+pub mod store;
