@@ -19,4 +19,5 @@ pub mod est;
 pub mod http;
 pub mod metrics;
 pub mod ra;
+pub mod support;
 pub mod teap;

@@ -12,7 +12,8 @@ use estuary_control_plane::ra::dns::ledger::{self, LedgerError, LedgeredDns};
 use estuary_control_plane::ra::dns::update::{
     DnsConfig, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord,
 };
-use estuary_control_plane::ra::store::{now_unix, Store};
+use estuary_control_plane::ra::store::Store;
+use estuary_control_plane::support::clock::now_unix;
 use estuary_tests::bind::Bind;
 use estuary_tests::pebble::Pebble;
 use estuary_tests::redis::Redis;

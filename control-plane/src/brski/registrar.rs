@@ -23,6 +23,7 @@
 //! registrar (no MASA call), or does steps 4–6 with `pinned-domain-cert` and `est-domain` added
 //! to the registrar voucher request and required in the voucher, or answers `404` for a pledge
 //! no owner claims.
+use crate::support::clock::now_unix;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -512,10 +513,6 @@ fn client_cert(headers: &HeaderMap) -> Result<(Vec<u8>, CertSummary), BrskiError
         .map_err(|_| BrskiError::NoClientCert)?;
     let summary = CertSummary::from_der(&der).map_err(|_| BrskiError::NoClientCert)?;
     Ok((der, summary))
-}
-
-fn now_unix() -> i64 {
-    crate::ra::store::now_unix()
 }
 
 async fn requestvoucher(

@@ -26,9 +26,11 @@ use tracing::{error, info, warn};
 
 use crate::config::EnrollConfig;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
-use crate::ra::acme::client::{whole_seconds, Acme, IssueError};
+use crate::ra::acme::client::Acme;
+use crate::ra::acme::problem::{whole_seconds, IssueError};
 use crate::ra::limits::{Admitted, IssuanceSlots};
-use crate::ra::store::{now_unix, CsrKey, Failure, FailureKind, Store, StoreError};
+use crate::ra::store::{CsrKey, Failure, FailureKind, Store, StoreError};
+use crate::support::clock::now_unix;
 
 /// One enrolment request, as the edge filter forwards it.
 pub struct EnrollRequest {
@@ -114,9 +116,9 @@ impl EnrollError {
                 IssueError::CaRateLimited { .. } | IssueError::CaBackoff { .. } => 503,
                 IssueError::Store(_) => 503,
                 IssueError::CaRejected { problem, .. } => match problem {
-                    crate::ra::acme::client::ProblemType::BadCsr => 400,
-                    crate::ra::acme::client::ProblemType::RejectedIdentifier
-                    | crate::ra::acme::client::ProblemType::Caa => 403,
+                    crate::ra::acme::problem::ProblemType::BadCsr => 400,
+                    crate::ra::acme::problem::ProblemType::RejectedIdentifier
+                    | crate::ra::acme::problem::ProblemType::Caa => 403,
                     _ => 502,
                 },
                 IssueError::Dns(d) if !d.is_permanent() => 503,
@@ -299,7 +301,7 @@ impl Engine {
         if let Some(rx) = local {
             return Ok(Some(rx));
         }
-        let token = random_token();
+        let token = crate::support::token::random_token();
         let ttl = Duration::from_secs(self.cfg.lock_ttl_s);
         if !self.store.try_lock(key, &token, ttl).await? {
             return Ok(None);
@@ -745,13 +747,6 @@ impl Drop for IssuanceGuard {
             }
         }
     }
-}
-
-pub(crate) fn random_token() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    hex::encode(b)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 //!   sweeper removes the record ([`crate::ra::dns::ledger`]). Noted before the UPDATE that adds it,
 //!   dropped once a delete is confirmed.
 //! - `dns:ledger-tries` — hash, member → failed sweeper removals so far (the back-off).
+use crate::support::clock::now_unix;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -638,14 +639,6 @@ impl Store {
 
 fn ttl_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

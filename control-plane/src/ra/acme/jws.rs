@@ -24,29 +24,15 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-use crate::ra::acme::client::{bounded, problem_error, IssueError, ProblemType};
+use crate::ra::acme::problem::{
+    bounded, problem_error, IssueError, NoAnswer, ProblemType, RateLimitedAnswer,
+};
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Largest ACME answer read (bytes); directories, orders, authorisations and certificate
 /// chains are small.
 const MAX_BODY: usize = 256 * 1024;
-
-/// The CA did not answer one HTTP exchange, body included, within `acme.request_timeout_ms`.
-#[derive(Debug, thiserror::Error)]
-#[error("the ACME CA did not answer within {} ms", .0.as_millis())]
-pub struct NoAnswer(pub Duration);
-
-/// The CA answered `rateLimited` (RFC 8555 §6.7) to one of instant-acme's requests: the
-/// problem's detail (bounded) and its `Retry-After`, which instant-acme's own error drops.
-#[derive(Debug, thiserror::Error)]
-#[error("rate limited: {detail}")]
-pub struct RateLimitedAnswer {
-    /// The problem's detail, bounded ([`bounded`]).
-    pub detail: String,
-    /// `Retry-After`, when given and readable.
-    pub retry_after: Option<Duration>,
-}
 
 /// `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an IMF-fixdate HTTP-date
 /// (`Sun, 06 Nov 1994 08:49:37 GMT`) read as the time from `now` (Unix seconds; zero if
@@ -85,7 +71,7 @@ fn rate_limited(status: u16, retry: Option<&str>, body: &[u8]) -> Option<RateLim
     let kind = ProblemType::parse(doc.get("type").and_then(Value::as_str));
     (kind == ProblemType::RateLimited).then(|| RateLimitedAnswer {
         detail: bounded(doc.get("detail").and_then(Value::as_str).unwrap_or("")),
-        retry_after: retry.and_then(|r| retry_after(r, crate::ra::store::now_unix())),
+        retry_after: retry.and_then(|r| retry_after(r, crate::support::clock::now_unix())),
     })
 }
 
@@ -172,7 +158,7 @@ impl AcmeHttp {
         let nonce = header("replay-nonce");
         let content_type = header("content-type").unwrap_or_default();
         let retry_after =
-            header("retry-after").and_then(|v| retry_after(&v, crate::ra::store::now_unix()));
+            header("retry-after").and_then(|v| retry_after(&v, crate::support::clock::now_unix()));
         let body = http_body_util::Limited::new(rsp.into_body(), MAX_BODY)
             .collect()
             .await

@@ -2,5 +2,7 @@
 //! pre-authorisation of the parent domain where the CA offers it.
 
 pub mod client;
+pub mod issue;
 pub mod jws;
 pub mod preauth;
+pub mod problem;

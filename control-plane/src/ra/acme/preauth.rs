@@ -11,33 +11,23 @@
 //! - A CA that refuses `subdomainAuthAllowed` or `ancestorDomain` (or ignores the former) makes
 //!   this process fall back to per-name DNS-01 for good: logged once, counted in
 //!   `estuary_acme_preauth_fallbacks_total{reason}`.
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use estuary_proto::names::DeviceName;
 use estuary_proto::time::parse_rfc3339;
 use instant_acme::{Account, Order, OrderStatus};
 use serde_json::{json, Value};
-use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::metrics::{FallbackReason, Metrics, OrderResult};
-use crate::ra::acme::client::{Acme, IssueError, ProblemType, Published};
+use crate::ra::acme::client::{Acme, Published};
 use crate::ra::acme::jws::{dns01_value, DirectoryExt, JwsClient};
+use crate::ra::acme::problem::{from_acme, IssueError, ProblemType};
 use crate::ra::dns::update::TxtRecord;
-use crate::ra::store::{now_unix, CsrKey, Preauthorization, Store};
-
-/// Per-process pre-authorisation state.
-#[derive(Default)]
-pub struct PreauthState {
-    directory: OnceCell<DirectoryExt>,
-    jws: OnceCell<Arc<JwsClient>>,
-    fallback: OnceLock<FallbackReason>,
-    logged: AtomicBool,
-    /// The engine's metrics, once attached; also counted by the ACME side.
-    pub(crate) metrics: OnceLock<Arc<Metrics>>,
-}
+use crate::ra::store::{CsrKey, Preauthorization, Store};
+use crate::support::clock::now_unix;
 
 /// Either fall back (the CA does not do RFC 9444) or a real failure.
 enum Step {
@@ -69,7 +59,7 @@ fn is_refusal(e: &IssueError) -> bool {
 impl Acme {
     /// Lets the engine's metrics count pre-authorisations and fall-backs.
     pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
-        let _ = self.preauth.metrics.set(metrics);
+        let _ = self.metrics.set(metrics);
     }
 
     fn fall_back(&self, reason: FallbackReason, why: &str) {
@@ -81,7 +71,7 @@ impl Acme {
                 "the ACME CA does not offer pre-authorisation of the parent domain (RFC 9444); \
                  using one DNS-01 per device name"
             );
-            if let Some(m) = self.preauth.metrics.get() {
+            if let Some(m) = self.metrics.get() {
                 m.preauth_fallback(reason);
             }
         }
@@ -221,7 +211,7 @@ impl Acme {
         let mut order = account
             .order(url.clone())
             .await
-            .map_err(|e| Step::Failed(crate::ra::acme::client::from_acme(e)))?;
+            .map_err(|e| Step::Failed(from_acme(e)))?;
         if order.state().status == OrderStatus::Pending {
             // The CA did not apply the parent's authorisation (expired or revoked): forget it,
             // so that the next order authorises the parent again; this one does its own DNS-01.
@@ -272,7 +262,7 @@ impl Acme {
                     "decided by another request".into(),
                 ));
             }
-            let token = crate::ra::engine::random_token();
+            let token = crate::support::token::random_token();
             let ttl = Duration::from_secs(self.cfg.order_timeout_s + 10);
             if self
                 .store
@@ -288,7 +278,7 @@ impl Acme {
                     held: true,
                 };
                 let made = self.preauthorize(account, jws, new_authz, parent).await;
-                if let Some(m) = self.preauth.metrics.get() {
+                if let Some(m) = self.metrics.get() {
                     m.preauthorization(if made.is_ok() {
                         OrderResult::valid
                     } else {
@@ -393,7 +383,7 @@ impl Acme {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string();
-                    let kind = crate::ra::acme::client::ProblemType::parse(
+                    let kind = crate::ra::acme::problem::ProblemType::parse(
                         authz
                             .pointer("/challenges/0/error/type")
                             .and_then(Value::as_str),
@@ -403,8 +393,8 @@ impl Acme {
                         detail: format!("authorization is {other}: {detail}"),
                         unreachable: matches!(
                             kind,
-                            crate::ra::acme::client::ProblemType::Dns
-                                | crate::ra::acme::client::ProblemType::Connection
+                            crate::ra::acme::problem::ProblemType::Dns
+                                | crate::ra::acme::problem::ProblemType::Connection
                         ),
                     });
                 }

@@ -32,7 +32,8 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::ra::dns::batch::DnsBatcher;
 use crate::ra::dns::update::{DnsError, DnsUpdater, TxtRecord};
-use crate::ra::store::{now_unix, Store, StoreError};
+use crate::ra::store::{Store, StoreError};
+use crate::support::clock::now_unix;
 
 /// Time after `acme.order_timeout_s` before a note is due: the abandoned issuance's own removal
 /// goes first.
@@ -53,7 +54,7 @@ pub enum LedgerError {
     Dns(#[from] DnsError),
 }
 
-impl From<LedgerError> for crate::ra::acme::client::IssueError {
+impl From<LedgerError> for crate::ra::acme::problem::IssueError {
     fn from(e: LedgerError) -> Self {
         match e {
             LedgerError::Store(e) => Self::Store(e),

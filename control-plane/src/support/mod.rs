@@ -1,0 +1,5 @@
+//! Infrastructure every layer shares, written once: the clock, random tokens, PEM files, the
+//! HTTPS client, the bearer-token check. Nothing here knows about enrolment.
+
+pub mod clock;
+pub mod token;
