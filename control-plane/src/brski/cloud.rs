@@ -53,7 +53,7 @@ use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use tracing::warn;
 
-use crate::brski::registrar::BrskiError;
+use crate::brski::error::BrskiError;
 
 /// `[brski.cloud]`: act as a cloud registrar.
 #[derive(Debug, Deserialize)]
@@ -812,80 +812,5 @@ redirect_url = "https://registrar.initech.example/.well-known/brski"
         let owners = Owners::from_config(&bare, &[Some("mfr-a")]).expect("owners");
         assert!(owners.resolve(&a, "AD-0001", None).is_some());
         assert!(owners.resolve(&b, "AD-0001", None).is_none());
-    }
-
-    /// `ESTUARY_BRSKI__CLOUD` takes a TOML inline table (config.rs reads override values as TOML).
-    #[test]
-    fn the_cloud_section_can_come_from_the_environment() {
-        let dir = estuary_tests::util::TempDir::new("cloud-env").expect("tmp");
-        let file = |n: &str, body: &str| {
-            let p = dir.path().join(n);
-            std::fs::write(&p, body).expect("write");
-            format!("{:?}", p.display().to_string())
-        };
-        let any = "placeholder\n";
-        let pin = file("globex.pem", &self_signed_pem());
-        let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:8081"
-api_token = "0123456789abcdef0123"
-[est]
-parent_domain = "iot.example.test"
-ca_certs_file = {}
-[[est.manufacturers]]
-name = "m"
-idevid_ca_file = {}
-[acme]
-directory_url = "https://127.0.0.1:14000/dir"
-[dns]
-server = "127.0.0.1:5353"
-zone = "example.test"
-key_name = "estuary-key"
-secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
-[redis]
-url = "redis://127.0.0.1:6379/"
-[brski]
-registrar_cert_file = {}
-registrar_key_file = {}
-[[brski.manufacturers]]
-name = "m"
-idevid_ca_file = {}
-masa_ca_file = {}
-"#,
-            file("ca.pem", &self_signed_pem()),
-            file("m-ca.pem", &self_signed_pem()),
-            file("reg.pem", any),
-            file("reg.key", any),
-            file("m.pem", any),
-            file("masa.pem", any),
-        );
-        let cloud = format!(
-            r#"{{ owners = [ {{ name = "acme", serials = ["SN-1"], redirect_url = "https://registrar.acme.example:8443/.well-known/brski" }}, {{ name = "globex", est_url = "https://est.globex.example/.well-known/est", pinned_domain_cert_file = {pin} }} ] }}"#
-        );
-        let env = vec![("ESTUARY_BRSKI__CLOUD".to_string(), cloud)];
-        let cfg = crate::config::Config::from_toml(&text, env).expect("valid");
-        let owners = cfg
-            .brski
-            .and_then(|b| b.cloud)
-            .map(|c| c.owners)
-            .unwrap_or_default();
-        let names: Vec<&str> = owners.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names, ["acme", "globex"]);
-        assert_eq!(owners[0].serials, ["SN-1"]);
-        assert!(owners[1].pinned_domain_cert_file.is_some());
-
-        // A bad inline table is reported like a bad file.
-        let env = vec![(
-            "ESTUARY_BRSKI__CLOUD".to_string(),
-            r#"{ owners = [ { name = "acme", redirect_url = "http://r.example/" } ] }"#.to_string(),
-        )];
-        let err = crate::config::Config::from_toml(&text, env).expect_err("invalid");
-        assert!(
-            err.to_string().contains(
-                "brski.cloud.owners[0].redirect_url: \"http://r.example/\" is not an https URL"
-            ),
-            "{err}"
-        );
     }
 }

@@ -2,4 +2,5 @@
 //! cloud registrar (draft-ietf-anima-brski-cloud) that redirects a pledge to its owner.
 
 pub mod cloud;
+pub mod error;
 pub mod registrar;

@@ -29,6 +29,7 @@
 //! Loading collects every problem it can find (unknown keys, wrong types, bad values in any
 //! section, missing sections) and reports them together, so an operator fixes a config in one
 //! pass.
+use crate::support::secret::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -83,24 +84,6 @@ impl Config {
     /// True when `[brski.cloud]` is configured.
     pub fn is_cloud_registrar(&self) -> bool {
         self.brski.as_ref().is_some_and(|b| b.cloud.is_some())
-    }
-}
-
-/// A secret string: its Debug and Display never show the value.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -468,7 +451,7 @@ impl RedisConfig {
         } else if self.username.is_some() {
             return Err("redis.username: needs redis.password".into());
         }
-        Ok(Secret(url.into()))
+        Ok(Secret::new(url.into()))
     }
 }
 
@@ -1303,9 +1286,9 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
     #[test]
     fn redis_credentials_go_into_the_url_percent_encoded() {
         let cfg = |url: &str, username: Option<&str>, password: Option<&str>| RedisConfig {
-            url: Secret(url.into()),
+            url: Secret::new(url.into()),
             username: username.map(str::to_owned),
-            password: password.map(|p| Secret(p.into())),
+            password: password.map(|p| Secret::new(p.into())),
             key_prefix: default_prefix(),
         };
         let c = cfg(
@@ -1379,6 +1362,90 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
         assert!(
             all.contains("acme.account_key_file: cannot read /nonexistent/key.pem"),
             "{all}"
+        );
+    }
+
+    fn cloud_self_signed_pem() -> String {
+        let key = rcgen::KeyPair::generate().expect("key");
+        rcgen::CertificateParams::new(vec!["est.globex.example".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert")
+            .pem()
+    }
+
+    /// `ESTUARY_BRSKI__CLOUD` takes a TOML inline table (config.rs reads override values as TOML).
+    #[test]
+    fn the_cloud_section_can_come_from_the_environment() {
+        let dir = estuary_tests::util::TempDir::new("cloud-env").expect("tmp");
+        let file = |n: &str, body: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, body).expect("write");
+            format!("{:?}", p.display().to_string())
+        };
+        let any = "placeholder\n";
+        let pin = file("globex.pem", &cloud_self_signed_pem());
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:8081"
+api_token = "0123456789abcdef0123"
+[est]
+parent_domain = "iot.example.test"
+ca_certs_file = {}
+[[est.manufacturers]]
+name = "m"
+idevid_ca_file = {}
+[acme]
+directory_url = "https://127.0.0.1:14000/dir"
+[dns]
+server = "127.0.0.1:5353"
+zone = "example.test"
+key_name = "estuary-key"
+secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+[redis]
+url = "redis://127.0.0.1:6379/"
+[brski]
+registrar_cert_file = {}
+registrar_key_file = {}
+[[brski.manufacturers]]
+name = "m"
+idevid_ca_file = {}
+masa_ca_file = {}
+"#,
+            file("ca.pem", &cloud_self_signed_pem()),
+            file("m-ca.pem", &cloud_self_signed_pem()),
+            file("reg.pem", any),
+            file("reg.key", any),
+            file("m.pem", any),
+            file("masa.pem", any),
+        );
+        let cloud = format!(
+            r#"{{ owners = [ {{ name = "acme", serials = ["SN-1"], redirect_url = "https://registrar.acme.example:8443/.well-known/brski" }}, {{ name = "globex", est_url = "https://est.globex.example/.well-known/est", pinned_domain_cert_file = {pin} }} ] }}"#
+        );
+        let env = vec![("ESTUARY_BRSKI__CLOUD".to_string(), cloud)];
+        let cfg = Config::from_toml(&text, env).expect("valid");
+        let owners = cfg
+            .brski
+            .and_then(|b| b.cloud)
+            .map(|c| c.owners)
+            .unwrap_or_default();
+        let names: Vec<&str> = owners.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["acme", "globex"]);
+        assert_eq!(owners[0].serials, ["SN-1"]);
+        assert!(owners[1].pinned_domain_cert_file.is_some());
+
+        // A bad inline table is reported like a bad file.
+        let env = vec![(
+            "ESTUARY_BRSKI__CLOUD".to_string(),
+            r#"{ owners = [ { name = "acme", redirect_url = "http://r.example/" } ] }"#.to_string(),
+        )];
+        let err = Config::from_toml(&text, env).expect_err("invalid");
+        assert!(
+            err.to_string().contains(
+                "brski.cloud.owners[0].redirect_url: \"http://r.example/\" is not an https URL"
+            ),
+            "{err}"
         );
     }
 }

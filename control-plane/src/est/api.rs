@@ -51,10 +51,10 @@ use estuary_proto::policy::KeyPolicy;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use crate::config::Secret;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollError, EnrollRequest, Outcome};
 use crate::ra::store::Store;
+use crate::support::secret::Secret;
 
 /// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
 pub const MAX_BODY: usize = 64 * 1024;

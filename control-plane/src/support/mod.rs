@@ -2,4 +2,5 @@
 //! HTTPS client, the bearer-token check. Nothing here knows about enrolment.
 
 pub mod clock;
+pub mod secret;
 pub mod token;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::support::secret::Secret;
 
 pub mod peer;
 pub mod server;
