@@ -54,6 +54,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::brski::error::BrskiError;
+use crate::support::pem_file::{first_cert, PemFileError};
 
 /// `[brski.cloud]`: act as a cloud registrar.
 #[derive(Debug, Deserialize)]
@@ -321,14 +322,13 @@ impl CloudConfig {
 }
 
 /// The first certificate of a PEM file, checked to parse as X.509.
-fn pinned_cert(path: &PathBuf) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| format!("{} is not a readable file: {e}", path.display()))?;
-    let der = estuary_proto::pem::decode_certs(&pem)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{} holds no certificate", path.display()))?;
+fn pinned_cert(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let der = first_cert(path).map_err(|e| match e {
+        PemFileError::Unreadable { source, .. } => {
+            format!("{} is not a readable file: {source}", path.display())
+        }
+        other => other.to_string(),
+    })?;
     estuary_proto::cert::CertSummary::from_der(&der)
         .map_err(|e| format!("{}: first certificate: {e}", path.display()))?;
     Ok(der)

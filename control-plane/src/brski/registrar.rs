@@ -24,7 +24,7 @@
 //! to the registrar voucher request and required in the voucher, or answers `404` for a pledge
 //! no owner claims.
 use crate::support::clock::now_unix;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,15 +41,15 @@ use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::identity::ManufacturerName;
 use estuary_proto::voucher::{self, Assertion, Voucher, VoucherRequest, CT_VOUCHER_CMS_JSON};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::brski::cloud::{Cloud, OwnerPath};
 use crate::brski::error::BrskiError;
+use crate::http::auth::bearer_ok;
 use crate::metrics::Metrics;
+use crate::support::https::{self, HttpsClient, Roots};
+use crate::support::pem_file::{first_cert, read_certs};
 use crate::support::secret::Secret;
 
 /// Internal API: `POST` the pledge's CMS voucher request -> the MASA's CMS voucher.
@@ -202,8 +202,6 @@ impl BrskiConfig {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 struct Manufacturer {
     /// Its `name`; always set with `[brski.cloud]`.
     name: Option<ManufacturerName>,
@@ -230,46 +228,8 @@ pub struct Registrar {
     voucher_limit: (u32, u64),
 }
 
-fn read_certs(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    let certs = estuary_proto::pem::decode_certs(&pem)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!("{}: no certificate", path.display());
-    }
-    Ok(certs)
-}
-
-fn first_cert(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    read_certs(path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{}: no certificate", path.display()))
-}
-
-fn masa_client(anchor: &PathBuf) -> anyhow::Result<HttpsClient> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(anchor)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", anchor.display()))?
-    {
-        let c = c.map_err(|e| anyhow::anyhow!("{}: {e}", anchor.display()))?;
-        roots
-            .add(c)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", anchor.display()))?;
-    }
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+fn masa_client(anchor: &Path) -> anyhow::Result<HttpsClient> {
+    Ok(https::client(Roots::PemFile(anchor))?)
 }
 
 impl Registrar {
@@ -416,12 +376,7 @@ fn failure_label(e: &BrskiError) -> &'static str {
 }
 
 fn authorized(reg: &Registrar, headers: &HeaderMap) -> Option<Response> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(reg.token.expose().as_bytes())) {
+    if bearer_ok(headers, &reg.token) {
         None
     } else {
         Some(text(

@@ -29,6 +29,7 @@
 //! Loading collects every problem it can find (unknown keys, wrong types, bad values in any
 //! section, missing sections) and reports them together, so an operator fixes a config in one
 //! pass.
+use crate::support::pem_file::read_certs;
 use crate::support::secret::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -150,10 +151,7 @@ fn manufacturers(list: &[ManufacturerConfig], errors: &mut Vec<String>) -> Vec<M
         if list.iter().take(i).any(|o| o.name == m.name) {
             errors.push(format!("{at}.name: {:?} is listed twice", m.name));
         }
-        let ca_der = match std::fs::read_to_string(&m.idevid_ca_file)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| estuary_proto::pem::decode_certs(&pem).map_err(|e| e.to_string()))
-        {
+        let ca_der = match read_certs(&m.idevid_ca_file) {
             Ok(ders) if ders.len() == 1 => ders.into_iter().next(),
             Ok(ders) => {
                 errors.push(format!(
@@ -164,10 +162,7 @@ fn manufacturers(list: &[ManufacturerConfig], errors: &mut Vec<String>) -> Vec<M
                 None
             }
             Err(e) => {
-                errors.push(format!(
-                    "{at}.idevid_ca_file: cannot read {}: {e}",
-                    m.idevid_ca_file.display()
-                ));
+                errors.push(format!("{at}.idevid_ca_file: {e}"));
                 None
             }
         };
@@ -198,26 +193,10 @@ fn manufacturers(list: &[ManufacturerConfig], errors: &mut Vec<String>) -> Vec<M
 
 /// The certificates of `est.ca_certs_file` (the ACME CA's, which issue LDevIDs).
 fn acme_issuers(path: &Path, errors: &mut Vec<String>) -> Vec<Vec<u8>> {
-    match std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|pem| estuary_proto::pem::decode_certs(&pem).map_err(|e| e.to_string()))
-    {
-        Ok(ders) if !ders.is_empty() => ders,
-        Ok(_) => {
-            errors.push(format!(
-                "est.ca_certs_file: {} holds no certificate",
-                path.display()
-            ));
-            Vec::new()
-        }
-        Err(e) => {
-            errors.push(format!(
-                "est.ca_certs_file: cannot read {}: {e}",
-                path.display()
-            ));
-            Vec::new()
-        }
-    }
+    read_certs(path).unwrap_or_else(|e| {
+        errors.push(format!("est.ca_certs_file: {e}"));
+        Vec::new()
+    })
 }
 
 /// Key policy in the config file; defaults match [`KeyPolicy::default`], key by key.

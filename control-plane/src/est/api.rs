@@ -1,4 +1,5 @@
-//! The internal HTTP API that the edge filter calls, plus `/metrics` and health checks.
+//! The internal EST API that the edge filter calls (`/metrics` and the health checks are
+//! [`crate::http::health`]'s).
 //!
 //! | method, path | request | answers |
 //! |---|---|---|
@@ -48,12 +49,11 @@ use estuary_proto::internal_api::{
 };
 use estuary_proto::names::{DeviceName, DeviceSerial};
 use estuary_proto::policy::KeyPolicy;
-use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
+use crate::http::auth::bearer_ok;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollError, EnrollRequest, Outcome};
-use crate::ra::store::Store;
 use crate::support::secret::Secret;
 
 /// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
@@ -68,8 +68,6 @@ pub struct AppState {
     pub token: Secret,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Redis, for `/readyz`.
-    pub store: Store,
     /// The EST service; `None` in a cloud registrar alone.
     pub est: Option<EstService>,
 }
@@ -92,9 +90,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(ENROLL_PATH, post(enroll))
         .route(CACERTS_PATH, get(cacerts))
         .route(CSRATTRS_PATH, get(csr_attrs))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -142,13 +137,7 @@ impl Refusal {
 
 /// The EST service, once the proxy's bearer token is checked (first, in constant time).
 fn est_service<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a EstService, Refusal> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let expected = state.token.expose().as_bytes();
-    if !bool::from(presented.as_bytes().ct_eq(expected)) {
+    if !bearer_ok(headers, &state.token) {
         warn!("internal API call without a valid bearer token refused");
         return Err(Refusal::Token);
     }
@@ -381,24 +370,5 @@ async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
                 "cannot encode CSR attributes",
             )
         }
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => text(StatusCode::OK, "ready"),
-        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -10,25 +10,40 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use estuary_proto::identity::TrustPolicy;
+use estuary_proto::pkcs7;
 use estuary_proto::policy::KeyPolicy;
-use estuary_proto::{pem, pkcs7};
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::brski::registrar::Registrar;
 use crate::config::{Config, Enrolment};
 use crate::est::api::{self, AppState, EstService};
+use crate::http::health;
 use crate::metrics::{Metrics, OrderResult};
 use crate::ra::acme::client::Acme;
 use crate::ra::dns::update::DnsUpdater;
 use crate::ra::engine::Engine;
 use crate::ra::store::Store;
+use crate::support::pem_file::read_certs;
 use crate::teap::TeapConfig;
+use axum::Router;
 
 /// Builds the application state from a config (the HTTP side only: `[teap]` and `[brski]` are
 /// started by [`run`]).
-pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, SocketAddr)> {
-    let (state, listen, _teap, _sweeper) = build_parts(cfg.server, cfg.redis, cfg.enrolment)?;
-    Ok((state, listen))
+pub fn build(cfg: Config) -> anyhow::Result<(Arc<AppState>, Store, SocketAddr)> {
+    let (state, store, listen, _teap, _sweeper) =
+        build_parts(cfg.server, cfg.redis, cfg.enrolment)?;
+    Ok((state, store, listen))
+}
+
+/// Every front end's router and the health paths, on one listener.
+pub fn app(state: Arc<AppState>, store: Store, brski: Option<Arc<Registrar>>) -> Router {
+    let metrics = Arc::clone(&state.metrics);
+    let mut app = api::router(state).merge(health::router(metrics, store));
+    if let Some(registrar) = brski {
+        app = app.merge(crate::brski::registrar::router(registrar));
+    }
+    app
 }
 
 /// The DNS ledger sweeper to start ([`crate::ra::dns::ledger::sweep`]).
@@ -53,6 +68,7 @@ fn build_parts(
     enrolment: Option<Enrolment>,
 ) -> anyhow::Result<(
     Arc<AppState>,
+    Store,
     SocketAddr,
     Option<TeapPlan>,
     Option<SweepPlan>,
@@ -79,10 +95,9 @@ fn build_parts(
     let state = Arc::new(AppState {
         token: server.api_token,
         metrics,
-        store,
         est,
     });
-    Ok((state, server.listen, teap, sweeper))
+    Ok((state, store, server.listen, teap, sweeper))
 }
 
 /// The EST service (ACME account, DNS updater, engine, `/cacerts`), the `[teap]` section
@@ -92,14 +107,8 @@ fn est_service(
     store: &Store,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(EstService, Option<TeapConfig>, SweepPlan)> {
-    let ca_pem = std::fs::read_to_string(&e.est.ca_certs_file).with_context(|| {
-        format!(
-            "reading est.ca_certs_file {}",
-            e.est.ca_certs_file.display()
-        )
-    })?;
-    let ca_ders =
-        pem::decode_certs(&ca_pem).map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
+    let ca_ders = read_certs(&e.est.ca_certs_file)
+        .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
     let cacerts_pkcs7 = pkcs7::encode_certs_only(&ca_ders)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
     let counter = metrics.dns_updates.clone();
@@ -185,10 +194,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         redis.key_prefix.clone(),
         server.api_token.clone(),
     );
-    let (state, listen, teap, sweeper) = build_parts(server, redis, enrolment)?;
+    let (state, store, listen, teap, sweeper) = build_parts(server, redis, enrolment)?;
     // Wrong credentials are a configuration error: refuse to start. Redis merely down is not.
-    state
-        .store
+    store
         .check_credentials(std::time::Duration::from_secs(5))
         .await?;
     let brski = match brski_cfg {
@@ -226,10 +234,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding server.listen {listen}"))?;
     info!(listen = %listener.local_addr()?, %services, "estuary control plane listening");
-    let mut app = api::router(state);
-    if let Some(registrar) = brski {
-        app = app.merge(crate::brski::registrar::router(registrar));
-    }
+    let app = app(state, store, brski);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
@@ -316,12 +321,12 @@ redirect_url = "https://registrar.acme.example/.well-known/brski"
     #[tokio::test]
     async fn a_cloud_registrar_alone_answers_404_on_the_est_paths() {
         let dir = estuary_tests::util::TempDir::new("cp-cloud-only").expect("tmp");
-        let (state, _) = build(cloud_only(dir.path())).expect("built");
+        let (state, store, _) = build(cloud_only(dir.path())).expect("built");
         assert!(state.est.is_none());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, api::router(state)).await;
+            let _ = axum::serve(listener, app(state, store, None)).await;
         });
         let client: Client<_, Full<Bytes>> =
             Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();

@@ -2,5 +2,7 @@
 //! HTTPS client, the bearer-token check. Nothing here knows about enrolment.
 
 pub mod clock;
+pub mod https;
+pub mod pem_file;
 pub mod secret;
 pub mod token;

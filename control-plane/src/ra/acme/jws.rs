@@ -18,8 +18,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
@@ -27,8 +25,7 @@ use serde_json::{json, Value};
 use crate::ra::acme::problem::{
     bounded, problem_error, IssueError, NoAnswer, ProblemType, RateLimitedAnswer,
 };
-
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+use crate::support::https::{self, HttpsClient, HttpsError, Roots};
 
 /// Largest ACME answer read (bytes); directories, orders, authorisations and certificate
 /// chains are small.
@@ -81,7 +78,7 @@ fn rate_limited(status: u16, retry: Option<&str>, body: &[u8]) -> Option<RateLim
 /// answers cannot hold an issuance.
 #[derive(Clone)]
 pub struct AcmeHttp {
-    client: Client<Https, Full<Bytes>>,
+    client: HttpsClient,
     timeout: Duration,
 }
 
@@ -99,36 +96,17 @@ fn protocol(detail: impl Into<String>) -> IssueError {
 impl AcmeHttp {
     /// Builds the client; `timeout` bounds each exchange, body included.
     pub fn new(root: Option<&Path>, timeout: Duration) -> Result<Self, IssueError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match root {
-            Some(path) => {
-                use rustls::pki_types::pem::PemObject;
-                use rustls::pki_types::CertificateDer;
-                let mut roots = rustls::RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| unavailable(format!("acme.tls_root_file: {e}")))?;
-                for c in certs {
-                    let c = c.map_err(|e| unavailable(format!("acme.tls_root_file: {e}")))?;
-                    roots
-                        .add(c)
-                        .map_err(|e| unavailable(format!("acme.tls_root_file: {e}")))?;
-                }
-                builder.with_tls_config(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(roots)
-                        .with_no_client_auth(),
-                )
-            }
-            None => builder
-                .try_with_platform_verifier()
-                .map_err(|e| unavailable(format!("the platform's TLS roots: {e}")))?,
+        let roots = match root {
+            Some(path) => Roots::PemFile(path),
+            None => Roots::Platform,
         };
-        let https = builder.https_only().enable_http1().build();
-        Ok(Self {
-            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(https),
-            timeout,
-        })
+        let client = https::client(roots).map_err(|e| match e {
+            HttpsError::Roots { detail, .. } => {
+                unavailable(format!("acme.tls_root_file: {detail}"))
+            }
+            other => unavailable(other.to_string()),
+        })?;
+        Ok(Self { client, timeout })
     }
 
     /// One exchange, the body read within the same timeout.
