@@ -53,7 +53,9 @@ use tracing::{info, warn};
 
 use crate::http::auth::bearer_ok;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
-use crate::ra::engine::{Engine, EnrollError, EnrollRequest, Outcome};
+use crate::ra::engine::{Engine, EnrollRequest, Outcome};
+use crate::ra::error::RaError;
+use crate::ra::failure::FailureKind;
 use crate::support::secret::Secret;
 
 /// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
@@ -281,10 +283,9 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
     // RFC 7030 §4.2.2: a re-enrolment keeps the current certificate's subject and names.
     if let Identity::LDevId { cert, .. } = &device {
         let checked = estuary_proto::csr::parse_and_verify(&body)
-            .map_err(EnrollError::from)
+            .map_err(RaError::from)
             .and_then(|csr| {
-                estuary_proto::policy::check_reenroll(&csr, cert, &est.keys)
-                    .map_err(EnrollError::from)
+                estuary_proto::policy::check_reenroll(&csr, cert, &est.keys).map_err(RaError::from)
             });
         if let Err(e) = checked {
             state
@@ -316,11 +317,47 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
     }
 }
 
-/// The one map from an enrolment error to the internal API's answer.
-fn error_response(est: &EstService, e: &EnrollError) -> Response {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+/// The one map from an enrolment error to the internal API's status. The edge filter passes
+/// 4xx reasons and 503/429 with their Retry-After to the device (RFC 7030 §4.2.3, RFC 6585 §4);
+/// a 5xx other than 503 reaches it as a bare server error.
+fn est_status(e: &RaError) -> StatusCode {
+    match e {
+        // RFC 7030 §4.2.3: the request is malformed; the body says why.
+        RaError::BadCsr(_) | RaError::Name(_) => StatusCode::BAD_REQUEST,
+        // The device may not ask for this (identity, CSR content policy).
+        RaError::Policy(_) => StatusCode::FORBIDDEN,
+        // RFC 6585 §4, with Retry-After: the window's end.
+        RaError::DeviceLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
+        // RFC 7030 §4.2.3: 503 + Retry-After.
+        RaError::Store(_) | RaError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        RaError::Issue(i) => failure_status(i.failure_kind()),
+        RaError::Remembered(f) => failure_status(f.kind),
+    }
+}
+
+/// The status of a failed issuance (draft-ietf-acme-integrations-17 "Error Handling": the CA's
+/// refusal of the CSR or the identifier is the client's; everything else is the RA's).
+fn failure_status(k: FailureKind) -> StatusCode {
+    match k {
+        // ACME badCSR.
+        FailureKind::CsrRefused => StatusCode::BAD_REQUEST,
+        // ACME rejectedIdentifier, caa.
+        FailureKind::IdentifierRefused | FailureKind::CaaForbids => StatusCode::FORBIDDEN,
+        // The CA or DNS refused otherwise: the operator's problem.
+        FailureKind::Issuance => StatusCode::BAD_GATEWAY,
+        // RFC 7030 §4.2.3: 503 + Retry-After.
+        FailureKind::Unavailable | FailureKind::Deadline | FailureKind::Abandoned => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The internal API's answer to an enrolment error.
+fn error_response(est: &EstService, e: &RaError) -> Response {
+    let status = est_status(e);
     let body = match e {
-        EnrollError::Store(_) => "certificate store unavailable; retry later".to_string(),
+        RaError::Store(_) => "certificate store unavailable; retry later".to_string(),
         other => other.to_string(),
     };
     if status.is_server_error() {
@@ -370,5 +407,100 @@ async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
                 "cannot encode CSR attributes",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ra::acme::problem::{IssueError, ProblemType};
+    use crate::ra::failure::Failure;
+
+    fn rejected(problem: ProblemType) -> RaError {
+        RaError::Issue(IssueError::CaRejected {
+            problem,
+            detail: "d".into(),
+        })
+    }
+
+    /// draft-ietf-acme-integrations-17 "Error Handling": the CA refusing the CSR or the name is
+    /// the client's (4xx); anything else the CA does is the RA's (502), or passes (503).
+    #[test]
+    fn ca_problems_map_to_the_client_or_the_ra() {
+        for (e, want) in [
+            (rejected(ProblemType::BadCsr), 400),
+            (rejected(ProblemType::RejectedIdentifier), 403),
+            (rejected(ProblemType::Caa), 403),
+            (rejected(ProblemType::Unauthorized), 502),
+            (rejected(ProblemType::Other("x".into())), 502),
+            (
+                RaError::Issue(IssueError::CaUnavailable {
+                    detail: "d".into(),
+                    retry_after: None,
+                }),
+                503,
+            ),
+            (
+                RaError::Issue(IssueError::Deadline {
+                    after: std::time::Duration::from_secs(1),
+                }),
+                503,
+            ),
+            (
+                RaError::Issue(IssueError::ChallengeFailed {
+                    name: "n".into(),
+                    detail: "d".into(),
+                    unreachable: true,
+                }),
+                503,
+            ),
+            (
+                RaError::Issue(IssueError::ChallengeFailed {
+                    name: "n".into(),
+                    detail: "d".into(),
+                    unreachable: false,
+                }),
+                502,
+            ),
+            (RaError::Busy, 503),
+            (
+                RaError::DeviceLimit {
+                    limit: 5,
+                    window_s: 60,
+                    retry_after_s: 7,
+                },
+                429,
+            ),
+        ] {
+            assert_eq!(est_status(&e).as_u16(), want, "{e:?}");
+        }
+    }
+
+    /// A failure remembered by another replica answers as the live one did.
+    #[test]
+    fn a_remembered_failure_answers_as_the_live_one() {
+        for (kind, want) in [
+            (FailureKind::CsrRefused, 400),
+            (FailureKind::IdentifierRefused, 403),
+            (FailureKind::CaaForbids, 403),
+            (FailureKind::Issuance, 502),
+            (FailureKind::Unavailable, 503),
+            (FailureKind::Deadline, 503),
+            (FailureKind::Abandoned, 503),
+            (FailureKind::Internal, 500),
+        ] {
+            let e = RaError::Remembered(Failure {
+                kind,
+                reason: "r".into(),
+            });
+            assert_eq!(est_status(&e).as_u16(), want, "{kind:?}");
+        }
+        let live = rejected(ProblemType::BadCsr);
+        let kind = live.failure_kind().expect("a kind");
+        let remembered = RaError::Remembered(Failure {
+            kind,
+            reason: live.to_string(),
+        });
+        assert_eq!(est_status(&live), est_status(&remembered));
     }
 }

@@ -16,10 +16,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use estuary_proto::csr::{self, CsrError};
+use estuary_proto::csr;
 use estuary_proto::est::EstOperation;
-use estuary_proto::names::{DeviceName, DeviceSerial, NameError, ParentDomain};
-use estuary_proto::policy::{self, KeyPolicy, PolicyError};
+use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
+use estuary_proto::policy::{self, KeyPolicy};
 use estuary_proto::{cert, pem, pkcs7};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -28,8 +28,10 @@ use crate::config::EnrollConfig;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::acme::client::Acme;
 use crate::ra::acme::problem::{whole_seconds, IssueError};
+use crate::ra::error::RaError;
+use crate::ra::failure::{Failure, FailureKind};
 use crate::ra::limits::{Admitted, IssuanceSlots};
-use crate::ra::store::{CsrKey, Failure, FailureKind, Store, StoreError};
+use crate::ra::store::{CsrKey, Store, StoreError};
 use crate::support::clock::now_unix;
 
 /// One enrolment request, as the edge filter forwards it.
@@ -57,103 +59,6 @@ pub enum Outcome {
         /// Seconds.
         retry_after: u64,
     },
-}
-
-/// Why an enrolment got no certificate.
-#[derive(Debug, thiserror::Error)]
-pub enum EnrollError {
-    /// The CSR is not a valid, correctly self-signed PKCS#10 of a supported key.
-    #[error("bad CSR: {0}")]
-    BadCsr(#[from] CsrError),
-    /// The device may not ask for this.
-    #[error("{0}")]
-    Policy(#[from] PolicyError),
-    /// The serial does not make a valid name under the parent domain.
-    #[error("bad device name: {0}")]
-    Name(#[from] NameError),
-    /// Redis is down.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The ACME issuance failed.
-    #[error(transparent)]
-    Issue(#[from] IssueError),
-    /// A failure recorded by the replica that ran the order.
-    #[error("{}", .0.reason)]
-    Remembered(Failure),
-    /// The device has caused `limit` new orders in the current window (seed §8.1).
-    #[error("this device has requested {limit} new certificates within {window_s} s, the most allowed; send the same CSR again, or a new one after {retry_after_s} s")]
-    DeviceLimit {
-        /// The configured limit.
-        limit: u32,
-        /// The window, in seconds.
-        window_s: u64,
-        /// Seconds until the window ends.
-        retry_after_s: u64,
-    },
-    /// This replica runs `enroll.max_inflight_orders` issuances and `enroll.max_queued_orders`
-    /// more wait for a turn (seed §8.1), or the wait for a turn outlasted `acme.order_timeout_s`.
-    #[error("too many certificate orders in progress; retry later")]
-    Busy,
-}
-
-impl EnrollError {
-    /// The internal API's status for this error (see `api`).
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::BadCsr(_) | Self::Name(_) => 400,
-            Self::Policy(_) => 403,
-            // RFC 6585 §4: too many requests, with Retry-After.
-            Self::DeviceLimit { .. } => 429,
-            Self::Store(_) | Self::Busy => 503,
-            Self::Remembered(f) => f.status,
-            Self::Issue(e) => match e {
-                // The CA being slow or silent is not the device's fault: retry later.
-                IssueError::CaUnavailable { .. }
-                | IssueError::OrderTimeout { .. }
-                | IssueError::CaNoAnswer(_)
-                | IssueError::Deadline { .. } => 503,
-                // RFC 8555 §6.7 rateLimited: the account's limit, not the device's doing.
-                IssueError::CaRateLimited { .. } | IssueError::CaBackoff { .. } => 503,
-                IssueError::Store(_) => 503,
-                IssueError::CaRejected { problem, .. } => match problem {
-                    crate::ra::acme::problem::ProblemType::BadCsr => 400,
-                    crate::ra::acme::problem::ProblemType::RejectedIdentifier
-                    | crate::ra::acme::problem::ProblemType::Caa => 403,
-                    _ => 502,
-                },
-                IssueError::Dns(d) if !d.is_permanent() => 503,
-                // The CA could not query our DNS primary: not the device's doing, retry later.
-                IssueError::ChallengeFailed {
-                    unreachable: true, ..
-                } => 503,
-                IssueError::Dns(_)
-                | IssueError::CaProtocol(_)
-                | IssueError::ChallengeFailed { .. }
-                | IssueError::BadChain(_)
-                | IssueError::NoDnsChallenge(_) => 502,
-            },
-        }
-    }
-
-    /// The `Retry-After` to send with a 503, if any.
-    pub fn retry_after(&self, cfg: &EnrollConfig) -> Option<u64> {
-        match self {
-            Self::Issue(IssueError::CaUnavailable {
-                retry_after: Some(d),
-                ..
-            }) => Some(d.as_secs().max(1)),
-            Self::Issue(
-                IssueError::CaBackoff { remaining: d }
-                | IssueError::CaRateLimited {
-                    retry_after: Some(d),
-                    ..
-                },
-            ) => Some(whole_seconds(*d)),
-            Self::DeviceLimit { retry_after_s, .. } => Some(*retry_after_s),
-            _ if self.status() == 503 => Some(cfg.unavailable_retry_after_s),
-            _ => None,
-        }
-    }
 }
 
 type Waiter = watch::Receiver<Option<Result<String, Failure>>>;
@@ -202,7 +107,7 @@ impl Engine {
     }
 
     /// Enrols one CSR; counts the result.
-    pub async fn enroll(self: &Arc<Self>, req: EnrollRequest) -> Result<Outcome, EnrollError> {
+    pub async fn enroll(self: &Arc<Self>, req: EnrollRequest) -> Result<Outcome, RaError> {
         self.enroll_as(Protocol::est, req).await
     }
 
@@ -211,20 +116,20 @@ impl Engine {
         self: &Arc<Self>,
         protocol: Protocol,
         req: EnrollRequest,
-    ) -> Result<Outcome, EnrollError> {
+    ) -> Result<Outcome, RaError> {
         let result = self.enroll_inner(req).await;
         let label = match &result {
             Ok(Outcome::Issued { cached: true, .. }) => EnrollResult::cached,
             Ok(Outcome::Issued { cached: false, .. }) => EnrollResult::issued,
             Ok(Outcome::Pending { .. }) => EnrollResult::pending,
-            Err(e) if e.status() < 500 => EnrollResult::rejected,
+            Err(e) if e.is_refusal() => EnrollResult::rejected,
             Err(_) => EnrollResult::failed,
         };
         self.metrics.enrollment(protocol, label);
         result
     }
 
-    async fn enroll_inner(self: &Arc<Self>, req: EnrollRequest) -> Result<Outcome, EnrollError> {
+    async fn enroll_inner(self: &Arc<Self>, req: EnrollRequest) -> Result<Outcome, RaError> {
         // Hostile until checked: the signature first, then the fields, then the policy.
         let csr = csr::parse_and_verify(&req.csr_der)?;
         let name = DeviceName::new(&req.serial, &self.parent)?;
@@ -241,7 +146,7 @@ impl Engine {
         }
         self.metrics.cache_misses.inc();
         if let Some(f) = self.store.take_failure(&key).await? {
-            return Err(EnrollError::Remembered(f));
+            return Err(RaError::Remembered(f));
         }
 
         let waiter = self
@@ -268,7 +173,7 @@ impl Engine {
                 cached: false,
             }),
             Some(Err(f)) => {
-                if f.status == 503 {
+                if f.kind.is_transient() {
                     // Told now: the record kept for a later retry (see `run_issuance`) is spent.
                     let _ = self.store.take_failure(&key).await;
                     // The CA answered rateLimited (here or elsewhere): the device comes back
@@ -277,7 +182,7 @@ impl Engine {
                         return Err(IssueError::CaBackoff { remaining }.into());
                     }
                 }
-                Err(EnrollError::Remembered(f))
+                Err(RaError::Remembered(f))
             }
             None => {
                 info!(device = %name.as_str(), "issuance still in progress; answering 202");
@@ -296,7 +201,7 @@ impl Engine {
         csr_der: &[u8],
         spki_der: &[u8],
         name: &DeviceName,
-    ) -> Result<Option<Waiter>, EnrollError> {
+    ) -> Result<Option<Waiter>, RaError> {
         let local = self.lock_inflight().get(key).cloned();
         if let Some(rx) = local {
             return Ok(Some(rx));
@@ -378,7 +283,7 @@ impl Engine {
     /// The limits a new issuance passes before it starts (issue 13): no back-off after
     /// `rateLimited` holds at the CA (shared by every replica), and this replica has a place
     /// among its running and waiting issuances.
-    async fn admit(&self) -> Result<Admitted, EnrollError> {
+    async fn admit(&self) -> Result<Admitted, RaError> {
         if let Some(remaining) = self.acme.ca_backoff().await? {
             self.metrics.ca_backoff_refused.inc();
             info!(
@@ -394,7 +299,7 @@ impl Engine {
                 waiting = self.slots.max_queued(),
                 "enroll.max_inflight_orders run and enroll.max_queued_orders wait; refusing a new issuance"
             );
-            EnrollError::Busy
+            RaError::Busy
         })
     }
 
@@ -412,9 +317,8 @@ impl Engine {
             self.metrics.fleet_limited.inc();
             warn!(device = %name.as_str(), wait_s = wait.as_secs(), "no turn to issue within acme.order_timeout_s; giving up");
             let f = Failure {
-                status: 503,
-                reason: EnrollError::Busy.to_string(),
                 kind: FailureKind::Unavailable,
+                reason: RaError::Busy.to_string(),
             };
             // The device has had its 202 by now: its retry hears this, once.
             let keep = Duration::from_secs(self.cfg.failure_ttl_s);
@@ -429,7 +333,7 @@ impl Engine {
     /// Seed §8.1: a new CSR counts against the device's `enroll.max_orders_per_device`; an
     /// order being resumed (its URL is in Redis), or a fresh order for a CSR already counted in
     /// the window (its earlier order failed or was abandoned), costs nothing again.
-    async fn take_order_slot(&self, key: &CsrKey, name: &DeviceName) -> Result<(), EnrollError> {
+    async fn take_order_slot(&self, key: &CsrKey, name: &DeviceName) -> Result<(), RaError> {
         let limit = self.cfg.max_orders_per_device;
         if limit == 0 || self.store.order_url(key).await?.is_some() {
             return Ok(());
@@ -444,7 +348,7 @@ impl Engine {
             Some(retry_after_s) => {
                 self.metrics.device_limited.inc();
                 warn!(device = %name.as_str(), limit, "per-device order limit reached; refusing a new order");
-                Err(EnrollError::DeviceLimit {
+                Err(RaError::DeviceLimit {
                     limit,
                     window_s: self.cfg.device_window_s,
                     retry_after_s,
@@ -480,33 +384,24 @@ impl Engine {
                 Err(reason) => {
                     error!(device = %name.as_str(), %reason, "the CA's chain does not match the CSR");
                     Err(Failure {
-                        status: 502,
-                        reason,
                         kind: FailureKind::Issuance,
+                        reason,
                     })
                 }
             },
             Err(e) => {
-                let deadline = matches!(e, IssueError::Deadline { .. });
-                let err = EnrollError::Issue(e);
-                let status = err.status();
-                let kind = match status {
-                    _ if deadline => FailureKind::Deadline,
-                    503 => FailureKind::Unavailable,
-                    _ => FailureKind::Issuance,
-                };
-                error!(device = %name.as_str(), status, ?kind, error = %err, "issuance failed");
+                let kind = e.failure_kind();
+                error!(device = %name.as_str(), ?kind, error = %e, "issuance failed");
                 let f = Failure {
-                    status,
-                    reason: err.to_string(),
                     kind,
+                    reason: e.to_string(),
                 };
                 // A quick transient failure reaches the waiting request directly and is not
                 // remembered: the retry starts again. One that came after the enrolment budget
                 // (an abandoned issuance above all) is remembered, once: the device has had its
                 // 202, and its retry must hear 503 + Retry-After rather than start a new wait.
                 let budget = Duration::from_millis(self.cfg.budget_ms);
-                if status != 503 || started.elapsed() >= budget {
+                if !kind.is_transient() || started.elapsed() >= budget {
                     let keep = Duration::from_secs(self.cfg.failure_ttl_s);
                     if let Err(e) = self.store.set_failure(key, &f, keep).await {
                         warn!(error = %e, "could not record the failure");
@@ -551,7 +446,7 @@ impl Engine {
         spki_der: &[u8],
         name: &DeviceName,
         deadline: Instant,
-    ) -> Result<Option<Result<String, Failure>>, EnrollError> {
+    ) -> Result<Option<Result<String, Failure>>, RaError> {
         loop {
             if let Some(chain) = self.cached(key, spki_der, name).await? {
                 return Ok(Some(Ok(chain)));
@@ -629,19 +524,17 @@ fn check_issued(chain_pem: &str, csr_der: &[u8], name: &DeviceName) -> Result<i6
     chain_fits(chain_pem, csr.spki_der(), name, now_unix()).map_err(|e| e.to_string())
 }
 
-fn chain_to_pkcs7(chain_pem: &str) -> Result<Vec<u8>, EnrollError> {
+fn chain_to_pkcs7(chain_pem: &str) -> Result<Vec<u8>, RaError> {
     let ders = pem::decode_certs(chain_pem).map_err(|e| {
-        EnrollError::Remembered(Failure {
-            status: 500,
+        RaError::Remembered(Failure {
+            kind: FailureKind::Internal,
             reason: format!("stored chain unreadable: {e}"),
-            kind: FailureKind::Issuance,
         })
     })?;
     pkcs7::encode_certs_only(&ders).map_err(|e| {
-        EnrollError::Remembered(Failure {
-            status: 500,
+        RaError::Remembered(Failure {
+            kind: FailureKind::Internal,
             reason: format!("cannot encode PKCS#7: {e}"),
-            kind: FailureKind::Issuance,
         })
     })
 }
@@ -727,9 +620,8 @@ impl Drop for IssuanceGuard {
                 "the issuance task ended without a result; releasing its lock"
             );
             self.tx.send_replace(Some(Err(Failure {
-                status: 503,
-                reason: "the issuance was abandoned; retry later".into(),
                 kind: FailureKind::Abandoned,
+                reason: "the issuance was abandoned; retry later".into(),
             })));
         }
         {
@@ -859,9 +751,8 @@ mod tests {
 
     fn abandoned() -> Result<String, Failure> {
         Err(Failure {
-            status: 503,
-            reason: "the issuance was abandoned; retry later".into(),
             kind: FailureKind::Abandoned,
+            reason: "the issuance was abandoned; retry later".into(),
         })
     }
 

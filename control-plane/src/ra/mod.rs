@@ -8,9 +8,13 @@
 //!   ledger that a sweeper uses to remove leftovers.
 //! - [`store`] is the Redis state shared by every replica.
 //! - [`limits`] bounds the work in flight.
+//! - [`error`] and [`failure`] say what went wrong in no protocol's terms; each front end maps
+//!   them to its own wire answer.
 
 pub mod acme;
 pub mod dns;
 pub mod engine;
+pub mod error;
+pub mod failure;
 pub mod limits;
 pub mod store;

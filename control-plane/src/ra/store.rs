@@ -7,8 +7,8 @@
 //! - `lock:<sha256(csr)>` — random token of the task issuing for that CSR; PX lock, refreshed.
 //! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it
 //!   (only if it is on the ACME directory's origin, [`crate::ra::acme::client::Origin`]).
-//! - `fail:<sha256(csr)>` — JSON of a failed issuance ([`Failure`]: status, reason and
-//!   [`FailureKind`]), kept briefly so the device's retry learns why.
+//! - `fail:<sha256(csr)>` — JSON of a failed issuance ([`Failure`]: its
+//!   [`crate::ra::failure::FailureKind`] and reason), kept briefly so the device's retry learns why.
 //! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key);
 //!   refused if they name URLs outside the directory's origin. Only without
 //!   `acme.account_key_file` (the dev default): with it Redis holds no key material.
@@ -23,6 +23,7 @@
 //!   sweeper removes the record ([`crate::ra::dns::ledger`]). Noted before the UPDATE that adds it,
 //!   dropped once a delete is confirmed.
 //! - `dns:ledger-tries` — hash, member → failed sweeper removals so far (the back-off).
+use crate::ra::failure::Failure;
 use crate::support::clock::now_unix;
 use std::time::Duration;
 
@@ -66,33 +67,6 @@ impl From<redis::RedisError> for StoreError {
      redis.password (ESTUARY_REDIS__PASSWORD), or the password in redis.url"
 )]
 pub struct CredentialsRefused(String);
-
-/// A failure remembered for a CSR.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Failure {
-    /// HTTP status of the internal API answer.
-    pub status: u16,
-    /// What went wrong, for the operator and (below 500) the device.
-    pub reason: String,
-    /// Which kind of failure (absent in records of older versions: [`FailureKind::Issuance`]).
-    #[serde(default)]
-    pub kind: FailureKind,
-}
-
-/// Why an issuance ended without a certificate, as kept in `fail:<sha256(csr)>`.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// The CA or the DNS primary refused, or the CA's answer was unusable.
-    #[default]
-    Issuance,
-    /// The CA or the DNS primary was unavailable (a transient failure; 503).
-    Unavailable,
-    /// Not finished within `acme.order_timeout_s`: abandoned, its order kept for the retry.
-    Deadline,
-    /// The issuance task ended without a result (a panic, or the runtime shutting down).
-    Abandoned,
-}
 
 /// A valid authorisation of a parent domain with RFC 9444 `subdomainAuthAllowed`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -28,7 +28,9 @@ use tracing::{debug, info, warn};
 use super::session::{Enrolled, ServerSession, SessionConfig, Step};
 use super::TeapConfig;
 use crate::metrics::{Metrics, Protocol};
-use crate::ra::engine::{Engine, EnrollError, EnrollRequest, Outcome};
+use crate::ra::engine::{Engine, EnrollRequest, Outcome};
+use crate::ra::error::RaError;
+use crate::ra::failure::FailureKind;
 
 type SessionRef = Arc<tokio::sync::Mutex<ServerSession>>;
 
@@ -378,12 +380,31 @@ impl TeapServer {
 }
 
 /// The one map from an enrolment error to the TEAP Error TLV (RFC 9930 §4.2.6).
-pub fn error_code(e: &EnrollError) -> ErrorCode {
+pub fn error_code(e: &RaError) -> ErrorCode {
     match e {
-        EnrollError::BadCsr(_) => ErrorCode::BAD_CSR,
-        EnrollError::Policy(_) | EnrollError::Name(_) => ErrorCode::BAD_IDENTITY_IN_CSR,
-        other if other.status() == 503 => ErrorCode::INFRASTRUCTURE_UNAVAILABLE,
-        _ => ErrorCode::INTERNAL_CA_ERROR,
+        // RFC 9930 §4.2.6 1025 Bad CSR.
+        RaError::BadCsr(_) => ErrorCode::BAD_CSR,
+        // 1024 Bad Identity in CSR: a name or content the device may not have.
+        RaError::Policy(_) | RaError::Name(_) => ErrorCode::BAD_IDENTITY_IN_CSR,
+        // 1009 Infrastructure Unavailable: Redis, or no turn to issue.
+        RaError::Store(_) | RaError::Busy => ErrorCode::INFRASTRUCTURE_UNAVAILABLE,
+        // The device's own order limit: TEAP has no "too many requests"; the CA side refuses.
+        RaError::DeviceLimit { .. } => ErrorCode::INTERNAL_CA_ERROR,
+        RaError::Issue(i) => failure_code(i.failure_kind()),
+        RaError::Remembered(f) => failure_code(f.kind),
+    }
+}
+
+/// draft-ietf-acme-integrations-17 "Error Handling": ACME badCSR and caa → 1025, rejectedIdentifier
+/// → 1024, anything else the CA or DNS did → 1026 Internal CA Error; a transient condition → 1009.
+fn failure_code(k: FailureKind) -> ErrorCode {
+    match k {
+        FailureKind::CsrRefused | FailureKind::CaaForbids => ErrorCode::BAD_CSR,
+        FailureKind::IdentifierRefused => ErrorCode::BAD_IDENTITY_IN_CSR,
+        FailureKind::Issuance | FailureKind::Internal => ErrorCode::INTERNAL_CA_ERROR,
+        FailureKind::Unavailable | FailureKind::Deadline | FailureKind::Abandoned => {
+            ErrorCode::INFRASTRUCTURE_UNAVAILABLE
+        }
     }
 }
 
@@ -406,4 +427,47 @@ fn reject(radius_id: u8, eap_id: u8) -> Packet {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod error_map_tests {
+    use super::*;
+    use crate::ra::acme::problem::{IssueError, ProblemType};
+
+    /// draft-ietf-acme-integrations-17 "Error Handling" table, TEAP column.
+    #[test]
+    fn ca_problems_map_to_the_draft_17_teap_errors() {
+        let rejected = |problem| {
+            RaError::Issue(IssueError::CaRejected {
+                problem,
+                detail: "d".into(),
+            })
+        };
+        for (e, want) in [
+            (rejected(ProblemType::BadCsr), ErrorCode::BAD_CSR),
+            (rejected(ProblemType::Caa), ErrorCode::BAD_CSR),
+            (
+                rejected(ProblemType::RejectedIdentifier),
+                ErrorCode::BAD_IDENTITY_IN_CSR,
+            ),
+            (
+                rejected(ProblemType::Unauthorized),
+                ErrorCode::INTERNAL_CA_ERROR,
+            ),
+            (
+                rejected(ProblemType::Other("x".into())),
+                ErrorCode::INTERNAL_CA_ERROR,
+            ),
+            (
+                RaError::Issue(IssueError::CaUnavailable {
+                    detail: "d".into(),
+                    retry_after: None,
+                }),
+                ErrorCode::INFRASTRUCTURE_UNAVAILABLE,
+            ),
+            (RaError::Busy, ErrorCode::INFRASTRUCTURE_UNAVAILABLE),
+        ] {
+            assert_eq!(error_code(&e), want, "{e:?}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::ra::dns::update::DnsError;
+use crate::ra::failure::FailureKind;
 use crate::ra::store::StoreError;
 
 /// ACME problem types (RFC 8555 §6.7), typed; unknown ones are kept.
@@ -143,6 +144,47 @@ pub enum IssueError {
 }
 
 impl IssueError {
+    /// What the failure means, in no protocol's terms ([`FailureKind`]); each front end maps
+    /// that to its wire answer.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            // The CA being slow or silent is not the device's fault: retry later.
+            Self::CaUnavailable { .. }
+            | Self::OrderTimeout { .. }
+            | Self::CaNoAnswer(_)
+            // RFC 8555 §6.7 rateLimited: the account's limit, not the device's doing.
+            | Self::CaRateLimited { .. }
+            | Self::CaBackoff { .. }
+            | Self::Store(_) => FailureKind::Unavailable,
+            Self::Deadline { .. } => FailureKind::Deadline,
+            Self::CaRejected { problem, .. } => match problem {
+                ProblemType::BadCsr => FailureKind::CsrRefused,
+                ProblemType::RejectedIdentifier => FailureKind::IdentifierRefused,
+                ProblemType::Caa => FailureKind::CaaForbids,
+                ProblemType::BadNonce
+                | ProblemType::RateLimited
+                | ProblemType::Unauthorized
+                | ProblemType::Dns
+                | ProblemType::IncorrectResponse
+                | ProblemType::ServerInternal
+                | ProblemType::OrderNotReady
+                | ProblemType::Connection
+                | ProblemType::AccountDoesNotExist
+                | ProblemType::Other(_) => FailureKind::Issuance,
+            },
+            Self::Dns(d) if !d.is_permanent() => FailureKind::Unavailable,
+            // The CA could not query our DNS primary: not the device's doing, retry later.
+            Self::ChallengeFailed {
+                unreachable: true, ..
+            } => FailureKind::Unavailable,
+            Self::Dns(_)
+            | Self::CaProtocol(_)
+            | Self::ChallengeFailed { .. }
+            | Self::BadChain(_)
+            | Self::NoDnsChallenge(_) => FailureKind::Issuance,
+        }
+    }
+
     /// Worth another attempt at once (a fresh order).
     pub fn is_transient(&self) -> bool {
         match self {
