@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use estuary_control_plane::ra::dns::update::{
-    DnsConfig, DnsError, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord,
-};
+use estuary_control_plane::config::dns::{DnsConfig, TsigAlgorithmName, TsigSecret};
+use estuary_control_plane::ra::dns::update::{DnsError, DnsUpdater, TxtRecord};
 use estuary_tests::bind::Bind;
 
 fn config(bind: &Bind) -> DnsConfig {

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use estuary_control_plane::config::dns::{DnsConfig, TsigAlgorithmName, TsigSecret};
 use estuary_control_plane::ra::dns::batch::DnsBatcher;
 use estuary_control_plane::ra::dns::ledger::{self, LedgerError, LedgeredDns};
-use estuary_control_plane::ra::dns::update::{
-    DnsConfig, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord,
-};
+use estuary_control_plane::ra::dns::update::{DnsUpdater, TxtRecord};
 use estuary_control_plane::ra::store::Store;
 use estuary_control_plane::support::clock::now_unix;
 use estuary_tests::bind::Bind;

@@ -33,9 +33,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use estuary_control_plane::ra::dns::update::{
-    DnsConfig, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord,
-};
+use estuary_control_plane::config::dns::{DnsConfig, TsigAlgorithmName, TsigSecret};
+use estuary_control_plane::ra::dns::update::{DnsUpdater, TxtRecord};
 use estuary_tests::dev_stack::{filter_config, DevStack, DevStackOptions};
 use estuary_tests::pki::Ca;
 use estuary_tests::stack::{metric_value, DEV_PARENT};

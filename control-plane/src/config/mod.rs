@@ -29,6 +29,8 @@
 //! Loading collects every problem it can find (unknown keys, wrong types, bad values in any
 //! section, missing sections) and reports them together, so an operator fixes a config in one
 //! pass.
+pub mod dns;
+
 use crate::support::pem_file::read_certs;
 use crate::support::secret::Secret;
 use std::collections::BTreeMap;
@@ -45,7 +47,7 @@ use estuary_proto::policy::KeyPolicy;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::ra::dns::update::DnsConfig;
+use crate::config::dns::DnsConfig;
 
 /// The whole configuration.
 #[derive(Debug)]
@@ -309,8 +311,11 @@ pub struct AcmeConfig {
     pub rate_limit_backoff_max_s: u64,
 }
 
+/// Default of `acme.dns_batch_max_queue`: requests waiting per DNS batch worker (add, delete).
+pub const DEFAULT_DNS_BATCH_MAX_QUEUE: usize = 1000;
+
 fn default_dns_batch_max_queue() -> usize {
-    crate::ra::dns::batch::DEFAULT_MAX_QUEUE
+    DEFAULT_DNS_BATCH_MAX_QUEUE
 }
 fn default_rate_limit_backoff_s() -> u64 {
     300

@@ -28,8 +28,6 @@ use crate::ra::dns::update::{DnsError, DnsUpdater, TxtRecord, UpdateCounter};
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
 /// Default largest number of records in one message.
 pub const DEFAULT_MAX_RECORDS: usize = 100;
-/// Default largest number of requests waiting per worker (add, delete).
-pub const DEFAULT_MAX_QUEUE: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -268,7 +266,7 @@ fn copy_error(e: &DnsError) -> DnsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ra::dns::update::{DnsConfig, TsigAlgorithmName, TsigSecret};
+    use crate::config::dns::{DnsConfig, TsigAlgorithmName, TsigSecret};
 
     /// A DNS primary that takes every UPDATE and never answers: the worker stays on its first
     /// message while the test fills the queue.
