@@ -11,6 +11,7 @@
 //! The wire formats (EAP, TEAP frames and TLVs, Crypto-Binding, RADIUS, MS-MPPE) are
 //! `estuary_proto`'s.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod peer;
 pub mod session;
