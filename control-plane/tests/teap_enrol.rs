@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{pem_blocks, pkcs7_to_pem, sh, PARENT};
-use estuary_control_plane::teap::peer::{self, CsrMaker, PeerError};
 use estuary_proto::eap::{EapCode, EapPacket, EapType};
 use estuary_proto::radius::{self, AttrType, Code, Packet};
 use estuary_proto::teap::{ErrorCode, Status, Tlv, TlvType};
+use estuary_teap::peer::{self, CsrMaker, PeerError};
 use teap_support::*;
 
 fn csr_maker(key_out: Arc<Mutex<Option<String>>>) -> CsrMaker {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use estuary_control_plane::teap::peer;
+use estuary_teap::peer;
 use estuary_tests::util::{free_port, KillOnDrop, TempDir};
 use teap_support::*;
 

@@ -1,13 +1,13 @@
 //! `estuary-pledge teap`: enrolment over EAP-TEAP (RFC 9930), acting as peer and NAS at once —
 //! RADIUS Access-Requests with EAP-Message straight to the TEAP server. The peer itself lives in
-//! the control plane's crate (`estuary_control_plane::teap::peer`), next to the server it is
+//! the `estuary-teap` crate (`estuary_teap::peer`), beside the server's session and tunnel it is
 //! tested against; this module turns its outcome into files.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use estuary_control_plane::teap::peer::{self, csr_from_attrs, PeerConfig};
+use estuary_teap::peer::{self, csr_from_attrs, PeerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 

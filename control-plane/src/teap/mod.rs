@@ -2,10 +2,10 @@
 //! relays EAP-TEAP to this server; inside the tunnel the device sends a CSR and gets its
 //! certificate from the same RA [`crate::ra::engine::Engine`] that EST uses.
 //!
-//! - [`tunnel`]: rustls over EAP, with TEAP fragmentation and reassembly;
-//! - [`session`]: the server's EAP-TEAP state machine (no I/O);
 //! - [`server`]: the RADIUS/UDP listener, conversation table, duplicate cache, engine calls;
-//! - [`peer`]: a TEAP peer that is its own NAS (for the pledge CLI and the tests).
+//! - the `estuary-teap` crate: the TLS tunnel over EAP ([`estuary_teap::tunnel`]), the
+//!   server's EAP-TEAP state machine without I/O ([`estuary_teap::session`]) that [`server`]
+//!   drives, and the TEAP peer the pledge CLI and the tests use ([`estuary_teap::peer`]).
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -13,10 +13,7 @@ use serde::Deserialize;
 
 use crate::support::secret::Secret;
 
-pub mod peer;
 pub mod server;
-pub mod session;
-pub mod tunnel;
 
 /// `[teap]`: the RADIUS/EAP-TEAP listener. Absent: no RADIUS listener.
 #[derive(Debug, Deserialize)]

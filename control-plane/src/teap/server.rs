@@ -18,6 +18,7 @@ use estuary_proto::identity::TrustPolicy;
 use estuary_proto::policy::KeyPolicy;
 use estuary_proto::radius::{self, AttrType, Code, Packet};
 use estuary_proto::teap::ErrorCode;
+use estuary_teap::session::{Enrolled, ServerSession, SessionConfig, Step};
 use rand::RngCore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -25,7 +26,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use super::session::{Enrolled, ServerSession, SessionConfig, Step};
 use super::TeapConfig;
 use crate::metrics::{Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};

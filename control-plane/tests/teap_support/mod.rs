@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use estuary_control_plane::teap::peer::PeerConfig;
+use estuary_teap::peer::PeerConfig;
 use estuary_tests::pki::{DevPki, Issued};
 use estuary_tests::stack::CpOptions;
 use estuary_tests::util::{free_port, TempDir};

@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConnection;
 use tokio::net::UdpSocket;
 
-use super::tunnel::{Incoming, Tunnel, TunnelError};
+use crate::tunnel::{Incoming, Tunnel, TunnelError};
 
 /// Builds a CSR (DER) from the server's CSR-Attributes (DER; `None` when the server sent
 /// none).

@@ -21,7 +21,7 @@ use estuary_proto::teap::{
 };
 use rustls::ServerConnection;
 
-use super::tunnel::{Incoming, Tunnel, TunnelError};
+use crate::tunnel::{Incoming, Tunnel, TunnelError};
 
 /// What the RADIUS layer does next.
 pub enum Step {
