@@ -30,6 +30,7 @@
 //! section, missing sections) and reports them together, so an operator fixes a config in one
 //! pass.
 pub mod dns;
+pub mod teap;
 
 use crate::support::pem_file::read_certs;
 use crate::support::secret::Secret;
@@ -80,7 +81,7 @@ pub struct Enrolment {
     /// the certificates of `est.ca_certs_file` (the ACME CA, which issues LDevIDs).
     pub trust: TrustPolicy,
     /// `[teap]`: the RADIUS/EAP-TEAP listener, when present. It enrols through EST.
-    pub teap: Option<crate::teap::TeapConfig>,
+    pub teap: Option<crate::config::teap::TeapConfig>,
 }
 
 impl Config {
@@ -582,7 +583,8 @@ impl Config {
         let dns: Option<DnsConfig> = section(&root, "dns", cloud, &mut errors);
         let redis: Option<RedisConfig> = section(&root, "redis", false, &mut errors);
         let enroll: Option<EnrollConfig> = section(&root, "enroll", true, &mut errors);
-        let teap: Option<crate::teap::TeapConfig> = section(&root, "teap", true, &mut errors);
+        let teap: Option<crate::config::teap::TeapConfig> =
+            section(&root, "teap", true, &mut errors);
         if let Some(t) = &teap {
             errors.extend(t.validate());
         }
@@ -819,7 +821,7 @@ impl DefaultIfOptional for EstConfig {}
 impl DefaultIfOptional for AcmeConfig {}
 impl DefaultIfOptional for DnsConfig {}
 impl DefaultIfOptional for RedisConfig {}
-impl DefaultIfOptional for crate::teap::TeapConfig {}
+impl DefaultIfOptional for crate::config::teap::TeapConfig {}
 impl DefaultIfOptional for crate::brski::registrar::BrskiConfig {}
 impl DefaultIfOptional for EnrollConfig {
     fn default_value() -> Option<Self> {

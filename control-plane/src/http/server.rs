@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::brski::registrar::Registrar;
+use crate::config::teap::TeapConfig;
 use crate::config::{Config, Enrolment};
 use crate::est::api::{self, AppState, EstService};
 use crate::http::health;
@@ -25,7 +26,6 @@ use crate::ra::dns::update::DnsUpdater;
 use crate::ra::engine::Engine;
 use crate::ra::store::Store;
 use crate::support::pem_file::read_certs;
-use crate::teap::TeapConfig;
 use axum::Router;
 
 /// Builds the application state from a config (the HTTP side only: `[teap]` and `[brski]` are

@@ -26,7 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use super::TeapConfig;
+use crate::config::teap::TeapConfig;
 use crate::metrics::{Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
 use crate::ra::error::RaError;
