@@ -24,7 +24,7 @@
 //! to the registrar voucher request and required in the voucher, or answers `404` for a pledge
 //! no owner claims.
 use crate::support::clock::now_unix;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,23 +32,19 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use estuary_proto::cert::CertSummary;
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::identity::ManufacturerName;
 use estuary_proto::voucher::{self, Assertion, Voucher, VoucherRequest, CT_VOUCHER_CMS_JSON};
-use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::brski::answer::{
+    authorized, client_cert, count, error_response, failure_label, redirect_response,
+};
 use crate::brski::cloud::{Cloud, OwnerPath};
 use crate::brski::error::BrskiError;
-use crate::http::auth::bearer_ok;
+use crate::brski::masa_client::{masa_status_error, MasaClient};
 use crate::metrics::Metrics;
-use crate::support::https::{self, HttpsClient, Roots};
 use crate::support::pem_file::{first_cert, read_certs};
 use crate::support::secret::Secret;
 
@@ -62,9 +58,6 @@ pub const ENROLLSTATUS_PATH: &str = "/estuary/v1/brski/enrollstatus";
 pub const REQUESTAUDITLOG_PATH: &str = "/estuary/v1/brski/requestauditlog";
 /// Header with the TLS client certificate (base64 of its DER), set by the edge.
 pub const HDR_CLIENT_CERT: &str = estuary_proto::internal_api::HDR_CLIENT_CERT;
-
-const MASA_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_MASA_BODY: usize = 256 * 1024;
 
 /// `[brski]`: the registrar.
 #[derive(Debug, Deserialize)]
@@ -208,7 +201,7 @@ struct Manufacturer {
     idevid_ca: Vec<u8>,
     masa_anchor: Vec<u8>,
     masa_url: Option<String>,
-    client: HttpsClient,
+    masa: MasaClient,
 }
 
 /// The registrar: keys, manufacturers, Redis.
@@ -218,18 +211,14 @@ pub struct Registrar {
     key: p256::ecdsa::SigningKey,
     manufacturers: Vec<Manufacturer>,
     /// Status reports and the voucher request limit (Redis, with deadlines).
-    store: crate::ra::store::Store,
-    status_ttl_s: u64,
-    retry_after_s: u64,
-    token: Secret,
-    metrics: Arc<Metrics>,
+    pub(super) store: crate::ra::store::Store,
+    pub(super) status_ttl_s: u64,
+    pub(super) retry_after_s: u64,
+    pub(super) token: Secret,
+    pub(super) metrics: Arc<Metrics>,
     cloud: Option<Cloud>,
     /// `voucher_requests_per_pledge`, `voucher_window_s`.
     voucher_limit: (u32, u64),
-}
-
-fn masa_client(anchor: &Path) -> anyhow::Result<HttpsClient> {
-    Ok(https::client(Roots::PemFile(anchor))?)
 }
 
 impl Registrar {
@@ -272,7 +261,7 @@ impl Registrar {
                 idevid_ca: first_cert(&m.idevid_ca_file)?,
                 masa_anchor: first_cert(&m.masa_ca_file)?,
                 masa_url: m.masa_url.clone(),
-                client: masa_client(&m.masa_ca_file)?,
+                masa: MasaClient::new(&m.masa_ca_file)?,
             });
         }
         // Prove the key matches the certificate now rather than on the first pledge.
@@ -299,116 +288,17 @@ impl Registrar {
     }
 }
 
-/// The router for the BRSKI internal API paths.
-pub fn router(registrar: Arc<Registrar>) -> Router {
-    Router::new()
-        .route(REQUESTVOUCHER_PATH, post(requestvoucher))
-        .route(VOUCHER_STATUS_PATH, post(voucher_status))
-        .route(ENROLLSTATUS_PATH, post(enrollstatus))
-        .route(
-            REQUESTAUDITLOG_PATH,
-            post(requestauditlog).get(requestauditlog),
-        )
-        .with_state(registrar)
-}
-
-fn text(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{body}\n"),
-    )
-        .into_response()
-}
-
-fn error_response(reg: &Registrar, e: &BrskiError) -> Response {
-    let status = e.status();
-    if status.is_server_error() {
-        warn!(status = status.as_u16(), error = %e, "BRSKI request failed");
-    } else {
-        info!(status = status.as_u16(), error = %e, "BRSKI request refused");
-    }
-    let body = match e {
-        BrskiError::MasaUnavailable(_) => "the MASA is unavailable; retry later".to_string(),
-        BrskiError::Store(_) => "status store unavailable; retry later".to_string(),
-        BrskiError::BadVoucher(_) => "the MASA returned an invalid voucher".to_string(),
-        BrskiError::Internal(_) => "internal error".to_string(),
-        other => other.to_string(),
-    };
-    let mut r = text(status, body);
-    if let BrskiError::TooManyRequests { retry_after_s, .. } = e {
-        if let Ok(v) = retry_after_s.to_string().parse() {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-    }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        if let Ok(v) = reg.retry_after_s.to_string().parse() {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-    }
-    r
-}
-
-/// Counts one request in `estuary_brski_requests_total{op,result}`.
-fn count(reg: &Registrar, op: &str, result: &str) {
-    reg.metrics
-        .brski
-        .get_or_create(&vec![
-            ("op".to_string(), op.to_string()),
-            ("result".to_string(), result.to_string()),
-        ])
-        .inc();
-}
-
-/// The `result` label of a failure: unknown (cloud registrar, no owner), rejected (other 4xx),
-/// unavailable (503), failed (other 5xx).
-fn failure_label(e: &BrskiError) -> &'static str {
-    let s = e.status();
-    if matches!(e, BrskiError::UnknownOwner { .. }) {
-        "unknown"
-    } else if s.is_client_error() {
-        "rejected"
-    } else if s == StatusCode::SERVICE_UNAVAILABLE {
-        "unavailable"
-    } else {
-        "failed"
-    }
-}
-
-fn authorized(reg: &Registrar, headers: &HeaderMap) -> Option<Response> {
-    if bearer_ok(headers, &reg.token) {
-        None
-    } else {
-        Some(text(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token: only the Estuary proxy may call this API".into(),
-        ))
-    }
-}
-
-fn client_cert(headers: &HeaderMap) -> Result<(Vec<u8>, CertSummary), BrskiError> {
-    let raw = headers
-        .get(HDR_CLIENT_CERT)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(BrskiError::NoClientCert)?;
-    let der = STANDARD
-        .decode(raw.trim())
-        .map_err(|_| BrskiError::NoClientCert)?;
-    let summary = CertSummary::from_der(&der).map_err(|_| BrskiError::NoClientCert)?;
-    Ok((der, summary))
-}
-
-async fn requestvoucher(
+pub async fn requestvoucher(
     State(reg): State<Arc<Registrar>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = authorized(&reg, &headers) {
+    if let Some(r) = authorized(&reg.token, &headers) {
         return r;
     }
     match handle_requestvoucher(&reg, &headers, &body).await {
         Ok(VoucherAnswer::Voucher(cms)) => {
-            count(&reg, "requestvoucher", "voucher");
+            count(&reg.metrics, "requestvoucher", "voucher");
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, CT_VOUCHER_CMS_JSON)],
@@ -417,12 +307,12 @@ async fn requestvoucher(
                 .into_response()
         }
         Ok(VoucherAnswer::Redirect(location)) => {
-            count(&reg, "requestvoucher", "redirect");
+            count(&reg.metrics, "requestvoucher", "redirect");
             redirect_response(location)
         }
         Err(e) => {
-            count(&reg, "requestvoucher", failure_label(&e));
-            error_response(&reg, &e)
+            count(&reg.metrics, "requestvoucher", failure_label(&e));
+            error_response(reg.retry_after_s, &e)
         }
     }
 }
@@ -434,26 +324,6 @@ enum VoucherAnswer {
     /// 307 (cloud registrar, draft-ietf-anima-brski-cloud §3.2): the owner registrar's
     /// requestvoucher URL.
     Redirect(HeaderValue),
-}
-
-/// `307 Temporary Redirect` to `location`, with a short text body.
-fn redirect_response(location: HeaderValue) -> Response {
-    let body = format!(
-        "this pledge's owner runs its own registrar: {}\n",
-        location.to_str().unwrap_or("see Location")
-    );
-    (
-        StatusCode::TEMPORARY_REDIRECT,
-        [
-            (header::LOCATION, location),
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            ),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 /// Counts one voucher request of the pledge with this IDevID against
@@ -489,6 +359,29 @@ fn manufacturer_of<'a>(reg: &'a Registrar, idevid: &[u8]) -> Option<&'a Manufact
     reg.manufacturers
         .iter()
         .find(|m| cms_signed::verify_issued_by(idevid, &m.idevid_ca).is_ok())
+}
+
+/// Signs a registrar voucher request with the registrar key and POSTs it to
+/// `<masa>/.well-known/brski/<op>` (RFC 8995 §5.5, §5.8); the body of a 200, else the MASA's
+/// refusal as an error.
+async fn signed_to_masa(
+    reg: &Registrar,
+    m: &Manufacturer,
+    masa: &str,
+    op: &str,
+    rvr: &VoucherRequest,
+) -> Result<Vec<u8>, BrskiError> {
+    let json = rvr
+        .to_json()
+        .map_err(|e| BrskiError::Internal(e.to_string()))?;
+    let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &reg.cert, &reg.chain, &reg.key)
+        .map_err(|e| BrskiError::Internal(e.to_string()))?;
+    let url = format!("{}/.well-known/brski/{op}", masa.trim_end_matches('/'));
+    let (status, body) = m.masa.post(&url, CT_VOUCHER_CMS_JSON, signed).await?;
+    if status != 200 {
+        return Err(masa_status_error(status, &body));
+    }
+    Ok(body)
 }
 
 async fn handle_requestvoucher(
@@ -640,159 +533,8 @@ async fn handle_requestvoucher(
     Ok(VoucherAnswer::Voucher(rbody))
 }
 
-fn masa_status_error(status: u16, body: &[u8]) -> BrskiError {
-    let reason = std::str::from_utf8(body)
-        .ok()
-        .map(str::trim)
-        .filter(|t| t.len() <= 512 && t.chars().all(|c| !c.is_control()))
-        .unwrap_or("")
-        .to_string();
-    match status {
-        503 | 429 => BrskiError::MasaUnavailable(format!("MASA answered {status}")),
-        400..=499 => BrskiError::MasaRefused { status, reason },
-        _ => BrskiError::BadVoucher(format!("MASA answered {status}: {reason}")),
-    }
-}
-
-/// Signs a registrar voucher request with the registrar key and POSTs it to
-/// `<masa>/.well-known/brski/<op>` (RFC 8995 §5.5, §5.8); the body of a 200, else the MASA's
-/// refusal as an error.
-async fn signed_to_masa(
-    reg: &Registrar,
-    m: &Manufacturer,
-    masa: &str,
-    op: &str,
-    rvr: &VoucherRequest,
-) -> Result<Vec<u8>, BrskiError> {
-    let json = rvr
-        .to_json()
-        .map_err(|e| BrskiError::Internal(e.to_string()))?;
-    let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &reg.cert, &reg.chain, &reg.key)
-        .map_err(|e| BrskiError::Internal(e.to_string()))?;
-    let url = format!("{}/.well-known/brski/{op}", masa.trim_end_matches('/'));
-    let (status, body) = masa_post(m, &url, CT_VOUCHER_CMS_JSON, signed).await?;
-    if status != 200 {
-        return Err(masa_status_error(status, &body));
-    }
-    Ok(body)
-}
-
-async fn masa_post(
-    m: &Manufacturer,
-    url: &str,
-    content_type: &str,
-    body: Vec<u8>,
-) -> Result<(u16, Vec<u8>), BrskiError> {
-    let req = hyper::Request::post(url)
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::ACCEPT, CT_VOUCHER_CMS_JSON)
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| BrskiError::Forbidden(format!("MASA URL {url:?} is unusable: {e}")))?;
-    // One deadline for the whole exchange, the body included: a MASA that sends its headers
-    // and then stalls must not hold the pledge (or this task) forever.
-    let exchange = async {
-        let rsp = m
-            .client
-            .request(req)
-            .await
-            .map_err(|e| BrskiError::MasaUnavailable(format!("{url}: {e}")))?;
-        let status = rsp.status().as_u16();
-        let body = http_body_util::Limited::new(rsp.into_body(), MAX_MASA_BODY)
-            .collect()
-            .await
-            .map_err(|e| BrskiError::MasaUnavailable(format!("reading {url}: {e}")))?
-            .to_bytes()
-            .to_vec();
-        Ok((status, body))
-    };
-    tokio::time::timeout(MASA_TIMEOUT, exchange)
-        .await
-        .map_err(|_| BrskiError::MasaUnavailable(format!("{url}: no complete answer in time")))?
-}
-
-#[derive(Clone, Copy)]
-enum StatusKind {
-    Voucher,
-    Enroll,
-}
-
-async fn voucher_status(
-    State(reg): State<Arc<Registrar>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    status_report(&reg, &headers, &body, StatusKind::Voucher).await
-}
-
-async fn enrollstatus(
-    State(reg): State<Arc<Registrar>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    status_report(&reg, &headers, &body, StatusKind::Enroll).await
-}
-
-/// RFC 8995 §5.7 / §5.9.4: `{"version": 1, "status": bool, "reason": "...", ...}`.
-async fn status_report(
-    reg: &Registrar,
-    headers: &HeaderMap,
-    body: &[u8],
-    kind: StatusKind,
-) -> Response {
-    if let Some(r) = authorized(reg, headers) {
-        return r;
-    }
-    let result = async {
-        let (_, cert) = client_cert(headers)?;
-        let serial = cert
-            .subject_serial_number()
-            .or_else(|| cert.dns_names().first().and_then(|n| n.split('.').next()))
-            .ok_or_else(|| BrskiError::Forbidden("the client certificate names no device".into()))?
-            .to_string();
-        let v: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| BrskiError::BadRequest(format!("status is not JSON: {e}")))?;
-        let ok = v
-            .get("status")
-            .and_then(serde_json::Value::as_bool)
-            .ok_or_else(|| BrskiError::BadRequest("status report needs a boolean \"status\"".into()))?;
-        let reason = v.get("reason").and_then(|r| r.as_str()).unwrap_or("");
-        let name = match kind {
-            StatusKind::Voucher => "voucher_status",
-            StatusKind::Enroll => "enrollstatus",
-        };
-        info!(serial = %serial, status = ok, reason = %reason.escape_debug(), "BRSKI {name} report");
-        let stored = serde_json::json!({"at": now_unix(), "report": v}).to_string();
-        reg.store
-            .put_expiring(
-                &format!("brski:{name}"),
-                &serial,
-                &stored,
-                Duration::from_secs(reg.status_ttl_s),
-            )
-            .await
-            .map_err(|e| BrskiError::Store(e.to_string()))?;
-        Ok::<bool, BrskiError>(ok)
-    }
-    .await;
-    let op = match kind {
-        StatusKind::Voucher => "voucher_status",
-        StatusKind::Enroll => "enrollstatus",
-    };
-    match result {
-        Ok(ok) => {
-            // The pledge's own verdict (RFC 8995 §5.7 `status`).
-            count(reg, op, if ok { "success" } else { "failure" });
-            text(StatusCode::OK, "status recorded".into())
-        }
-        Err(e) => {
-            count(reg, op, failure_label(&e));
-            error_response(reg, &e)
-        }
-    }
-}
-
-async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderMap) -> Response {
-    if let Some(r) = authorized(&reg, &headers) {
+pub async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderMap) -> Response {
+    if let Some(r) = authorized(&reg.token, &headers) {
         return r;
     }
     let result = async {
@@ -822,7 +564,7 @@ async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderMap) 
     .await;
     match result {
         Ok(body) => {
-            count(&reg, "requestauditlog", "ok");
+            count(&reg.metrics, "requestauditlog", "ok");
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -831,8 +573,8 @@ async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderMap) 
                 .into_response()
         }
         Err(e) => {
-            count(&reg, "requestauditlog", failure_label(&e));
-            error_response(&reg, &e)
+            count(&reg.metrics, "requestauditlog", failure_label(&e));
+            error_response(reg.retry_after_s, &e)
         }
     }
 }

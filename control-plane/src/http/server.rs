@@ -41,7 +41,7 @@ pub fn app(state: Arc<AppState>, store: Store, brski: Option<Arc<Registrar>>) ->
     let metrics = Arc::clone(&state.metrics);
     let mut app = api::router(state).merge(health::router(metrics, store));
     if let Some(registrar) = brski {
-        app = app.merge(crate::brski::registrar::router(registrar));
+        app = app.merge(crate::brski::routes::router(registrar));
     }
     app
 }
