@@ -512,7 +512,7 @@ impl Cloud {
             .arg(owner_key(&self.prefix, manufacturer, serial))
             .query_async(&mut conn)
             .await
-            .map_err(|e| BrskiError::Store(e.to_string()))?;
+            .map_err(|e| BrskiError::Store(e.into()))?;
         Ok(self.owners.resolve(manufacturer, serial, stored.as_deref()))
     }
 }

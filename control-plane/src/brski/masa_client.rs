@@ -8,7 +8,7 @@ use axum::http::header;
 use estuary_proto::voucher::CT_VOUCHER_CMS_JSON;
 use http_body_util::{BodyExt, Full};
 
-use crate::brski::error::BrskiError;
+use crate::brski::error::{BadVoucher, BrskiError, MasaUnavailable, Refusal};
 use crate::support::https::{self, HttpsClient, Roots};
 
 const MASA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +38,10 @@ impl MasaClient {
             .header(header::CONTENT_TYPE, content_type)
             .header(header::ACCEPT, CT_VOUCHER_CMS_JSON)
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| BrskiError::Forbidden(format!("MASA URL {url:?} is unusable: {e}")))?;
+            .map_err(|e| Refusal::MasaUrl {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?;
         // One deadline for the whole exchange, the body included: a MASA that sends its headers
         // and then stalls must not hold the pledge (or this task) forever.
         let exchange = async {
@@ -46,21 +49,25 @@ impl MasaClient {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| BrskiError::MasaUnavailable(format!("{url}: {e}")))?;
+                .map_err(|e| MasaUnavailable::Unreachable {
+                    url: url.to_string(),
+                    detail: e.to_string(),
+                })?;
             let status = rsp.status().as_u16();
             let body = http_body_util::Limited::new(rsp.into_body(), MAX_MASA_BODY)
                 .collect()
                 .await
-                .map_err(|e| BrskiError::MasaUnavailable(format!("reading {url}: {e}")))?
+                .map_err(|e| MasaUnavailable::Unreadable {
+                    url: url.to_string(),
+                    detail: e.to_string(),
+                })?
                 .to_bytes()
                 .to_vec();
             Ok((status, body))
         };
         tokio::time::timeout(MASA_TIMEOUT, exchange)
             .await
-            .map_err(|_| {
-                BrskiError::MasaUnavailable(format!("{url}: no complete answer in time"))
-            })?
+            .map_err(|_| BrskiError::from(MasaUnavailable::Timeout(url.to_string())))?
     }
 }
 
@@ -73,8 +80,8 @@ pub fn masa_status_error(status: u16, body: &[u8]) -> BrskiError {
         .unwrap_or("")
         .to_string();
     match status {
-        503 | 429 => BrskiError::MasaUnavailable(format!("MASA answered {status}")),
+        503 | 429 => MasaUnavailable::Busy(status).into(),
         400..=499 => BrskiError::MasaRefused { status, reason },
-        _ => BrskiError::BadVoucher(format!("MASA answered {status}: {reason}")),
+        _ => BadVoucher::Status { status, reason }.into(),
     }
 }

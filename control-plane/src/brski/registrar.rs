@@ -42,7 +42,7 @@ use crate::brski::answer::{
     authorized, client_cert, count, error_response, failure_label, redirect_response,
 };
 use crate::brski::cloud::{Cloud, OwnerPath};
-use crate::brski::error::BrskiError;
+use crate::brski::error::{BadRequest, BadVoucher, BrskiError, Internal, Refusal};
 use crate::brski::masa_client::{masa_status_error, MasaClient};
 use crate::metrics::Metrics;
 use crate::support::pem_file::{first_cert, read_certs};
@@ -342,8 +342,7 @@ async fn take_voucher_slot(reg: &Registrar, idevid_der: &[u8]) -> Result<(), Brs
     match reg
         .store
         .take_window_slot("brski:vr", &id, None, limit, window)
-        .await
-        .map_err(|e| BrskiError::Store(e.to_string()))?
+        .await?
     {
         None => Ok(()),
         Some(retry_after_s) => Err(BrskiError::TooManyRequests {
@@ -371,11 +370,9 @@ async fn signed_to_masa(
     op: &str,
     rvr: &VoucherRequest,
 ) -> Result<Vec<u8>, BrskiError> {
-    let json = rvr
-        .to_json()
-        .map_err(|e| BrskiError::Internal(e.to_string()))?;
+    let json = rvr.to_json().map_err(Internal::Encode)?;
     let signed = cms_signed::sign(ANIMA_JSON_VOUCHER, &json, &reg.cert, &reg.chain, &reg.key)
-        .map_err(|e| BrskiError::Internal(e.to_string()))?;
+        .map_err(Internal::Sign)?;
     let url = format!("{}/.well-known/brski/{op}", masa.trim_end_matches('/'));
     let (status, body) = m.masa.post(&url, CT_VOUCHER_CMS_JSON, signed).await?;
     if status != 200 {
@@ -390,39 +387,28 @@ async fn handle_requestvoucher(
     body: &[u8],
 ) -> Result<VoucherAnswer, BrskiError> {
     let (idevid_der, idevid) = client_cert(headers)?;
-    let bad = |s: String| BrskiError::BadRequest(s);
     // §5.5: the voucher request must be signed by the IDevID of the TLS connection.
-    let pvr = cms_signed::verify(body, ANIMA_JSON_VOUCHER).map_err(|e| bad(e.to_string()))?;
+    let pvr = cms_signed::verify(body, ANIMA_JSON_VOUCHER).map_err(BadRequest::Cms)?;
     if pvr.signer_cert != idevid_der {
-        return Err(BrskiError::Forbidden(
-            "the voucher request is not signed by the certificate this TLS connection authenticated with".into(),
-        ));
+        return Err(Refusal::NotSignedByClient.into());
     }
-    let m = manufacturer_of(reg, &idevid_der).ok_or_else(|| {
-        BrskiError::Forbidden(
-            "unknown manufacturer: the IDevID's issuer is not accepted by this registrar".into(),
-        )
-    })?;
-    let req = VoucherRequest::from_json(&pvr.content).map_err(|e| bad(e.to_string()))?;
+    let m = manufacturer_of(reg, &idevid_der).ok_or(Refusal::UnknownManufacturer)?;
+    let req = VoucherRequest::from_json(&pvr.content).map_err(BadRequest::Json)?;
     if req.assertion != Some(Assertion::Proximity) {
-        return Err(bad("assertion must be \"proximity\" (RFC 8995 §3.3)".into()));
+        return Err(BadRequest::NotProximity.into());
     }
     let prox = req
         .proximity_registrar_cert_der()
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(BadRequest::ProximityCert)?;
     if prox != reg.cert {
-        return Err(BrskiError::Forbidden(
-            "proximity-registrar-cert is not this registrar's certificate".into(),
-        ));
+        return Err(Refusal::NotThisRegistrar.into());
     }
     let serial = idevid
         .subject_serial_number()
-        .ok_or_else(|| BrskiError::Forbidden("the IDevID has no subject serialNumber".into()))?
+        .ok_or(Refusal::NoSerial)?
         .to_string();
     if req.serial_number.as_deref() != Some(serial.as_str()) {
-        return Err(BrskiError::Forbidden(format!(
-            "serial-number does not match the IDevID's serialNumber {serial:?}"
-        )));
+        return Err(Refusal::SerialMismatch(serial).into());
     }
     take_voucher_slot(reg, &idevid_der).await?;
     // Cloud registrar: the owner decides the path (draft-ietf-anima-brski-cloud §3.2).
@@ -431,9 +417,7 @@ async fn handle_requestvoucher(
     let mut est_owner = None;
     if let Some(cloud) = &reg.cloud {
         let Some(maker) = &m.name else {
-            return Err(BrskiError::Internal(
-                "a cloud registrar's manufacturer has no name".into(),
-            ));
+            return Err(Internal::UnnamedManufacturer.into());
         };
         let owner = cloud.owner_of(maker, &serial).await?;
         let owner = owner.ok_or_else(|| BrskiError::UnknownOwner {
@@ -462,12 +446,7 @@ async fn handle_requestvoucher(
         .masa_url
         .clone()
         .or_else(|| voucher::masa_url(&idevid_der))
-        .ok_or_else(|| {
-            BrskiError::Forbidden(
-                "no MASA known for this pledge (no id-pe-masa-url and no configured masa_url)"
-                    .into(),
-            )
-        })?;
+        .ok_or(Refusal::NoMasa)?;
     let nonce = req.nonce.clone();
     let mut rvr = VoucherRequest {
         assertion: Some(Assertion::Proximity),
@@ -488,35 +467,34 @@ async fn handle_requestvoucher(
     let rbody = signed_to_masa(reg, m, &masa, "requestvoucher", &rvr).await?;
     // §5.6: check the voucher before handing it on.
     let v = cms_signed::verify(&rbody, ANIMA_JSON_VOUCHER)
-        .map_err(|e| BrskiError::BadVoucher(e.to_string()))?;
+        .map_err(|e| BadVoucher::Voucher(e.to_string()))?;
     if !cms_signed::chains_to(&v.signer_cert, &v.certs, &m.masa_anchor) {
-        return Err(BrskiError::BadVoucher(
+        return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
             "voucher signer does not chain to the MASA trust anchor".into(),
-        ));
+        )));
     }
-    let voucher =
-        Voucher::from_json(&v.content).map_err(|e| BrskiError::BadVoucher(e.to_string()))?;
+    let voucher = Voucher::from_json(&v.content).map_err(|e| BadVoucher::Voucher(e.to_string()))?;
     if voucher.serial_number != serial {
-        return Err(BrskiError::BadVoucher(
+        return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
             "voucher is for another serial-number".into(),
-        ));
+        )));
     }
     if voucher.nonce != nonce {
-        return Err(BrskiError::BadVoucher(
+        return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
             "voucher nonce does not match the request".into(),
-        ));
+        )));
     }
     if let Some((maker, owner, est_url, pin)) = est_owner {
         // The pledge goes on to est-domain and trusts only pinned-domain-cert there.
         if voucher.est_domain.as_deref() != Some(est_url.as_str()) {
-            return Err(BrskiError::BadVoucher(
+            return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
                 "voucher est-domain is not the owner's est_url".into(),
-            ));
+            )));
         }
         if voucher.pinned_domain_cert_der().ok().as_deref() != Some(pin.as_slice()) {
-            return Err(BrskiError::BadVoucher(
+            return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
                 "voucher pinned-domain-cert is not the owner's pinned certificate".into(),
-            ));
+            )));
         }
         info!(
             manufacturer = %maker,
@@ -541,15 +519,14 @@ pub async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderM
         let (der, cert) = client_cert(&headers)?;
         let serial = cert
             .subject_serial_number()
-            .ok_or_else(|| BrskiError::Forbidden("the IDevID has no subject serialNumber".into()))?
+            .ok_or(Refusal::NoSerial)?
             .to_string();
-        let m = manufacturer_of(&reg, &der)
-            .ok_or_else(|| BrskiError::Forbidden("unknown manufacturer".into()))?;
+        let m = manufacturer_of(&reg, &der).ok_or(Refusal::UnknownManufacturer)?;
         let masa = m
             .masa_url
             .clone()
             .or_else(|| voucher::masa_url(&der))
-            .ok_or_else(|| BrskiError::Forbidden("no MASA known for this pledge".into()))?;
+            .ok_or(Refusal::NoMasa)?;
         let rvr = VoucherRequest {
             serial_number: Some(serial),
             created_on: Some(voucher::rfc3339(now_unix())),
@@ -558,7 +535,7 @@ pub async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderM
         };
         let body = signed_to_masa(&reg, m, &masa, "requestauditlog", &rvr).await?;
         serde_json::from_slice::<serde_json::Value>(&body)
-            .map_err(|_| BrskiError::BadVoucher("audit log is not JSON".into()))?;
+            .map_err(|_| BadVoucher::AuditLogNotJson)?;
         Ok(body)
     }
     .await;
@@ -582,6 +559,7 @@ pub async fn requestauditlog(State(reg): State<Arc<Registrar>>, headers: HeaderM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::brski::error::MasaUnavailable;
 
     #[test]
     fn the_brski_section_reports_every_problem() {
@@ -626,19 +604,19 @@ masa_url = "http://masa.example"
     fn errors_map_to_rfc_8995_statuses() {
         assert_eq!(BrskiError::NoClientCert.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            BrskiError::BadRequest(String::new()).status(),
+            BrskiError::from(BadRequest::NotProximity).status(),
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            BrskiError::Forbidden(String::new()).status(),
+            BrskiError::from(Refusal::NoSerial).status(),
             StatusCode::FORBIDDEN
         );
         assert_eq!(
-            BrskiError::MasaUnavailable(String::new()).status(),
+            BrskiError::from(MasaUnavailable::Timeout("u".into())).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            BrskiError::BadVoucher(String::new()).status(),
+            BrskiError::from(BadVoucher::AuditLogNotJson).status(),
             StatusCode::BAD_GATEWAY
         );
         let unknown = BrskiError::UnknownOwner {
@@ -652,11 +630,13 @@ masa_url = "http://masa.example"
         );
         assert_eq!(failure_label(&unknown), "unknown");
         assert_eq!(
-            failure_label(&BrskiError::Forbidden(String::new())),
+            failure_label(&BrskiError::from(Refusal::NoMasa)),
             "rejected"
         );
         assert_eq!(
-            failure_label(&BrskiError::Store(String::new())),
+            failure_label(&BrskiError::Store(
+                redis::RedisError::from((redis::ErrorKind::Io, "down")).into()
+            )),
             "unavailable"
         );
         assert!(matches!(

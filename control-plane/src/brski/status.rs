@@ -10,7 +10,7 @@ use axum::response::Response;
 use tracing::info;
 
 use crate::brski::answer::{authorized, client_cert, count, error_response, failure_label, text};
-use crate::brski::error::BrskiError;
+use crate::brski::error::{BadRequest, BrskiError, Refusal};
 use crate::brski::registrar::Registrar;
 use crate::support::clock::now_unix;
 
@@ -51,14 +51,14 @@ async fn status_report(
         let serial = cert
             .subject_serial_number()
             .or_else(|| cert.dns_names().first().and_then(|n| n.split('.').next()))
-            .ok_or_else(|| BrskiError::Forbidden("the client certificate names no device".into()))?
+            .ok_or(Refusal::NoDeviceName)?
             .to_string();
         let v: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| BrskiError::BadRequest(format!("status is not JSON: {e}")))?;
+            .map_err(BadRequest::StatusNotJson)?;
         let ok = v
             .get("status")
             .and_then(serde_json::Value::as_bool)
-            .ok_or_else(|| BrskiError::BadRequest("status report needs a boolean \"status\"".into()))?;
+            .ok_or(BadRequest::StatusWithoutVerdict)?;
         let reason = v.get("reason").and_then(|r| r.as_str()).unwrap_or("");
         let name = match kind {
             StatusKind::Voucher => "voucher_status",
@@ -74,7 +74,7 @@ async fn status_report(
                 Duration::from_secs(reg.status_ttl_s),
             )
             .await
-            .map_err(|e| BrskiError::Store(e.to_string()))?;
+            ?;
         Ok::<bool, BrskiError>(ok)
     }
     .await;
