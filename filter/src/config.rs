@@ -70,8 +70,6 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 16384;
 pub const DEFAULT_CACHE_TTL_S: u64 = 300;
 /// Envoy's default buffer limit; a larger body never reaches the filter.
 pub const MAX_MAX_BODY_BYTES: u64 = 1 << 20;
-/// RSA below this is refused whatever the configuration says.
-pub const RSA_FLOOR_BITS: u32 = 2048;
 
 /// The bearer credential for the control plane. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -704,11 +702,8 @@ fn read_keys(r: &mut Reader, obj: &mut Map<String, Value>) -> Option<KeyPolicy> 
             .take(&mut k, P, "allow_ed25519", false)
             .unwrap_or(default.allow_ed25519),
     };
-    if policy.rsa_min_bits < RSA_FLOOR_BITS {
-        r.problem("keys.rsa_min_bits", "must be at least 2048");
-    }
-    if policy.rsa_max_bits < policy.rsa_min_bits {
-        r.problem("keys.rsa_max_bits", "must be at least keys.rsa_min_bits");
+    for (field, rule) in policy.problems() {
+        r.problem(&format!("keys.{field}"), rule);
     }
     r.no_leftovers(k, P);
     Some(policy)

@@ -31,8 +31,14 @@ pub const ALLOWED_KEY_USAGE: &[KeyUsageBit] = &[
 pub const ALLOWED_EXTENDED_KEY_USAGE: &[ObjectIdentifier] =
     &[oids::KP_CLIENT_AUTH, oids::KP_SERVER_AUTH];
 
-/// Which keys a CSR may carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// RSA below this is refused whatever the configuration says.
+pub const RSA_FLOOR_BITS: u32 = 2048;
+
+/// Which keys a CSR may carry. Also the `keys` configuration of the filter and the control
+/// plane (every field optional, defaults as [`KeyPolicy::default`]); check it with
+/// [`KeyPolicy::problems`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct KeyPolicy {
     /// Smallest RSA modulus accepted, in bits.
     pub rsa_min_bits: u32,
@@ -60,6 +66,18 @@ impl Default for KeyPolicy {
 }
 
 impl KeyPolicy {
+    /// What is wrong with a configured policy, as (field, rule) pairs; empty when usable.
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut p = Vec::new();
+        if self.rsa_min_bits < RSA_FLOOR_BITS {
+            p.push(("rsa_min_bits", "must be at least 2048"));
+        }
+        if self.rsa_max_bits < self.rsa_min_bits {
+            p.push(("rsa_max_bits", "must be at least keys.rsa_min_bits"));
+        }
+        p
+    }
+
     /// Whether a key of this kind is accepted.
     pub fn allows(&self, key: KeyKind) -> bool {
         match key {

@@ -111,7 +111,7 @@ pub struct EstConfig {
     pub ca_certs_file: PathBuf,
     /// Accepted key types and sizes.
     #[serde(default)]
-    pub keys: KeysConfig,
+    pub keys: KeyPolicy,
     /// `[[est.manufacturers]]`: whose IDevIDs are accepted (at least one). The same list the
     /// edge filter has: the control plane checks every forwarded client certificate again.
     #[serde(default)]
@@ -200,48 +200,6 @@ fn acme_issuers(path: &Path, errors: &mut Vec<String>) -> Vec<Vec<u8>> {
         errors.push(format!("est.ca_certs_file: {e}"));
         Vec::new()
     })
-}
-
-/// Key policy in the config file; defaults match [`KeyPolicy::default`], key by key.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KeysConfig {
-    /// Smallest RSA modulus accepted (≥ 2048).
-    pub rsa_min_bits: u32,
-    /// Largest RSA modulus accepted.
-    pub rsa_max_bits: u32,
-    /// ECDSA P-256.
-    pub allow_p256: bool,
-    /// ECDSA P-384.
-    pub allow_p384: bool,
-    /// Ed25519.
-    pub allow_ed25519: bool,
-}
-
-impl Default for KeysConfig {
-    fn default() -> Self {
-        let d = KeyPolicy::default();
-        Self {
-            rsa_min_bits: d.rsa_min_bits,
-            rsa_max_bits: d.rsa_max_bits,
-            allow_p256: d.allow_p256,
-            allow_p384: d.allow_p384,
-            allow_ed25519: d.allow_ed25519,
-        }
-    }
-}
-
-impl KeysConfig {
-    /// As the shared policy type.
-    pub fn policy(&self) -> KeyPolicy {
-        KeyPolicy {
-            rsa_min_bits: self.rsa_min_bits,
-            rsa_max_bits: self.rsa_max_bits,
-            allow_p256: self.allow_p256,
-            allow_p384: self.allow_p384,
-            allow_ed25519: self.allow_ed25519,
-        }
-    }
 }
 
 /// `[acme]`: the ACME CA. Required, except for a cloud registrar alone.
@@ -621,11 +579,8 @@ impl Config {
                 trust_parts = Some((manufacturers(&e.manufacturers, &mut errors), issuers));
             }
             let k = &e.keys;
-            if k.rsa_min_bits < 2048 {
-                errors.push("est.keys.rsa_min_bits: must be at least 2048".into());
-            }
-            if k.rsa_max_bits < k.rsa_min_bits {
-                errors.push("est.keys.rsa_max_bits: must not be below rsa_min_bits".into());
+            for (field, rule) in k.problems() {
+                errors.push(format!("est.keys.{field}: {rule}"));
             }
         }
         if let Some(a) = &acme {

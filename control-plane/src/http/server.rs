@@ -138,7 +138,7 @@ fn est_service(
             })
         }),
     ));
-    let keys = e.est.keys.policy();
+    let keys = e.est.keys;
     let engine = Engine::new(
         e.parent.clone(),
         keys,
