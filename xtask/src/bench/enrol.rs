@@ -1,33 +1,26 @@
 //! Enrolments/s through Envoy, identical-CSR re-posts (kept-alive and new TLS connections),
 //! and the bare instant-acme baseline on the same Pebble and BIND.
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use estuary_control_plane::dns::{DnsConfig, DnsUpdater, TsigAlgorithmName, TsigSecret, TxtRecord};
+use estuary_pledge::transport::{
+    client_config, ConnectionUse, CsrBody, EstClient, EstSession, Identity, Reply,
+};
+use estuary_pledge::Exchange;
+use estuary_proto::est::EstOperation;
 use estuary_tests::dev_stack::DevStack;
 use estuary_tests::pki::Ca;
 use estuary_tests::stack::DEV_PARENT;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
     RetryPolicy,
 };
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use super::opts::Opts;
 use super::probe::{counters, diff, CpuProbe};
@@ -44,89 +37,27 @@ pub(super) fn make_csr(name: &str) -> anyhow::Result<(rcgen::KeyPair, Vec<u8>)> 
     Ok((key, csr.der().to_vec()))
 }
 
-/// One simulated device.
+/// One simulated device: its IDevID's session with the EST server (estuary-pledge) and its CSR.
 struct Pledge {
     name: String,
-    tls: Arc<ClientConfig>,
-    csr_b64: Bytes,
-    conn: Option<SendRequest<Full<Bytes>>>,
-    /// The first 200 answer, to compare the cached ones with.
-    issued: Option<Bytes>,
+    /// One client configuration per pledge, kept for all its connections, as a device would.
+    session: EstSession,
+    csr: CsrBody,
+    /// The first 200 answer's body, to compare the cached ones with.
+    issued: Option<Vec<u8>>,
 }
 
-fn tls_config(server_ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(server_ca)? {
-        roots.add(c?)?;
-    }
-    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    Ok(Arc::new(
-        ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?,
-    ))
-}
+/// A limit on one request, its connection included; an enrolment gives up after 180 s anyway.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
 
-async fn connect(
-    tls: Arc<ClientConfig>,
-    addr: SocketAddr,
-) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let stream = TlsConnector::from(tls)
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+/// One POST of the pledge's CSR to `simpleenroll`, on its kept-alive connection or on a new TLS
+/// connection.
+async fn post_csr(p: &mut Pledge, how: ConnectionUse) -> anyhow::Result<Reply> {
+    let reply = p
+        .session
+        .post_csr(Exchange::Enroll, EstOperation::SimpleEnroll, &p.csr, how)
         .await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// The EST endpoint being exercised.
-#[derive(Clone)]
-struct Target {
-    addr: SocketAddr,
-    authority: String,
-}
-
-/// One POST of the pledge's CSR: (status, Retry-After seconds, body).
-async fn post_csr(
-    p: &mut Pledge,
-    t: &Target,
-    fresh: bool,
-) -> anyhow::Result<(u16, Option<u64>, Bytes)> {
-    if fresh || p.conn.as_ref().is_none_or(|c| c.is_closed()) {
-        p.conn = Some(connect(Arc::clone(&p.tls), t.addr).await?);
-    }
-    let Some(sender) = p.conn.as_mut() else {
-        bail!("no connection");
-    };
-    sender.ready().await?;
-    let req = Request::post("/.well-known/est/simpleenroll")
-        .header(HOST, &t.authority)
-        .header(CONTENT_TYPE, "application/pkcs10")
-        .header("content-transfer-encoding", "base64")
-        .body(Full::new(p.csr_b64.clone()))?;
-    let resp = match sender.send_request(req).await {
-        Ok(r) => r,
-        Err(e) => {
-            p.conn = None;
-            return Err(e.into());
-        }
-    };
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    let body = resp.into_body().collect().await?.to_bytes();
-    if fresh {
-        p.conn = None;
-    }
-    Ok((status, retry_after, body))
+    Ok(reply)
 }
 
 /// Outcome of one pledge's enrolment.
@@ -135,8 +66,9 @@ struct Enrolled {
     accepted_202: u32,
 }
 
-/// Enrols until 200, following 202 Retry-After; transport errors are retried (3 times).
-async fn enrol(p: &mut Pledge, t: &Target) -> anyhow::Result<Enrolled> {
+/// Enrols until 200, following 202 Retry-After on the kept-alive connection; transport errors
+/// are retried (3 times).
+async fn enrol(p: &mut Pledge) -> anyhow::Result<Enrolled> {
     let start = Instant::now();
     let mut accepted_202 = 0;
     let mut transport_errors = 0;
@@ -144,24 +76,30 @@ async fn enrol(p: &mut Pledge, t: &Target) -> anyhow::Result<Enrolled> {
         if start.elapsed() > Duration::from_secs(180) {
             bail!("{}: no certificate within 180 s", p.name);
         }
-        match post_csr(p, t, false).await {
-            Ok((200, _, body)) => {
-                p.issued = Some(body);
+        let answer = post_csr(p, ConnectionUse::KeepAlive)
+            .await
+            .map(|r| r.answer);
+        match answer {
+            Ok(answer) if answer.status == 200 => {
+                p.issued = Some(answer.body);
                 return Ok(Enrolled {
                     latency: start.elapsed(),
                     accepted_202,
                 });
             }
-            Ok((202, ra, _)) => {
+            Ok(answer) if answer.status == 202 => {
                 accepted_202 += 1;
-                let wait = ra.with_context(|| format!("{}: 202 without Retry-After", p.name))?;
-                tokio::time::sleep(Duration::from_secs(wait)).await;
+                let wait = answer
+                    .retry_after_delay(SystemTime::now())
+                    .with_context(|| format!("{}: 202 without Retry-After", p.name))?;
+                tokio::time::sleep(wait).await;
             }
-            Ok((status, _, body)) => {
+            Ok(answer) => {
                 bail!(
-                    "{}: HTTP {status}: {}",
+                    "{}: HTTP {}: {}",
                     p.name,
-                    String::from_utf8_lossy(&body).trim()
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body).trim()
                 );
             }
             Err(e) if transport_errors < 3 => {
@@ -212,15 +150,8 @@ pub(super) async fn enrol_bench(
     opts: &Opts,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let base = dev
-        .envoy
-        .base_url
-        .trim_start_matches("https://")
-        .to_string();
-    let target = Target {
-        addr: base.parse().context("the Envoy address")?,
-        authority: base,
-    };
+    // Envoy's EST base, https://127.0.0.1:<port>/.well-known/est.
+    let est_url = dev.est_url();
     let ca = dev.pki.server_ca.cert_path.clone();
     let run_id = format!(
         "{:06x}",
@@ -233,10 +164,14 @@ pub(super) async fn enrol_bench(
     // Warm-up: the control plane creates its ACME account on the first enrolment; that is
     // not what is measured.
     eprintln!("xtask: warm-up enrolment (ACME account creation) …");
-    let mut warm = make_pledge(&dev.pki.manufacturer, work, &ca, &format!("WARM-{run_id}"))?;
-    enrol(&mut warm, &target)
-        .await
-        .context("warm-up enrolment")?;
+    let mut warm = make_pledge(
+        &dev.pki.manufacturer,
+        work,
+        &est_url,
+        &ca,
+        &format!("WARM-{run_id}"),
+    )?;
+    enrol(&mut warm).await.context("warm-up enrolment")?;
 
     eprintln!("xtask: minting {} IDevIDs and CSRs …", opts.pledges);
     let mut pledges = Vec::with_capacity(opts.pledges);
@@ -244,6 +179,7 @@ pub(super) async fn enrol_bench(
         pledges.push(tokio::sync::Mutex::new(make_pledge(
             &dev.pki.manufacturer,
             work,
+            &est_url,
             &ca,
             &format!("BENCH-{run_id}-{i:04}"),
         )?));
@@ -261,13 +197,11 @@ pub(super) async fn enrol_bench(
     let t0 = Instant::now();
     let results = {
         let pledges = Arc::clone(&pledges);
-        let target = target.clone();
         pool(opts.pledges, opts.concurrency, move |i| {
             let pledges = Arc::clone(&pledges);
-            let target = target.clone();
             async move {
                 let mut p = pledges[i].lock().await;
-                enrol(&mut p, &target).await
+                enrol(&mut p).await
             }
         })
         .await?
@@ -296,12 +230,10 @@ pub(super) async fn enrol_bench(
     let t1 = Instant::now();
     let hits = {
         let pledges = Arc::clone(&pledges);
-        let target = target.clone();
         let n = opts.pledges;
         pool(n_hits, opts.concurrency, move |i| {
             let pledges = Arc::clone(&pledges);
-            let target = target.clone();
-            async move { repost(&pledges[i % n], &target, false).await }
+            async move { repost(&pledges[i % n], ConnectionUse::KeepAlive).await }
         })
         .await?
     };
@@ -319,11 +251,9 @@ pub(super) async fn enrol_bench(
     let t2 = Instant::now();
     let fresh = {
         let pledges = Arc::clone(&pledges);
-        let target = target.clone();
         pool(opts.pledges, opts.concurrency, move |i| {
             let pledges = Arc::clone(&pledges);
-            let target = target.clone();
-            async move { repost(&pledges[i], &target, true).await }
+            async move { repost(&pledges[i], ConnectionUse::New).await }
         })
         .await?
     };
@@ -465,25 +395,44 @@ pub(super) async fn enrol_bench(
     Ok(())
 }
 
-fn make_pledge(ca: &Ca, dir: &Path, server_ca: &Path, serial: &str) -> anyhow::Result<Pledge> {
+/// A device with a fresh IDevID (serial `serial`) and a CSR for its name, enrolling at `est_url`.
+fn make_pledge(
+    ca: &Ca,
+    dir: &Path,
+    est_url: &str,
+    server_ca: &Path,
+    serial: &str,
+) -> anyhow::Result<Pledge> {
     let id = ca.issue_idevid(dir, serial, serial)?;
     let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
     let (_key, der) = make_csr(&name)?;
+    let identity = Identity {
+        cert: id.cert_path.clone(),
+        key: id.key_path.clone(),
+        extra_chain: Vec::new(),
+    };
+    let client = EstClient::new(
+        est_url,
+        None,
+        None,
+        client_config(server_ca, Some(&identity))?,
+        REQUEST_TIMEOUT,
+    )?;
     Ok(Pledge {
-        tls: tls_config(server_ca, &id.cert_path, &id.key_path)?,
-        csr_b64: Bytes::from(estuary_proto::base64::encode(&der)),
         name,
-        conn: None,
+        session: EstSession::new(client),
+        csr: CsrBody::new(&der),
         issued: None,
     })
 }
 
 /// Posts the pledge's CSR once more; expects 200 with the certificate of the first enrolment.
-async fn repost(p: &tokio::sync::Mutex<Pledge>, t: &Target, fresh: bool) -> anyhow::Result<f64> {
+/// Returns the request's time in ms (with the TLS handshake when `how` is a new connection).
+async fn repost(p: &tokio::sync::Mutex<Pledge>, how: ConnectionUse) -> anyhow::Result<f64> {
     let mut p = p.lock().await;
-    let start = Instant::now();
-    let (status, _, body) = post_csr(&mut p, t, fresh).await?;
-    let took = ms(start.elapsed());
+    let reply = post_csr(&mut p, how).await?;
+    let took = ms(reply.elapsed);
+    let (status, body) = (reply.answer.status, reply.answer.body);
     if status != 200 {
         bail!(
             "{}: identical CSR got HTTP {status}: {}",
