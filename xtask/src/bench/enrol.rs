@@ -1,5 +1,7 @@
 //! Enrolments/s through Envoy, identical-CSR re-posts (kept-alive and new TLS connections),
-//! and the bare instant-acme baseline on the same Pebble and BIND.
+//! and the bare instant-acme baseline on the same Pebble and BIND. Each pledge talks EST through
+//! the pledge library (`estuary_pledge::transport::EstSession`); this file only decides what to
+//! post, how often, on which connection, and what counts as right.
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -24,10 +24,11 @@
 //! Bounded loads only, 127.0.0.1 only. Not run by CI: it reports numbers, it does not pass or fail
 //! on them (it fails only when an answer is wrong).
 //!
-//! Layout: [`opts`] (the command line), [`envoy`] (wrk against the three Envoy listeners),
-//! [`enrol`] (enrolments through Envoy, identical-CSR re-posts, the bare instant-acme baseline),
-//! [`probe`] (CPU per process, load average, Envoy admin stats, control-plane metrics) and
-//! [`report`] (the table, the JSON document, latency percentiles). This file runs the phases.
+//! Layout: [`envoy`] (wrk against the three Envoy listeners), [`enrol`] (enrolments through
+//! Envoy and identical-CSR re-posts with the pledge library's EST client, the bare instant-acme
+//! baseline), [`probe`] (CPU per process, load average, Envoy admin stats, control-plane
+//! metrics), [`report`] (the table, the JSON document, latency percentiles) and [`opts`] (the
+//! command line); each imports only those after it. This file runs the phases.
 mod enrol;
 mod envoy;
 mod opts;
