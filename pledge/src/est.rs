@@ -24,6 +24,14 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+impl Answer {
+    /// The `Retry-After` header as a delay from `now` (see [`parse_retry_after`]); `None` when
+    /// it is missing or unusable.
+    pub fn retry_after_delay(&self, now: SystemTime) -> Option<Duration> {
+        parse_retry_after(self.retry_after.as_deref()?, now)
+    }
+}
+
 /// The server's text reason from an error body: control characters replaced by spaces,
 /// whitespace collapsed, at most [`MAX_REASON_CHARS`] characters. An empty body gives
 /// "(no reason given)".
@@ -326,6 +334,15 @@ mod tests {
         assert_eq!(
             parse_retry_after("99999999999999999999999", now),
             Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            answer(202, None, Some("3"), b"").retry_after_delay(now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(answer(202, None, None, b"").retry_after_delay(now), None);
+        assert_eq!(
+            answer(202, None, Some("soon"), b"").retry_after_delay(now),
+            None
         );
     }
 

@@ -3,8 +3,9 @@
 //! and `simplereenroll`, over TLS with a client certificate.
 //!
 //! The pure parts (CSR building, answer decoding, `Retry-After`) are in [`csr`] and [`est`];
-//! [`transport`] does TLS (rustls, ring provider) and HTTP/1.1 (hyper); [`flow`] runs the
-//! commands; [`teap`] enrols over EAP-TEAP (RFC 9930) through RADIUS; [`brski`] gets a voucher
+//! [`transport`] does TLS (rustls, ring provider) and HTTP/1.1 (hyper), one connection per
+//! request or kept alive in a [`transport::EstSession`] (which `cargo xtask bench` enrols with);
+//! [`flow`] runs the commands; [`teap`] enrols over EAP-TEAP (RFC 9930) through RADIUS; [`brski`] gets a voucher
 //! first (RFC 8995) and [`cloud`] gets it through a BRSKI cloud registrar
 //! (draft-ietf-anima-brski-cloud), with the TLS trust decisions in [`trust`].
 #![forbid(unsafe_code)]

@@ -1,14 +1,17 @@
 //! HTTPS to an EST server: rustls (ring provider) with a client certificate, server verified
-//! against `--server-ca`; hyper 1 HTTP/1.1, one connection per request.
+//! against `--server-ca`; hyper 1 HTTP/1.1. [`EstClient`] opens one connection per request;
+//! an [`EstSession`] keeps one open between requests, or opens a new one for a request when
+//! asked ([`ConnectionUse`]), and times each exchange ([`Reply`]).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use estuary_proto::est::{
     EstOperation, CTE_BASE64, CT_PKCS10, EST_PREFIX, HDR_CONTENT_TRANSFER_ENCODING,
 };
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
@@ -17,6 +20,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{AlertDescription, ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use crate::error::{Exchange, PledgeError};
@@ -229,11 +233,7 @@ impl EstClient {
 
     /// `GET` an operation.
     pub async fn get(&self, exchange: Exchange, op: EstOperation) -> Result<Answer, PledgeError> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(self.path_of(op))
-            .header(HOST, &self.authority)
-            .body(Full::new(Bytes::new()));
+        let req = self.get_request(op)?;
         self.send(exchange, req).await
     }
 
@@ -244,42 +244,79 @@ impl EstClient {
         op: EstOperation,
         csr_der: &[u8],
     ) -> Result<Answer, PledgeError> {
-        let body = estuary_proto::base64::encode(csr_der);
+        let req = self.csr_request(op, &CsrBody::new(csr_der))?;
+        self.send(exchange, req).await
+    }
+
+    fn get_request(&self, op: EstOperation) -> Result<Request<Full<Bytes>>, PledgeError> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(self.path_of(op))
+            .header(HOST, &self.authority)
+            .body(Full::new(Bytes::new()));
+        self.built(req)
+    }
+
+    fn csr_request(
+        &self,
+        op: EstOperation,
+        csr: &CsrBody,
+    ) -> Result<Request<Full<Bytes>>, PledgeError> {
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.path_of(op))
             .header(HOST, &self.authority)
             .header(CONTENT_TYPE, CT_PKCS10)
             .header(HDR_CONTENT_TRANSFER_ENCODING, CTE_BASE64)
-            .body(Full::new(Bytes::from(body)));
-        self.send(exchange, req).await
+            .body(Full::new(csr.0.clone()));
+        self.built(req)
     }
 
-    async fn send(
+    fn built(
         &self,
-        exchange: Exchange,
         req: Result<Request<Full<Bytes>>, hyper::http::Error>,
-    ) -> Result<Answer, PledgeError> {
+    ) -> Result<Request<Full<Bytes>>, PledgeError> {
         // The parts are fixed and checked at construction; a builder error cannot happen, but
         // is reported as a URL problem rather than a panic.
-        let req = req.map_err(|_| PledgeError::BadUrl {
+        req.map_err(|_| PledgeError::BadUrl {
             url: self.authority.clone(),
             reason: "cannot form a request for this URL",
-        })?;
-        let secs = self.timeout.as_secs();
-        tokio::time::timeout(self.timeout, self.exchange(exchange, req))
-            .await
-            .map_err(|_| PledgeError::Timeout { exchange, secs })?
+        })
     }
 
-    async fn exchange(
+    fn timed_out(&self, exchange: Exchange) -> PledgeError {
+        PledgeError::Timeout {
+            exchange,
+            secs: self.timeout.as_secs(),
+        }
+    }
+
+    /// One request on a connection of its own, closed after the answer.
+    async fn send(
         &self,
         exchange: Exchange,
         req: Request<Full<Bytes>>,
     ) -> Result<Answer, PledgeError> {
+        let once = async {
+            let mut conn = self.open(exchange).await?;
+            conn.round_trip(exchange, req).await
+        };
+        tokio::time::timeout(self.timeout, once)
+            .await
+            .map_err(|_| self.timed_out(exchange))?
+    }
+
+    /// TCP, TLS and the HTTP/1.1 handshake.
+    async fn open(&self, exchange: Exchange) -> Result<Connection, PledgeError> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
+            .map_err(|source| PledgeError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        // Requests are small writes; do not let Nagle hold them back on a kept-alive connection.
+        tcp.set_nodelay(true)
             .map_err(|source| PledgeError::Connect { addr, source })?;
         let tls = self
             .connector
@@ -289,11 +326,42 @@ impl EstClient {
                 classify(exchange, self.sent_cert, &e)
                     .unwrap_or_else(|| PledgeError::Tls(rustls::Error::General(e.to_string())))
             })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|source| http_error(exchange, self.sent_cert, source))?;
-        let conn = tokio::spawn(conn);
+        Ok(Connection {
+            sender,
+            driver: Some(tokio::spawn(conn)),
+            sent_cert: self.sent_cert,
+        })
+    }
+}
+
+/// One open TLS connection with HTTP/1.1 on it. Dropping it closes the connection.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    /// The task driving the connection; taken when a request failed (the connection is then
+    /// not used again).
+    driver: Option<JoinHandle<Result<(), hyper::Error>>>,
+    sent_cert: bool,
+}
+
+impl Connection {
+    /// Whether the server closed the connection or a request on it failed.
+    fn is_closed(&self) -> bool {
+        self.driver.is_none() || self.sender.is_closed()
+    }
+
+    /// Sends `req` and reads the whole answer.
+    async fn round_trip(
+        &mut self,
+        exchange: Exchange,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Answer, PledgeError> {
+        let sent_cert = self.sent_cert;
+        let sender = &mut self.sender;
         let result = async {
+            sender.ready().await?;
             let resp = sender.send_request(req).await?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_BODY).collect().await;
@@ -305,29 +373,38 @@ impl EstClient {
             Err(RequestError(e)) => {
                 // The connection task may hold the real cause (a TLS alert read after a
                 // TLS 1.3 handshake completed on our side).
-                let conn_err = match tokio::time::timeout(Duration::from_secs(1), conn).await {
-                    Ok(Ok(Err(ce))) => Some(ce),
-                    _ => None,
+                let conn_err = match self.driver.take() {
+                    Some(driver) => {
+                        match tokio::time::timeout(Duration::from_secs(1), driver).await {
+                            Ok(Ok(Err(ce))) => Some(ce),
+                            _ => None,
+                        }
+                    }
+                    None => None,
                 };
                 if let Some(found) = conn_err
                     .as_ref()
-                    .and_then(|ce| classify(exchange, self.sent_cert, ce))
+                    .and_then(|ce| classify(exchange, sent_cert, ce))
                 {
                     return Err(found);
                 }
-                return Err(http_error(exchange, self.sent_cert, e));
+                return Err(http_error(exchange, sent_cert, e));
             }
         };
-        let body = body
-            .map_err(|e| match e.downcast::<hyper::Error>() {
-                Ok(he) => http_error(exchange, self.sent_cert, *he),
-                Err(_) => PledgeError::BodyTooLarge {
-                    exchange,
-                    limit: MAX_BODY,
-                },
-            })?
-            .to_bytes()
-            .to_vec();
+        let body = match body {
+            Ok(collected) => collected.to_bytes().to_vec(),
+            Err(e) => {
+                // A half-read answer leaves the connection unusable.
+                self.driver = None;
+                return Err(match e.downcast::<hyper::Error>() {
+                    Ok(he) => http_error(exchange, sent_cert, *he),
+                    Err(_) => PledgeError::BodyTooLarge {
+                        exchange,
+                        limit: MAX_BODY,
+                    },
+                });
+            }
+        };
         let header = |name| {
             parts
                 .headers
@@ -341,6 +418,152 @@ impl EstClient {
             retry_after: header(RETRY_AFTER),
             body,
         })
+    }
+}
+
+/// A PKCS#10 request as EST posts it (RFC 7030 §4.2.1: the DER in base64), encoded once so
+/// that it can be posted many times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsrBody(Bytes);
+
+impl CsrBody {
+    /// Encodes `csr_der`.
+    pub fn new(csr_der: &[u8]) -> CsrBody {
+        CsrBody(Bytes::from(estuary_proto::base64::encode(csr_der)))
+    }
+
+    /// The body as sent.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Which connection an [`EstSession`] request goes out on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionUse {
+    /// The session's open connection. When there is none, or the server closed it, a new one
+    /// is opened and kept for the next request.
+    KeepAlive,
+    /// A new TLS connection (TCP, full handshake with the client certificate) for this request
+    /// alone, closed after the answer. It replaces the session's open connection, if any.
+    New,
+}
+
+/// An answer with what it took.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The answer.
+    pub answer: Answer,
+    /// From the call until the whole body was read; it includes opening the connection when
+    /// `new_connection` is set.
+    pub elapsed: Duration,
+    /// Whether a connection was opened for this request.
+    pub new_connection: bool,
+}
+
+/// An [`EstClient`] with a connection kept open between requests (HTTP/1.1, one request at a
+/// time). Every request can instead go out on a new connection ([`ConnectionUse::New`]).
+/// A failed or timed-out request closes the connection; the next one opens another.
+#[derive(Debug)]
+pub struct EstSession {
+    client: EstClient,
+    conn: Option<Connection>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EstSession {
+    /// A session of `client`'s server and TLS settings; no connection is opened yet. The
+    /// client's timeout applies to each request, opening its connection included.
+    pub fn new(client: EstClient) -> EstSession {
+        EstSession { client, conn: None }
+    }
+
+    /// The client the session was made from.
+    pub fn client(&self) -> &EstClient {
+        &self.client
+    }
+
+    /// Whether a connection is open for the next [`ConnectionUse::KeepAlive`] request.
+    pub fn is_connected(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// Closes the open connection, if any.
+    pub fn close(&mut self) {
+        self.conn = None;
+    }
+
+    /// `GET` an operation.
+    pub async fn get(
+        &mut self,
+        exchange: Exchange,
+        op: EstOperation,
+        how: ConnectionUse,
+    ) -> Result<Reply, PledgeError> {
+        let req = self.client.get_request(op)?;
+        self.send(exchange, req, how).await
+    }
+
+    /// `POST` a PKCS#10 request (RFC 7030 §4.2.1), as [`EstClient::post_csr`] does.
+    pub async fn post_csr(
+        &mut self,
+        exchange: Exchange,
+        op: EstOperation,
+        csr: &CsrBody,
+        how: ConnectionUse,
+    ) -> Result<Reply, PledgeError> {
+        let req = self.client.csr_request(op, csr)?;
+        self.send(exchange, req, how).await
+    }
+
+    async fn send(
+        &mut self,
+        exchange: Exchange,
+        req: Request<Full<Bytes>>,
+        how: ConnectionUse,
+    ) -> Result<Reply, PledgeError> {
+        let started = Instant::now();
+        let timeout = self.client.timeout;
+        let (answer, new_connection) =
+            match tokio::time::timeout(timeout, self.exchange(exchange, req, how)).await {
+                Ok(result) => result?,
+                Err(_) => return Err(self.client.timed_out(exchange)),
+            };
+        Ok(Reply {
+            answer,
+            elapsed: started.elapsed(),
+            new_connection,
+        })
+    }
+
+    /// The connection is out of `self.conn` while in use: a request that fails or is cancelled
+    /// leaves the session without one.
+    async fn exchange(
+        &mut self,
+        exchange: Exchange,
+        req: Request<Full<Bytes>>,
+        how: ConnectionUse,
+    ) -> Result<(Answer, bool), PledgeError> {
+        let (mut conn, opened) = match self.conn.take() {
+            Some(open) if how == ConnectionUse::KeepAlive && !open.is_closed() => (open, false),
+            previous => {
+                let conn = self.client.open(exchange).await?;
+                drop(previous);
+                (conn, true)
+            }
+        };
+        let answer = conn.round_trip(exchange, req).await?;
+        if how == ConnectionUse::KeepAlive {
+            self.conn = Some(conn);
+        }
+        Ok((answer, opened))
     }
 }
 

@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use estuary_pledge::est;
+use estuary_pledge::transport::{self, ConnectionUse, CsrBody, EstClient, EstSession, Identity};
+use estuary_pledge::Exchange;
+use estuary_proto::est::EstOperation;
 use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
 use estuary_proto::{CertSummary, KeyPolicy};
 use http_body_util::{BodyExt as _, Full};
@@ -167,6 +171,8 @@ struct State {
     pki: Pki,
     /// simpleenroll POSTs seen (the first is answered 202).
     enrolls: AtomicUsize,
+    /// TLS connections accepted.
+    connections: AtomicUsize,
     /// (method, path, content-type, content-transfer-encoding) of every request.
     seen: Mutex<Vec<(String, String, String, String)>>,
 }
@@ -368,6 +374,7 @@ async fn start(pki: Pki) -> (SocketAddr, Arc<State>) {
     let state = Arc::new(State {
         pki,
         enrolls: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
         seen: Mutex::new(Vec::new()),
     });
     let st = state.clone();
@@ -382,6 +389,7 @@ async fn start(pki: Pki) -> (SocketAddr, Arc<State>) {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 let peer = tls
                     .get_ref()
                     .1
@@ -728,5 +736,159 @@ async fn refusals_and_failures_are_named() {
     .await;
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("invalid EST label"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The library's [`EstSession`] (what `cargo xtask bench` enrols with): requests on one
+/// kept-alive connection, or each on a new TLS connection; status, Retry-After and timing.
+#[tokio::test]
+async fn session_keeps_one_connection_or_opens_one_per_request() {
+    let pki = make_pki("session");
+    let dir = pki.dir.clone();
+    let identity = Identity {
+        cert: pki.idevid_cert.clone(),
+        key: pki.idevid_key.clone(),
+        extra_chain: Vec::new(),
+    };
+    let config = transport::client_config(&pki.server_ca, Some(&identity)).unwrap();
+    let (addr, state) = start(pki).await;
+    let connections = || state.connections.load(Ordering::SeqCst);
+    let client = EstClient::new(
+        &format!("https://{addr}"),
+        None,
+        None,
+        config,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let mut session = EstSession::new(client);
+    assert!(!session.is_connected());
+
+    let name = format!("sn42.{PARENT}");
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![name.clone()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, &name);
+    let csr = CsrBody::new(params.serialize_request(&key).unwrap().der());
+    let post = |how| (Exchange::Enroll, EstOperation::SimpleEnroll, how);
+
+    // The first POST opens the connection and is answered 202, Retry-After: 1.
+    let (ex, op, how) = post(ConnectionUse::KeepAlive);
+    let r = session.post_csr(ex, op, &csr, how).await.unwrap();
+    assert_eq!(r.answer.status, 202);
+    assert_eq!(
+        r.answer.retry_after_delay(SystemTime::now()),
+        Some(Duration::from_secs(1))
+    );
+    assert!(r.new_connection);
+    assert!(r.elapsed > Duration::ZERO);
+    assert!(session.is_connected());
+
+    // The same CSR three more times, on that connection: each issued.
+    for _ in 0..3 {
+        let r = session.post_csr(ex, op, &csr, how).await.unwrap();
+        assert_eq!(r.answer.status, 200, "{:?}", r.answer);
+        assert!(!r.new_connection);
+        assert_eq!(
+            est::certs_only_body(Exchange::Enroll, &r.answer)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    assert_eq!(connections(), 1);
+
+    // A new TLS connection for each request: the kept-alive one is replaced, none is kept.
+    let (ex, op, how) = post(ConnectionUse::New);
+    for n in 0..2 {
+        let r = session.post_csr(ex, op, &csr, how).await.unwrap();
+        assert_eq!(r.answer.status, 200);
+        assert!(r.new_connection);
+        assert!(!session.is_connected());
+        assert_eq!(connections(), 2 + n);
+    }
+
+    // GET keeps alive too; after close() the next request opens a connection again.
+    for (how, opens) in [
+        (ConnectionUse::KeepAlive, true),
+        (ConnectionUse::KeepAlive, false),
+    ] {
+        let r = session
+            .get(Exchange::CaCerts, EstOperation::CaCerts, how)
+            .await
+            .unwrap();
+        assert_eq!(r.answer.status, 200);
+        assert_eq!(r.new_connection, opens);
+    }
+    assert_eq!(connections(), 4);
+    session.close();
+    assert!(!session.is_connected());
+    let r = session
+        .get(
+            Exchange::CaCerts,
+            EstOperation::CaCerts,
+            ConnectionUse::KeepAlive,
+        )
+        .await
+        .unwrap();
+    assert!(r.new_connection);
+    assert_eq!(connections(), 5);
+
+    // Every POST carried the EST headers and the one body.
+    {
+        let seen = state.seen.lock().unwrap();
+        let posts: Vec<_> = seen.iter().filter(|r| r.0 == "POST").collect();
+        assert_eq!(posts.len(), 6);
+        for p in posts {
+            assert_eq!(p.1, "/.well-known/est/simpleenroll");
+            assert_eq!(p.2, "application/pkcs10");
+            assert_eq!(p.3, "base64");
+        }
+    }
+
+    // The client's one-shot requests still open a connection each.
+    let client = session.client().clone();
+    for _ in 0..2 {
+        let a = client
+            .get(Exchange::CaCerts, EstOperation::CaCerts)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200);
+    }
+    assert_eq!(connections(), 7);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A refused client certificate is named as such on a session's connection too.
+#[tokio::test]
+async fn session_names_a_refused_client_certificate() {
+    let pki = make_pki("session-rogue");
+    let dir = pki.dir.clone();
+    let identity = Identity {
+        cert: pki.rogue_cert.clone(),
+        key: pki.rogue_key.clone(),
+        extra_chain: Vec::new(),
+    };
+    let config = transport::client_config(&pki.server_ca, Some(&identity)).unwrap();
+    let (addr, _state) = start(pki).await;
+    let client = EstClient::new(
+        &format!("https://{addr}"),
+        None,
+        None,
+        config,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let mut session = EstSession::new(client);
+    for how in [ConnectionUse::KeepAlive, ConnectionUse::New] {
+        let e = session
+            .get(Exchange::CsrAttrs, EstOperation::CsrAttrs, how)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, estuary_pledge::PledgeError::ClientCertRefused { .. }),
+            "{e:?}"
+        );
+        assert!(!session.is_connected());
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

