@@ -121,4 +121,9 @@ fn each_crate_depends_only_on_its_layer() {
         assert!(cp.contains(dep), "estuary-control-plane lacks {dep}");
     }
     assert!(c["estuary-pledge"].contains("estuary-teap"));
+    // The bench enrols through the device library, not a client of its own.
+    assert!(
+        c["xtask"].contains("estuary-pledge"),
+        "xtask does not use estuary-pledge"
+    );
 }
