@@ -34,6 +34,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::est::EstOperation;
+
 /// Enrolment (simpleenroll and simplereenroll): `POST` a raw DER PKCS#10.
 pub const ENROLL_PATH: &str = "/estuary/v1/enroll";
 /// CA certificates: `GET` -> raw DER PKCS#7 certs-only.
@@ -248,6 +250,25 @@ impl Operation {
     pub fn may_redirect(self) -> bool {
         self == Operation::RequestVoucher
     }
+
+    /// The EST operation (RFC 7030 §3.2.2) this is, for the EST ones.
+    pub fn est_operation(self) -> Option<EstOperation> {
+        match self {
+            Operation::SimpleEnroll => Some(EstOperation::SimpleEnroll),
+            Operation::SimpleReenroll => Some(EstOperation::SimpleReenroll),
+            Operation::CaCerts => Some(EstOperation::CaCerts),
+            Operation::CsrAttrs => Some(EstOperation::CsrAttrs),
+            _ => None,
+        }
+    }
+
+    /// The internal operation of an EST operation the edge forwards (serverkeygen and fullcmc
+    /// are not offered, so they have none).
+    pub fn from_est(op: EstOperation) -> Option<Operation> {
+        Operation::ALL
+            .into_iter()
+            .find(|o| o.est_operation() == Some(op))
+    }
 }
 
 impl fmt::Display for Operation {
@@ -455,6 +476,16 @@ mod tests {
         );
         assert!(!Operation::RequestAuditLog.has_body());
         assert_eq!(Operation::CsrAttrs.method().as_str(), "GET");
+        for est in EstOperation::ALL {
+            match Operation::from_est(est) {
+                Some(op) => assert_eq!(op.est_operation(), Some(est)),
+                None => assert!(matches!(
+                    est,
+                    EstOperation::ServerKeyGen | EstOperation::FullCmc
+                )),
+            }
+        }
+        assert_eq!(Operation::RequestVoucher.est_operation(), None);
     }
 
     #[test]

@@ -534,4 +534,22 @@ mod tests {
             "https://r/.well-known/est"
         );
     }
+
+    proptest::proptest! {
+        /// Hostile input never panics; what parses prints in a form that parses to the same
+        /// parts, and resolving any reference against it is total too.
+        #[test]
+        fn any_text_is_safe(s in "\\PC{0,64}", r in "\\PC{0,32}") {
+            let _ = HttpsUrl::parse_base(&s);
+            let with_scheme = format!("https://{s}");
+            for text in [s.as_str(), with_scheme.as_str()] {
+                if let Ok(u) = text.parse::<HttpsUrl>() {
+                    let again: HttpsUrl = u.to_string().parse().expect("normal form parses");
+                    proptest::prop_assert_eq!(again.to_string(), u.to_string());
+                    let _ = u.resolve(&r);
+                    let _ = u.canonical();
+                }
+            }
+        }
+    }
 }
