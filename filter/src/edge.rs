@@ -13,7 +13,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-use crate::brski::{self, BrskiOp};
+use crate::brski;
 use crate::cache;
 use crate::config::{self, Config, EstService, Role};
 use crate::enroll;
@@ -21,8 +21,9 @@ use crate::error::EdgeError;
 use crate::identity::{self, Client};
 use crate::reply::Reply;
 use crate::route::{self, EnrollKind, Route};
-use crate::upstream::{self, CallKind};
+use crate::upstream::{self, Upstream};
 use estuary_proto::identity::Need;
+use estuary_proto::internal_api::Operation;
 
 /// Register the root context with the SDK (called from `_initialize`).
 pub fn start() {
@@ -103,24 +104,27 @@ impl RootContext for EdgeRoot {
 enum State {
     /// Nothing to do (yet, or ever: pass-through).
     Idle,
-    /// Headers checked; waiting for the whole enrolment body.
-    Collecting {
-        kind: EnrollKind,
-        label: Option<String>,
-        client: Client,
-    },
-    /// BRSKI headers checked; waiting for the whole body.
-    CollectingBrski { op: BrskiOp, cert_b64: String },
-    /// A BRSKI control-plane call is out.
-    WaitingBrski { token: u32, op: BrskiOp },
-    /// A control-plane call is out.
+    /// Headers checked; waiting for the whole body of `op`.
+    Collecting { op: Operation, caller: Caller },
+    /// A control-plane call for `op` is out.
     Waiting {
         token: u32,
-        kind: CallKind,
+        op: Operation,
         cache_key: Option<String>,
     },
     /// A local answer was sent.
     Done,
+}
+
+/// Who sent the body being collected, as far as the edge checked it.
+enum Caller {
+    /// An EST device (enrolment): its verified certificate and the EST label.
+    Device {
+        client: Client,
+        label: Option<String>,
+    },
+    /// A BRSKI pledge: its TLS client certificate, base64 DER on one line.
+    Pledge { cert_b64: String },
 }
 
 struct EdgeStream {
@@ -236,25 +240,20 @@ impl EdgeStream {
         }
     }
 
-    /// Send one call to the control plane and wait for it.
+    /// Send one call for `op` to the control plane and wait for it.
     fn call(
         &mut self,
         cfg: &Config,
-        kind: CallKind,
+        op: Operation,
         extra: &[(&str, &str)],
         body: Option<&[u8]>,
         cache_key: Option<String>,
     ) -> Action {
         let cp = &cfg.control_plane;
         let auth = format!("Bearer {}", cp.token.expose());
-        let (method, path) = match kind {
-            CallKind::Enroll => ("POST", internal_api::ENROLL_PATH),
-            CallKind::CaCerts => ("GET", internal_api::CACERTS_PATH),
-            CallKind::CsrAttrs => ("GET", internal_api::CSRATTRS_PATH),
-        };
         let mut headers: Vec<(&str, &str)> = vec![
-            (":method", method),
-            (":path", path),
+            (":method", op.method().as_str()),
+            (":path", op.path().as_str()),
             (":authority", cp.authority.as_str()),
             (internal_api::HDR_AUTHORIZATION, auth.as_str()),
         ];
@@ -263,7 +262,7 @@ impl EdgeStream {
             Ok(token) => {
                 self.state = State::Waiting {
                     token,
-                    kind,
+                    op,
                     cache_key,
                 };
                 Action::Pause
@@ -272,7 +271,7 @@ impl EdgeStream {
                 log(
                     LogLevel::Warn,
                     &format!(
-                        "estuary-filter: dispatch to cluster {} failed: {status:?}",
+                        "estuary-filter: dispatch of {op} to cluster {} failed: {status:?}",
                         cp.cluster
                     ),
                 );
@@ -315,46 +314,34 @@ impl EdgeStream {
         if end_of_stream {
             return self.finish_brski(cfg, op, cert_b64, &[]);
         }
-        self.state = State::CollectingBrski { op, cert_b64 };
+        self.state = State::Collecting {
+            op,
+            caller: Caller::Pledge { cert_b64 },
+        };
         Action::Pause
     }
 
-    fn finish_brski(&mut self, cfg: &Config, op: BrskiOp, cert_b64: String, body: &[u8]) -> Action {
+    fn finish_brski(
+        &mut self,
+        cfg: &Config,
+        op: Operation,
+        cert_b64: String,
+        body: &[u8],
+    ) -> Action {
         if let Err(e) = brski::check_body(op, body) {
             return self.send(&e.reply());
         }
-        let cp = &cfg.control_plane;
-        let auth = format!("Bearer {}", cp.token.expose());
-        let mut headers: Vec<(&str, &str)> = vec![
-            (":method", "POST"),
-            (":path", op.internal_path()),
-            (":authority", cp.authority.as_str()),
-            (internal_api::HDR_AUTHORIZATION, auth.as_str()),
-            (brski::HDR_CLIENT_CERT, cert_b64.as_str()),
-        ];
-        if op.has_body() {
-            headers.push(("content-type", op.content_type()));
+        let mut extra: Vec<(&str, &str)> = vec![(internal_api::HDR_CLIENT_CERT, cert_b64.as_str())];
+        if let Some(ct) = op.request_content_type() {
+            extra.push((internal_api::HDR_CONTENT_TYPE, ct));
         }
         let body = if op.has_body() { Some(body) } else { None };
-        match hostcalls::dispatch_http_call(&cp.cluster, headers, body, vec![], cp.timeout) {
-            Ok(token) => {
-                self.state = State::WaitingBrski { token, op };
-                Action::Pause
-            }
-            Err(status) => {
-                log(
-                    LogLevel::Warn,
-                    &format!("estuary-filter: BRSKI dispatch failed: {status:?}"),
-                );
-                self.fail(&EdgeError::ControlPlaneUnavailable)
-            }
-        }
+        self.call(cfg, op, &extra, body, None)
     }
 
-    /// The whole BRSKI body has arrived (size already checked).
-    fn brski_body_done(&mut self, cfg: &Config, body_size: usize) -> Action {
-        let State::CollectingBrski { op, cert_b64 } =
-            std::mem::replace(&mut self.state, State::Done)
+    /// The whole body has arrived (size already checked): check it and forward it.
+    fn body_done(&mut self, cfg: &Config, body_size: usize) -> Action {
+        let State::Collecting { op, caller } = std::mem::replace(&mut self.state, State::Done)
         else {
             return Action::Continue;
         };
@@ -362,7 +349,10 @@ impl EdgeStream {
             .ok()
             .flatten()
             .unwrap_or_default();
-        self.finish_brski(cfg, op, cert_b64, &body)
+        match caller {
+            Caller::Device { client, label } => self.finish_enroll(cfg, op, client, label, &body),
+            Caller::Pledge { cert_b64 } => self.finish_brski(cfg, op, cert_b64, &body),
+        }
     }
 
     fn cacerts(&mut self, cfg: &Config, label: Option<String>) -> Action {
@@ -374,7 +364,7 @@ impl EdgeStream {
         if let Some(l) = label.as_deref() {
             extra.push((internal_api::HDR_LABEL, l));
         }
-        self.call(cfg, CallKind::CaCerts, &extra, None, Some(key))
+        self.call(cfg, Operation::CaCerts, &extra, None, Some(key))
     }
 
     fn csrattrs(&mut self, cfg: &Config, est: &EstService, label: Option<String>) -> Action {
@@ -398,7 +388,7 @@ impl EdgeStream {
         if let Some(l) = label.as_deref() {
             extra.push((internal_api::HDR_LABEL, l));
         }
-        self.call(cfg, CallKind::CsrAttrs, &extra, None, Some(key))
+        self.call(cfg, Operation::CsrAttrs, &extra, None, Some(key))
     }
 
     fn start_enroll(
@@ -427,9 +417,8 @@ impl EdgeStream {
         match checked {
             Ok(client) => {
                 self.state = State::Collecting {
-                    kind,
-                    label,
-                    client,
+                    op: kind.operation(),
+                    caller: Caller::Device { client, label },
                 };
                 // Needs `allow_on_headers_stop_iteration: true` in Envoy (see the crate docs).
                 Action::Pause
@@ -438,24 +427,19 @@ impl EdgeStream {
         }
     }
 
-    fn finish_enroll(&mut self, cfg: &Config, body_size: usize) -> Action {
-        let State::Collecting {
-            kind,
-            label,
-            client,
-        } = std::mem::replace(&mut self.state, State::Done)
-        else {
-            return Action::Continue;
-        };
-        // Collecting is only entered in the registrar role.
+    fn finish_enroll(
+        &mut self,
+        cfg: &Config,
+        op: Operation,
+        client: Client,
+        label: Option<String>,
+        body: &[u8],
+    ) -> Action {
+        // A device body is only collected in the registrar role.
         let Some(est) = cfg.est() else {
             return self.fail(&EdgeError::NotAnEstServer);
         };
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let der = match enroll::check_body(&body, &client.identity, &est.trust.parent, &cfg.keys) {
+        let der = match enroll::check_body(body, &client.identity, &est.trust.parent, &cfg.keys) {
             Ok(der) => der,
             Err(e) => return self.fail(&e),
         };
@@ -466,7 +450,7 @@ impl EdgeStream {
                 internal_api::HDR_DEVICE_SERIAL,
                 client.identity.label().as_str(),
             ),
-            (internal_api::HDR_OPERATION, kind.as_str()),
+            (internal_api::HDR_OPERATION, op.as_str()),
             (internal_api::HDR_CLIENT_CERT, cert_b64.as_str()),
         ];
         if !chain_b64.is_empty() {
@@ -475,7 +459,7 @@ impl EdgeStream {
         if let Some(l) = label.as_deref() {
             extra.push((internal_api::HDR_LABEL, l));
         }
-        self.call(cfg, CallKind::Enroll, &extra, Some(&der), None)
+        self.call(cfg, op, &extra, Some(&der), None)
     }
 }
 
@@ -488,41 +472,9 @@ impl Context for EdgeStream {
         _num_trailers: usize,
     ) {
         let state = std::mem::replace(&mut self.state, State::Done);
-        if let State::WaitingBrski { token, op } = state {
-            if token != token_id {
-                self.state = State::WaitingBrski { token, op };
-                return;
-            }
-            let status = if num_headers == 0 {
-                None
-            } else {
-                call_response_header(":status")
-            };
-            let body = if body_size == 0 {
-                Vec::new()
-            } else {
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            };
-            let (reply, line) = brski::map_answer(
-                op,
-                status.as_deref(),
-                call_response_header(internal_api::HDR_RETRY_AFTER).as_deref(),
-                call_response_header("content-type").as_deref(),
-                call_response_header("location").as_deref(),
-                &body,
-            );
-            if let Some(line) = line {
-                log(LogLevel::Warn, &format!("estuary-filter: {line}"));
-            }
-            self.send(&reply);
-            return;
-        }
         let State::Waiting {
             token,
-            kind,
+            op,
             cache_key,
         } = state
         else {
@@ -531,7 +483,7 @@ impl Context for EdgeStream {
         if token != token_id {
             self.state = State::Waiting {
                 token,
-                kind,
+                op,
                 cache_key,
             };
             return;
@@ -542,6 +494,8 @@ impl Context for EdgeStream {
             call_response_header(":status")
         };
         let retry_after = call_response_header(internal_api::HDR_RETRY_AFTER);
+        let content_type = call_response_header(internal_api::HDR_CONTENT_TYPE);
+        let location = call_response_header(internal_api::HDR_LOCATION);
         let body = if body_size == 0 {
             Vec::new()
         } else {
@@ -550,7 +504,16 @@ impl Context for EdgeStream {
                 .flatten()
                 .unwrap_or_default()
         };
-        let answer = upstream::map_answer(kind, status.as_deref(), retry_after.as_deref(), &body);
+        let answer = upstream::map_answer(
+            op,
+            &Upstream {
+                status: status.as_deref(),
+                retry_after: retry_after.as_deref(),
+                content_type: content_type.as_deref(),
+                location: location.as_deref(),
+                body: &body,
+            },
+        );
         if let Some(line) = &answer.log {
             log(LogLevel::Warn, &format!("estuary-filter: {line}"));
         }
@@ -604,14 +567,11 @@ impl HttpContext for EdgeStream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let brski = match &self.state {
-            State::Collecting { .. } => false,
-            State::CollectingBrski { .. } => true,
+        match &self.state {
+            State::Collecting { .. } => {}
             State::Idle => return Action::Continue,
-            State::Waiting { .. } | State::WaitingBrski { .. } | State::Done => {
-                return Action::Pause
-            }
-        };
+            State::Waiting { .. } | State::Done => return Action::Pause,
+        }
         let Some(cfg) = self.config.clone() else {
             return Action::Continue;
         };
@@ -622,15 +582,11 @@ impl HttpContext for EdgeStream {
         if !end_of_stream {
             return Action::Pause;
         }
-        if brski {
-            return self.brski_body_done(&cfg, body_size);
-        }
-        self.finish_enroll(&cfg, body_size)
+        self.body_done(&cfg, body_size)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        let brski = matches!(self.state, State::CollectingBrski { .. });
-        if !brski && !matches!(self.state, State::Collecting { .. }) {
+        if !matches!(self.state, State::Collecting { .. }) {
             return Action::Continue;
         }
         let Some(cfg) = self.config.clone() else {
@@ -645,9 +601,6 @@ impl HttpContext for EdgeStream {
         if u64::try_from(size).map_or(true, |n| n > limit) {
             return self.fail(&EdgeError::PayloadTooLarge { limit });
         }
-        if brski {
-            return self.brski_body_done(&cfg, size);
-        }
-        self.finish_enroll(&cfg, size)
+        self.body_done(&cfg, size)
     }
 }

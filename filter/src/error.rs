@@ -9,7 +9,7 @@ use crate::xfcc::XfccError;
 use estuary_proto::identity::IdentityError;
 
 /// Seconds a client is told to wait when the control plane cannot be reached.
-pub const DEFAULT_RETRY_AFTER_S: u32 = 10;
+pub use estuary_proto::internal_api::DEFAULT_RETRY_AFTER_S;
 
 /// Everything the edge can refuse a request for.
 ///

@@ -1,7 +1,7 @@
 //! Which EST operation a request is, decided from its headers alone (pure).
 
 use estuary_proto::est::{self, EstOperation};
-use estuary_proto::internal_api;
+use estuary_proto::internal_api::Operation;
 
 use crate::config::Config;
 use crate::error::EdgeError;
@@ -19,12 +19,17 @@ pub enum EnrollKind {
 }
 
 impl EnrollKind {
+    /// The internal API operation.
+    pub fn operation(self) -> Operation {
+        match self {
+            EnrollKind::Enroll => Operation::SimpleEnroll,
+            EnrollKind::Reenroll => Operation::SimpleReenroll,
+        }
+    }
+
     /// The operation name, as sent in `estuary-operation`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            EnrollKind::Enroll => internal_api::OP_SIMPLEENROLL,
-            EnrollKind::Reenroll => internal_api::OP_SIMPLEREENROLL,
-        }
+        self.operation().as_str()
     }
 }
 

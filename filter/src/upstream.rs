@@ -1,28 +1,23 @@
-//! Map the control plane's answer to the EST answer (pure).
+//! Map the control plane's answer to the client's answer (pure): one map for every route, EST
+//! and BRSKI alike.
 //!
-//! The control plane speaks the internal API of `estuary_proto::internal_api`: raw DER bodies,
-//! `text/plain` reasons for 4xx, `retry-after` on 202/429/503. 5xx detail stays in the log.
+//! The control plane speaks the internal API of `estuary_proto::internal_api`, which also
+//! classifies each answer ([`internal_api::classify`]); this module only words the classes for
+//! the client. EST answers name "the registration authority", BRSKI ones "the registrar".
+//! 5xx detail stays in the log.
 
+use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::est;
+use estuary_proto::internal_api::{self, AnswerClass, Operation, Protocol};
 
 use crate::error::{EdgeError, DEFAULT_RETRY_AFTER_S};
-use crate::reply::Reply;
+use crate::reply::{Reply, CT_TEXT};
 
-/// Longest control-plane reason passed on to the client.
-pub const MAX_REASON_BYTES: usize = 1024;
+pub use estuary_proto::internal_api::{
+    redirect_location, retry_after_seconds, MAX_LOCATION_BYTES, MAX_REASON_BYTES,
+};
 
-/// What the filter asked the control plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallKind {
-    /// simpleenroll / simplereenroll.
-    Enroll,
-    /// cacerts.
-    CaCerts,
-    /// csrattrs.
-    CsrAttrs,
-}
-
-/// The EST answer, plus what to cache and what to log.
+/// The client's answer, plus what to cache and what to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     /// What the client gets.
@@ -33,29 +28,43 @@ pub struct Answer {
     pub log: Option<String>,
 }
 
-/// `Retry-After` as delay-seconds (RFC 9110 §10.2.3); anything else gets the default.
-pub fn retry_after_seconds(value: Option<&[u8]>) -> u32 {
-    value
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .map(|s| s.clamp(1, 86_400))
-        .unwrap_or(DEFAULT_RETRY_AFTER_S)
+/// The parts of a control-plane answer the filter reads (raw header values).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Upstream<'a> {
+    /// `:status`; `None` when the call failed or timed out (Envoy then delivers none).
+    pub status: Option<&'a [u8]>,
+    /// `retry-after`.
+    pub retry_after: Option<&'a [u8]>,
+    /// `content-type`.
+    pub content_type: Option<&'a [u8]>,
+    /// `location`.
+    pub location: Option<&'a [u8]>,
+    /// The body.
+    pub body: &'a [u8],
 }
 
-/// A 4xx reason fit to pass on: UTF-8, printable, bounded; else a generic phrase.
-fn client_reason(status: u32, body: &[u8]) -> String {
-    let text = std::str::from_utf8(body).unwrap_or("");
-    let text = text.trim();
-    let clean = !text.is_empty()
-        && text.len() <= MAX_REASON_BYTES
-        && text
-            .chars()
-            .all(|c| !c.is_control() || c == '\n' || c == '\t');
-    if clean {
-        text.to_string()
-    } else {
-        format!("request refused by the registration authority (HTTP {status})")
+impl<'a> Upstream<'a> {
+    /// An answer with a status and a body, no headers.
+    pub fn new(status: Option<&'a [u8]>, body: &'a [u8]) -> Self {
+        Upstream {
+            status,
+            body,
+            ..Upstream::default()
+        }
     }
+}
+
+fn answer(reply: Reply, log: Option<String>) -> Answer {
+    Answer {
+        reply,
+        cache: None,
+        log,
+    }
+}
+
+fn with_retry_after(mut reply: Reply, secs: u32) -> Reply {
+    reply.headers.push(("retry-after", secs.to_string()));
+    reply
 }
 
 fn snippet(body: &[u8]) -> String {
@@ -63,126 +72,174 @@ fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(cut).escape_debug().to_string()
 }
 
-fn unavailable(log: String) -> Answer {
-    Answer {
-        reply: EdgeError::ControlPlaneUnavailable.reply(),
-        cache: None,
-        log: Some(log),
+/// Who the client is told failed, per protocol.
+fn authority(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Est => "registration authority",
+        Protocol::Brski => "registrar",
     }
 }
 
-fn generic_5xx(status: u32, log: String) -> Answer {
-    let (code, text) = if status == 500 {
-        (500, "internal error")
-    } else {
-        (502, "bad gateway: the registration authority failed")
+/// A failed control plane: 500 stays 500, anything else is 502; the detail goes to the log.
+fn server_error(op: Operation, status: u32, log: String) -> Answer {
+    let code = if status == 500 { 500 } else { 502 };
+    let text = match (op.protocol(), code) {
+        (Protocol::Est, 500) => "internal error",
+        (Protocol::Est, _) => "bad gateway: the registration authority failed",
+        (Protocol::Brski, _) => "bad gateway: the registrar failed",
     };
-    Answer {
-        reply: Reply::text(code, text),
-        cache: None,
-        log: Some(log),
-    }
+    answer(Reply::text(code, text), Some(log))
 }
 
-/// Map `(status, retry-after, body)` from the control plane; `status` is `None` when the call
-/// failed or timed out (Envoy then delivers no `:status`).
-pub fn map_answer(
-    kind: CallKind,
-    status: Option<&[u8]>,
-    retry_after: Option<&[u8]>,
-    body: &[u8],
-) -> Answer {
-    let status = status
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .and_then(|s| s.trim().parse::<u32>().ok());
-    let Some(status) = status else {
-        return unavailable("control plane call failed or timed out (no :status)".into());
-    };
-    match status {
-        200 => ok_answer(kind, body),
-        // RFC 7030 §4.2.3: 202 + Retry-After while the certificate is being issued.
-        202 if kind == CallKind::Enroll => {
-            let secs = retry_after_seconds(retry_after);
-            let mut reply = Reply::text(
-                202,
-                &format!("enrollment accepted and pending; retry after {secs} seconds"),
-            );
-            reply.headers.push(("retry-after", secs.to_string()));
-            Answer {
-                reply,
-                cache: None,
-                log: None,
-            }
-        }
-        // RFC 6585 §4: the device's own limit (e.g. too many new keys); it learns why and when.
-        429 => {
-            let secs = retry_after_seconds(retry_after);
-            let mut reply = Reply::text(429, &client_reason(status, body));
-            reply.headers.push(("retry-after", secs.to_string()));
-            Answer {
-                reply,
-                cache: None,
-                log: None,
-            }
-        }
-        503 => {
-            let secs = retry_after_seconds(retry_after);
-            let mut reply = Reply::text(503, "registration authority busy, retry later");
-            reply.headers.push(("retry-after", secs.to_string()));
-            Answer {
-                reply,
-                cache: None,
-                log: Some(format!("control plane answered {status}")),
-            }
-        }
-        400..=499 => Answer {
-            reply: Reply::text(status, &client_reason(status, body)),
-            cache: None,
-            log: None,
+/// Map the control plane's answer to `op` for the client.
+pub fn map_answer(op: Operation, up: &Upstream<'_>) -> Answer {
+    let protocol = op.protocol();
+    match internal_api::classify(op, up.status) {
+        AnswerClass::NoAnswer => match protocol {
+            Protocol::Est => answer(
+                EdgeError::ControlPlaneUnavailable.reply(),
+                Some("control plane call failed or timed out (no :status)".into()),
+            ),
+            Protocol::Brski => answer(
+                with_retry_after(
+                    Reply::text(503, "registrar unavailable, retry later"),
+                    DEFAULT_RETRY_AFTER_S,
+                ),
+                Some("control plane BRSKI call failed or timed out".into()),
+            ),
         },
-        _ => generic_5xx(
+        AnswerClass::Ok => ok_answer(op, up),
+        // RFC 7030 §4.2.3: 202 + Retry-After while the certificate is being issued.
+        AnswerClass::Pending => {
+            let secs = retry_after_seconds(up.retry_after);
+            let text = format!("enrollment accepted and pending; retry after {secs} seconds");
+            answer(with_retry_after(Reply::text(202, &text), secs), None)
+        }
+        // draft-ietf-anima-brski-cloud: the cloud registrar redirects to the owner's registrar.
+        AnswerClass::Redirect => match redirect_location(up.location) {
+            Some(url) => {
+                let mut r = Reply::text(307, "redirected to the owner's registrar");
+                r.headers.push(("location", url.to_string()));
+                answer(r, None)
+            }
+            None => server_error(
+                op,
+                307,
+                format!(
+                    "control plane answered 307 to requestvoucher without an absolute https \
+                     Location (at most {MAX_LOCATION_BYTES} visible ASCII bytes)"
+                ),
+            ),
+        },
+        // RFC 6585 §4: the client's own limit; it learns why and when to come back.
+        AnswerClass::TooManyRequests => {
+            let reason = match (internal_api::client_reason(protocol, up.body), protocol) {
+                (Some(r), _) => r.to_string(),
+                (None, Protocol::Est) => {
+                    "request refused by the registration authority (HTTP 429)".to_string()
+                }
+                (None, Protocol::Brski) => {
+                    "too many requests from this pledge; retry later".to_string()
+                }
+            };
+            let secs = retry_after_seconds(up.retry_after);
+            answer(with_retry_after(Reply::text(429, &reason), secs), None)
+        }
+        AnswerClass::Busy => {
+            let (text, log) = match protocol {
+                Protocol::Est => (
+                    "registration authority busy, retry later",
+                    "control plane answered 503".to_string(),
+                ),
+                Protocol::Brski => (
+                    "registrar unavailable, retry later",
+                    format!("registrar busy or MASA unavailable ({op})"),
+                ),
+            };
+            let secs = retry_after_seconds(up.retry_after);
+            answer(with_retry_after(Reply::text(503, text), secs), Some(log))
+        }
+        AnswerClass::ClientError(status) => {
+            let reason = match internal_api::client_reason(protocol, up.body) {
+                Some(r) => r.to_string(),
+                None => format!(
+                    "request refused by the {} (HTTP {status})",
+                    authority(protocol)
+                ),
+            };
+            answer(Reply::text(status, &reason), None)
+        }
+        AnswerClass::InternalError => server_error(
+            op,
+            500,
+            format!("control plane answered 500 to {op}: {}", snippet(up.body)),
+        ),
+        AnswerClass::Unexpected(status) => server_error(
+            op,
             status,
             format!(
-                "control plane answered unexpected {status} to {kind:?}: {}",
-                snippet(body)
+                "control plane answered unexpected {status} to {op}: {}",
+                snippet(up.body)
             ),
         ),
     }
 }
 
-fn ok_answer(kind: CallKind, body: &[u8]) -> Answer {
-    match kind {
-        CallKind::Enroll | CallKind::CaCerts => {
-            // Check it is what RFC 7030 promises before handing it to a device.
+/// A 200, checked to be what the client is promised before it is handed on.
+fn ok_answer(op: Operation, up: &Upstream<'_>) -> Answer {
+    let body = up.body;
+    let bad = |what: &str| {
+        server_error(
+            op,
+            502,
+            format!(
+                "control plane 200 to {op} is not {what} ({} bytes)",
+                body.len()
+            ),
+        )
+    };
+    match op {
+        Operation::SimpleEnroll | Operation::SimpleReenroll | Operation::CaCerts => {
             match estuary_proto::pkcs7::decode_certs_only(body) {
                 Ok(certs) if !certs.is_empty() => Answer {
                     reply: Reply::base64_der(est::CT_PKCS7_CERTS_ONLY, body),
-                    cache: (kind == CallKind::CaCerts).then(|| body.to_vec()),
+                    cache: (op == Operation::CaCerts).then(|| body.to_vec()),
                     log: None,
                 },
-                _ => generic_5xx(
-                    502,
-                    format!(
-                        "control plane 200 to {kind:?} is not a certs-only PKCS#7 ({} bytes)",
-                        body.len()
-                    ),
-                ),
+                _ => bad("a certs-only PKCS#7"),
             }
         }
-        CallKind::CsrAttrs => match estuary_proto::csrattrs::CsrAttrs::from_der(body) {
+        Operation::CsrAttrs => match estuary_proto::csrattrs::CsrAttrs::from_der(body) {
             Ok(_) => Answer {
                 reply: Reply::base64_der(est::CT_CSRATTRS, body),
                 cache: Some(body.to_vec()),
                 log: None,
             },
-            Err(_) => generic_5xx(
-                502,
-                format!(
-                    "control plane 200 to csrattrs is not CsrAttrs DER ({} bytes)",
-                    body.len()
-                ),
-            ),
+            Err(_) => bad("CsrAttrs DER"),
         },
+        Operation::RequestVoucher
+            if cms_signed::parse_unverified(body, ANIMA_JSON_VOUCHER).is_err() =>
+        {
+            bad("a CMS voucher")
+        }
+        Operation::RequestVoucher
+        | Operation::VoucherStatus
+        | Operation::EnrollStatus
+        | Operation::RequestAuditLog => {
+            let ct = up
+                .content_type
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .unwrap_or(CT_TEXT)
+                .to_string();
+            answer(
+                Reply {
+                    status: 200,
+                    headers: vec![("content-type", ct)],
+                    body: body.to_vec(),
+                },
+                None,
+            )
+        }
     }
 }
 
@@ -197,6 +254,45 @@ mod tests {
     )]
     use super::*;
 
+    fn est(
+        op: Operation,
+        status: Option<&[u8]>,
+        retry_after: Option<&[u8]>,
+        body: &[u8],
+    ) -> Answer {
+        map_answer(
+            op,
+            &Upstream {
+                status,
+                retry_after,
+                body,
+                ..Upstream::default()
+            },
+        )
+    }
+
+    fn brski(
+        op: Operation,
+        status: Option<&[u8]>,
+        retry_after: Option<&[u8]>,
+        content_type: Option<&[u8]>,
+        location: Option<&[u8]>,
+        body: &[u8],
+    ) -> (Reply, Option<String>) {
+        let a = map_answer(
+            op,
+            &Upstream {
+                status,
+                retry_after,
+                content_type,
+                location,
+                body,
+            },
+        );
+        assert_eq!(a.cache, None, "BRSKI answers are never cached");
+        (a.reply, a.log)
+    }
+
     fn pkcs7() -> Vec<u8> {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["a.example.test".to_string()])
@@ -209,7 +305,7 @@ mod tests {
     #[test]
     fn ok_enroll_is_base64_pkcs7_not_cached() {
         let p7 = pkcs7();
-        let a = map_answer(CallKind::Enroll, Some(b"200"), None, &p7);
+        let a = est(Operation::SimpleEnroll, Some(b"200"), None, &p7);
         assert_eq!(a.reply.status, 200);
         assert_eq!(
             a.reply.header("content-type"),
@@ -218,31 +314,31 @@ mod tests {
         assert_eq!(a.reply.header("content-transfer-encoding"), Some("base64"));
         assert_eq!(estuary_proto::base64::decode(&a.reply.body).unwrap(), p7);
         assert_eq!(a.cache, None);
-        let a = map_answer(CallKind::CaCerts, Some(b"200"), None, &p7);
+        let a = est(Operation::CaCerts, Some(b"200"), None, &p7);
         assert_eq!(a.cache, Some(p7));
     }
 
     #[test]
     fn pending_busy_and_failures() {
-        let a = map_answer(CallKind::Enroll, Some(b"202"), Some(b" 42 "), b"");
+        let a = est(Operation::SimpleEnroll, Some(b"202"), Some(b" 42 "), b"");
         assert_eq!(
             (a.reply.status, a.reply.header("retry-after")),
             (202, Some("42"))
         );
-        let a = map_answer(
-            CallKind::Enroll,
+        let a = est(
+            Operation::SimpleEnroll,
             Some(b"202"),
             Some(b"Wed, 21 Oct 2015"),
             b"",
         );
         assert_eq!(a.reply.header("retry-after"), Some("10"));
-        let a = map_answer(CallKind::Enroll, Some(b"503"), Some(b"3"), b"x");
+        let a = est(Operation::SimpleEnroll, Some(b"503"), Some(b"3"), b"x");
         assert_eq!(
             (a.reply.status, a.reply.header("retry-after")),
             (503, Some("3"))
         );
-        let a = map_answer(
-            CallKind::Enroll,
+        let a = est(
+            Operation::SimpleEnroll,
             Some(b"429"),
             Some(b"3"),
             b"this device has requested 5 new certificates",
@@ -253,12 +349,12 @@ mod tests {
         );
         assert!(String::from_utf8_lossy(&a.reply.body).contains("requested 5 new certificates"));
         for s in [None, Some(&b""[..]), Some(b"abc")] {
-            let a = map_answer(CallKind::Enroll, s, None, b"");
+            let a = est(Operation::SimpleEnroll, s, None, b"");
             assert_eq!(a.reply.status, 503);
             assert_eq!(a.reply.header("retry-after"), Some("10"));
         }
-        let a = map_answer(
-            CallKind::Enroll,
+        let a = est(
+            Operation::SimpleEnroll,
             Some(b"500"),
             None,
             b"db password=x at 10.0.0.1",
@@ -269,46 +365,168 @@ mod tests {
             a.log.unwrap().contains("10.0.0.1"),
             "detail goes to the log"
         );
-        let a = map_answer(CallKind::Enroll, Some(b"504"), None, b"");
+        let a = est(Operation::SimpleEnroll, Some(b"504"), None, b"");
         assert_eq!(a.reply.status, 502);
-        let a = map_answer(CallKind::Enroll, Some(b"302"), None, b"");
+        let a = est(Operation::SimpleEnroll, Some(b"302"), None, b"");
         assert_eq!(a.reply.status, 502);
         // 202 makes no sense for cacerts.
-        let a = map_answer(CallKind::CaCerts, Some(b"202"), None, b"");
+        let a = est(Operation::CaCerts, Some(b"202"), None, b"");
         assert_eq!(a.reply.status, 502);
     }
 
     #[test]
     fn client_errors_keep_a_clean_reason() {
-        let a = map_answer(CallKind::Enroll, Some(b"403"), None, b"name not allowed\n");
+        let a = est(
+            Operation::SimpleEnroll,
+            Some(b"403"),
+            None,
+            b"name not allowed\n",
+        );
         assert_eq!(
             (a.reply.status, a.reply.body.as_slice()),
             (403, &b"name not allowed\n"[..])
         );
-        let a = map_answer(CallKind::Enroll, Some(b"409"), None, b"\x00\x01binary");
+        let a = est(
+            Operation::SimpleEnroll,
+            Some(b"409"),
+            None,
+            b"\x00\x01binary",
+        );
         assert_eq!(a.reply.status, 409);
         assert!(String::from_utf8_lossy(&a.reply.body).contains("HTTP 409"));
         let long = vec![b'a'; MAX_REASON_BYTES + 1];
-        let a = map_answer(CallKind::Enroll, Some(b"400"), None, &long);
+        let a = est(Operation::SimpleEnroll, Some(b"400"), None, &long);
         assert!(a.reply.body.len() < 100);
     }
 
     #[test]
     fn bad_200_bodies_are_502() {
         assert_eq!(
-            map_answer(CallKind::Enroll, Some(b"200"), None, b"nope")
+            est(Operation::SimpleEnroll, Some(b"200"), None, b"nope")
                 .reply
                 .status,
             502
         );
         assert_eq!(
-            map_answer(CallKind::CsrAttrs, Some(b"200"), None, b"nope")
+            est(Operation::CsrAttrs, Some(b"200"), None, b"nope")
                 .reply
                 .status,
             502
         );
-        let a = map_answer(CallKind::CsrAttrs, Some(b"200"), None, &[0x30, 0x00]);
+        let a = est(Operation::CsrAttrs, Some(b"200"), None, &[0x30, 0x00]);
         assert_eq!(a.reply.status, 200, "an empty CsrAttrs is valid");
         assert_eq!(a.reply.header("content-type"), Some(est::CT_CSRATTRS));
+    }
+
+    #[test]
+    fn answers() {
+        let (r, _) = brski(
+            Operation::RequestVoucher,
+            Some(b"503"),
+            Some(b"30"),
+            None,
+            None,
+            b"",
+        );
+        assert_eq!((r.status, r.header("retry-after")), (503, Some("30")));
+        let (r, _) = brski(
+            Operation::RequestVoucher,
+            Some(b"200"),
+            None,
+            None,
+            None,
+            b"not cms",
+        );
+        assert_eq!(r.status, 502);
+        let (r, _) = brski(
+            Operation::VoucherStatus,
+            Some(b"403"),
+            None,
+            None,
+            None,
+            b"no\n",
+        );
+        assert_eq!((r.status, r.body.as_slice()), (403, &b"no\n"[..]));
+        let (r, log) = brski(
+            Operation::VoucherStatus,
+            Some(b"502"),
+            None,
+            None,
+            None,
+            b"secret",
+        );
+        assert_eq!(r.status, 502);
+        assert!(!String::from_utf8_lossy(&r.body).contains("secret"));
+        assert!(log.is_some());
+    }
+
+    #[test]
+    fn a_307_to_requestvoucher_is_passed_on_with_its_location() {
+        // draft-ietf-anima-brski-cloud: the cloud registrar redirects to the owner's registrar.
+        let url = b"https://registrar.owner.example:8443/.well-known/brski/requestvoucher";
+        let (r, log) = brski(
+            Operation::RequestVoucher,
+            Some(b"307"),
+            None,
+            Some(b"text/plain"),
+            Some(url),
+            b"internal detail",
+        );
+        assert_eq!(r.status, 307);
+        assert_eq!(r.header("location").map(str::as_bytes), Some(&url[..]));
+        assert_eq!(r.body, b"redirected to the owner's registrar\n");
+        assert!(log.is_none());
+        let (r, _) = brski(
+            Operation::RequestVoucher,
+            Some(b"307"),
+            None,
+            None,
+            Some(b"HTTPS://Registrar.example"),
+            b"",
+        );
+        assert_eq!(r.status, 307);
+    }
+
+    #[test]
+    fn a_307_without_a_usable_location_or_to_another_op_is_502() {
+        let long = format!("https://r.example/{}", "a".repeat(2048));
+        for location in [
+            None,
+            Some(&b""[..]),
+            Some(b"http://registrar.example/.well-known/brski/requestvoucher"),
+            Some(b"/.well-known/brski/requestvoucher"),
+            Some(b"https://"),
+            Some(b"https:///path"),
+            Some(b"https://r.example/a b"),
+            Some(b"https://r.example/\r\nset-cookie: x"),
+            Some("https://r\u{e9}.example/".as_bytes()),
+            Some(b"ftp://r.example/"),
+            Some(long.as_bytes()),
+        ] {
+            let (r, log) = brski(
+                Operation::RequestVoucher,
+                Some(b"307"),
+                None,
+                None,
+                location,
+                b"",
+            );
+            assert_eq!(r.status, 502, "{location:?}");
+            assert!(r.header("location").is_none());
+            assert!(log.is_some_and(|l| l.contains("307")), "{location:?}");
+        }
+        let ok = Some(&b"https://r.example/x"[..]);
+        let (r, _) = brski(Operation::VoucherStatus, Some(b"307"), None, None, ok, b"");
+        assert_eq!(r.status, 502, "only requestvoucher is redirected");
+        for other in [&b"301"[..], b"302", b"308"] {
+            let (r, _) = brski(Operation::RequestVoucher, Some(other), None, None, ok, b"");
+            assert_eq!(r.status, 502, "{other:?}");
+        }
+        let exact = format!("https://r.example/{}", "a".repeat(2048 - 18));
+        assert_eq!(exact.len(), 2048);
+        assert_eq!(
+            redirect_location(Some(exact.as_bytes())),
+            Some(exact.as_str())
+        );
     }
 }

@@ -7,9 +7,9 @@
 //!    proximity-registrar-cert) is CMS-signed with the IDevID key and POSTed to
 //!    `requestvoucher` on that same connection.
 //! 3. The voucher is verified against the manufacturer's MASA anchor (`--masa-ca`), its
-//!    serial-number, nonce and expiry checked ([`verify_voucher`]), and the registrar's
-//!    provisional certificate must be the pinned-domain-cert or issued by it (§5.6.2,
-//!    [`check_pin`]).
+//!    serial-number, nonce and expiry checked ([`estuary_proto::voucher::verify`]), and the
+//!    registrar's provisional certificate must be the pinned-domain-cert or issued by it
+//!    (§5.6.2, [`estuary_proto::voucher::check_pin`]).
 //! 4. `voucher_status` is posted, then EST runs as before over TLS verified against the pinned
 //!    domain certificate ([`crate::trust::Pinned`]), then `enrollstatus` is posted (§5.7,
 //!    §5.9.4).
@@ -22,7 +22,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use estuary_proto::cert::CertSummary;
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
-use estuary_proto::voucher::{self, Assertion, Voucher, VoucherRequest, CT_VOUCHER_CMS_JSON};
+use estuary_proto::url::{HttpsUrl, UrlError};
+use estuary_proto::voucher::{
+    self, check_pin, Assertion, Expected, NotCoveredByPin, VerifyError, Voucher, VoucherRequest,
+    CT_VOUCHER_CMS_JSON,
+};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -37,7 +41,6 @@ use crate::est::reason_text;
 use crate::flow::{self, EnrollOptions, Summary};
 use crate::transport::{self, EstClient, Identity};
 use crate::trust::{self, Pinned, Recording};
-use crate::url::{HttpsUrl, UrlError};
 
 const MAX_BODY: usize = 256 * 1024;
 
@@ -81,9 +84,16 @@ pub enum BrskiError {
         /// HTTP status.
         status: u16,
     },
-    /// The voucher is not one this pledge may accept.
+    /// The voucher is not one this pledge may accept (RFC 8995 §5.6.1).
     #[error("voucher refused: {0}")]
-    BadVoucher(String),
+    BadVoucher(#[from] VerifyError),
+    /// The registrar's TLS certificate is not covered by the voucher's pinned-domain-cert
+    /// (RFC 8995 §5.6.2).
+    #[error("voucher refused: {0}")]
+    NotPinned(#[from] NotCoveredByPin),
+    /// The voucher's est-domain cannot be an EST base URL.
+    #[error("voucher refused: est-domain {0:?} is unusable: {1}")]
+    BadEstDomain(String, UrlError),
     /// The IDevID key cannot sign a voucher request.
     #[error("the IDevID key cannot sign the voucher request: {0}")]
     Key(String),
@@ -115,6 +125,8 @@ impl BrskiError {
             BrskiError::BadUrl(..)
             | BrskiError::UnexpectedStatus { .. }
             | BrskiError::BadVoucher(_)
+            | BrskiError::NotPinned(_)
+            | BrskiError::BadEstDomain(..)
             | BrskiError::Key(_)
             | BrskiError::Redirect(_) => 1,
         }
@@ -243,14 +255,25 @@ impl Pledge {
         Ok(SignedRequest { nonce, cms })
     }
 
-    /// [`verify_voucher`] with this pledge's anchor and serial-number.
+    /// The checks of §5.6.1 that do not depend on who relayed the voucher
+    /// ([`estuary_proto::voucher::verify`]): signed by a certificate chaining to this pledge's
+    /// MASA anchor, for its serial-number, with `nonce`, not expired, with a pinned-domain-cert
+    /// (and an https est-domain if any). Returns the voucher and its pinned-domain-cert (DER).
     pub fn verify_voucher(
         &self,
         cms: &[u8],
         nonce: &str,
         now: i64,
     ) -> Result<(Voucher, Vec<u8>), BrskiError> {
-        verify_voucher(cms, &self.masa_anchor, &self.serial, nonce, now)
+        let expected = Expected {
+            serial: &self.serial,
+            nonce: Some(nonce),
+            pin: None,
+            est_domain: None,
+            now,
+        };
+        let v = voucher::verify(cms, &self.masa_anchor, &expected)?;
+        Ok((v.voucher, v.pinned_domain_cert))
     }
 }
 
@@ -273,12 +296,15 @@ pub(crate) async fn connect(
     timeout: Duration,
 ) -> Result<Tls, BrskiError> {
     let conn = |e: String| BrskiError::Connection(url.authority().to_owned(), e);
+    // RFC 9525: the certificate must name the URL's host (a DNS-ID or an IP address).
+    let name = rustls::pki_types::ServerName::try_from(url.host().to_owned())
+        .map_err(|e| conn(format!("the host cannot be a TLS server name: {e}")))?;
     let attempt = async {
         let tcp = TcpStream::connect((url.host(), url.port()))
             .await
             .map_err(|e| conn(e.to_string()))?;
         TlsConnector::from(config)
-            .connect(url.server_name(), tcp)
+            .connect(name, tcp)
             .await
             .map_err(|e| conn(format!("TLS: {e}")))
     };
@@ -374,52 +400,6 @@ pub(crate) fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// The checks of §5.6.1 that do not depend on who relayed the voucher: signed by a certificate
-/// chaining to the MASA anchor, for this serial-number, with our nonce, not expired. Returns
-/// the voucher and its pinned-domain-cert (DER).
-pub fn verify_voucher(
-    cms: &[u8],
-    masa_anchor: &[u8],
-    serial: &str,
-    nonce: &str,
-    now: i64,
-) -> Result<(Voucher, Vec<u8>), BrskiError> {
-    let bad = |s: String| BrskiError::BadVoucher(s);
-    let signed = cms_signed::verify(cms, ANIMA_JSON_VOUCHER).map_err(|e| bad(e.to_string()))?;
-    if !cms_signed::chains_to(&signed.signer_cert, &signed.certs, masa_anchor) {
-        return Err(bad(
-            "not signed by the manufacturer's MASA (--masa-ca)".into()
-        ));
-    }
-    let v = Voucher::from_json(&signed.content).map_err(|e| bad(e.to_string()))?;
-    if v.serial_number != serial {
-        return Err(bad(format!("it is for serial {:?}", v.serial_number)));
-    }
-    if v.nonce.as_deref() != Some(nonce) {
-        return Err(bad("its nonce is not ours".into()));
-    }
-    if let Some(exp) = &v.expires_on {
-        match voucher::parse_rfc3339(exp) {
-            Some(t) if t > now => {}
-            _ => return Err(bad(format!("expired or unreadable expires-on {exp:?}"))),
-        }
-    }
-    let pinned = v.pinned_domain_cert_der().map_err(|e| bad(e.to_string()))?;
-    Ok((v, pinned))
-}
-
-/// §5.6.2: the registrar's (provisional) TLS certificate must be the pinned-domain-cert or be
-/// issued by it.
-pub fn check_pin(pinned: &[u8], registrar_cert: &[u8]) -> Result<(), BrskiError> {
-    if registrar_cert == pinned || cms_signed::verify_issued_by(registrar_cert, pinned).is_ok() {
-        Ok(())
-    } else {
-        Err(BrskiError::BadVoucher(
-            "the registrar's TLS certificate is not vouched for by pinned-domain-cert".into(),
-        ))
-    }
 }
 
 /// Writes `voucher.cms` and `pinned-domain.pem` into `out_dir` (created if missing).
@@ -579,183 +559,4 @@ pub async fn run(opts: &BrskiOptions) -> Result<BrskiSummary, BrskiError> {
         voucher: voucher_path,
         est,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// All of §5.6.1–5.6.2 as the pledge runs them: [`verify_voucher`] then [`check_pin`].
-    fn check_voucher(
-        cms: &[u8],
-        masa_anchor: &[u8],
-        serial: &str,
-        nonce: &str,
-        registrar_cert: &[u8],
-        now: i64,
-    ) -> Result<Vec<u8>, BrskiError> {
-        let (_, pinned) = verify_voucher(cms, masa_anchor, serial, nonce, now)?;
-        check_pin(&pinned, registrar_cert)?;
-        Ok(pinned)
-    }
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-    struct Pki {
-        anchor: Vec<u8>,
-        signer: Vec<u8>,
-        key_der: Vec<u8>,
-        domain_ca: Vec<u8>,
-        registrar: Vec<u8>,
-    }
-
-    fn ca(cn: &str) -> (Vec<u8>, Issuer<'static, KeyPair>) {
-        let kp = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let c = p.self_signed(&kp).expect("self-signed");
-        (c.der().to_vec(), Issuer::new(p, kp))
-    }
-
-    fn leaf(cn: &str, by: &Issuer<'static, KeyPair>) -> (Vec<u8>, KeyPair) {
-        let kp = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        (p.signed_by(&kp, by).expect("signed").der().to_vec(), kp)
-    }
-
-    fn pki() -> Pki {
-        let (anchor, masa_ca) = ca("MASA CA");
-        let (signer, kp) = leaf("MASA signer", &masa_ca);
-        let key_der = kp.serialize_der();
-        let (domain_ca, dca) = ca("domain CA");
-        let (registrar, _) = leaf("registrar", &dca);
-        Pki {
-            anchor,
-            signer,
-            key_der,
-            domain_ca,
-            registrar,
-        }
-    }
-
-    fn voucher(p: &Pki, serial: &str, nonce: &str, expires: i64) -> Vec<u8> {
-        voucher_with(p, serial, nonce, expires, None)
-    }
-
-    fn voucher_with(
-        p: &Pki,
-        serial: &str,
-        nonce: &str,
-        expires: i64,
-        est_domain: Option<&str>,
-    ) -> Vec<u8> {
-        let v = Voucher {
-            est_domain: est_domain.map(str::to_owned),
-            assertion: Some(Assertion::Logged),
-            serial_number: serial.into(),
-            nonce: Some(nonce.into()),
-            pinned_domain_cert: voucher::b64(&p.domain_ca),
-            created_on: Some(voucher::rfc3339(0)),
-            expires_on: Some(voucher::rfc3339(expires)),
-            ..Default::default()
-        };
-        cms_signed::sign(
-            ANIMA_JSON_VOUCHER,
-            &v.to_json().expect("json"),
-            &p.signer,
-            &[],
-            &cms_signed::signing_key_from_pkcs8_der(&p.key_der).expect("p256"),
-        )
-        .expect("sign")
-    }
-
-    /// RFC 8995 §5.6.1: the pledge checks signer, serial, nonce, expiry and the pin.
-    #[test]
-    fn voucher_checks() {
-        let p = pki();
-        let good = voucher(&p, "SN1", "n1", 1000);
-        let pinned =
-            check_voucher(&good, &p.anchor, "SN1", "n1", &p.registrar, 10).expect("valid voucher");
-        assert_eq!(pinned, p.domain_ca);
-        let refused = |r: Result<Vec<u8>, BrskiError>| matches!(r, Err(BrskiError::BadVoucher(_)));
-        assert!(refused(check_voucher(
-            &good,
-            &p.anchor,
-            "SN2",
-            "n1",
-            &p.registrar,
-            10
-        )));
-        assert!(refused(check_voucher(
-            &good,
-            &p.anchor,
-            "SN1",
-            "n2",
-            &p.registrar,
-            10
-        )));
-        assert!(refused(check_voucher(
-            &good,
-            &p.anchor,
-            "SN1",
-            "n1",
-            &p.registrar,
-            2000
-        )));
-        let other = pki();
-        assert!(refused(check_voucher(
-            &good,
-            &other.anchor,
-            "SN1",
-            "n1",
-            &p.registrar,
-            10
-        )));
-        assert!(refused(check_voucher(
-            &good,
-            &p.anchor,
-            "SN1",
-            "n1",
-            &other.registrar,
-            10
-        )));
-        let mut bad = good.clone();
-        let at = bad.len() / 3;
-        bad[at] ^= 0x20;
-        assert!(check_voucher(&bad, &p.anchor, "SN1", "n1", &p.registrar, 10).is_err());
-    }
-
-    /// draft-ietf-anima-brski-cloud: a voucher with est-domain is checked without the pin
-    /// rule (the pin authenticates the EST server, not the cloud registrar); the pin rule is
-    /// its own check.
-    #[test]
-    fn split_voucher_checks() {
-        let p = pki();
-        let cms = voucher_with(&p, "SN1", "n1", 1000, Some("https://est.owner.example"));
-        let (v, pinned) = verify_voucher(&cms, &p.anchor, "SN1", "n1", 10).expect("valid");
-        assert_eq!(v.est_domain.as_deref(), Some("https://est.owner.example"));
-        assert_eq!(pinned, p.domain_ca);
-        let refused =
-            |r: Result<(Voucher, Vec<u8>), BrskiError>| matches!(r, Err(BrskiError::BadVoucher(_)));
-        assert!(refused(verify_voucher(&cms, &p.anchor, "SN2", "n1", 10)));
-        assert!(refused(verify_voucher(&cms, &p.anchor, "SN1", "n2", 10)));
-        assert!(refused(verify_voucher(&cms, &p.anchor, "SN1", "n1", 1000)));
-        assert!(refused(verify_voucher(
-            &cms,
-            &pki().anchor,
-            "SN1",
-            "n1",
-            10
-        )));
-        // The pin: the registrar's own certificate, or one it issued; nothing else.
-        check_pin(&pinned, &p.registrar).expect("issued by the pin");
-        check_pin(&p.registrar, &p.registrar).expect("the pin itself");
-        assert!(check_pin(&pinned, &pki().registrar).is_err());
-        assert!(check_pin(&pinned, &p.anchor).is_err());
-        assert!(matches!(
-            check_voucher(&cms, &p.anchor, "SN1", "n1", &pki().registrar, 10),
-            Err(BrskiError::BadVoucher(_))
-        ));
-    }
 }

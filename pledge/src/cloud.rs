@@ -26,7 +26,7 @@ use rustls::ClientConfig;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::brski::{
-    self, check_pin, check_status, connect, enroll_and_report, now_unix, send, status_post, Answer,
+    self, check_status, connect, enroll_and_report, now_unix, send, status_post, Answer,
     BrskiError, Pledge, StatusReport,
 };
 use crate::error::PledgeError;
@@ -34,7 +34,8 @@ use crate::est::reason_text;
 use crate::flow::{self, EnrollOptions, Summary};
 use crate::transport::{self, EstClient, Identity};
 use crate::trust::{self, AnchorPolicy, Recording};
-use crate::url::{HttpsUrl, UrlError};
+use estuary_proto::url::{HttpsUrl, UrlError};
+use estuary_proto::voucher::check_pin;
 
 /// `--max-redirects` default: the draft wants the limit "in the dozens".
 pub const DEFAULT_MAX_REDIRECTS: usize = 32;
@@ -261,19 +262,8 @@ pub fn brski_base(requestvoucher: &HttpsUrl) -> HttpsUrl {
 /// The EST base named by a voucher's est-domain: an https URL; an empty path or `/` means
 /// `/.well-known/est`, any other path is the base itself (a trailing `/` dropped).
 pub fn est_base(est_domain: &str) -> Result<HttpsUrl, BrskiError> {
-    let bad = |why: String| {
-        BrskiError::BadVoucher(format!(
-            "est-domain {:?} is unusable: {why}",
-            shown(est_domain)
-        ))
-    };
-    if est_domain.contains('?') {
-        return Err(bad("a query string is not allowed".into()));
-    }
-    let url: HttpsUrl = est_domain
-        .trim()
-        .parse()
-        .map_err(|e: UrlError| bad(e.to_string()))?;
+    let url = HttpsUrl::parse_base(est_domain.trim())
+        .map_err(|e| BrskiError::BadEstDomain(shown(est_domain), e))?;
     Ok(match url.path().trim_end_matches('/') {
         "" => url.with_path(EST_PREFIX),
         path => url.with_path(path),
@@ -691,7 +681,7 @@ mod tests {
             "",
         ] {
             assert!(
-                matches!(est_base(bad), Err(BrskiError::BadVoucher(_))),
+                matches!(est_base(bad), Err(BrskiError::BadEstDomain(..))),
                 "{bad:?} accepted"
             );
         }

@@ -21,6 +21,5 @@ pub mod keys;
 pub mod teap;
 pub mod transport;
 pub mod trust;
-pub mod url;
 
 pub use error::{Exchange, PledgeError};

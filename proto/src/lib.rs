@@ -24,6 +24,7 @@ pub mod policy;
 pub mod radius;
 pub mod teap;
 pub mod time;
+pub mod url;
 pub mod voucher;
 
 pub use cert::{CertError, CertSummary};

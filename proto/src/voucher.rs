@@ -225,6 +225,180 @@ pub fn b64(bytes: &[u8]) -> String {
 /// Voucher dates are RFC 3339 (RFC 8366 §5.3 `yang:date-and-time`); the codec lives in [`crate::time`].
 pub use crate::time::{parse_rfc3339, rfc3339};
 
+/// What the party checking a voucher expects of it (RFC 8995 §5.6.1 for a pledge, §5.6 for a
+/// registrar relaying it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected<'a> {
+    /// The pledge's serial-number: the voucher's must be exactly this.
+    pub serial: &'a str,
+    /// The nonce of the voucher request: the voucher's must be exactly this; `None` when the
+    /// request carried none, and then the voucher must carry none either.
+    pub nonce: Option<&'a str>,
+    /// The pinned-domain-cert (DER) the voucher must carry exactly, when the caller asked the
+    /// MASA for one (a cloud registrar pinning the owner's EST trust anchor). `None`: any
+    /// certificate (it must still be present and be one); the caller decides what it covers,
+    /// e.g. with [`check_pin`].
+    pub pin: Option<&'a [u8]>,
+    /// The est-domain the voucher must carry exactly, when the caller asked for one. `None`:
+    /// a voucher may carry one or not, but one it carries must be an `https` base URL.
+    pub est_domain: Option<&'a str>,
+    /// Now, in seconds since the Unix epoch: a voucher with `expires-on` must not have expired.
+    pub now: i64,
+}
+
+/// A voucher that passed [`verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The voucher.
+    pub voucher: Voucher,
+    /// Its pinned-domain-cert (DER).
+    pub pinned_domain_cert: Vec<u8>,
+    /// Its est-domain, parsed, when it has one.
+    pub est_domain: Option<crate::url::HttpsUrl>,
+    /// DER of the certificate that signed it.
+    pub signer_cert: Vec<u8>,
+}
+
+/// Why a voucher is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Not a CMS SignedData of id-ct-animaJSONVoucher whose signature verifies.
+    #[error("the voucher's CMS does not verify: {0}")]
+    Cms(#[source] crate::cms_signed::CmsError),
+    /// Signed, but not by a certificate that chains to the MASA trust anchor.
+    #[error("the voucher is not signed by the MASA (its signer does not chain to the MASA trust anchor)")]
+    UntrustedSigner,
+    /// The signed content is not voucher JSON (or lacks serial-number).
+    #[error("the voucher content is not a voucher: {0}")]
+    NotAVoucher(#[source] VoucherError),
+    /// No pinned-domain-cert.
+    #[error("the voucher has no pinned-domain-cert")]
+    MissingPin,
+    /// pinned-domain-cert is not base64 of a DER certificate.
+    #[error("the voucher's pinned-domain-cert is not a certificate")]
+    BadPin,
+    /// For another pledge.
+    #[error("the voucher is for serial-number {found:?}, not {expected:?}")]
+    WrongSerial {
+        /// In the voucher.
+        found: String,
+        /// Expected.
+        expected: String,
+    },
+    /// The nonce is not the request's (or one is missing on either side).
+    #[error("the voucher's nonce is not the voucher request's")]
+    WrongNonce,
+    /// `expires-on` is in the past (or now).
+    #[error("the voucher expired at {0}")]
+    Expired(String),
+    /// `expires-on` is not an RFC 3339 time.
+    #[error("the voucher's expires-on {0:?} is not an RFC 3339 time")]
+    BadExpiry(String),
+    /// Not the pinned-domain-cert the caller asked for.
+    #[error("the voucher's pinned-domain-cert is not the one requested")]
+    WrongPin,
+    /// An est-domain that is not an `https` base URL.
+    #[error("the voucher's est-domain {0:?} is not an https URL without query or fragment: {1}")]
+    BadEstDomain(String, #[source] crate::url::UrlError),
+    /// Not the est-domain the caller asked for (`None`: the voucher has none).
+    #[error("the voucher's est-domain {found:?} is not the one requested, {expected:?}")]
+    WrongEstDomain {
+        /// In the voucher.
+        found: Option<String>,
+        /// Expected.
+        expected: String,
+    },
+}
+
+/// Verifies a CMS-signed voucher (RFC 8366, RFC 8995 §5.6) against the MASA trust anchor
+/// `anchor` (DER) and what the caller expects, in this order: the CMS signature; the signer
+/// chains to `anchor`; the content is a voucher with a pinned-domain-cert that is a
+/// certificate; serial-number; nonce; expires-on; the requested pin; est-domain.
+///
+/// The checks a registrar and a pledge both need; what the pin covers (RFC 8995 §5.6.2) is
+/// [`check_pin`]'s.
+pub fn verify(
+    cms_der: &[u8],
+    anchor: &[u8],
+    expected: &Expected<'_>,
+) -> Result<Verified, VerifyError> {
+    use crate::cms_signed::{self, ANIMA_JSON_VOUCHER};
+    let signed = cms_signed::verify(cms_der, ANIMA_JSON_VOUCHER).map_err(VerifyError::Cms)?;
+    if !cms_signed::chains_to(&signed.signer_cert, &signed.certs, anchor) {
+        return Err(VerifyError::UntrustedSigner);
+    }
+    let voucher = Voucher::from_json(&signed.content).map_err(|e| match e {
+        VoucherError::Missing("pinned-domain-cert") => VerifyError::MissingPin,
+        other => VerifyError::NotAVoucher(other),
+    })?;
+    let pinned_domain_cert = voucher
+        .pinned_domain_cert_der()
+        .map_err(|_| VerifyError::BadPin)?;
+    {
+        use der::Decode;
+        x509_cert::Certificate::from_der(&pinned_domain_cert).map_err(|_| VerifyError::BadPin)?;
+    }
+    if voucher.serial_number != expected.serial {
+        return Err(VerifyError::WrongSerial {
+            found: voucher.serial_number.clone(),
+            expected: expected.serial.to_string(),
+        });
+    }
+    if voucher.nonce.as_deref() != expected.nonce {
+        return Err(VerifyError::WrongNonce);
+    }
+    if let Some(exp) = &voucher.expires_on {
+        match parse_rfc3339(exp) {
+            Some(t) if t > expected.now => {}
+            Some(_) => return Err(VerifyError::Expired(exp.clone())),
+            None => return Err(VerifyError::BadExpiry(exp.clone())),
+        }
+    }
+    if let Some(pin) = expected.pin {
+        if pinned_domain_cert != pin {
+            return Err(VerifyError::WrongPin);
+        }
+    }
+    let est_domain = match &voucher.est_domain {
+        None => None,
+        Some(d) => Some(
+            crate::url::HttpsUrl::parse_base(d)
+                .map_err(|e| VerifyError::BadEstDomain(d.clone(), e))?,
+        ),
+    };
+    if let Some(want) = expected.est_domain {
+        if voucher.est_domain.as_deref() != Some(want) {
+            return Err(VerifyError::WrongEstDomain {
+                found: voucher.est_domain.clone(),
+                expected: want.to_string(),
+            });
+        }
+    }
+    Ok(Verified {
+        voucher,
+        pinned_domain_cert,
+        est_domain,
+        signer_cert: signed.signer_cert,
+    })
+}
+
+/// Why [`check_pin`] refuses a registrar.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the registrar's TLS certificate is not vouched for by pinned-domain-cert")]
+pub struct NotCoveredByPin;
+
+/// RFC 8995 §5.6.2: the registrar's (provisional) TLS certificate must be the
+/// pinned-domain-cert or be issued by it.
+pub fn check_pin(pinned: &[u8], registrar_cert: &[u8]) -> Result<(), NotCoveredByPin> {
+    if registrar_cert == pinned
+        || crate::cms_signed::verify_issued_by(registrar_cert, pinned).is_ok()
+    {
+        Ok(())
+    } else {
+        Err(NotCoveredByPin)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +474,339 @@ mod tests {
             back.prior_signed_voucher_request_der(),
             Err(VoucherError::Missing("prior-signed-voucher-request"))
         ));
+    }
+
+    /// RFC 8995-style vouchers signed in the test: a MASA CA, its voucher signer, a domain CA.
+    mod verification {
+        use super::super::*;
+        use crate::cms_signed::{self, ANIMA_JSON_VOUCHER};
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+        struct Pki {
+            anchor: Vec<u8>,
+            signer: Vec<u8>,
+            signer_key: Vec<u8>,
+            domain_ca: Vec<u8>,
+            registrar: Vec<u8>,
+        }
+
+        fn ca(cn: &str) -> (Vec<u8>, Issuer<'static, KeyPair>) {
+            let kp = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let c = p.self_signed(&kp).unwrap();
+            (c.der().to_vec(), Issuer::new(p, kp))
+        }
+
+        fn leaf(cn: &str, by: &Issuer<'static, KeyPair>) -> (Vec<u8>, Vec<u8>) {
+            let kp = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            (
+                p.signed_by(&kp, by).unwrap().der().to_vec(),
+                kp.serialize_der(),
+            )
+        }
+
+        fn pki() -> Pki {
+            let (anchor, masa_ca) = ca("MASA CA");
+            let (signer, signer_key) = leaf("MASA voucher signer", &masa_ca);
+            let (domain_ca, dca) = ca("domain CA");
+            let (registrar, _) = leaf("registrar", &dca);
+            Pki {
+                anchor,
+                signer,
+                signer_key,
+                domain_ca,
+                registrar,
+            }
+        }
+
+        fn good(p: &Pki) -> Voucher {
+            Voucher {
+                assertion: Some(Assertion::Logged),
+                serial_number: "SN-1".into(),
+                nonce: Some("n0nce".into()),
+                pinned_domain_cert: b64(&p.domain_ca),
+                created_on: Some(rfc3339(0)),
+                expires_on: Some(rfc3339(1000)),
+                ..Default::default()
+            }
+        }
+
+        fn sign_json(p: &Pki, json: &[u8]) -> Vec<u8> {
+            let key = cms_signed::signing_key_from_pkcs8_der(&p.signer_key).unwrap();
+            cms_signed::sign(ANIMA_JSON_VOUCHER, json, &p.signer, &[], &key).unwrap()
+        }
+
+        fn signed(p: &Pki, v: &Voucher) -> Vec<u8> {
+            sign_json(p, &v.to_json().unwrap())
+        }
+
+        fn expect(now: i64) -> Expected<'static> {
+            Expected {
+                serial: "SN-1",
+                nonce: Some("n0nce"),
+                pin: None,
+                est_domain: None,
+                now,
+            }
+        }
+
+        #[test]
+        fn a_good_voucher_verifies() {
+            let p = pki();
+            let ok = verify(&signed(&p, &good(&p)), &p.anchor, &expect(10)).unwrap();
+            assert_eq!(ok.voucher.serial_number, "SN-1");
+            assert_eq!(ok.pinned_domain_cert, p.domain_ca);
+            assert_eq!(ok.signer_cert, p.signer);
+            assert_eq!(ok.est_domain, None);
+            check_pin(&ok.pinned_domain_cert, &p.registrar).unwrap();
+            check_pin(&p.registrar, &p.registrar).unwrap();
+            // The anchor may sign itself, or through an intermediate carried in the CMS.
+            let (anchor, root) = ca("MASA root");
+            let (inter, inter_issuer) = {
+                let kp = KeyPair::generate().unwrap();
+                let mut ip = CertificateParams::new(Vec::<String>::new()).unwrap();
+                ip.distinguished_name
+                    .push(DnType::CommonName, "MASA intermediate");
+                ip.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+                let c = ip.signed_by(&kp, &root).unwrap();
+                (c.der().to_vec(), Issuer::new(ip, kp))
+            };
+            let (signer, signer_key) = leaf("signer", &inter_issuer);
+            let key = cms_signed::signing_key_from_pkcs8_der(&signer_key).unwrap();
+            let json = good(&p).to_json().unwrap();
+            let cms = cms_signed::sign(
+                ANIMA_JSON_VOUCHER,
+                &json,
+                &signer,
+                std::slice::from_ref(&inter),
+                &key,
+            )
+            .unwrap();
+            verify(&cms, &anchor, &expect(10)).unwrap();
+            assert!(matches!(
+                verify(&cms, &p.anchor, &expect(10)),
+                Err(VerifyError::UntrustedSigner)
+            ));
+        }
+
+        #[test]
+        fn attacker_vouchers_are_refused() {
+            let p = pki();
+            let cms = signed(&p, &good(&p));
+            // Signed by another MASA (a voucher signer the anchor did not issue).
+            let other = pki();
+            assert!(matches!(
+                verify(&signed(&other, &good(&p)), &p.anchor, &expect(10)),
+                Err(VerifyError::UntrustedSigner)
+            ));
+            assert!(matches!(
+                verify(&cms, &other.anchor, &expect(10)),
+                Err(VerifyError::UntrustedSigner)
+            ));
+            // Another pledge's voucher.
+            let e = Expected {
+                serial: "SN-2",
+                ..expect(10)
+            };
+            assert!(matches!(
+                verify(&cms, &p.anchor, &e),
+                Err(VerifyError::WrongSerial { ref found, .. }) if found == "SN-1"
+            ));
+            // A replayed voucher: another nonce, or none where one was asked for.
+            let e = Expected {
+                nonce: Some("other"),
+                ..expect(10)
+            };
+            assert!(matches!(
+                verify(&cms, &p.anchor, &e),
+                Err(VerifyError::WrongNonce)
+            ));
+            let e = Expected {
+                nonce: None,
+                ..expect(10)
+            };
+            assert!(matches!(
+                verify(&cms, &p.anchor, &e),
+                Err(VerifyError::WrongNonce)
+            ));
+            let nonceless = signed(
+                &p,
+                &Voucher {
+                    nonce: None,
+                    ..good(&p)
+                },
+            );
+            assert!(matches!(
+                verify(&nonceless, &p.anchor, &expect(10)),
+                Err(VerifyError::WrongNonce)
+            ));
+            let e = Expected {
+                nonce: None,
+                ..expect(10)
+            };
+            verify(&nonceless, &p.anchor, &e).unwrap();
+            // Expired: at and after expires-on; an unreadable date is no date.
+            assert!(matches!(
+                verify(&cms, &p.anchor, &expect(1000)),
+                Err(VerifyError::Expired(_))
+            ));
+            assert!(matches!(
+                verify(&cms, &p.anchor, &expect(5000)),
+                Err(VerifyError::Expired(_))
+            ));
+            let unreadable = signed(
+                &p,
+                &Voucher {
+                    expires_on: Some("tomorrow".into()),
+                    ..good(&p)
+                },
+            );
+            assert!(matches!(
+                verify(&unreadable, &p.anchor, &expect(10)),
+                Err(VerifyError::BadExpiry(_))
+            ));
+            // Tampered content: the signature no longer verifies.
+            let mut bad = cms.clone();
+            let json = good(&p).to_json().unwrap();
+            let at = bad.windows(8).position(|w| w == &json[..8]).unwrap();
+            bad[at + 30] ^= 0x01;
+            assert!(matches!(
+                verify(&bad, &p.anchor, &expect(10)),
+                Err(VerifyError::Cms(_))
+            ));
+            assert!(matches!(
+                verify(b"not cms", &p.anchor, &expect(10)),
+                Err(VerifyError::Cms(_))
+            ));
+        }
+
+        #[test]
+        fn the_pin_must_be_present_a_certificate_and_the_one_asked_for() {
+            let p = pki();
+            let missing = signed(
+                &p,
+                &Voucher {
+                    pinned_domain_cert: String::new(),
+                    ..good(&p)
+                },
+            );
+            assert!(matches!(
+                verify(&missing, &p.anchor, &expect(10)),
+                Err(VerifyError::MissingPin)
+            ));
+            let absent = sign_json(
+                &p,
+                br#"{"ietf-voucher:voucher":{"serial-number":"SN-1","nonce":"n0nce"}}"#,
+            );
+            assert!(matches!(
+                verify(&absent, &p.anchor, &expect(10)),
+                Err(VerifyError::MissingPin)
+            ));
+            for pin in [b64(b"not a certificate"), "%%%".to_string()] {
+                let cms = signed(
+                    &p,
+                    &Voucher {
+                        pinned_domain_cert: pin,
+                        ..good(&p)
+                    },
+                );
+                assert!(matches!(
+                    verify(&cms, &p.anchor, &expect(10)),
+                    Err(VerifyError::BadPin)
+                ));
+            }
+            let cms = signed(&p, &good(&p));
+            let e = Expected {
+                pin: Some(&p.domain_ca),
+                ..expect(10)
+            };
+            verify(&cms, &p.anchor, &e).unwrap();
+            let e = Expected {
+                pin: Some(&p.registrar),
+                ..expect(10)
+            };
+            assert!(matches!(
+                verify(&cms, &p.anchor, &e),
+                Err(VerifyError::WrongPin)
+            ));
+            // The pin covers the registrar that issued it, not another domain's.
+            assert_eq!(
+                check_pin(&p.domain_ca, &pki().registrar),
+                Err(NotCoveredByPin)
+            );
+            assert_eq!(check_pin(&p.domain_ca, &p.anchor), Err(NotCoveredByPin));
+            let not_a_voucher = sign_json(&p, b"[]");
+            assert!(matches!(
+                verify(&not_a_voucher, &p.anchor, &expect(10)),
+                Err(VerifyError::NotAVoucher(_))
+            ));
+        }
+
+        /// draft-ietf-anima-brski-cloud: est-domain is an https URL, and the one a cloud
+        /// registrar asked for when it asked for one.
+        #[test]
+        fn est_domain() {
+            let p = pki();
+            let url = "https://est.owner.example/.well-known/est";
+            let cms = signed(
+                &p,
+                &Voucher {
+                    est_domain: Some(url.into()),
+                    ..good(&p)
+                },
+            );
+            let ok = verify(&cms, &p.anchor, &expect(10)).unwrap();
+            assert_eq!(
+                ok.est_domain.map(|u| u.host().to_string()).as_deref(),
+                Some("est.owner.example")
+            );
+            let e = Expected {
+                est_domain: Some(url),
+                pin: Some(&p.domain_ca),
+                ..expect(10)
+            };
+            verify(&cms, &p.anchor, &e).unwrap();
+            let e = Expected {
+                est_domain: Some("https://est.attacker.example/.well-known/est"),
+                ..expect(10)
+            };
+            assert!(matches!(
+                verify(&cms, &p.anchor, &e),
+                Err(VerifyError::WrongEstDomain { found: Some(_), .. })
+            ));
+            let plain = signed(&p, &good(&p));
+            let e = Expected {
+                est_domain: Some(url),
+                ..expect(10)
+            };
+            assert!(matches!(
+                verify(&plain, &p.anchor, &e),
+                Err(VerifyError::WrongEstDomain { found: None, .. })
+            ));
+            for bad in [
+                "http://est.owner.example/",
+                "https://est.owner.example/?q=1",
+                "est",
+            ] {
+                let cms = signed(
+                    &p,
+                    &Voucher {
+                        est_domain: Some(bad.into()),
+                        ..good(&p)
+                    },
+                );
+                assert!(
+                    matches!(
+                        verify(&cms, &p.anchor, &expect(10)),
+                        Err(VerifyError::BadEstDomain(..))
+                    ),
+                    "{bad}"
+                );
+            }
+        }
     }
 }

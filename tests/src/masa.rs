@@ -279,12 +279,6 @@ struct Checked {
 }
 
 /// An `https://host…` URL, as `est-domain` must be.
-fn is_https_url(s: &str) -> bool {
-    s.parse::<axum::http::Uri>().is_ok_and(|u| {
-        u.scheme_str() == Some("https") && u.authority().is_some_and(|a| !a.host().is_empty())
-    })
-}
-
 /// The cloud-registrar leaves of a registrar voucher request (draft-ietf-anima-brski-cloud
 /// §3.2): `(pinned-domain-cert DER, est-domain)`, both optional; only a trusted cloud
 /// registrar may send them.
@@ -308,10 +302,10 @@ fn cloud_leaves(
         ));
     }
     if let Some(e) = &rvr.est_domain {
-        if !is_https_url(e) {
+        if estuary_proto::url::HttpsUrl::parse_base(e).is_err() {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
-                format!("est-domain {e:?} is not an https URL"),
+                format!("est-domain {e:?} is not an https URL without query or fragment"),
             ));
         }
     }
