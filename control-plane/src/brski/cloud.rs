@@ -47,8 +47,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use axum::http::{HeaderValue, Uri};
+use axum::http::HeaderValue;
 use estuary_proto::identity::ManufacturerName;
+use estuary_proto::url::{HttpsUrl, UrlError};
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use tracing::warn;
@@ -126,61 +127,16 @@ impl fmt::Display for OwnerName {
     }
 }
 
-/// A URL a pledge may be sent to: `https`, a host, no user-info, no query or fragment. Kept as
-/// written (it is compared byte for byte with the voucher's `est-domain`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpsUrl(String);
-
-/// Why a string is not an [`HttpsUrl`].
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
-    /// Not a URL at all.
-    #[error("{0:?} is not a URL")]
-    NotAUrl(String),
-    /// Another scheme (a pledge refuses a downgrade).
-    #[error("{0:?} is not an https URL")]
-    NotHttps(String),
-    /// User-info (`user:pass@`) would put a secret where it gets logged.
-    #[error("{0:?} must not carry user-info")]
-    UserInfo(String),
-    /// A query or fragment: the pledge appends path segments.
-    #[error("{0:?} must not have a query or fragment")]
-    QueryOrFragment(String),
-}
-
-impl FromStr for HttpsUrl {
-    type Err = UrlError;
-    fn from_str(s: &str) -> Result<Self, UrlError> {
-        if s.contains('#') || s.contains('?') {
-            return Err(UrlError::QueryOrFragment(s.to_string()));
+/// Why a configured URL is not one a pledge may be sent to, worded with the URL.
+pub fn url_problem(s: &str, e: &UrlError) -> String {
+    match e {
+        UrlError::NotHttps(_) => format!("{s:?} is not an https URL"),
+        UrlError::UserInfo => format!("{s:?} must not carry user-info"),
+        UrlError::QueryOrFragment => format!("{s:?} must not have a query or fragment"),
+        UrlError::NotAUrl => format!("{s:?} is not a URL"),
+        UrlError::NoHost | UrlError::BadPort | UrlError::BadHost => {
+            format!("{s:?} is not a usable URL: {e}")
         }
-        let uri: Uri = s.parse().map_err(|_| UrlError::NotAUrl(s.to_string()))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(UrlError::NotHttps(s.to_string()));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| UrlError::NotAUrl(s.to_string()))?;
-        if authority.as_str().contains('@') {
-            return Err(UrlError::UserInfo(s.to_string()));
-        }
-        if authority.host().is_empty() {
-            return Err(UrlError::NotAUrl(s.to_string()));
-        }
-        Ok(Self(s.to_string()))
-    }
-}
-
-impl HttpsUrl {
-    /// The URL as configured.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for HttpsUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -189,7 +145,7 @@ impl fmt::Display for HttpsUrl {
 pub fn requestvoucher_location(redirect_url: &HttpsUrl) -> String {
     format!(
         "{}/requestvoucher",
-        redirect_url.as_str().trim_end_matches('/')
+        redirect_url.as_written().trim_end_matches('/')
     )
 }
 
@@ -291,8 +247,8 @@ impl CloudConfig {
             }
             for (field, url) in [("redirect_url", &o.redirect_url), ("est_url", &o.est_url)] {
                 if let Some(u) = url {
-                    if let Err(e) = u.parse::<HttpsUrl>() {
-                        p.push(format!("{at}.{field}: {e}"));
+                    if let Err(e) = HttpsUrl::parse_base(u) {
+                        p.push(format!("{at}.{field}: {}", url_problem(u, &e)));
                     }
                 }
             }
@@ -395,17 +351,16 @@ impl Owners {
                 .map_err(|e| anyhow::anyhow!("{at}.name: {e}"))?;
             let path = match (&c.redirect_url, &c.est_url, &c.pinned_domain_cert_file) {
                 (Some(r), None, None) => {
-                    let url: HttpsUrl = r
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!("{at}.redirect_url: {e}"))?;
+                    let url = HttpsUrl::parse_base(r).map_err(|e| {
+                        anyhow::anyhow!("{at}.redirect_url: {}", url_problem(r, &e))
+                    })?;
                     let location = HeaderValue::from_str(&requestvoucher_location(&url))
                         .map_err(|e| anyhow::anyhow!("{at}.redirect_url: {e}"))?;
                     OwnerPath::Redirect { location }
                 }
                 (None, Some(e), Some(f)) => OwnerPath::Est {
-                    est_url: e
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!("{at}.est_url: {e}"))?,
+                    est_url: HttpsUrl::parse_base(e)
+                        .map_err(|err| anyhow::anyhow!("{at}.est_url: {}", url_problem(e, &err)))?,
                     pinned_cert: pinned_cert(f)
                         .map_err(|e| anyhow::anyhow!("{at}.pinned_domain_cert_file: {e}"))?,
                 },
@@ -549,31 +504,26 @@ mod tests {
         for bad in ["", "a b", "a.b", "ä", &"x".repeat(65)] {
             assert!(bad.parse::<OwnerName>().is_err(), "{bad:?}");
         }
-        assert!("https://registrar.acme.example:8443/.well-known/brski"
-            .parse::<HttpsUrl>()
-            .is_ok());
-        assert!("https://[::1]:8443/x".parse::<HttpsUrl>().is_ok());
-        let err = |s: &str| s.parse::<HttpsUrl>().expect_err(s);
+        assert!(
+            HttpsUrl::parse_base("https://registrar.acme.example:8443/.well-known/brski").is_ok()
+        );
+        assert!(HttpsUrl::parse_base("https://[::1]:8443/x").is_ok());
+        let err = |s: &str| HttpsUrl::parse_base(s).expect_err(s);
         assert!(matches!(
             err("http://registrar.acme.example/"),
             UrlError::NotHttps(_)
         ));
         assert!(matches!(err("ftp://x/"), UrlError::NotHttps(_)));
-        assert!(matches!(
-            err("registrar.acme.example"),
-            UrlError::NotHttps(_)
-        ));
-        assert!(matches!(err("https://"), UrlError::NotAUrl(_)));
-        assert!(matches!(err("https://a b/"), UrlError::NotAUrl(_)));
-        assert!(matches!(err("https://u:p@host/"), UrlError::UserInfo(_)));
+        // No scheme at all: not a URL (the old type called it "not https").
+        assert!(matches!(err("registrar.acme.example"), UrlError::NotAUrl));
+        assert!(matches!(err("https://"), UrlError::NoHost));
+        assert!(matches!(err("https://a b/"), UrlError::BadHost));
+        assert!(matches!(err("https://u:p@host/"), UrlError::UserInfo));
         assert!(matches!(
             err("https://host/?a=1"),
-            UrlError::QueryOrFragment(_)
+            UrlError::QueryOrFragment
         ));
-        assert!(matches!(
-            err("https://host/#f"),
-            UrlError::QueryOrFragment(_)
-        ));
+        assert!(matches!(err("https://host/#f"), UrlError::QueryOrFragment));
     }
 
     #[test]
@@ -733,7 +683,7 @@ pinned_domain_cert_file = {:?}
                 pinned_cert,
             }) => {
                 assert_eq!(
-                    est_url.as_str(),
+                    est_url.as_written(),
                     "https://est.globex.example/.well-known/est"
                 );
                 assert!(estuary_proto::cert::CertSummary::from_der(pinned_cert).is_ok());

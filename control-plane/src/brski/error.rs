@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use estuary_proto::cms_signed::CmsError;
 use estuary_proto::identity::ManufacturerName;
-use estuary_proto::voucher::VoucherError;
+use estuary_proto::voucher::{VerifyError, VoucherError};
 
 use crate::ra::store::StoreError;
 
@@ -157,7 +157,7 @@ pub enum BadVoucher {
     },
     /// The voucher does not verify or is not the one asked for (RFC 8995 §5.6).
     #[error("{0}")]
-    Voucher(String),
+    Voucher(VerifyError),
     /// The audit log (§5.8) is not JSON.
     #[error("audit log is not JSON")]
     AuditLogNotJson,

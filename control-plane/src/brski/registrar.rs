@@ -2,7 +2,7 @@
 //!
 //! The edge filter has checked that the TLS client presented a certificate and that the body
 //! is CMS; it forwards the body and the client certificate (base64 DER in
-//! [`HDR_CLIENT_CERT`]). The registrar then, per RFC 8995 §5.5:
+//! [`estuary_proto::internal_api::HDR_CLIENT_CERT`]). The registrar then, per RFC 8995 §5.5:
 //! 1. verifies the pledge voucher request's CMS signature, and that its signer is the very
 //!    IDevID of the TLS connection (same certificate);
 //! 2. checks `proximity-registrar-cert` is our registrar certificate and `serial-number` is the
@@ -34,7 +34,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::identity::ManufacturerName;
-use estuary_proto::voucher::{self, Assertion, Voucher, VoucherRequest, CT_VOUCHER_CMS_JSON};
+use estuary_proto::voucher::{self, Assertion, Expected, VoucherRequest, CT_VOUCHER_CMS_JSON};
 use serde::Deserialize;
 use tracing::info;
 
@@ -47,17 +47,6 @@ use crate::brski::masa_client::{masa_status_error, MasaClient};
 use crate::metrics::Metrics;
 use crate::support::pem_file::{first_cert, read_certs};
 use crate::support::secret::Secret;
-
-/// Internal API: `POST` the pledge's CMS voucher request -> the MASA's CMS voucher.
-pub const REQUESTVOUCHER_PATH: &str = "/estuary/v1/brski/requestvoucher";
-/// Internal API: `POST` voucher status telemetry JSON (RFC 8995 §5.7).
-pub const VOUCHER_STATUS_PATH: &str = "/estuary/v1/brski/voucher_status";
-/// Internal API: `POST` enrolment status telemetry JSON (RFC 8995 §5.9.4).
-pub const ENROLLSTATUS_PATH: &str = "/estuary/v1/brski/enrollstatus";
-/// Internal API: `POST` (or `GET`) the device's audit log, relayed from the MASA (§5.8).
-pub const REQUESTAUDITLOG_PATH: &str = "/estuary/v1/brski/requestauditlog";
-/// Header with the TLS client certificate (base64 of its DER), set by the edge.
-pub const HDR_CLIENT_CERT: &str = estuary_proto::internal_api::HDR_CLIENT_CERT;
 
 /// `[brski]`: the registrar.
 #[derive(Debug, Deserialize)]
@@ -462,46 +451,35 @@ async fn handle_requestvoucher(
         // draft-ietf-anima-brski-cloud §3.2: ask the MASA to pin the owner's EST trust anchor
         // and to name its EST server (RFC 8366bis est-domain).
         rvr.pinned_domain_cert = Some(voucher::b64(pin));
-        rvr.est_domain = Some(est_url.as_str().to_string());
+        rvr.est_domain = Some(est_url.as_written().to_string());
     }
     let rbody = signed_to_masa(reg, m, &masa, "requestvoucher", &rvr).await?;
-    // §5.6: check the voucher before handing it on.
-    let v = cms_signed::verify(&rbody, ANIMA_JSON_VOUCHER)
-        .map_err(|e| BadVoucher::Voucher(e.to_string()))?;
-    if !cms_signed::chains_to(&v.signer_cert, &v.certs, &m.masa_anchor) {
-        return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
-            "voucher signer does not chain to the MASA trust anchor".into(),
-        )));
-    }
-    let voucher = Voucher::from_json(&v.content).map_err(|e| BadVoucher::Voucher(e.to_string()))?;
-    if voucher.serial_number != serial {
-        return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
-            "voucher is for another serial-number".into(),
-        )));
-    }
-    if voucher.nonce != nonce {
-        return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
-            "voucher nonce does not match the request".into(),
-        )));
-    }
-    if let Some((maker, owner, est_url, pin)) = est_owner {
+    // §5.6: check the voucher before handing it on; on the cloud registrar's EST path it must
+    // name the owner's EST server and pin the owner's trust anchor.
+    let (pin, est_domain) = match &est_owner {
+        Some((_, _, est_url, pin)) => (Some(pin.as_slice()), Some(est_url.as_written())),
+        None => (None, None),
+    };
+    voucher::verify(
+        &rbody,
+        &m.masa_anchor,
+        &Expected {
+            serial: &serial,
+            nonce: nonce.as_deref(),
+            pin,
+            est_domain,
+            now: now_unix(),
+        },
+    )
+    .map_err(BadVoucher::Voucher)?;
+    if let Some((maker, owner, est_url, _)) = est_owner {
         // The pledge goes on to est-domain and trusts only pinned-domain-cert there.
-        if voucher.est_domain.as_deref() != Some(est_url.as_str()) {
-            return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
-                "voucher est-domain is not the owner's est_url".into(),
-            )));
-        }
-        if voucher.pinned_domain_cert_der().ok().as_deref() != Some(pin.as_slice()) {
-            return Err(BrskiError::BadVoucher(BadVoucher::Voucher(
-                "voucher pinned-domain-cert is not the owner's pinned certificate".into(),
-            )));
-        }
         info!(
             manufacturer = %maker,
             serial = %serial.escape_debug(),
             owner = %owner.name,
             path = "est",
-            est_domain = %est_url,
+            est_domain = %est_url.as_written(),
             masa = %masa,
             "cloud registrar: voucher naming the owner's EST server obtained from the MASA"
         );

@@ -44,8 +44,8 @@ use estuary_proto::csrattrs;
 use estuary_proto::est::{EstOperation, CT_CSRATTRS, CT_PKCS10, CT_PKCS7_CERTS_ONLY};
 use estuary_proto::identity::{self, Identity, Need, TrustPolicy};
 use estuary_proto::internal_api::{
-    CACERTS_PATH, CSRATTRS_PATH, ENROLL_PATH, HDR_CLIENT_CERT, HDR_CLIENT_CHAIN, HDR_DEVICE_SERIAL,
-    HDR_OPERATION,
+    Operation, CACERTS_PATH, CSRATTRS_PATH, ENROLL_PATH, HDR_CLIENT_CERT, HDR_CLIENT_CHAIN,
+    HDR_DEVICE_SERIAL, HDR_OPERATION,
 };
 use estuary_proto::names::{DeviceName, DeviceSerial};
 use estuary_proto::policy::KeyPolicy;
@@ -246,10 +246,11 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
     let operation = match headers
         .get(HDR_OPERATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(EstOperation::from_path_segment)
+        .and_then(Operation::parse_enroll_header)
+        .and_then(Operation::est_operation)
     {
-        Some(op @ (EstOperation::SimpleEnroll | EstOperation::SimpleReenroll)) => op,
-        _ => {
+        Some(op) => op,
+        None => {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!("{HDR_OPERATION} must be simpleenroll or simplereenroll"),
