@@ -335,3 +335,58 @@ fn the_checker_sees_cycles_and_ignores_comments() {
         vec![vec!["crate::a".to_string(), "crate::b".to_string()]]
     );
 }
+
+/// The layers of the README's architecture section: configuration and shared infrastructure
+/// know no feature; the RA core knows no front end.
+#[test]
+fn lower_layers_do_not_reach_up() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let g = graph(&src);
+    let under = |m: &str, folder: &str| m == folder || m.starts_with(&format!("{folder}::"));
+    let rules: [(&str, &[&str]); 3] = [
+        (
+            "crate::support",
+            &[
+                "crate::config",
+                "crate::ra",
+                "crate::est",
+                "crate::brski",
+                "crate::teap",
+                "crate::http",
+                "crate::metrics",
+            ],
+        ),
+        (
+            "crate::config",
+            &[
+                "crate::ra",
+                "crate::est",
+                "crate::brski",
+                "crate::teap",
+                "crate::http",
+            ],
+        ),
+        (
+            "crate::ra",
+            &["crate::est", "crate::brski", "crate::teap", "crate::http"],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (m, deps) in &g {
+        for (layer, above) in rules {
+            if !under(m, layer) {
+                continue;
+            }
+            for d in deps {
+                if above.iter().any(|a| under(d, a)) {
+                    wrong.push(format!("{m} -> {d}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a lower layer reaches up:\n  {}",
+        wrong.join("\n  ")
+    );
+}

@@ -43,102 +43,17 @@
 //! treated as unknown (it does not fall back to the `serials` lists). Redis unreachable: 503
 //! with `Retry-After`.
 use std::collections::HashMap;
-use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
 
 use axum::http::HeaderValue;
 use estuary_proto::identity::ManufacturerName;
-use estuary_proto::url::{HttpsUrl, UrlError};
+use estuary_proto::url::HttpsUrl;
 use redis::aio::ConnectionManager;
-use serde::Deserialize;
 use tracing::warn;
 
 use crate::brski::error::BrskiError;
-use crate::support::pem_file::{first_cert, PemFileError};
-
-/// `[brski.cloud]`: act as a cloud registrar.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CloudConfig {
-    /// The owners pledges are sent to.
-    #[serde(default)]
-    pub owners: Vec<OwnerConfig>,
-}
-
-/// `[[brski.cloud.owners]]`: one owner and where its pledges go.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OwnerConfig {
-    /// 1..=64 characters of `A-Za-z0-9-_`; unique. The value stored in Redis.
-    pub name: String,
-    /// The `[[brski.manufacturers]]` `name` whose IDevIDs carry `serials`; may be left out when
-    /// exactly one manufacturer is configured.
-    #[serde(default)]
-    pub manufacturer: Option<String>,
-    /// Serials (IDevID serialNumber) of this owner's pledges from `manufacturer`, besides those
-    /// in Redis.
-    #[serde(default)]
-    pub serials: Vec<String>,
-    /// Path (a): the owner registrar's BRSKI base URL (`https://…/.well-known/brski`).
-    #[serde(default)]
-    pub redirect_url: Option<String>,
-    /// Path (b): the owner's EST server URL, sent as the voucher's `est-domain`.
-    #[serde(default)]
-    pub est_url: Option<String>,
-    /// Path (b): PEM whose first certificate authenticates `est_url` (`pinned-domain-cert`).
-    #[serde(default)]
-    pub pinned_domain_cert_file: Option<PathBuf>,
-}
-
-/// An owner's name: 1..=64 characters of `A-Za-z0-9-_`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct OwnerName(String);
-
-/// Why a string is not an [`OwnerName`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not 1 to 64 characters of A-Z, a-z, 0-9, - and _")]
-pub struct BadOwnerName(String);
-
-impl FromStr for OwnerName {
-    type Err = BadOwnerName;
-    fn from_str(s: &str) -> Result<Self, BadOwnerName> {
-        let ok = (1..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(BadOwnerName(s.to_string()))
-        }
-    }
-}
-
-impl OwnerName {
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for OwnerName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Why a configured URL is not one a pledge may be sent to, worded with the URL.
-pub fn url_problem(s: &str, e: &UrlError) -> String {
-    match e {
-        UrlError::NotHttps(_) => format!("{s:?} is not an https URL"),
-        UrlError::UserInfo => format!("{s:?} must not carry user-info"),
-        UrlError::QueryOrFragment => format!("{s:?} must not have a query or fragment"),
-        UrlError::NotAUrl => format!("{s:?} is not a URL"),
-        UrlError::NoHost | UrlError::BadPort | UrlError::BadHost => {
-            format!("{s:?} is not a usable URL: {e}")
-        }
-    }
-}
+use crate::config::brski::{
+    pinned_cert, serials_manufacturer, url_problem, CloudConfig, OwnerName,
+};
 
 /// The `Location` of a redirect: the owner registrar's `requestvoucher` (RFC 8995 §5.2 path
 /// under the configured BRSKI base, one `/` between them).
@@ -153,141 +68,6 @@ pub fn requestvoucher_location(redirect_url: &HttpsUrl) -> String {
 /// name holds no `:`, so no two (manufacturer, serial) pairs share a key.
 pub fn owner_key(prefix: &str, manufacturer: &ManufacturerName, serial: &str) -> String {
     format!("{prefix}:brski:owner:{manufacturer}:{serial}")
-}
-
-/// The manufacturer whose IDevIDs carry `owner.serials`: its `manufacturer`, else the only
-/// `[[brski.manufacturers]]` entry. `manufacturers` are those entries' names in order (`None`
-/// where the name is missing, which the `[brski]` checks report). `Ok(None)`: the owner lists
-/// no serials, or the only entry has no name.
-fn serials_manufacturer(
-    owner: &OwnerConfig,
-    manufacturers: &[Option<&str>],
-) -> Result<Option<ManufacturerName>, String> {
-    match &owner.manufacturer {
-        Some(n) => {
-            let name = ManufacturerName::parse(n)
-                .ok_or_else(|| format!("{n:?} is not 1 to 64 of A-Z a-z 0-9 - _"))?;
-            if !manufacturers.contains(&Some(n.as_str())) {
-                return Err(format!(
-                    "{n:?} is the name of no [[brski.manufacturers]] entry"
-                ));
-            }
-            if owner.serials.is_empty() {
-                return Err(
-                    "only qualifies serials; remove it or list serials (Redis keys name their own manufacturer)"
-                        .into(),
-                );
-            }
-            Ok(Some(name))
-        }
-        None if owner.serials.is_empty() => Ok(None),
-        None => match manufacturers {
-            [only] => Ok(only.and_then(ManufacturerName::parse)),
-            [] => Ok(None),
-            _ => Err(
-                "required with serials when several [[brski.manufacturers]] are configured: name the one whose IDevIDs carry these serials"
-                    .into(),
-            ),
-        },
-    }
-}
-
-/// Longest serial accepted in `serials` (X.520 serialNumber upper bound).
-const MAX_SERIAL_LEN: usize = 64;
-
-impl CloudConfig {
-    /// Problems with `[brski.cloud]`, one per line, each naming its field. `manufacturers` are
-    /// the names of the `[[brski.manufacturers]]` entries in order (`None` where missing).
-    pub fn validate(&self, manufacturers: &[Option<&str>]) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.owners.is_empty() {
-            p.push("brski.cloud.owners: give at least one owner".into());
-        }
-        let mut names: HashMap<&str, usize> = HashMap::new();
-        // The same serial under two manufacturers is two pledges; under one, a conflict.
-        let mut serials: HashMap<(Option<ManufacturerName>, &str), usize> = HashMap::new();
-        for (i, o) in self.owners.iter().enumerate() {
-            let at = format!("brski.cloud.owners[{i}]");
-            match o.name.parse::<OwnerName>() {
-                Err(e) => p.push(format!("{at}.name: {e}")),
-                Ok(_) => {
-                    if let Some(first) = names.insert(o.name.as_str(), i) {
-                        p.push(format!(
-                            "{at}.name: {:?} is already the name of brski.cloud.owners[{first}]",
-                            o.name
-                        ));
-                        names.insert(o.name.as_str(), first);
-                    }
-                }
-            }
-            let manufacturer = serials_manufacturer(o, manufacturers).unwrap_or_else(|e| {
-                p.push(format!("{at}.manufacturer: {e}"));
-                None
-            });
-            let of = manufacturer.as_ref().map_or(String::new(), |m| {
-                format!(" for manufacturer {:?}", m.as_str())
-            });
-            for (j, s) in o.serials.iter().enumerate() {
-                if s.is_empty() || s.len() > MAX_SERIAL_LEN || s.chars().any(char::is_control) {
-                    p.push(format!(
-                        "{at}.serials[{j}]: {s:?} is not 1 to {MAX_SERIAL_LEN} printable characters"
-                    ));
-                    continue;
-                }
-                match serials.get(&(manufacturer.clone(), s.as_str())) {
-                    Some(&other) if other != i => p.push(format!(
-                        "{at}.serials[{j}]: {s:?} is also listed under brski.cloud.owners[{other}] ({:?}){of}",
-                        self.owners.get(other).map_or("", |x| x.name.as_str())
-                    )),
-                    Some(_) => {}
-                    None => {
-                        serials.insert((manufacturer.clone(), s.as_str()), i);
-                    }
-                }
-            }
-            for (field, url) in [("redirect_url", &o.redirect_url), ("est_url", &o.est_url)] {
-                if let Some(u) = url {
-                    if let Err(e) = HttpsUrl::parse_base(u) {
-                        p.push(format!("{at}.{field}: {}", url_problem(u, &e)));
-                    }
-                }
-            }
-            match (&o.redirect_url, &o.est_url) {
-                (Some(_), Some(_)) | (None, None) => p.push(format!(
-                    "{at}: give exactly one of redirect_url (redirect to the owner's registrar) and est_url (voucher naming the owner's EST server)"
-                )),
-                _ => {}
-            }
-            match (&o.est_url, &o.pinned_domain_cert_file) {
-                (Some(_), None) => p.push(format!(
-                    "{at}.pinned_domain_cert_file: required with est_url (the trust anchor of the owner's EST server)"
-                )),
-                (None, Some(_)) => p.push(format!(
-                    "{at}.pinned_domain_cert_file: only used with est_url; remove it"
-                )),
-                (Some(_), Some(f)) => {
-                    if let Err(e) = pinned_cert(f) {
-                        p.push(format!("{at}.pinned_domain_cert_file: {e}"));
-                    }
-                }
-                (None, None) => {}
-            }
-        }
-        p
-    }
-}
-
-/// The first certificate of a PEM file, checked to parse as X.509.
-fn pinned_cert(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let der = first_cert(path).map_err(|e| match e {
-        PemFileError::Unreadable { source, .. } => {
-            format!("{} is not a readable file: {source}", path.display())
-        }
-        other => other.to_string(),
-    })?;
-    estuary_proto::cert::CertSummary::from_der(&der)
-        .map_err(|e| format!("{}: first certificate: {e}", path.display()))?;
-    Ok(der)
 }
 
 /// What the cloud registrar does with an owner's pledges.
@@ -497,36 +277,6 @@ mod tests {
     }
 
     #[test]
-    fn owner_names_and_urls_are_checked_types() {
-        assert!("acme".parse::<OwnerName>().is_ok());
-        assert!("a-B_9".parse::<OwnerName>().is_ok());
-        assert!("x".repeat(64).parse::<OwnerName>().is_ok());
-        for bad in ["", "a b", "a.b", "ä", &"x".repeat(65)] {
-            assert!(bad.parse::<OwnerName>().is_err(), "{bad:?}");
-        }
-        assert!(
-            HttpsUrl::parse_base("https://registrar.acme.example:8443/.well-known/brski").is_ok()
-        );
-        assert!(HttpsUrl::parse_base("https://[::1]:8443/x").is_ok());
-        let err = |s: &str| HttpsUrl::parse_base(s).expect_err(s);
-        assert!(matches!(
-            err("http://registrar.acme.example/"),
-            UrlError::NotHttps(_)
-        ));
-        assert!(matches!(err("ftp://x/"), UrlError::NotHttps(_)));
-        // No scheme at all: not a URL (the old type called it "not https").
-        assert!(matches!(err("registrar.acme.example"), UrlError::NotAUrl));
-        assert!(matches!(err("https://"), UrlError::NoHost));
-        assert!(matches!(err("https://a b/"), UrlError::BadHost));
-        assert!(matches!(err("https://u:p@host/"), UrlError::UserInfo));
-        assert!(matches!(
-            err("https://host/?a=1"),
-            UrlError::QueryOrFragment
-        ));
-        assert!(matches!(err("https://host/#f"), UrlError::QueryOrFragment));
-    }
-
-    #[test]
     fn the_location_is_the_owner_registrars_requestvoucher() {
         let loc = |s: &str| requestvoucher_location(&s.parse().expect("url"));
         assert_eq!(
@@ -544,82 +294,6 @@ mod tests {
         );
         // A manufacturer name holds no `:`, so (manufacturer, serial) -> key is one-to-one.
         assert!(ManufacturerName::parse("acme:SN").is_none());
-    }
-
-    #[test]
-    fn the_cloud_section_reports_every_problem() {
-        let cfg = parse(
-            r#"
-[[owners]]
-name = "acme"
-serials = ["SN-1", "SN-2"]
-redirect_url = "http://registrar.acme.example/.well-known/brski"
-[[owners]]
-name = "acme"
-serials = ["SN-2", ""]
-est_url = "https://est.globex.example/.well-known/est"
-[[owners]]
-name = "bad name"
-redirect_url = "https://r.example/.well-known/brski"
-est_url = "https://est.example/"
-[[owners]]
-name = "initech"
-[[owners]]
-name = "hooli"
-redirect_url = "https://r.example/.well-known/brski"
-pinned_domain_cert_file = "/nonexistent/x.pem"
-[[owners]]
-name = "umbrella"
-est_url = "https://est.umbrella.example/"
-pinned_domain_cert_file = "/nonexistent/umbrella.pem"
-"#,
-        );
-        let problems = cfg.validate(ONE);
-        let all = problems.join("\n");
-        for needle in [
-            "brski.cloud.owners[0].redirect_url: \"http://registrar.acme.example/.well-known/brski\" is not an https URL",
-            "brski.cloud.owners[1].name: \"acme\" is already the name of brski.cloud.owners[0]",
-            "brski.cloud.owners[1].serials[0]: \"SN-2\" is also listed under brski.cloud.owners[0] (\"acme\")",
-            "brski.cloud.owners[1].serials[1]: \"\" is not 1 to 64 printable characters",
-            "brski.cloud.owners[1].pinned_domain_cert_file: required with est_url",
-            "brski.cloud.owners[2].name: \"bad name\" is not",
-            "brski.cloud.owners[2]: give exactly one of redirect_url",
-            "brski.cloud.owners[3]: give exactly one of redirect_url",
-            "brski.cloud.owners[4].pinned_domain_cert_file: only used with est_url",
-            "brski.cloud.owners[5].pinned_domain_cert_file: /nonexistent/umbrella.pem is not a readable file",
-        ] {
-            assert!(all.contains(needle), "{needle:?} not in:\n{all}");
-        }
-        // owners[2] also lacks the pin its est_url needs.
-        assert_eq!(problems.len(), 11, "{all}");
-
-        assert!(parse("owners = []")
-            .validate(ONE)
-            .iter()
-            .any(|p| p.contains("at least one owner")));
-        assert!(toml::from_str::<CloudConfig>("[[owners]]\nname = \"a\"\nbogus = 1\n").is_err());
-        assert!(toml::from_str::<CloudConfig>("bogus = 1\n").is_err());
-    }
-
-    #[test]
-    fn a_pinned_cert_file_must_hold_a_certificate() {
-        let dir = estuary_tests::util::TempDir::new("cloud-cfg").expect("tmp");
-        let good = dir.path().join("good.pem");
-        let empty = dir.path().join("empty.pem");
-        std::fs::write(&good, self_signed_pem()).expect("write");
-        std::fs::write(&empty, "no PEM here\n").expect("write");
-        let cfg = parse(&format!(
-            "[[owners]]\nname = \"globex\"\nest_url = \"https://est.globex.example/.well-known/est\"\npinned_domain_cert_file = {:?}\n[[owners]]\nname = \"other\"\nest_url = \"https://est.other.example/\"\npinned_domain_cert_file = {:?}\n",
-            good.display().to_string(),
-            empty.display().to_string()
-        ));
-        let problems = cfg.validate(ONE);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(
-            problems[0].starts_with("brski.cloud.owners[1].pinned_domain_cert_file: ")
-                && problems[0].contains("empty.pem"),
-            "{problems:?}"
-        );
     }
 
     #[test]

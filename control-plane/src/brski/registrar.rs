@@ -24,7 +24,6 @@
 //! to the registrar voucher request and required in the voucher, or answers `404` for a pledge
 //! no owner claims.
 use crate::support::clock::now_unix;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,6 @@ use axum::response::{IntoResponse, Response};
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::identity::ManufacturerName;
 use estuary_proto::voucher::{self, Assertion, Expected, VoucherRequest, CT_VOUCHER_CMS_JSON};
-use serde::Deserialize;
 use tracing::info;
 
 use crate::brski::answer::{
@@ -44,145 +42,10 @@ use crate::brski::answer::{
 use crate::brski::cloud::{Cloud, OwnerPath};
 use crate::brski::error::{BadRequest, BadVoucher, BrskiError, Internal, Refusal};
 use crate::brski::masa_client::{masa_status_error, MasaClient};
+use crate::config::brski::BrskiConfig;
 use crate::metrics::Metrics;
 use crate::support::pem_file::{first_cert, read_certs};
 use crate::support::secret::Secret;
-
-/// `[brski]`: the registrar.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrskiConfig {
-    /// The registrar certificate (PEM, first certificate): id-kp-cmcRA, issued by the domain CA.
-    /// The pledge sees it as the TLS server certificate, so it is the proxy's certificate.
-    pub registrar_cert_file: PathBuf,
-    /// Its PKCS#8 P-256 private key (PEM).
-    pub registrar_key_file: PathBuf,
-    /// The domain CA (PEM), included in registrar voucher requests so the MASA can pin it.
-    #[serde(default)]
-    pub domain_ca_file: Option<PathBuf>,
-    /// The manufacturers whose pledges may join (the allow-list of IDevID issuers).
-    #[serde(default)]
-    pub manufacturers: Vec<ManufacturerConfig>,
-    /// How long voucher_status and enrollstatus reports are kept in Redis.
-    #[serde(default = "default_status_ttl_s")]
-    pub status_ttl_s: u64,
-    /// `Retry-After` when the MASA cannot be reached.
-    #[serde(default = "default_retry_after_s")]
-    pub masa_retry_after_s: u64,
-    /// `[brski.cloud]`: act as a cloud registrar (draft-ietf-anima-brski-cloud).
-    #[serde(default)]
-    pub cloud: Option<crate::brski::cloud::CloudConfig>,
-    /// Voucher requests one pledge (one IDevID) may make per `voucher_window_s`; each may cost
-    /// a MASA call. Past it: 429 + Retry-After. 0: no limit.
-    #[serde(default = "default_voucher_requests_per_pledge")]
-    pub voucher_requests_per_pledge: u32,
-    /// The window of `voucher_requests_per_pledge`, in seconds.
-    #[serde(default = "default_voucher_window_s")]
-    pub voucher_window_s: u64,
-}
-
-fn default_voucher_requests_per_pledge() -> u32 {
-    10
-}
-fn default_voucher_window_s() -> u64 {
-    3600
-}
-
-fn default_status_ttl_s() -> u64 {
-    7 * 86_400
-}
-fn default_retry_after_s() -> u64 {
-    30
-}
-
-/// One manufacturer: who issues its IDevIDs and how to reach and trust its MASA.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManufacturerConfig {
-    /// 1 to 64 of `A-Z a-z 0-9 - _`, unique. Required with `[brski.cloud]`, which finds owners
-    /// by (manufacturer, serial); optional for a plain registrar.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// PEM of the CA that issues this manufacturer's IDevIDs.
-    pub idevid_ca_file: PathBuf,
-    /// PEM trust anchor for the MASA: its vouchers' signer and its TLS server certificate.
-    pub masa_ca_file: PathBuf,
-    /// MASA base URL, overriding the IDevID's id-pe-masa-url extension.
-    #[serde(default)]
-    pub masa_url: Option<String>,
-}
-
-impl BrskiConfig {
-    /// Problems with the section, one per line.
-    pub fn validate(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        let mut file = |what: &str, f: &PathBuf| {
-            if !f.is_file() {
-                p.push(format!(
-                    "brski.{what}: {} is not a readable file",
-                    f.display()
-                ));
-            }
-        };
-        file("registrar_cert_file", &self.registrar_cert_file);
-        file("registrar_key_file", &self.registrar_key_file);
-        if let Some(d) = &self.domain_ca_file {
-            file("domain_ca_file", d);
-        }
-        for m in &self.manufacturers {
-            file("manufacturers.idevid_ca_file", &m.idevid_ca_file);
-            file("manufacturers.masa_ca_file", &m.masa_ca_file);
-        }
-        for m in &self.manufacturers {
-            if let Some(u) = &m.masa_url {
-                if !u.starts_with("https://") {
-                    p.push(format!(
-                        "brski.manufacturers.masa_url: {u} is not an https URL"
-                    ));
-                }
-            }
-        }
-        if self.manufacturers.is_empty() {
-            p.push("brski.manufacturers: give at least one manufacturer".into());
-        }
-        for (i, m) in self.manufacturers.iter().enumerate() {
-            let at = format!("brski.manufacturers[{i}].name");
-            match &m.name {
-                Some(n) if ManufacturerName::parse(n).is_none() => p.push(format!(
-                    "{at}: {n:?} is not 1 to 64 of A-Z a-z 0-9 - _"
-                )),
-                Some(n) => {
-                    let first = self
-                        .manufacturers
-                        .iter()
-                        .take(i)
-                        .position(|o| o.name.as_ref() == Some(n));
-                    if let Some(first) = first {
-                        p.push(format!(
-                            "{at}: {n:?} is already the name of brski.manufacturers[{first}]"
-                        ));
-                    }
-                }
-                None if self.cloud.is_some() => p.push(format!(
-                    "{at}: required with [brski.cloud] (owners are found by manufacturer and serial)"
-                )),
-                None => {}
-            }
-        }
-        if let Some(c) = &self.cloud {
-            p.extend(c.validate(&self.manufacturer_names()));
-        }
-        p
-    }
-
-    /// The `[[brski.manufacturers]]` names in order (`None` where left out).
-    fn manufacturer_names(&self) -> Vec<Option<&str>> {
-        self.manufacturers
-            .iter()
-            .map(|m| m.name.as_deref())
-            .collect()
-    }
-}
 
 struct Manufacturer {
     /// Its `name`; always set with `[brski.cloud]`.
@@ -540,45 +403,6 @@ mod tests {
     use crate::brski::error::MasaUnavailable;
 
     #[test]
-    fn the_brski_section_reports_every_problem() {
-        let cfg: BrskiConfig = toml::from_str(
-            r#"
-registrar_cert_file = "/nonexistent/registrar.pem"
-registrar_key_file = "/nonexistent/registrar.key"
-[[manufacturers]]
-idevid_ca_file = "/nonexistent/m.pem"
-masa_ca_file = "/nonexistent/masa.pem"
-masa_url = "http://masa.example"
-"#,
-        )
-        .expect("parses");
-        assert_eq!(cfg.status_ttl_s, 7 * 86_400);
-        let problems = cfg.validate().join("\n");
-        for needle in [
-            "brski.registrar_cert_file",
-            "brski.registrar_key_file",
-            "brski.manufacturers.idevid_ca_file",
-            "brski.manufacturers.masa_ca_file",
-            "not an https URL",
-        ] {
-            assert!(problems.contains(needle), "{needle} in {problems}");
-        }
-        // A plain registrar may leave its manufacturers unnamed.
-        assert!(!problems.contains(".name"), "{problems}");
-        let none: BrskiConfig =
-            toml::from_str("registrar_cert_file = \"a\"\nregistrar_key_file = \"b\"\n")
-                .expect("parses");
-        assert!(none
-            .validate()
-            .iter()
-            .any(|p| p.contains("at least one manufacturer")));
-        assert!(toml::from_str::<BrskiConfig>(
-            "registrar_cert_file = \"a\"\nregistrar_key_file = \"b\"\nbogus = 1\n"
-        )
-        .is_err());
-    }
-
-    #[test]
     fn errors_map_to_rfc_8995_statuses() {
         assert_eq!(BrskiError::NoClientCert.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
@@ -642,161 +466,6 @@ masa_url = "http://masa.example"
         assert_eq!(
             r.headers().get(header::CONTENT_TYPE),
             Some(&HeaderValue::from_static("text/plain; charset=utf-8"))
-        );
-    }
-
-    #[test]
-    fn the_cloud_section_parses_under_brski() {
-        let cfg: BrskiConfig = toml::from_str(
-            r#"
-registrar_cert_file = "/nonexistent/cloud-registrar.pem"
-registrar_key_file = "/nonexistent/cloud-registrar.key"
-[[manufacturers]]
-name = "acme-devices"
-idevid_ca_file = "/nonexistent/m.pem"
-masa_ca_file = "/nonexistent/masa.pem"
-[cloud]
-[[cloud.owners]]
-name = "acme"
-serials = ["SN-1", "SN-2"]
-redirect_url = "https://registrar.acme.example:8443/.well-known/brski"
-[[cloud.owners]]
-name = "globex"
-est_url = "http://est.globex.example/.well-known/est"
-"#,
-        )
-        .expect("parses");
-        let problems = cfg.validate().join("\n");
-        for needle in [
-            "brski.cloud.owners[1].est_url: \"http://est.globex.example/.well-known/est\" is not an https URL",
-            "brski.cloud.owners[1].pinned_domain_cert_file: required with est_url",
-            "brski.registrar_cert_file",
-        ] {
-            assert!(problems.contains(needle), "{needle} in {problems}");
-        }
-        assert!(!problems.contains("owners[0]"), "{problems}");
-        assert!(
-            !problems.contains("brski.manufacturers[0].name"),
-            "{problems}"
-        );
-        assert!(toml::from_str::<BrskiConfig>(
-            "registrar_cert_file = \"a\"\nregistrar_key_file = \"b\"\n[cloud]\nowner = []\n"
-        )
-        .is_err());
-    }
-
-    /// Issue 12: serials are unique only within a manufacturer, so with `[brski.cloud]` every
-    /// manufacturer is named and every owner's `serials` say whose they are.
-    #[test]
-    fn a_cloud_registrar_names_its_manufacturers_and_qualifies_owner_serials() {
-        let cfg: BrskiConfig = toml::from_str(
-            r#"
-registrar_cert_file = "/nonexistent/cloud-registrar.pem"
-registrar_key_file = "/nonexistent/cloud-registrar.key"
-[[manufacturers]]
-name = "acme-devices"
-idevid_ca_file = "/nonexistent/a.pem"
-masa_ca_file = "/nonexistent/masa.pem"
-[[manufacturers]]
-name = "globex-devices"
-idevid_ca_file = "/nonexistent/b.pem"
-masa_ca_file = "/nonexistent/masa.pem"
-[[manufacturers]]
-name = "acme-devices"
-idevid_ca_file = "/nonexistent/c.pem"
-masa_ca_file = "/nonexistent/masa.pem"
-[[manufacturers]]
-idevid_ca_file = "/nonexistent/d.pem"
-masa_ca_file = "/nonexistent/masa.pem"
-[[manufacturers]]
-name = "bad name"
-idevid_ca_file = "/nonexistent/e.pem"
-masa_ca_file = "/nonexistent/masa.pem"
-[cloud]
-[[cloud.owners]]
-name = "initech"
-manufacturer = "acme-devices"
-serials = ["AD-0001"]
-redirect_url = "https://registrar.initech.example/.well-known/brski"
-[[cloud.owners]]
-name = "hooli"
-manufacturer = "globex-devices"
-serials = ["AD-0001"]
-redirect_url = "https://registrar.hooli.example/.well-known/brski"
-[[cloud.owners]]
-name = "umbrella"
-manufacturer = "acme-devices"
-serials = ["AD-0001"]
-redirect_url = "https://registrar.umbrella.example/.well-known/brski"
-[[cloud.owners]]
-name = "globex"
-serials = ["AD-0002"]
-redirect_url = "https://registrar.globex.example/.well-known/brski"
-[[cloud.owners]]
-name = "wayne"
-manufacturer = "wayne-devices"
-serials = ["AD-0003"]
-redirect_url = "https://registrar.wayne.example/.well-known/brski"
-[[cloud.owners]]
-name = "stark"
-manufacturer = "acme-devices"
-redirect_url = "https://registrar.stark.example/.well-known/brski"
-[[cloud.owners]]
-name = "redis-only"
-redirect_url = "https://registrar.redis-only.example/.well-known/brski"
-"#,
-        )
-        .expect("parses");
-        let problems: Vec<String> = cfg
-            .validate()
-            .into_iter()
-            // The files do not exist; everything else is in question here.
-            .filter(|p| !p.ends_with("is not a readable file"))
-            .collect();
-        let all = problems.join("\n");
-        for needle in [
-            "brski.manufacturers[2].name: \"acme-devices\" is already the name of brski.manufacturers[0]",
-            "brski.manufacturers[3].name: required with [brski.cloud]",
-            "brski.manufacturers[4].name: \"bad name\" is not 1 to 64 of A-Z a-z 0-9 - _",
-            // The same serial under the same manufacturer for two owners.
-            "brski.cloud.owners[2].serials[0]: \"AD-0001\" is also listed under brski.cloud.owners[0] (\"initech\") for manufacturer \"acme-devices\"",
-            "brski.cloud.owners[3].manufacturer: required with serials when several [[brski.manufacturers]] are configured",
-            "brski.cloud.owners[4].manufacturer: \"wayne-devices\" is the name of no [[brski.manufacturers]] entry",
-            "brski.cloud.owners[5].manufacturer: only qualifies serials",
-        ] {
-            assert!(all.contains(needle), "{needle:?} not in:\n{all}");
-        }
-        // The same serial under another manufacturer (owners[1]) is another pledge; an owner
-        // served from Redis only (owners[6]) needs no manufacturer.
-        assert_eq!(problems.len(), 7, "{all}");
-
-        // With one manufacturer, owners' serials are its serials; its name is still required.
-        let one = |name: &str| -> Vec<String> {
-            let cfg: BrskiConfig = toml::from_str(&format!(
-                r#"
-registrar_cert_file = "/nonexistent/cloud-registrar.pem"
-registrar_key_file = "/nonexistent/cloud-registrar.key"
-[[manufacturers]]
-{name}
-idevid_ca_file = "/nonexistent/a.pem"
-masa_ca_file = "/nonexistent/masa.pem"
-[cloud]
-[[cloud.owners]]
-name = "initech"
-serials = ["AD-0001"]
-redirect_url = "https://registrar.initech.example/.well-known/brski"
-"#
-            ))
-            .expect("parses");
-            cfg.validate()
-                .into_iter()
-                .filter(|p| !p.ends_with("is not a readable file"))
-                .collect()
-        };
-        assert_eq!(one("name = \"acme-devices\""), Vec::<String>::new());
-        assert_eq!(
-            one(""),
-            ["brski.manufacturers[0].name: required with [brski.cloud] (owners are found by manufacturer and serial)"]
         );
     }
 }

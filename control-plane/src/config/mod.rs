@@ -29,6 +29,7 @@
 //! Loading collects every problem it can find (unknown keys, wrong types, bad values in any
 //! section, missing sections) and reports them together, so an operator fixes a config in one
 //! pass.
+pub mod brski;
 pub mod dns;
 pub mod teap;
 
@@ -61,7 +62,7 @@ pub struct Config {
     /// (`[brski.cloud]` without `[est]`, `[acme]` and `[dns]`).
     pub enrolment: Option<Enrolment>,
     /// `[brski]`: the BRSKI registrar, when present.
-    pub brski: Option<crate::brski::registrar::BrskiConfig>,
+    pub brski: Option<crate::config::brski::BrskiConfig>,
 }
 
 /// The sections of the EST service: all present together.
@@ -546,7 +547,7 @@ impl Config {
         if let Some(t) = &teap {
             errors.extend(t.validate());
         }
-        let brski: Option<crate::brski::registrar::BrskiConfig> =
+        let brski: Option<crate::config::brski::BrskiConfig> =
             section(&root, "brski", true, &mut errors);
         if let Some(b) = &brski {
             errors.extend(b.validate());
@@ -777,7 +778,7 @@ impl DefaultIfOptional for AcmeConfig {}
 impl DefaultIfOptional for DnsConfig {}
 impl DefaultIfOptional for RedisConfig {}
 impl DefaultIfOptional for crate::config::teap::TeapConfig {}
-impl DefaultIfOptional for crate::brski::registrar::BrskiConfig {}
+impl DefaultIfOptional for crate::config::brski::BrskiConfig {}
 impl DefaultIfOptional for EnrollConfig {
     fn default_value() -> Option<Self> {
         Some(Self::default())
