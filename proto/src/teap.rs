@@ -7,9 +7,9 @@
 //!
 //! Key derivation (RFC 9930 §6; hostapd 2.10 does the same for a peer authenticated by its
 //! certificate alone): `session_key_seed` = TLS exporter "EXPORTER: teap session key seed"
-//! (40 octets, no context) = S-IMCK[0]. Without an inner method, CMK comes from
-//! IMCK = TLS-PRF(S-IMCK[0], "Inner Methods Compound Keys", 32 zero octets, 60), last 20
-//! octets; MSK/EMSK = TLS-PRF(S-IMCK[0], "[Extended ]Session Key Generating Function", 64).
+//! (40 octets, no context) = S-IMCK\[0\]. Without an inner method, CMK comes from
+//! IMCK = TLS-PRF(S-IMCK\[0\], "Inner Methods Compound Keys", 32 zero octets, 60), last 20
+//! octets; MSK/EMSK = TLS-PRF(S-IMCK\[0\], "\[Extended \]Session Key Generating Function", 64).
 use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha384};
 use thiserror::Error;

@@ -27,7 +27,7 @@ impl Redis {
     }
 
     /// Starts it with persistence: `--appendonly yes` (fsync every second) in its own
-    /// directory, so [`Redis::restart`] finds the data again.
+    /// directory, so [`Redis::start_again`] finds the data again.
     pub fn start_with_aof() -> anyhow::Result<Self> {
         Self::start_with(None, true)
     }

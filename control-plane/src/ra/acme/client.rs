@@ -295,7 +295,7 @@ impl Acme {
     }
 
     /// The one ACME account. With `acme.account_key_file`, the CA's account of that key
-    /// ([`Acme::account_of_key`]; nothing in Redis). Without it (dev): loaded from Redis, or
+    /// (`Acme::account_of_key`; nothing in Redis). Without it (dev): loaded from Redis, or
     /// created once and stored there, key included, for every replica (the first writer wins;
     /// a loser adopts the stored one).
     pub async fn account(&self) -> Result<Account, IssueError> {

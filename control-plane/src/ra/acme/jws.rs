@@ -170,7 +170,7 @@ type InstantAcmeFuture =
     Pin<Box<dyn Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send>>;
 
 /// instant-acme's requests go through the same client and the same per-exchange timeout; the
-/// body is read (at most [`MAX_BODY`]) before the answer is handed over. A `rateLimited`
+/// body is read (at most `MAX_BODY`, 256 KiB) before the answer is handed over. A `rateLimited`
 /// problem becomes [`RateLimitedAnswer`], so that its `Retry-After` is kept.
 impl instant_acme::HttpClient for AcmeHttp {
     fn request(&self, req: hyper::Request<instant_acme::BodyWrapper<Bytes>>) -> InstantAcmeFuture {

@@ -73,14 +73,14 @@ pub enum IssueError {
         /// When the CA said to come back, if it did.
         retry_after: Option<Duration>,
     },
-    /// The CA answered `rateLimited` (RFC 8555 §6.7). [`Acme::issue`] records a back-off that
+    /// The CA answered `rateLimited` (RFC 8555 §6.7). [`crate::ra::acme::client::Acme::issue`] records a back-off that
     /// keeps every replica from sending the CA new orders until it ends, and puts its length
     /// in `retry_after`.
     #[error("the ACME CA rate-limited this account: {detail}")]
     CaRateLimited {
         /// The CA's detail.
         detail: String,
-        /// The CA's `Retry-After` (or, from [`Acme::issue`], the back-off recorded).
+        /// The CA's `Retry-After` (or, from [`crate::ra::acme::client::Acme::issue`], the back-off recorded).
         retry_after: Option<Duration>,
     },
     /// A back-off after `rateLimited` holds at this CA (recorded by any replica): nothing was
@@ -314,7 +314,7 @@ pub struct NoAnswer(pub Duration);
 #[derive(Debug, thiserror::Error)]
 #[error("rate limited: {detail}")]
 pub struct RateLimitedAnswer {
-    /// The problem's detail, bounded ([`bounded`]).
+    /// The problem's detail, bounded (`bounded`: at most 500 characters).
     pub detail: String,
     /// `Retry-After`, when given and readable.
     pub retry_after: Option<Duration>,

@@ -11,7 +11,7 @@
 //! "truncated HMACs" error string. Here the TSIG error field of the answer is read first, so a
 //! wrong secret is reported as [`DnsError::BadSig`] and an unknown key as [`DnsError::BadKey`].
 //!
-//! No secret ever reaches a log line, an error or a `Debug` output: [`TsigSecret`] prints
+//! No secret ever reaches a log line, an error or a `Debug` output: [`crate::config::dns::TsigSecret`] prints
 //! `<redacted>`.
 
 use std::fmt;
