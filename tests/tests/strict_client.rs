@@ -1,0 +1,149 @@
+//! Clients stricter than curl: some EST clients in the field look up `Content-Type` and
+//! `Retry-After` case-sensitively. Envoy writes HTTP/1 header names in lower case unless told
+//! otherwise; `envoy/envoy.yaml` tells it `proper_case_words`. These tests read the raw bytes
+//! Envoy sends with `openssl s_client`: no HTTP library, which would normalise the case.
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use estuary_tests::curl::openssl_csr;
+use estuary_tests::dev_stack::{DevStack, DevStackOptions};
+use estuary_tests::stack::{CpOptions, DEV_PARENT};
+use estuary_tests::util::TempDir;
+
+/// Sends `request` over TLS to Envoy's EST listener (optionally with a client certificate) and
+/// returns every byte of the answer, up to the server closing the connection.
+fn raw_exchange(stack: &DevStack, cert: Option<(&Path, &Path)>, request: &[u8]) -> String {
+    let url = stack.est_url();
+    let host_port = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_string();
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "60", "openssl", "s_client", "-quiet", "-ign_eof", "-connect",
+    ])
+    .arg(&host_port)
+    .arg("-CAfile")
+    .arg(&stack.pki.server_ca.cert_path);
+    if let Some((c, k)) = cert {
+        cmd.arg("-cert").arg(c).arg("-key").arg(k);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request)
+        .expect("send the request");
+    let out = child.wait_with_output().expect("openssl s_client output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 "),
+        "no HTTP answer:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The header section of a raw answer, lines as sent.
+fn head(raw: &str) -> Vec<&str> {
+    raw.split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .split("\r\n")
+        .collect()
+}
+
+#[test]
+fn envoy_names_est_headers_in_conventional_case() {
+    let stack = DevStack::start_built(&DevStackOptions {
+        cp: CpOptions {
+            // Every enrolment answers 202 first, with Retry-After.
+            budget_ms: 1,
+            retry_after_s: 1,
+            ..CpOptions::default()
+        },
+        ..DevStackOptions::default()
+    })
+    .expect("start the dev stack");
+    let url = stack.est_url();
+    let path = url.split_once("//").map(|(_, r)| r).unwrap_or("");
+    let path = &path[path.find('/').unwrap_or(path.len())..];
+    let authority = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+
+    // cacerts needs no client certificate (RFC 7030 §4.1.1).
+    let raw = raw_exchange(
+        &stack,
+        None,
+        format!("GET {path}/cacerts HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let lines = head(&raw);
+    assert!(lines[0].starts_with("HTTP/1.1 200"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Content-Type: application/pkcs7-mime")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| *l == "Content-Transfer-Encoding: base64"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("content-type:")),
+        "{lines:?}"
+    );
+
+    // simpleenroll: 202 with Retry-After.
+    let tmp = TempDir::new("strict-client").expect("tmp");
+    let serial = format!("STRICT-{}", std::process::id());
+    let id = stack
+        .pki
+        .manufacturer
+        .issue_idevid(tmp.path(), "strict-idevid", &serial)
+        .expect("idevid");
+    let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
+    let csr = openssl_csr(tmp.path(), &format!("/CN={name}"), &name, &[]);
+    let body = base64_lines(&csr);
+    let request = format!(
+        "POST {path}/simpleenroll HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/pkcs10\r\nContent-Transfer-Encoding: base64\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let raw = raw_exchange(
+        &stack,
+        Some((&id.cert_path, &id.key_path)),
+        request.as_bytes(),
+    );
+    let lines = head(&raw);
+    assert!(lines[0].starts_with("HTTP/1.1 202"), "{lines:?}");
+    assert!(lines.iter().any(|l| *l == "Retry-After: 1"), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("retry-after:")),
+        "{lines:?}"
+    );
+}
+
+/// RFC 7030 §4 base64 of `der`, in lines of 64.
+fn base64_lines(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    b64.as_bytes()
+        .chunks(64)
+        .map(|c| format!("{}\r\n", String::from_utf8_lossy(c)))
+        .collect()
+}
