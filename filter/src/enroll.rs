@@ -20,7 +20,7 @@ pub fn check_body(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(EdgeError::EmptyBody);
     }
-    let der = estuary_proto::base64::decode(body).map_err(EdgeError::BadBase64)?;
+    let der = estuary_proto::base64::decode_csr_body(body).map_err(EdgeError::BadBase64)?;
     let csr = estuary_proto::csr::parse_and_verify(&der).map_err(EdgeError::BadCsr)?;
     match identity {
         Identity::IDevId { label, serial, .. } => {

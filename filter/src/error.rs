@@ -49,8 +49,9 @@ pub enum EdgeError {
     /// A POST without a body.
     #[error("request body is empty: expected a base64-encoded PKCS#10 CSR")]
     EmptyBody,
-    /// The body is not valid base64 (RFC 7030 §4.2.1 uses base64 transfer encoding).
-    #[error("request body is not valid base64: {0}")]
+    /// The body is neither valid base64 (RFC 7030 §4.2.1 uses base64 transfer encoding) nor
+    /// one PEM `CERTIFICATE REQUEST` block (RFC 8951 leniency).
+    #[error("request body is not valid base64, nor a PEM CSR: {0}")]
     BadBase64(#[source] Base64Error),
     /// The body decodes but is not a CSR whose self-signature verifies.
     #[error("bad CSR: {0}")]

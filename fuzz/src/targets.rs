@@ -27,15 +27,18 @@ fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 /// EST base64 (RFC 7030 §4): encode → decode is the identity; decode → encode → decode is
-/// stable.
+/// stable. A CSR body (base64 or PEM, RFC 8951) never panics, and a base64 body decodes to the
+/// same bytes either way.
 pub fn base64(data: &[u8]) -> bool {
     assert_eq!(
         base64::decode(base64::encode(data).as_bytes()).as_deref(),
         Ok(data)
     );
+    let as_body = base64::decode_csr_body(data);
     let Ok(bytes) = base64::decode(data) else {
         return false;
     };
+    assert_eq!(as_body.as_deref(), Ok(bytes.as_slice()));
     let again = base64::encode(&bytes);
     assert_eq!(
         base64::decode(again.as_bytes()).as_deref(),

@@ -38,6 +38,9 @@ pub enum Base64Error {
     /// The last symbol carries bits that would be thrown away (non-canonical encoding).
     #[error("base64 text has non-zero trailing bits")]
     TrailingBits,
+    /// A PEM-armoured body that is not one `CERTIFICATE REQUEST` block.
+    #[error("PEM body: {0}")]
+    Pem(&'static str),
 }
 
 fn is_ws(b: u8) -> bool {
@@ -77,6 +80,40 @@ pub fn decode(body: &[u8]) -> Result<Vec<u8>, Base64Error> {
         base64::DecodeError::InvalidLastSymbol(_, _) => Base64Error::TrailingBits,
         base64::DecodeError::InvalidPadding => Base64Error::InvalidPadding,
     })
+}
+
+/// PEM labels of a PKCS#10 request (RFC 7468 §7; `NEW CERTIFICATE REQUEST` is the legacy
+/// spelling that some tools still write).
+const CSR_LABELS: [&str; 2] = ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
+
+/// Decodes an EST CSR body as clients send it (RFC 8951 leniency): base64 with or without line
+/// breaks (CRLF or LF), or a PEM-armoured `CERTIFICATE REQUEST` block (Azure IoT Edge sends one).
+/// A PEM body must be exactly one such block, with nothing but whitespace around it; its
+/// content is decoded like a base64 body.
+pub fn decode_csr_body(body: &[u8]) -> Result<Vec<u8>, Base64Error> {
+    let start = body.iter().position(|b| !is_ws(*b)).unwrap_or(body.len());
+    let text = &body[start..];
+    if !text.starts_with(b"-----BEGIN ") {
+        return decode(body);
+    }
+    let text = core::str::from_utf8(text).map_err(|_| Base64Error::Pem("not text"))?;
+    let after_begin = &text["-----BEGIN ".len()..];
+    let label_end = after_begin
+        .find("-----")
+        .ok_or(Base64Error::Pem("unterminated BEGIN line"))?;
+    let label = &after_begin[..label_end];
+    if !CSR_LABELS.contains(&label) {
+        return Err(Base64Error::Pem("not a CERTIFICATE REQUEST block"));
+    }
+    let content = &after_begin[label_end + "-----".len()..];
+    let end_line = format!("-----END {label}-----");
+    let end_at = content
+        .find(&end_line)
+        .ok_or(Base64Error::Pem("no END line"))?;
+    if !content[end_at + end_line.len()..].bytes().all(is_ws) {
+        return Err(Base64Error::Pem("more after the END line"));
+    }
+    decode(&content.as_bytes()[..end_at])
 }
 
 /// Encodes DER for an EST body: standard alphabet with padding, lines of 64 characters, each
@@ -124,6 +161,50 @@ mod tests {
                 plain.as_bytes()
             );
         }
+    }
+
+    /// RFC 8951: the same CSR as base64 in lines (CRLF or LF), in one line, and PEM-armoured.
+    #[test]
+    fn csr_bodies_as_clients_send_them() {
+        let der: Vec<u8> = (0u8..=200).collect();
+        let flat = base64::engine::general_purpose::STANDARD.encode(&der);
+        let crlf = encode(&der);
+        let lf = crlf.replace("\r\n", "\n");
+        let pem =
+            format!("-----BEGIN CERTIFICATE REQUEST-----\n{lf}-----END CERTIFICATE REQUEST-----\n");
+        let pem_crlf = pem.replace('\n', "\r\n");
+        let legacy = format!(
+            "\r\n-----BEGIN NEW CERTIFICATE REQUEST-----\r\n{crlf}-----END NEW CERTIFICATE REQUEST-----"
+        );
+        for body in [&flat, &crlf, &lf, &pem, &pem_crlf, &legacy] {
+            assert_eq!(decode_csr_body(body.as_bytes()).unwrap(), der, "{body:?}");
+        }
+        for (bad, why) in [
+            (
+                format!("-----BEGIN CERTIFICATE-----\n{lf}-----END CERTIFICATE-----\n"),
+                "not a CERTIFICATE REQUEST block",
+            ),
+            (
+                format!("-----BEGIN CERTIFICATE REQUEST-----\n{lf}"),
+                "no END line",
+            ),
+            (format!("{pem}{pem}"), "more after the END line"),
+            (
+                "-----BEGIN CERTIFICATE REQUEST".to_string(),
+                "unterminated BEGIN line",
+            ),
+        ] {
+            assert_eq!(
+                decode_csr_body(bad.as_bytes()),
+                Err(Base64Error::Pem(why)),
+                "{bad:?}"
+            );
+        }
+        // Neither base64 nor PEM.
+        assert!(matches!(
+            decode_csr_body(b"not a csr!"),
+            Err(Base64Error::InvalidByte { .. })
+        ));
     }
 
     #[test]
