@@ -99,9 +99,7 @@ fn envoy_names_est_headers_in_conventional_case() {
         "{lines:?}"
     );
     assert!(
-        lines
-            .iter()
-            .any(|l| *l == "Content-Transfer-Encoding: base64"),
+        lines.contains(&"Content-Transfer-Encoding: base64"),
         "{lines:?}"
     );
     assert!(
@@ -131,7 +129,7 @@ fn envoy_names_est_headers_in_conventional_case() {
     );
     let lines = head(&raw);
     assert!(lines[0].starts_with("HTTP/1.1 202"), "{lines:?}");
-    assert!(lines.iter().any(|l| *l == "Retry-After: 1"), "{lines:?}");
+    assert!(lines.contains(&"Retry-After: 1"), "{lines:?}");
     assert!(
         !lines.iter().any(|l| l.starts_with("retry-after:")),
         "{lines:?}"
