@@ -118,7 +118,7 @@ pub fn sig_insert(
 #[cfg(test)]
 mod tests {
     // Tests: a panic here is a failed test.
-    #![allow(clippy::indexing_slicing)]
+    #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
 
     fn digest(first: u8, n: u8) -> [u8; 32] {

@@ -1284,7 +1284,7 @@ mod csr_signature_cache {
             assert!(cached(&f, csr), "the newest is kept");
         }
         let kept = csrs.iter().filter(|c| cached(&f, c)).count();
-        assert!(kept <= 6 && kept >= 2, "{kept} kept");
+        assert!((2..=6).contains(&kept), "{kept} kept");
         assert!(!cached(&f, &csrs[0]), "the oldest was evicted");
 
         // Expired entries are no hit and make room: after the TTL (default 3600 s) every bucket

@@ -559,7 +559,7 @@ pub fn parse_and_verify(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
 /// signature is then not verified again) and learns of every signature that verifies.
 pub fn parse_and_verify_memo(
     der: &[u8],
-    mut memo: Option<&mut dyn SignatureMemo>,
+    memo: Option<&mut dyn SignatureMemo>,
 ) -> Result<VerifiedCsr, CsrError> {
     // CertificationRequest ::= SEQUENCE { certificationRequestInfo, signatureAlgorithm, signature }
     let mut reader = SliceReader::new(der).map_err(CsrError::Malformed)?;
@@ -597,10 +597,11 @@ pub fn parse_and_verify_memo(
     let spki_der = derutil::tlv_der(spki_any).map_err(CsrError::Malformed)?;
     let spki = SubjectPublicKeyInfoRef::from_der(&spki_der).map_err(CsrError::Malformed)?;
 
-    // Key and signature first: nothing else is read from an unverified request.
+    // Key and signature first: nothing else is read from a request that is neither verified
+    // nor one whose exact bytes verified before.
     let key = public_key(&spki)?;
     let sig = sig.as_bytes().ok_or(CsrError::BadSignature)?;
-    match memo.as_deref_mut() {
+    match memo {
         Some(memo) => {
             let digest: CsrDigest = Sha256::digest(der).into();
             if !memo.verified(&digest) {
