@@ -1,6 +1,14 @@
-//! Cache entries for `cacerts` / `csrattrs`, kept in proxy-wasm shared data.
+//! Cache entries kept in proxy-wasm shared data: the `cacerts` / `csrattrs` answers, and the
+//! digests of CSRs whose signature verified.
 //!
-//! Value layout: 8 bytes big-endian expiry (seconds since the Unix epoch), then the DER answer.
+//! Answer layout: 8 bytes big-endian expiry (seconds since the Unix epoch), then the DER answer.
+//!
+//! Verified CSR digests sit in a fixed set of buckets, so the number of shared-data keys never
+//! grows (Envoy's shared data has no delete): `max_entries` entries make
+//! `ceil(max_entries / 4)` buckets of up to 4 entries, the last one smaller if need be. A digest
+//! goes to the bucket its first 8 bytes name. A bucket value is a list of 40-byte entries, each
+//! 8 bytes big-endian expiry then the 32-byte SHA-256 of the CSR. Inserting drops the expired
+//! entries and, when the bucket is full, the one that expires first (the oldest).
 
 use estuary_proto::names::DeviceSerial;
 
@@ -33,9 +41,137 @@ pub fn fresh(entry: &[u8], now: u64) -> Option<&[u8]> {
     (now < expires_at && !der.is_empty()).then_some(der)
 }
 
+/// Entries per CSR-digest bucket.
+pub const SIG_WAYS: u32 = 4;
+const SIG_ENTRY: usize = 8 + 32;
+
+/// The bucket of one CSR digest: its shared-data key and how many entries it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigBucket {
+    /// Shared-data key.
+    pub key: String,
+    /// Most entries this bucket holds (1 to [`SIG_WAYS`]).
+    pub capacity: usize,
+}
+
+/// The bucket `digest` belongs to when the cache holds at most `max_entries` (`None` for 0: no
+/// cache).
+pub fn sig_bucket(digest: &[u8; 32], max_entries: u32) -> Option<SigBucket> {
+    let buckets = u64::from(max_entries.div_ceil(SIG_WAYS));
+    let (head, _) = digest.split_first_chunk::<8>()?;
+    let index = u64::from_be_bytes(*head).checked_rem(buckets)?;
+    let before = index.saturating_mul(u64::from(SIG_WAYS));
+    let capacity = u64::from(max_entries)
+        .saturating_sub(before)
+        .min(u64::from(SIG_WAYS));
+    Some(SigBucket {
+        key: format!("estuary.csrsig/{index}"),
+        capacity: usize::try_from(capacity).ok()?,
+    })
+}
+
+/// The (expiry, digest) entries of a bucket value; a torn tail is ignored.
+fn sig_entries(bucket: &[u8]) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+    bucket.chunks_exact(SIG_ENTRY).filter_map(|e| {
+        let (head, digest) = e.split_first_chunk::<8>()?;
+        Some((u64::from_be_bytes(*head), digest))
+    })
+}
+
+/// Whether `bucket` holds `digest`, unexpired at `now`.
+pub fn sig_contains(bucket: &[u8], digest: &[u8; 32], now: u64) -> bool {
+    sig_entries(bucket).any(|(expires_at, d)| now < expires_at && d == digest.as_slice())
+}
+
+/// How many entries `bucket` holds (expired ones included).
+pub fn sig_len(bucket: &[u8]) -> usize {
+    bucket.len() / SIG_ENTRY
+}
+
+/// `bucket` with `digest` added to expire at `expires_at`: expired entries and an older copy of
+/// `digest` dropped, then the earliest-expiring entries until it fits in `capacity`.
+pub fn sig_insert(
+    bucket: &[u8],
+    digest: &[u8; 32],
+    now: u64,
+    expires_at: u64,
+    capacity: usize,
+) -> Vec<u8> {
+    let mut kept: Vec<(u64, &[u8])> = sig_entries(bucket)
+        .filter(|(e, d)| now < *e && *d != digest.as_slice())
+        .collect();
+    kept.sort_by_key(|(e, _)| *e);
+    let room = capacity.saturating_sub(1);
+    let drop = kept.len().saturating_sub(room);
+    let mut out = Vec::with_capacity(SIG_ENTRY * capacity);
+    for (e, d) in kept.iter().skip(drop) {
+        out.extend_from_slice(&e.to_be_bytes());
+        out.extend_from_slice(d);
+    }
+    if capacity > 0 {
+        out.extend_from_slice(&expires_at.to_be_bytes());
+        out.extend_from_slice(digest);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    // Tests: a panic here is a failed test.
+    #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
+
+    fn digest(first: u8, n: u8) -> [u8; 32] {
+        let mut d = [n; 32];
+        d[0..8].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, first]);
+        d
+    }
+
+    #[test]
+    fn buckets_cover_exactly_max_entries() {
+        assert_eq!(sig_bucket(&digest(0, 1), 0), None);
+        for max in [1u32, 3, 4, 5, 8, 10, 4096] {
+            let buckets = max.div_ceil(SIG_WAYS);
+            let total: usize = (0..buckets)
+                .map(|i| sig_bucket(&digest(i as u8, 1), max).unwrap().capacity)
+                .sum();
+            assert_eq!(total, max as usize, "max_entries {max}");
+        }
+        let b = sig_bucket(&digest(2, 1), 10).unwrap();
+        assert_eq!(b.key, "estuary.csrsig/2");
+        assert_eq!(b.capacity, 2);
+        // Only the first 8 bytes choose the bucket.
+        assert_eq!(sig_bucket(&[0xff; 32], 4096), sig_bucket(&[0xff; 32], 4096));
+    }
+
+    #[test]
+    fn insert_evicts_the_oldest_and_the_expired() {
+        let mut b = Vec::new();
+        for n in 1..=6u8 {
+            b = sig_insert(&b, &digest(0, n), 100, 100 + u64::from(n), 4);
+            assert!(sig_len(&b) <= 4);
+        }
+        assert_eq!(sig_len(&b), 4);
+        for n in 1..=2u8 {
+            assert!(!sig_contains(&b, &digest(0, n), 100), "{n} evicted");
+        }
+        for n in 3..=6u8 {
+            assert!(sig_contains(&b, &digest(0, n), 100), "{n} kept");
+        }
+        // Expiry: at 104, entries 3 and 4 are gone for lookups, and dropped by the next insert.
+        assert!(!sig_contains(&b, &digest(0, 4), 104));
+        assert!(sig_contains(&b, &digest(0, 5), 104));
+        let b = sig_insert(&b, &digest(0, 7), 104, 200, 4);
+        assert_eq!(sig_len(&b), 3);
+        // Re-inserting a digest keeps one copy, with the new expiry.
+        let b = sig_insert(&b, &digest(0, 5), 104, 300, 4);
+        assert_eq!(sig_len(&b), 3);
+        assert!(sig_contains(&b, &digest(0, 5), 250));
+        // A torn value reads as the entries it holds.
+        assert!(sig_contains(&b[..b.len() - 1], &digest(0, 6), 104));
+        assert!(!sig_contains(&b[..b.len() - 1], &digest(0, 5), 104));
+        assert_eq!(sig_insert(&b, &digest(0, 9), 0, 1, 0), Vec::<u8>::new());
+    }
 
     #[test]
     fn round_trip_and_expiry() {

@@ -15,6 +15,7 @@
 //!   "max_body_bytes": 16384,
 //!   "labels": {"arbitrary-label": "default"},
 //!   "cache_ttl_s": 300,
+//!   "csr_signature_cache": {"max_entries": 4096, "ttl_s": 3600},
 //!   "manufacturers": [{"name": "acme", "ca_pem": "-----BEGIN CERTIFICATE-----\n…",
 //!                      "serial_pattern": "DEMO-*"}]
 //! }
@@ -41,6 +42,14 @@
 //!   `<name_prefix><serial, lower-cased>.<parent_domain>`; `name_prefix` (optional, 1 to 32 of
 //!   `a-z 0-9 -`) keeps manufacturers apart. Two entries whose prefixed serial patterns can
 //!   produce the same name are a configuration problem. See [`estuary_proto::identity`].
+//! - `csr_signature_cache` (optional): remembers, in the proxy's shared data, the SHA-256 of each
+//!   exact CSR whose signature verified, so that the same bytes sent again skip the signature
+//!   check (identical bytes verify identically). Only the signature check is skipped: the client
+//!   certificate, the name, key and content policy are checked on every request. `max_entries`
+//!   (default 4096, at most 65536; 40 bytes each) bounds it, the oldest entries are evicted
+//!   first, and each entry expires after `ttl_s` seconds (default 3600, at most 86400). Either at
+//!   0 turns the cache off. The shared data is shared by every plugin with the same `vm_id`:
+//!   give this filter a `vm_id` no untrusted plugin uses. See [`crate::cache`].
 //! - `acme_ca_pem` (registrar role, **required**): PEM of the ACME CA's certificates that issue
 //!   LDevIDs (its root(s) and/or issuing intermediate(s)). A client certificate is an LDevID
 //!   (for `simplereenroll`) only if one of these issued it, directly or through one CA of the
@@ -68,6 +77,12 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16384;
 /// Default cache lifetime for cacerts / csrattrs.
 pub const DEFAULT_CACHE_TTL_S: u64 = 300;
+/// Default most entries of the verified-CSR-signature cache.
+pub const DEFAULT_CSR_CACHE_MAX_ENTRIES: u32 = 4096;
+/// Largest accepted `csr_signature_cache.max_entries`.
+pub const MAX_CSR_CACHE_MAX_ENTRIES: u32 = 65536;
+/// Default lifetime of a verified-CSR-signature entry, in seconds.
+pub const DEFAULT_CSR_CACHE_TTL_S: u64 = 3600;
 /// Envoy's default buffer limit; a larger body never reaches the filter.
 pub const MAX_MAX_BODY_BYTES: u64 = 1 << 20;
 
@@ -99,6 +114,31 @@ pub struct ControlPlane {
     pub token: BearerToken,
     /// Call timeout.
     pub timeout: Duration,
+}
+
+/// The cache of verified CSR signatures (`csr_signature_cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsrSignatureCache {
+    /// Most entries kept (0: no cache).
+    pub max_entries: u32,
+    /// Lifetime of an entry, in seconds (0: no cache).
+    pub ttl_s: u64,
+}
+
+impl CsrSignatureCache {
+    /// Whether the cache is on.
+    pub fn enabled(&self) -> bool {
+        self.max_entries > 0 && self.ttl_s > 0
+    }
+}
+
+impl Default for CsrSignatureCache {
+    fn default() -> Self {
+        CsrSignatureCache {
+            max_entries: DEFAULT_CSR_CACHE_MAX_ENTRIES,
+            ttl_s: DEFAULT_CSR_CACHE_TTL_S,
+        }
+    }
 }
 
 /// What the registrar role needs to serve EST.
@@ -137,6 +177,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Lifetime of cached cacerts / csrattrs answers, in seconds (0: no caching).
     pub cache_ttl_s: u64,
+    /// The cache of verified CSR signatures.
+    pub csr_signature_cache: CsrSignatureCache,
     /// Hosts EST and BRSKI are served for; `None`: any `:authority`.
     pub authorities: Option<Vec<ServerHost>>,
 }
@@ -346,6 +388,7 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
         r.problem("cache_ttl_s", "must be at most 86400 (one day)");
     }
 
+    let csr_signature_cache = read_csr_signature_cache(&mut r, &mut obj);
     let authorities = read_authorities(&mut r, &mut obj);
 
     // Judged on what was written, not on the entries that survived checking.
@@ -409,6 +452,7 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
             max_body_bytes,
             labels,
             cache_ttl_s,
+            csr_signature_cache,
             authorities,
         }),
         _ => Err(ConfigErrors(r.problems)),
@@ -485,6 +529,39 @@ fn read_manufacturers(r: &mut Reader, obj: &mut Map<String, Value>) -> Vec<Manuf
         }
     }
     out
+}
+
+/// `csr_signature_cache`: `{max_entries?, ttl_s?}`, each bounded; absent: the defaults.
+fn read_csr_signature_cache(r: &mut Reader, obj: &mut Map<String, Value>) -> CsrSignatureCache {
+    const P: &str = "csr_signature_cache";
+    let default = CsrSignatureCache::default();
+    let Some(value) = r.take::<Value>(obj, "", P, false) else {
+        return default;
+    };
+    let Value::Object(mut m) = value else {
+        r.problem(P, "must be an object {max_entries, ttl_s}");
+        return default;
+    };
+    let max_entries = r
+        .take::<u32>(&mut m, P, "max_entries", false)
+        .unwrap_or(default.max_entries);
+    if max_entries > MAX_CSR_CACHE_MAX_ENTRIES {
+        r.problem(
+            &join(P, "max_entries"),
+            format!("must be at most {MAX_CSR_CACHE_MAX_ENTRIES} (0 turns the cache off)"),
+        );
+    }
+    let ttl_s = r
+        .take::<u64>(&mut m, P, "ttl_s", false)
+        .unwrap_or(default.ttl_s);
+    if ttl_s > 86_400 {
+        r.problem(
+            &join(P, "ttl_s"),
+            "must be at most 86400 (one day; 0 turns the cache off)",
+        );
+    }
+    r.no_leftovers(m, P);
+    CsrSignatureCache { max_entries, ttl_s }
 }
 
 /// `authorities`: a non-empty list of DNS names or IP addresses; each bad entry named by index.
@@ -829,6 +906,9 @@ mod tests {
         assert_eq!(c.control_plane.timeout, Duration::from_millis(5000));
         assert_eq!(c.max_body_bytes, 16384);
         assert_eq!(c.cache_ttl_s, 300);
+        assert_eq!(c.csr_signature_cache.max_entries, 4096);
+        assert_eq!(c.csr_signature_cache.ttl_s, 3600);
+        assert!(c.csr_signature_cache.enabled());
         assert_eq!(c.keys, KeyPolicy::default());
         assert!(c.labels.is_empty());
         let est = c.est().expect("the registrar role is the default");
@@ -843,7 +923,8 @@ mod tests {
             br#"{"control_plane": {"cluster": "cp", "authority": "cp:8080", "token": "t", "timeout_ms": 250},
                  "parent_domain": "IoT.Example.Test",
                  "keys": {"rsa_min_bits": 3072, "rsa_max_bits": 4096, "allow_p256": true, "allow_p384": false, "allow_ed25519": false},
-                 "max_body_bytes": 8192, "labels": {"arbitrary-label": "devices"}, "cache_ttl_s": 0}"#,
+                 "max_body_bytes": 8192, "labels": {"arbitrary-label": "devices"}, "cache_ttl_s": 0,
+                 "csr_signature_cache": {"max_entries": 0, "ttl_s": 60}}"#,
         )
         .unwrap();
         assert_eq!(c.control_plane.timeout, Duration::from_millis(250));
@@ -854,6 +935,7 @@ mod tests {
             Some("devices")
         );
         assert_eq!(c.cache_ttl_s, 0);
+        assert!(!c.csr_signature_cache.enabled());
     }
 
     #[test]
@@ -865,6 +947,7 @@ mod tests {
                  "max_body_bytes": 0,
                  "labels": {"bad label": "x", "cacerts": "y"},
                  "cache_ttl_s": "soon",
+                 "csr_signature_cache": {"max_entries": 65537, "ttl_s": 86401, "lru": true},
                  "extra": true}"#,
         )
         .unwrap_err();
@@ -882,6 +965,9 @@ mod tests {
             "labels.bad label",
             "labels.cacerts",
             "cache_ttl_s",
+            "csr_signature_cache.max_entries",
+            "csr_signature_cache.ttl_s",
+            "csr_signature_cache.lru",
             "extra",
         ] {
             assert!(fields.contains(&expected), "{expected} missing from {e}");

@@ -15,13 +15,14 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::brski;
 use crate::cache;
-use crate::config::{self, Config, EstService, Role};
+use crate::config::{self, Config, CsrSignatureCache, EstService, Role};
 use crate::enroll;
 use crate::error::EdgeError;
 use crate::identity::{self, Client};
 use crate::reply::Reply;
 use crate::route::{self, EnrollKind, Route};
 use crate::upstream::{self, Upstream};
+use estuary_proto::csr::{CsrDigest, SignatureMemo};
 use estuary_proto::identity::Need;
 use estuary_proto::internal_api::Operation;
 
@@ -130,6 +131,51 @@ enum Caller {
 struct EdgeStream {
     config: Option<Rc<Config>>,
     state: State,
+}
+
+/// The verified-CSR-signature cache in shared data (layout and eviction in [`cache`]).
+struct SharedSignatures {
+    config: CsrSignatureCache,
+    now: u64,
+    /// The bucket read by the last lookup, with its CAS, for the insert that follows a miss.
+    read: Option<(cache::SigBucket, Vec<u8>, Option<u32>)>,
+}
+
+impl SharedSignatures {
+    fn new(config: CsrSignatureCache) -> Option<Self> {
+        if !config.enabled() {
+            return None;
+        }
+        Some(SharedSignatures {
+            config,
+            now: now_unix_s()?,
+            read: None,
+        })
+    }
+}
+
+impl SignatureMemo for SharedSignatures {
+    fn verified(&mut self, digest: &CsrDigest) -> bool {
+        let Some(bucket) = cache::sig_bucket(digest, self.config.max_entries) else {
+            return false;
+        };
+        let (value, cas) = hostcalls::get_shared_data(&bucket.key).unwrap_or((None, None));
+        let value = value.unwrap_or_default();
+        let hit = cache::sig_contains(&value, digest, self.now);
+        self.read = Some((bucket, value, cas));
+        hit
+    }
+
+    fn remember(&mut self, digest: &CsrDigest) {
+        let Some((bucket, value, cas)) = self.read.take() else {
+            return;
+        };
+        let expires_at = self.now.saturating_add(self.config.ttl_s);
+        let entry = cache::sig_insert(&value, digest, self.now, expires_at, bucket.capacity);
+        // With the CAS of the read, a bucket another worker changed meanwhile is left alone
+        // (CasMismatch): this digest is then simply verified again next time.
+        let _ = hostcalls::set_shared_data(&bucket.key, Some(&entry), cas);
+    }
 }
 
 fn request_header(name: &str) -> Option<Vec<u8>> {
@@ -439,7 +485,14 @@ impl EdgeStream {
         let Some(est) = cfg.est() else {
             return self.fail(&EdgeError::NotAnEstServer);
         };
-        let der = match enroll::check_body(body, &client.identity, &est.trust.parent, &cfg.keys) {
+        let mut memo = SharedSignatures::new(cfg.csr_signature_cache);
+        let der = match enroll::check_body(
+            body,
+            &client.identity,
+            &est.trust.parent,
+            &cfg.keys,
+            memo.as_mut().map(|m| m as &mut dyn SignatureMemo),
+        ) {
             Ok(der) => der,
             Err(e) => return self.fail(&e),
         };

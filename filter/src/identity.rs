@@ -15,7 +15,7 @@ use estuary_proto::identity::{self, Identity, Need, TrustPolicy, MAX_CHAIN_CERTS
 use sha2::{Digest, Sha256};
 
 use crate::error::EdgeError;
-use crate::xfcc::{self, XfccError};
+use crate::xfcc::{self, XfccElement, XfccError};
 
 /// The authenticated client: who it is, and the certificates to forward to the control plane
 /// (which checks them again).
@@ -31,12 +31,13 @@ pub struct Client {
 
 /// The leaf certificate (DER) from the Envoy-set XFCC header, bound to the connection: 401 for
 /// no TLS client certificate, an unreadable one, or one that is not the connection's peer
-/// certificate (`peer_sha256_hex`: Envoy's `connection.sha256_peer_certificate_digest`).
+/// certificate (`peer_sha256_hex`: Envoy's `connection.sha256_peer_certificate_digest`). The
+/// header is parsed once; its last element (the one Envoy wrote) comes back for the `Chain`.
 pub fn leaf_from_xfcc(
     mtls: bool,
     xfcc_header: Option<&[u8]>,
     peer_sha256_hex: Option<&[u8]>,
-) -> Result<(Vec<u8>, String), EdgeError> {
+) -> Result<(Vec<u8>, XfccElement), EdgeError> {
     if !mtls {
         return Err(EdgeError::NoClientCertificate);
     }
@@ -45,7 +46,10 @@ pub fn leaf_from_xfcc(
     };
     let header = std::str::from_utf8(raw)
         .map_err(|_| EdgeError::UnreadableClientCertificate(XfccError::HeaderNotUtf8))?;
-    let pem = xfcc::client_cert_pem(header)
+    let element = xfcc::last_element(header)
+        .map_err(EdgeError::UnreadableClientCertificate)?
+        .ok_or(EdgeError::NoClientCertificate)?;
+    let pem = xfcc::pem_of(&element, "Cert")
         .map_err(EdgeError::UnreadableClientCertificate)?
         .ok_or(EdgeError::NoClientCertificate)?;
     let der = estuary_proto::pem::decode_certs(&pem)
@@ -59,7 +63,7 @@ pub fn leaf_from_xfcc(
     if !bound {
         return Err(EdgeError::ClientCertificateNotBound);
     }
-    Ok((der, header.to_string()))
+    Ok((der, element))
 }
 
 /// Decide who the client is, from `connection.mtls`, the XFCC header and the peer digest.
@@ -70,8 +74,8 @@ pub fn authenticate(
     need: Need,
     policy: &TrustPolicy,
 ) -> Result<Client, EdgeError> {
-    let (leaf, header) = leaf_from_xfcc(mtls, xfcc_header, peer_sha256_hex)?;
-    let chain = chain_certs(&header, &leaf);
+    let (leaf, element) = leaf_from_xfcc(mtls, xfcc_header, peer_sha256_hex)?;
+    let chain = chain_certs(&element, &leaf);
     let identity = identity::authenticate(policy, &leaf, &chain, need).map_err(|e| match e {
         identity::IdentityError::Unreadable => {
             EdgeError::UnreadableClientCertificate(XfccError::BadCertificate)
@@ -87,8 +91,8 @@ pub fn authenticate(
 
 /// The XFCC `Chain` certificates other than `leaf`, at most [`MAX_CHAIN_CERTS`]. A missing or
 /// unreadable `Chain` means none: the leaf alone is then judged.
-fn chain_certs(header: &str, leaf: &[u8]) -> Vec<Vec<u8>> {
-    let Ok(Some(pem)) = xfcc::client_chain_pem(header) else {
+fn chain_certs(element: &XfccElement, leaf: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(Some(pem)) = xfcc::pem_of(element, "Chain") else {
         return Vec::new();
     };
     let Ok(ders) = estuary_proto::pem::decode_certs(&pem) else {

@@ -203,9 +203,15 @@ pub fn client_chain_pem(header: &str) -> Result<Option<String>, XfccError> {
 
 /// The URL-decoded text of `key` in the last element; `None` if absent or empty.
 fn pem_field(header: &str, key: &str) -> Result<Option<String>, XfccError> {
-    let Some(element) = last_element(header)? else {
-        return Ok(None);
-    };
+    match last_element(header)? {
+        Some(element) => pem_of(&element, key),
+        None => Ok(None),
+    }
+}
+
+/// The URL-decoded text of `key` (`Cert`, `Chain`) in `element`; `None` if absent or empty. For
+/// reading several fields of a header parsed once with [`last_element`].
+pub fn pem_of(element: &XfccElement, key: &str) -> Result<Option<String>, XfccError> {
     let Some(value) = element.get(key) else {
         return Ok(None);
     };

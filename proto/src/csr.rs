@@ -534,9 +534,33 @@ impl VerifiedCsr {
     }
 }
 
+/// SHA-256 of a CSR's exact DER bytes: the name under which a good signature is remembered.
+pub type CsrDigest = [u8; 32];
+
+/// Remembers which exact CSRs carried a good self-signature (for the filter, a cache in the
+/// proxy's shared data). The same bytes always give the same verification outcome, so a
+/// remembered digest can stand in for the signature check, and for nothing else: every field is
+/// still read and every policy still applies. Whoever can add digests can make a forged CSR
+/// pass the signature check, so only [`parse_and_verify_memo`] should call [`Self::remember`].
+pub trait SignatureMemo {
+    /// Whether a CSR with exactly this digest was verified before (and is still remembered).
+    fn verified(&mut self, digest: &CsrDigest) -> bool;
+    /// Note that the CSR with this digest has a good signature.
+    fn remember(&mut self, digest: &CsrDigest);
+}
+
 /// Decodes one DER CertificationRequest (no trailing bytes), verifies its self-signature, then
 /// reads its fields.
 pub fn parse_and_verify(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
+    parse_and_verify_memo(der, None)
+}
+
+/// [`parse_and_verify`], where `memo` may vouch for the signature of these exact bytes (the
+/// signature is then not verified again) and learns of every signature that verifies.
+pub fn parse_and_verify_memo(
+    der: &[u8],
+    memo: Option<&mut dyn SignatureMemo>,
+) -> Result<VerifiedCsr, CsrError> {
     // CertificationRequest ::= SEQUENCE { certificationRequestInfo, signatureAlgorithm, signature }
     let mut reader = SliceReader::new(der).map_err(CsrError::Malformed)?;
     let (info, alg, sig) = reader
@@ -573,10 +597,20 @@ pub fn parse_and_verify(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
     let spki_der = derutil::tlv_der(spki_any).map_err(CsrError::Malformed)?;
     let spki = SubjectPublicKeyInfoRef::from_der(&spki_der).map_err(CsrError::Malformed)?;
 
-    // Key and signature first: nothing else is read from an unverified request.
+    // Key and signature first: nothing else is read from a request that is neither verified
+    // nor one whose exact bytes verified before.
     let key = public_key(&spki)?;
     let sig = sig.as_bytes().ok_or(CsrError::BadSignature)?;
-    verify(&key, &alg, &info_der, sig)?;
+    match memo {
+        Some(memo) => {
+            let digest: CsrDigest = Sha256::digest(der).into();
+            if !memo.verified(&digest) {
+                verify(&key, &alg, &info_der, sig)?;
+                memo.remember(&digest);
+            }
+        }
+        None => verify(&key, &alg, &info_der, sig)?,
+    }
 
     let info = CertReqInfo::from_der(&info_der).map_err(CsrError::Malformed)?;
     if info.version != x509_cert::request::Version::V1 {

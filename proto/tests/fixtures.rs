@@ -383,3 +383,48 @@ fn pkcs7_matches_openssl() {
     // A CSR is a SEQUENCE but not a PKCS#7.
     assert!(pkcs7::decode_certs_only(&csr("p256-sha256-san")).is_err());
 }
+
+/// A memo that records what it was asked and told.
+#[derive(Default)]
+struct Memo {
+    known: Vec<estuary_proto::csr::CsrDigest>,
+    asked: usize,
+}
+
+impl estuary_proto::csr::SignatureMemo for Memo {
+    fn verified(&mut self, digest: &estuary_proto::csr::CsrDigest) -> bool {
+        self.asked += 1;
+        self.known.contains(digest)
+    }
+    fn remember(&mut self, digest: &estuary_proto::csr::CsrDigest) {
+        self.known.push(*digest);
+    }
+}
+
+#[test]
+fn signature_memo_learns_only_good_signatures_and_keys_on_the_exact_bytes() {
+    use estuary_proto::csr::parse_and_verify_memo;
+    use sha2::{Digest, Sha256};
+    let good = csr("p256-sha256-san");
+    let mut memo = Memo::default();
+    let first = parse_and_verify_memo(&good, Some(&mut memo)).unwrap();
+    assert_eq!(memo.known, vec![<[u8; 32]>::from(Sha256::digest(&good))]);
+    // A hit reads the same fields as a full verification.
+    assert_eq!(
+        parse_and_verify_memo(&good, Some(&mut memo)).unwrap(),
+        first
+    );
+    assert_eq!(memo.known.len(), 1);
+
+    // The same request with a flipped signature byte has another digest: verified, refused,
+    // not remembered.
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    assert_eq!(
+        parse_and_verify_memo(&bad, Some(&mut memo)),
+        Err(CsrError::BadSignature)
+    );
+    assert_eq!(memo.known.len(), 1);
+    assert_eq!(memo.asked, 3);
+}

@@ -21,6 +21,7 @@ pub const ROOT_ID: i32 = 1;
 const STATUS_OK: i32 = 0;
 const STATUS_NOT_FOUND: i32 = 1;
 const STATUS_BAD_ARGUMENT: i32 = 2;
+const STATUS_CAS_MISMATCH: i32 = 8;
 const STATUS_INTERNAL_FAILURE: i32 = 10;
 const MAP_REQUEST_HEADERS: i32 = 0;
 const MAP_HTTP_CALL_RESPONSE_HEADERS: i32 = 6;
@@ -515,12 +516,17 @@ fn define_host(linker: &mut Linker<HostState>) -> wasmtime::Result<HashSet<Strin
          kl: i32,
          vp: i32,
          vl: i32,
-         _cas: i32|
+         expected_cas: i32|
          -> wasmtime::Result<i32> {
             let key = String::from_utf8(read(&mut c, kp, kl)?)?;
             let value = read(&mut c, vp, vl)?;
             let st = c.data_mut();
-            let cas = st.shared.get(&key).map_or(1, |(_, cas)| cas + 1);
+            // As Envoy: a non-zero CAS must be the entry's current one.
+            let current = st.shared.get(&key).map(|(_, cas)| *cas);
+            if expected_cas != 0 && current != Some(expected_cas as u32) {
+                return Ok(STATUS_CAS_MISMATCH);
+            }
+            let cas = current.map_or(1, |cas| cas + 1);
             st.shared.insert(key, (value, cas));
             Ok(STATUS_OK)
         },
