@@ -319,6 +319,11 @@ impl DevStack {
         format!("{}/.well-known/brski", self.envoy.base_url)
     }
 
+    /// The strict RFC 9444 test CA, when the stack runs on it (`rfc9444_ca`).
+    pub fn test_ca(&self) -> Option<&crate::acme_ca::TestAcmeCa> {
+        self._test_ca.as_ref()
+    }
+
     /// `https://127.0.0.1:P/.well-known/est`
     pub fn est_url(&self) -> String {
         format!("{}/.well-known/est", self.envoy.base_url)

@@ -354,12 +354,30 @@ fn failure_status(k: FailureKind) -> StatusCode {
     }
 }
 
+/// The CMCFailInfo (RFC 5272 §6.1.4) that draft-ietf-acme-integrations-17 "Error Handling"
+/// gives a failed issuance; the EST error body starts with it. `None` for a transient
+/// condition, which is not a failure of the request.
+fn cmc_fail_info(k: FailureKind) -> Option<&'static str> {
+    match k {
+        // -17: badCSR, caa → badRequest.
+        FailureKind::CsrRefused | FailureKind::CaaForbids => Some("badRequest"),
+        // -17: rejectedIdentifier → badIdentity.
+        FailureKind::IdentifierRefused => Some("badIdentity"),
+        // -17: everything else → internalCAError.
+        FailureKind::Issuance | FailureKind::Internal => Some("internalCAError"),
+        FailureKind::Unavailable | FailureKind::Deadline | FailureKind::Abandoned => None,
+    }
+}
+
 /// The internal API's answer to an enrolment error.
 fn error_response(est: &EstService, e: &RaError) -> Response {
     let status = est_status(e);
     let body = match e {
         RaError::Store(_) => "certificate store unavailable; retry later".to_string(),
-        other => other.to_string(),
+        other => match other.failure_kind().and_then(cmc_fail_info) {
+            Some(info) => format!("{info}: {other}"),
+            None => other.to_string(),
+        },
     };
     if status.is_server_error() {
         warn!(status = status.as_u16(), error = %e, "enrolment failed");
@@ -475,6 +493,22 @@ mod tests {
         ] {
             assert_eq!(est_status(&e).as_u16(), want, "{e:?}");
         }
+    }
+
+    /// draft-17 "Error Handling": the CMCFailInfo each CA refusal names in the EST body.
+    #[test]
+    fn ca_refusals_name_their_cmc_fail_info() {
+        for (problem, want) in [
+            (ProblemType::BadCsr, Some("badRequest")),
+            (ProblemType::Caa, Some("badRequest")),
+            (ProblemType::RejectedIdentifier, Some("badIdentity")),
+            (ProblemType::Unauthorized, Some("internalCAError")),
+            (ProblemType::ServerInternal, Some("internalCAError")),
+        ] {
+            let kind = rejected(problem.clone()).failure_kind().expect("a kind");
+            assert_eq!(cmc_fail_info(kind), want, "{problem:?}");
+        }
+        assert_eq!(cmc_fail_info(FailureKind::Unavailable), None);
     }
 
     /// A failure remembered by another replica answers as the live one did.
