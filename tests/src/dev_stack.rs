@@ -210,7 +210,7 @@ impl DevStack {
         };
         let acme_roots = match &test_ca {
             Some(ca) => ca.issuer_root_pem.clone(),
-            None => stack.pebble.issuer_root_pem.clone(),
+            None => stack.pebble.issuer_chain_pem.clone(),
         };
         let second = match &opts.second_manufacturer {
             Some(policy) => {

@@ -23,6 +23,10 @@ pub struct Pebble {
     pub tls_ca_pem: PathBuf,
     /// PEM of Pebble's issuing root, fetched from `/roots/0` after start.
     pub issuer_root_pem: PathBuf,
+    /// PEM of the root and the issuing intermediate (`/intermediates/0`): what an EST server's
+    /// trust store and `/cacerts` hold so that a device presenting only its end-entity
+    /// certificate still chains (draft-ietf-acme-integrations-17).
+    pub issuer_chain_pem: PathBuf,
     /// Pebble's log file.
     pub log: PathBuf,
     dir: TempDir,
@@ -79,12 +83,29 @@ impl Pebble {
             .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 30)))?;
         let management_url = format!("https://127.0.0.1:{mgmt_port}");
         let issuer_root_pem = dir.path().join("issuer-root.pem");
-        fetch_root(&management_url, &tls_ca_pem, &issuer_root_pem)?;
+        fetch_root(&management_url, &tls_ca_pem, &issuer_root_pem, "roots/0")?;
+        let intermediate_pem = dir.path().join("issuer-intermediate.pem");
+        fetch_root(
+            &management_url,
+            &tls_ca_pem,
+            &intermediate_pem,
+            "intermediates/0",
+        )?;
+        let issuer_chain_pem = dir.path().join("issuer-chain.pem");
+        std::fs::write(
+            &issuer_chain_pem,
+            format!(
+                "{}{}",
+                std::fs::read_to_string(&issuer_root_pem)?,
+                std::fs::read_to_string(&intermediate_pem)?
+            ),
+        )?;
         Ok(Self {
             directory_url: format!("https://127.0.0.1:{acme_port}/dir"),
             management_url,
             tls_ca_pem,
             issuer_root_pem,
+            issuer_chain_pem,
             log,
             dir,
             child,
@@ -126,14 +147,20 @@ impl Pebble {
     }
 }
 
-/// Fetches Pebble's issuing root with curl (an independent HTTPS client).
-fn fetch_root(mgmt: &str, tls_ca: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+/// Fetches one of Pebble's issuing certificates (`roots/0`, `intermediates/0`) with curl (an
+/// independent HTTPS client).
+fn fetch_root(
+    mgmt: &str,
+    tls_ca: &std::path::Path,
+    out: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + STARTUP_DEADLINE;
     loop {
         let res = Command::new(find_program("curl", "curl")?)
             .args(["-sS", "--fail", "--cacert"])
             .arg(tls_ca)
-            .arg(format!("{mgmt}/roots/0"))
+            .arg(format!("{mgmt}/{what}"))
             .arg("-o")
             .arg(out)
             .output()
@@ -143,7 +170,7 @@ fn fetch_root(mgmt: &str, tls_ca: &std::path::Path, out: &std::path::Path) -> an
         }
         if Instant::now() > deadline {
             bail!(
-                "could not fetch Pebble's root from {mgmt}/roots/0: {}",
+                "could not fetch Pebble's {what} from {mgmt}: {}",
                 String::from_utf8_lossy(&res.stderr)
             );
         }

@@ -261,7 +261,7 @@ lock_ttl_s = {lock}
 unavailable_retry_after_s = 2
 "#,
         parent = opts.parent,
-        roots = stack.pebble.issuer_root_pem.display(),
+        roots = stack.pebble.issuer_chain_pem.display(),
         manufacturers = if opts.manufacturers.is_empty() {
             CpManufacturer {
                 name: "test-mfr".into(),

@@ -145,3 +145,121 @@ fn base64_lines(der: &[u8]) -> String {
         .map(|c| format!("{}\r\n", String::from_utf8_lossy(c)))
         .collect()
 }
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// curl, returning (status, body).
+fn curl_enrol(
+    stack: &DevStack,
+    dir: &Path,
+    op: &str,
+    cert: &Path,
+    key: &Path,
+    csr: &[u8],
+) -> (u16, String) {
+    let body = dir.join(format!("{op}.b64"));
+    std::fs::write(&body, base64_lines(csr)).expect("write");
+    let out = dir.join(format!("{op}.out"));
+    for _ in 0..60 {
+        let status = sh(Command::new("curl")
+            .args(["-sS", "--max-time", "60", "-w", "%{http_code}", "-o"])
+            .arg(&out)
+            .arg("--cacert")
+            .arg(&stack.pki.server_ca.cert_path)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .args(["-H", "Content-Type: application/pkcs10"])
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!("{}/{op}", stack.est_url())));
+        let status: u16 = status.trim().parse().unwrap_or(0);
+        // 202: still working; ask again.
+        if status != 202 {
+            return (status, std::fs::read_to_string(&out).unwrap_or_default());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    (202, String::new())
+}
+
+/// Most devices present only their end-entity certificate. The EST listener trusts the ACME
+/// issuing intermediate next to the root, so an LDevID alone (no chain) re-enrols.
+#[test]
+fn a_device_presenting_only_its_end_entity_ldevid_reenrols() {
+    let stack = DevStack::start_built(&DevStackOptions::default()).expect("start the dev stack");
+    let tmp = TempDir::new("leaf-only").expect("tmp");
+    let dir = tmp.path();
+    let serial = format!("LEAF-{}", std::process::id());
+    let id = stack
+        .pki
+        .manufacturer
+        .issue_idevid(dir, "idevid", &serial)
+        .expect("idevid");
+    let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
+    let csr = openssl_csr(dir, &format!("/CN={name}"), &name, &[]);
+    let key = dir.join("csr.key");
+    let ldevid_key = dir.join("ldevid.key");
+    std::fs::copy(&key, &ldevid_key).expect("keep the key");
+    let (status, body) = curl_enrol(
+        &stack,
+        dir,
+        "simpleenroll",
+        &id.cert_path,
+        &id.key_path,
+        &csr,
+    );
+    assert_eq!(status, 200, "{body}");
+    // The certificate whose key is ours: the end entity.
+    let p7 = dir.join("issued.p7");
+    std::fs::write(dir.join("issued.b64"), &body).expect("write");
+    sh(Command::new("openssl")
+        .args(["base64", "-d", "-in"])
+        .arg(dir.join("issued.b64"))
+        .arg("-out")
+        .arg(&p7));
+    let certs = sh(Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+        .arg(&p7));
+    let pubkey = sh(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&ldevid_key));
+    let leaf = certs
+        .split_inclusive("-----END CERTIFICATE-----")
+        .map(|c| c.trim_start().to_string())
+        .find(|c| {
+            let f = dir.join("candidate.pem");
+            std::fs::write(&f, c).expect("write");
+            sh(Command::new("openssl")
+                .args(["x509", "-noout", "-pubkey", "-in"])
+                .arg(&f))
+                == pubkey
+        })
+        .expect("the end-entity certificate");
+    let leaf_path = dir.join("ldevid-leaf-only.pem");
+    std::fs::write(&leaf_path, format!("{leaf}\n")).expect("write");
+    assert_eq!(leaf.matches("BEGIN CERTIFICATE").count(), 1);
+
+    let csr2 = openssl_csr(dir, &format!("/CN={name}"), &name, &[]);
+    let (status, body) = curl_enrol(
+        &stack,
+        dir,
+        "simplereenroll",
+        &leaf_path,
+        &ldevid_key,
+        &csr2,
+    );
+    assert_eq!(
+        status, 200,
+        "re-enrolment with the end-entity LDevID alone: {body}"
+    );
+}
