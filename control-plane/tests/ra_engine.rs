@@ -369,8 +369,15 @@ async fn cacerts_and_csrattrs_describe_the_ca_and_the_device() {
     assert_eq!(r.status, 200);
     let tmp = TempDir::new("cacerts").expect("tmp");
     let pem = pkcs7_to_pem(tmp.path(), &r.body);
+    // Exactly est.ca_certs_file: the harness configures Pebble's root and issuing intermediate.
+    let configured = std::fs::read_to_string(&stack.pebble.issuer_chain_pem).expect("chain");
+    assert_eq!(pem_blocks(&pem), pem_blocks(&configured));
     let root = std::fs::read_to_string(&stack.pebble.issuer_root_pem).expect("root");
-    assert_eq!(pem_blocks(&pem), pem_blocks(&root));
+    assert_eq!(
+        pem_blocks(&pem)[0],
+        pem_blocks(&root)[0],
+        "the root comes first"
+    );
 
     let r = http(
         &cp.url("/estuary/v1/csrattrs"),
