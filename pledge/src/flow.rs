@@ -397,7 +397,7 @@ fn finish(
     );
     Ok(Summary {
         written,
-        serial: hex_upper(issued.leaf.serial_number_bytes()),
+        serial: serial_hex(issued.leaf.serial_number_bytes()),
         not_after: rfc3339(issued.leaf.not_after_unix()),
         dns_names: issued.leaf.dns_names().to_vec(),
         key_type,
@@ -407,6 +407,16 @@ fn finish(
 
 fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// A certificate serial number as `openssl x509 -serial` shows it: the DER INTEGER's content
+/// octets, so a positive serial whose first octet has its top bit set keeps the `00` that DER
+/// puts in front of it (the X.509 parser hands over the magnitude without it).
+fn serial_hex(magnitude: &[u8]) -> String {
+    match magnitude.first() {
+        Some(b) if b & 0x80 != 0 => format!("00{}", hex_upper(magnitude)),
+        _ => hex_upper(magnitude),
+    }
 }
 
 /// Human-readable lines describing a CsrAttrs answer.
@@ -477,6 +487,10 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(hex_upper(&[0x01, 0xab]), "01AB");
+        // As openssl prints them: a serial with its top bit set keeps DER's leading 00.
+        assert_eq!(serial_hex(&[0x01, 0xab]), "01AB");
+        assert_eq!(serial_hex(&[0xf4, 0x00, 0x5b]), "00F4005B");
+        assert_eq!(serial_hex(&[]), "");
     }
 
     #[test]
