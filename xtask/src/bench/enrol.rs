@@ -567,9 +567,9 @@ async fn issue_bare(
     name: &str,
     csr_der: &[u8],
 ) -> anyhow::Result<()> {
-    // The control plane's policy (acme.rs `retry_policy`, poll_initial_ms = 20 in the dev config).
+    // The control plane's policy (acme.rs `retry_policy`, poll_initial_ms = 150 in the dev config).
     let retry = RetryPolicy::new()
-        .initial_delay(Duration::from_millis(20))
+        .initial_delay(Duration::from_millis(150))
         .backoff(1.5)
         .timeout(Duration::from_secs(30));
     let ids = [Identifier::Dns(name.to_string())];
