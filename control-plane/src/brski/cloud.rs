@@ -255,25 +255,10 @@ impl Cloud {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(text: &str) -> CloudConfig {
-        toml::from_str(text).expect("parses")
-    }
+    use crate::config::brski::test_support::{parse, self_signed_pem, ONE};
 
     fn maker(name: &str) -> ManufacturerName {
         ManufacturerName::parse(name).expect("manufacturer name")
-    }
-
-    /// One configured manufacturer, `m`.
-    const ONE: &[Option<&str>] = &[Some("m")];
-
-    fn self_signed_pem() -> String {
-        let key = rcgen::KeyPair::generate().expect("key");
-        rcgen::CertificateParams::new(vec!["est.globex.example".to_string()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("cert")
-            .pem()
     }
 
     #[test]

@@ -365,18 +365,21 @@ pub(crate) fn pinned_cert(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(der)
 }
 
+/// What the tests of `[brski]` and of the cloud registrar share.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use super::CloudConfig;
 
-    fn parse(text: &str) -> CloudConfig {
+    /// `[brski.cloud]` from TOML.
+    pub(crate) fn parse(text: &str) -> CloudConfig {
         toml::from_str(text).expect("parses")
     }
 
     /// One configured manufacturer, `m`.
-    const ONE: &[Option<&str>] = &[Some("m")];
+    pub(crate) const ONE: &[Option<&str>] = &[Some("m")];
 
-    fn self_signed_pem() -> String {
+    /// A self-signed certificate (PEM), e.g. an owner's pinned EST trust anchor.
+    pub(crate) fn self_signed_pem() -> String {
         let key = rcgen::KeyPair::generate().expect("key");
         rcgen::CertificateParams::new(vec!["est.globex.example".to_string()])
             .expect("params")
@@ -384,6 +387,12 @@ mod tests {
             .expect("cert")
             .pem()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{parse, self_signed_pem, ONE};
+    use super::*;
 
     #[test]
     fn owner_names_and_urls_are_checked_types() {

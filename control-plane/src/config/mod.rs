@@ -1307,15 +1307,6 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
         );
     }
 
-    fn cloud_self_signed_pem() -> String {
-        let key = rcgen::KeyPair::generate().expect("key");
-        rcgen::CertificateParams::new(vec!["est.globex.example".to_string()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("cert")
-            .pem()
-    }
-
     /// `ESTUARY_BRSKI__CLOUD` takes a TOML inline table (config.rs reads override values as TOML).
     #[test]
     fn the_cloud_section_can_come_from_the_environment() {
@@ -1326,7 +1317,10 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
             format!("{:?}", p.display().to_string())
         };
         let any = "placeholder\n";
-        let pin = file("globex.pem", &cloud_self_signed_pem());
+        let pin = file(
+            "globex.pem",
+            &crate::config::brski::test_support::self_signed_pem(),
+        );
         let text = format!(
             r#"
 [server]
@@ -1355,8 +1349,14 @@ name = "m"
 idevid_ca_file = {}
 masa_ca_file = {}
 "#,
-            file("ca.pem", &cloud_self_signed_pem()),
-            file("m-ca.pem", &cloud_self_signed_pem()),
+            file(
+                "ca.pem",
+                &crate::config::brski::test_support::self_signed_pem()
+            ),
+            file(
+                "m-ca.pem",
+                &crate::config::brski::test_support::self_signed_pem()
+            ),
             file("reg.pem", any),
             file("reg.key", any),
             file("m.pem", any),
