@@ -92,3 +92,52 @@ pub fn side_effects(stack: &DevStack, dir: &Path) -> (f64, f64) {
         metric_sum(stack, dir, "estuary_dns_updates_total"),
     )
 }
+
+/// POSTs a CSR body to `<EST URL>/<op>` with curl, authenticating with `cert`/`key`; `cte` is
+/// the `Content-Transfer-Encoding` header, if any. Asks again while the answer is 202 (RFC 7030
+/// §4.2.3), for at most `within`.
+#[allow(clippy::too_many_arguments)]
+pub fn enrol_until_done(
+    stack: &DevStack,
+    dir: &Path,
+    op: &str,
+    (cert, key): (&Path, &Path),
+    body: &str,
+    content_type: &str,
+    cte: Option<&str>,
+    within: std::time::Duration,
+) -> Answer {
+    let file = dir.join(format!("{op}.body"));
+    std::fs::write(&file, body).expect("write body");
+    let ct = format!("Content-Type: {content_type}");
+    let te = cte.map(|v| format!("Content-Transfer-Encoding: {v}"));
+    let data = format!("@{}", file.display());
+    let server_ca = stack.pki.server_ca.cert_path.display().to_string();
+    let cert = cert.display().to_string();
+    let key = key.display().to_string();
+    let mut args = vec![
+        "--cacert",
+        server_ca.as_str(),
+        "--cert",
+        cert.as_str(),
+        "--key",
+        key.as_str(),
+        "-H",
+        ct.as_str(),
+        "--data-binary",
+        data.as_str(),
+    ];
+    if let Some(te) = &te {
+        args.push("-H");
+        args.push(te.as_str());
+    }
+    let url = format!("{}/{op}", stack.est_url());
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let a = curl(dir, &args, &url);
+        if a.status != 202 || std::time::Instant::now() > deadline {
+            return a;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

@@ -1,10 +1,10 @@
 //! draft-ietf-acme-integrations-17 "Error Handling", end to end: the strict test CA refuses
 //! newOrder with an ACME problem, and the device, enrolling with curl through Envoy, gets the
 //! EST answer the table gives (status, and the CMCFailInfo first in the body).
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use estuary_tests::acme_ca::Fault;
-use estuary_tests::curl::{curl, openssl_csr, Answer};
+use estuary_tests::curl::{enrol_until_done, openssl_csr, Answer};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::stack::DEV_PARENT;
 use estuary_tests::util::TempDir;
@@ -20,40 +20,18 @@ fn enrol(stack: &DevStack, tag: &str, tmp: &TempDir) -> Answer {
         .expect("idevid");
     let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
     let csr = openssl_csr(&dir, &format!("/CN={name}"), &name, &[]);
-    let body_file = dir.join("csr.b64");
-    {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&csr);
-        std::fs::write(&body_file, b64).expect("write body");
-    }
-    let server_ca = stack.pki.server_ca.cert_path.display().to_string();
-    let cert = id.cert_path.display().to_string();
-    let key = id.key_path.display().to_string();
-    let data = format!("@{}", body_file.display());
-    let args = [
-        "--cacert",
-        server_ca.as_str(),
-        "--cert",
-        cert.as_str(),
-        "--key",
-        key.as_str(),
-        "-H",
-        "Content-Type: application/pkcs10",
-        "-H",
-        "Content-Transfer-Encoding: base64",
-        "--data-binary",
-        data.as_str(),
-    ];
-    let url = format!("{}/simpleenroll", stack.est_url());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let a = curl(&dir, &args, &url);
-        // 202: still working (RFC 7030 §4.2.3); ask again.
-        if a.status != 202 || Instant::now() > deadline {
-            return a;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&csr);
+    enrol_until_done(
+        stack,
+        &dir,
+        "simpleenroll",
+        (&id.cert_path, &id.key_path),
+        &b64,
+        "application/pkcs10",
+        Some("base64"),
+        Duration::from_secs(120),
+    )
 }
 
 #[test]

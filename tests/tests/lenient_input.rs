@@ -2,10 +2,10 @@
 //! enrolling through the real Envoy, filter and control plane with curl. A body that is neither
 //! base64 DER nor PEM still gets 400.
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use estuary_tests::curl::{curl, openssl_csr, side_effects, Answer};
+use estuary_tests::curl::{enrol_until_done, openssl_csr, side_effects, Answer};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::stack::DEV_PARENT;
 use estuary_tests::util::TempDir;
@@ -78,37 +78,21 @@ const VARIANTS: &[Variant] = &[
 fn post(
     stack: &DevStack,
     dir: &Path,
-    cert: &Path,
-    key: &Path,
+    id: (&Path, &Path),
     body: &str,
-    content_type: &str,
+    ct: &str,
     cte: Option<&str>,
 ) -> Answer {
-    let file = dir.join("body");
-    std::fs::write(&file, body).expect("write body");
-    let ct = format!("Content-Type: {content_type}");
-    let te = cte.map(|v| format!("Content-Transfer-Encoding: {v}"));
-    let data = format!("@{}", file.display());
-    let server_ca = stack.pki.server_ca.cert_path.display().to_string();
-    let cert = cert.display().to_string();
-    let key = key.display().to_string();
-    let mut args = vec![
-        "--cacert",
-        server_ca.as_str(),
-        "--cert",
-        cert.as_str(),
-        "--key",
-        key.as_str(),
-        "-H",
-        ct.as_str(),
-        "--data-binary",
-        data.as_str(),
-    ];
-    if let Some(te) = &te {
-        args.push("-H");
-        args.push(te.as_str());
-    }
-    curl(dir, &args, &format!("{}/simpleenroll", stack.est_url()))
+    enrol_until_done(
+        stack,
+        dir,
+        "simpleenroll",
+        id,
+        body,
+        ct,
+        cte,
+        Duration::from_secs(90),
+    )
 }
 
 #[test]
@@ -128,23 +112,14 @@ fn every_body_variant_real_clients_send_enrols() {
         let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
         let csr = openssl_csr(&dir, &format!("/CN={name}"), &name, &[]);
         let body = (v.body)(&csr);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let answer = loop {
-            let a = post(
-                &stack,
-                &dir,
-                &id.cert_path,
-                &id.key_path,
-                &body,
-                v.content_type,
-                v.transfer_encoding,
-            );
-            // 202: pending, ask again (RFC 7030 §4.2.3).
-            if a.status != 202 || Instant::now() > deadline {
-                break a;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        };
+        let answer = post(
+            &stack,
+            &dir,
+            (&id.cert_path, &id.key_path),
+            &body,
+            v.content_type,
+            v.transfer_encoding,
+        );
         assert_eq!(answer.status, 200, "{}: {}", v.what, answer.body);
         assert!(
             answer.body.trim_start().starts_with("MII"),
@@ -174,8 +149,7 @@ fn every_body_variant_real_clients_send_enrols() {
         let a = post(
             &stack,
             &dir,
-            &id.cert_path,
-            &id.key_path,
+            (&id.cert_path, &id.key_path),
             body,
             "application/pkcs10",
             Some("base64"),

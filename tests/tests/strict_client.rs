@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use estuary_tests::curl::openssl_csr;
+use estuary_tests::curl::{enrol_until_done, openssl_csr};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::stack::{CpOptions, DEV_PARENT};
 use estuary_tests::util::TempDir;
@@ -165,31 +165,17 @@ fn curl_enrol(
     key: &Path,
     csr: &[u8],
 ) -> (u16, String) {
-    let body = dir.join(format!("{op}.b64"));
-    std::fs::write(&body, base64_lines(csr)).expect("write");
-    let out = dir.join(format!("{op}.out"));
-    for _ in 0..60 {
-        let status = sh(Command::new("curl")
-            .args(["-sS", "--max-time", "60", "-w", "%{http_code}", "-o"])
-            .arg(&out)
-            .arg("--cacert")
-            .arg(&stack.pki.server_ca.cert_path)
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
-            .args(["-H", "Content-Type: application/pkcs10"])
-            .arg("--data-binary")
-            .arg(format!("@{}", body.display()))
-            .arg(format!("{}/{op}", stack.est_url())));
-        let status: u16 = status.trim().parse().unwrap_or(0);
-        // 202: still working; ask again.
-        if status != 202 {
-            return (status, std::fs::read_to_string(&out).unwrap_or_default());
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
-    (202, String::new())
+    let a = enrol_until_done(
+        stack,
+        dir,
+        op,
+        (cert, key),
+        &base64_lines(csr),
+        "application/pkcs10",
+        None,
+        std::time::Duration::from_secs(60),
+    );
+    (a.status, a.body)
 }
 
 /// Most devices present only their end-entity certificate. The EST listener trusts the ACME
