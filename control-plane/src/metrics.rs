@@ -15,6 +15,15 @@
 //! `acme.dns_batch_max_queue` already waited for the DNS primary. `estuary_dns_swept_total`
 //! counts leftover DNS-01 records the ledger sweeper removed, `estuary_dns_sweep_failures_total`
 //! its removals that failed (each retried later, [`crate::ra::dns::ledger`]).
+//!
+//! For dashboards and alerts (deploy/grafana, deploy/prometheus): `estuary_issuance_failures_total{cause}`
+//! counts failed issuances by what failed ([`IssuanceFailure`]); `estuary_acme_problems_total{type}`
+//! the ACME problem documents the CA answered an order with, by RFC 8555 §6.7 type;
+//! `estuary_dns_update_failures_total` the UPDATE messages the DNS primary refused or did not
+//! answer; `estuary_redis_up` is 1 when Redis answered a PING at the last scrape (within a
+//! deadline) and 0 otherwise; `estuary_cache_hit_remaining_seconds` is the lifetime a certificate
+//! served from the cache had left. Label sets that a dashboard divides by are created at zero at
+//! start, so every series exists before the first enrolment.
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -85,6 +94,67 @@ struct FallbackLabels {
     reason: FallbackReason,
 }
 
+/// What made one issuance fail, as counted in `estuary_issuance_failures_total{cause}`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum IssuanceFailure {
+    /// The CA did not answer, answered 5xx, or its answer was not ACME.
+    ca_unavailable,
+    /// The CA answered `rateLimited`, or a back-off after one held.
+    ca_rate_limited,
+    /// The CA refused the order with a problem document (`estuary_acme_problems_total` has its type).
+    ca_rejected,
+    /// The CA could not validate the DNS-01 record.
+    challenge_failed,
+    /// The order or the whole issuance outlasted its deadline.
+    deadline,
+    /// The DNS primary refused or did not answer an UPDATE.
+    dns,
+    /// Redis failed during the issuance.
+    redis,
+    /// The CA's certificate or challenges were unusable.
+    bad_answer,
+}
+
+impl IssuanceFailure {
+    /// Every value, to create the series at zero.
+    pub const ALL: [IssuanceFailure; 8] = [
+        Self::ca_unavailable,
+        Self::ca_rate_limited,
+        Self::ca_rejected,
+        Self::challenge_failed,
+        Self::deadline,
+        Self::dns,
+        Self::redis,
+        Self::bad_answer,
+    ];
+}
+
+/// The ACME problem types (RFC 8555 §6.7) the RA tells apart, created at zero at start.
+pub const ACME_PROBLEM_TYPES: [&str; 12] = [
+    "badNonce",
+    "rateLimited",
+    "badCSR",
+    "rejectedIdentifier",
+    "unauthorized",
+    "caa",
+    "dns",
+    "incorrectResponse",
+    "serverInternal",
+    "orderNotReady",
+    "connection",
+    "accountDoesNotExist",
+];
+
+fn problem_labels(short_name: &str) -> Vec<(String, String)> {
+    vec![("type".to_string(), short_name.to_string())]
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    cause: IssuanceFailure,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OrderLabels {
     result: OrderResult,
@@ -125,6 +195,14 @@ pub struct Metrics {
     pub teap_sessions: Gauge,
     /// BRSKI registrar requests by `op` and `result` (`brski.rs` names the values).
     pub brski: Family<Vec<(String, String)>, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    problems: Family<Vec<(String, String)>, Counter>,
+    /// UPDATE messages the DNS primary refused or did not answer.
+    pub dns_update_failures: Counter,
+    /// 1 when Redis answered the last scrape's PING, else 0.
+    pub redis_up: Gauge,
+    /// Seconds a certificate served from the cache had left until notAfter.
+    pub cache_hit_remaining_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -246,6 +324,61 @@ impl Metrics {
             "Time to issue one certificate through ACME",
             issuance_seconds.clone(),
         );
+        let failures = Family::<FailureLabels, Counter>::default();
+        for cause in IssuanceFailure::ALL {
+            failures.get_or_create(&FailureLabels { cause }).inc_by(0);
+        }
+        registry.register(
+            "estuary_issuance_failures",
+            "Issuances that failed, by what failed",
+            failures.clone(),
+        );
+        let problems = Family::<Vec<(String, String)>, Counter>::default();
+        for t in ACME_PROBLEM_TYPES.into_iter().chain(["other"]) {
+            problems.get_or_create(&problem_labels(t)).inc_by(0);
+        }
+        registry.register(
+            "estuary_acme_problems",
+            "ACME problem documents the CA answered an order with, by type (RFC 8555 §6.7)",
+            problems.clone(),
+        );
+        let dns_update_failures = Counter::default();
+        registry.register(
+            "estuary_dns_update_failures",
+            "RFC 2136 UPDATE messages the DNS primary refused or did not answer in time",
+            dns_update_failures.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register(
+            "estuary_redis_up",
+            "1 when Redis answered a PING at the last scrape, else 0",
+            redis_up.clone(),
+        );
+        // One hour to a year: near the low end is what an operator must act on.
+        let cache_hit_remaining_seconds = Histogram::new([
+            3600.0, 21600.0, 86400.0, 259200.0, 604800.0, 2592000.0, 7776000.0, 31536000.0,
+        ]);
+        registry.register(
+            "estuary_cache_hit_remaining_seconds",
+            "Lifetime left until notAfter of the certificates served from the cache",
+            cache_hit_remaining_seconds.clone(),
+        );
+        for protocol in [Protocol::est, Protocol::teap] {
+            for result in [
+                EnrollResult::issued,
+                EnrollResult::cached,
+                EnrollResult::pending,
+                EnrollResult::rejected,
+                EnrollResult::failed,
+            ] {
+                enrollments
+                    .get_or_create(&EnrollLabels { protocol, result })
+                    .inc_by(0);
+            }
+        }
+        for result in [OrderResult::valid, OrderResult::failed] {
+            orders.get_or_create(&OrderLabels { result }).inc_by(0);
+        }
         Self {
             registry,
             enrollments,
@@ -266,7 +399,28 @@ impl Metrics {
             preauths,
             teap_sessions,
             brski,
+            failures,
+            problems,
+            dns_update_failures,
+            redis_up,
+            cache_hit_remaining_seconds,
         }
+    }
+
+    /// Counts one failed issuance.
+    pub fn issuance_failure(&self, cause: IssuanceFailure) {
+        self.failures.get_or_create(&FailureLabels { cause }).inc();
+    }
+
+    /// Counts one ACME problem document, by its type's short name (`badCSR`, …). A type the RA
+    /// does not know is counted as `other`, so a CA cannot grow the label set without bound.
+    pub fn acme_problem(&self, short_name: &str) {
+        let t = if ACME_PROBLEM_TYPES.contains(&short_name) {
+            short_name
+        } else {
+            "other"
+        };
+        self.problems.get_or_create(&problem_labels(t)).inc();
     }
 
     /// Counts one enrolment request.
@@ -340,5 +494,39 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn dashboard_series_exist_at_zero_before_anything_happens() {
+        let text = Metrics::new().render();
+        for line in [
+            "estuary_enrollments_total{protocol=\"teap\",result=\"failed\"} 0",
+            "estuary_acme_orders_total{result=\"failed\"} 0",
+            "estuary_issuance_failures_total{cause=\"ca_unavailable\"} 0",
+            "estuary_acme_problems_total{type=\"badCSR\"} 0",
+            "estuary_acme_problems_total{type=\"other\"} 0",
+            "estuary_dns_update_failures_total 0",
+            "estuary_redis_up 0",
+            "estuary_cache_hit_remaining_seconds_count 0",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_problem_type_the_ra_does_not_know_is_counted_as_other() {
+        let m = Metrics::new();
+        m.acme_problem("badCSR");
+        m.acme_problem("someNewThing");
+        m.issuance_failure(IssuanceFailure::dns);
+        let text = m.render();
+        for line in [
+            "estuary_acme_problems_total{type=\"badCSR\"} 1",
+            "estuary_acme_problems_total{type=\"other\"} 1",
+            "estuary_issuance_failures_total{cause=\"dns\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("someNewThing"), "{text}");
     }
 }

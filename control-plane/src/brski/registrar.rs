@@ -123,6 +123,7 @@ impl Registrar {
             Some(c) => Some(Cloud::new(c, &cfg.manufacturer_names(), redis_url, prefix)?),
             None => None,
         };
+        super::answer::create_series(&metrics);
         Ok(Self {
             cert,
             chain,

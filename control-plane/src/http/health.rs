@@ -1,4 +1,4 @@
-//! `/metrics` (Prometheus/OpenMetrics text), `/healthz` (the process runs) and `/readyz` (Redis
+//! `/metrics` (Prometheus/OpenMetrics text; each scrape PINGs Redis for `estuary_redis_up`), `/healthz` (the process runs) and `/readyz` (Redis
 //! answers). No token, no device data.
 use std::sync::Arc;
 
@@ -26,7 +26,15 @@ pub fn router(metrics: Arc<Metrics>, store: Store) -> Router {
         .with_state(Arc::new(Health { metrics, store }))
 }
 
+/// How long a scrape waits for Redis's PING before `estuary_redis_up` reads 0.
+const REDIS_PING_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn metrics_text(State(h): State<Arc<Health>>) -> Response {
+    let up = matches!(
+        tokio::time::timeout(REDIS_PING_DEADLINE, h.store.ping()).await,
+        Ok(Ok(()))
+    );
+    h.metrics.redis_up.set(i64::from(up));
     (
         StatusCode::OK,
         [(

@@ -112,12 +112,16 @@ fn est_service(
     let cacerts_pkcs7 = pkcs7::encode_certs_only(&ca_ders)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
     let counter = metrics.dns_updates.clone();
+    let failures = metrics.dns_update_failures.clone();
     let sweep_interval = std::time::Duration::from_secs(e.dns.sweep_interval_s);
     let dns = Arc::new(
         DnsUpdater::new(e.dns)
             .map_err(|err| anyhow::anyhow!("dns: {err}"))?
             .with_update_counter(Arc::new(move || {
                 counter.inc();
+            }))
+            .with_failure_counter(Arc::new(move || {
+                failures.inc();
             })),
     );
     let order_metrics = Arc::clone(metrics);

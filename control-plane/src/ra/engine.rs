@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::EnrollConfig;
-use crate::metrics::{EnrollResult, Metrics, Protocol};
+use crate::metrics::{EnrollResult, IssuanceFailure, Metrics, Protocol};
 use crate::ra::acme::client::Acme;
 use crate::ra::acme::problem::{whole_seconds, IssueError};
 use crate::ra::error::RaError;
@@ -392,6 +392,7 @@ impl Engine {
             Err(e) => {
                 let kind = e.failure_kind();
                 error!(device = %name.as_str(), ?kind, error = %e, "issuance failed");
+                self.count_failure(&e);
                 let f = Failure {
                     kind,
                     reason: e.to_string(),
@@ -412,6 +413,34 @@ impl Engine {
         }
     }
 
+    /// Counts a failed issuance by cause, and the CA's problem type when it sent one.
+    fn count_failure(&self, e: &IssueError) {
+        let cause = match e {
+            IssueError::CaUnavailable { .. }
+            | IssueError::CaNoAnswer(_)
+            | IssueError::CaProtocol(_) => IssuanceFailure::ca_unavailable,
+            IssueError::CaRateLimited { .. } | IssueError::CaBackoff { .. } => {
+                IssuanceFailure::ca_rate_limited
+            }
+            IssueError::CaRejected { .. } => IssuanceFailure::ca_rejected,
+            IssueError::ChallengeFailed { .. } => IssuanceFailure::challenge_failed,
+            IssueError::OrderTimeout { .. } | IssueError::Deadline { .. } => {
+                IssuanceFailure::deadline
+            }
+            IssueError::Dns(_) => IssuanceFailure::dns,
+            IssueError::Store(_) => IssuanceFailure::redis,
+            IssueError::BadChain(_) | IssueError::NoDnsChallenge(_) => IssuanceFailure::bad_answer,
+        };
+        self.metrics.issuance_failure(cause);
+        match e {
+            IssueError::CaRejected { problem, .. } => {
+                self.metrics.acme_problem(problem.short_name())
+            }
+            IssueError::CaRateLimited { .. } => self.metrics.acme_problem("rateLimited"),
+            _ => {}
+        }
+    }
+
     /// The cached chain for a CSR, if there is one that [`chain_fits`] it. One that does not
     /// is logged (by the CSR's hash, never its content), counted, deleted, and is a miss.
     async fn cached(
@@ -423,8 +452,14 @@ impl Engine {
         let Some(chain) = self.store.cached_chain(key).await? else {
             return Ok(None);
         };
-        match chain_fits(&chain, spki_der, name, now_unix()) {
-            Ok(_) => Ok(Some(chain)),
+        let now = now_unix();
+        match chain_fits(&chain, spki_der, name, now) {
+            Ok(not_after) => {
+                self.metrics
+                    .cache_hit_remaining_seconds
+                    .observe(not_after.saturating_sub(now).max(0) as f64);
+                Ok(Some(chain))
+            }
             Err(why) => {
                 warn!(
                     csr = key.as_str(),

@@ -60,6 +60,25 @@ impl ProblemType {
             other => Self::Other(other.to_string()),
         }
     }
+
+    /// The type's name after `urn:ietf:params:acme:error:` (`badCSR`, …), as the CA wrote it.
+    pub fn short_name(&self) -> &str {
+        match self {
+            Self::BadNonce => "badNonce",
+            Self::RateLimited => "rateLimited",
+            Self::BadCsr => "badCSR",
+            Self::RejectedIdentifier => "rejectedIdentifier",
+            Self::Unauthorized => "unauthorized",
+            Self::Caa => "caa",
+            Self::Dns => "dns",
+            Self::IncorrectResponse => "incorrectResponse",
+            Self::ServerInternal => "serverInternal",
+            Self::OrderNotReady => "orderNotReady",
+            Self::Connection => "connection",
+            Self::AccountDoesNotExist => "accountDoesNotExist",
+            Self::Other(name) => name,
+        }
+    }
 }
 
 /// Why an issuance did not produce a certificate.

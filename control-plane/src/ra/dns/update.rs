@@ -243,6 +243,7 @@ pub struct DnsUpdater {
     timeout: Duration,
     ttl: u32,
     counter: Option<UpdateCounter>,
+    failure_counter: Option<UpdateCounter>,
 }
 
 impl fmt::Debug for DnsUpdater {
@@ -289,6 +290,7 @@ impl DnsUpdater {
             timeout: Duration::from_millis(cfg.timeout_ms),
             ttl: cfg.ttl,
             counter: None,
+            failure_counter: None,
         })
     }
 
@@ -296,6 +298,14 @@ impl DnsUpdater {
     /// retransmission), e.g. to increment `estuary_dns_updates_total`.
     pub fn with_update_counter(mut self, counter: UpdateCounter) -> Self {
         self.counter = Some(counter);
+        self
+    }
+
+    /// Registers a callback run once per UPDATE message that failed: refused, unanswered within
+    /// `dns.timeout_ms`, or answered with something that is not a valid reply. E.g. to increment
+    /// `estuary_dns_update_failures_total`.
+    pub fn with_failure_counter(mut self, counter: UpdateCounter) -> Self {
+        self.failure_counter = Some(counter);
         self
     }
 
@@ -361,7 +371,12 @@ impl DnsUpdater {
             };
         let outcome = match &result {
             Ok(()) => "NOERROR".to_owned(),
-            Err(e) => e.to_string(),
+            Err(e) => {
+                if let Some(count) = &self.failure_counter {
+                    count();
+                }
+                e.to_string()
+            }
         };
         tracing::debug!(
             action = action.as_str(),
