@@ -184,6 +184,21 @@ fn request_header(name: &str) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// The request's `x-request-id` (set by Envoy), if it is one that may be passed on and logged
+/// ([`internal_api::request_id_ok`]).
+fn request_id() -> Option<String> {
+    let raw = request_header(internal_api::HDR_REQUEST_ID)?;
+    let id = String::from_utf8(raw).ok()?;
+    internal_api::request_id_ok(&id).then_some(id)
+}
+
+/// ` request_id=<id>` for a log line, or nothing.
+fn request_id_note() -> String {
+    request_id()
+        .map(|id| format!(" request_id={id}"))
+        .unwrap_or_default()
+}
+
 fn call_response_header(name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
         .ok()
@@ -229,12 +244,13 @@ impl EdgeStream {
     }
 
     fn fail(&mut self, error: &EdgeError) -> Action {
+        let rid = request_id_note();
         if error.status() >= 500 {
-            log(LogLevel::Warn, &format!("estuary-filter: {error}"));
+            log(LogLevel::Warn, &format!("estuary-filter: {error}{rid}"));
         } else {
             log(
                 LogLevel::Debug,
-                &format!("estuary-filter: refused: {error}"),
+                &format!("estuary-filter: refused: {error}{rid}"),
             );
         }
         self.send(&error.reply())
@@ -304,6 +320,10 @@ impl EdgeStream {
             (internal_api::HDR_AUTHORIZATION, auth.as_str()),
         ];
         headers.extend_from_slice(extra);
+        let request_id = request_id();
+        if let Some(id) = &request_id {
+            headers.push((internal_api::HDR_REQUEST_ID, id.as_str()));
+        }
         match hostcalls::dispatch_http_call(&cp.cluster, headers, body, vec![], cp.timeout) {
             Ok(token) => {
                 self.state = State::Waiting {
@@ -317,8 +337,9 @@ impl EdgeStream {
                 log(
                     LogLevel::Warn,
                     &format!(
-                        "estuary-filter: dispatch of {op} to cluster {} failed: {status:?}",
-                        cp.cluster
+                        "estuary-filter: dispatch of {op} to cluster {} failed: {status:?}{}",
+                        cp.cluster,
+                        request_id_note()
                     ),
                 );
                 self.fail(&EdgeError::ControlPlaneUnavailable)

@@ -68,6 +68,23 @@ pub const HDR_AUTHORIZATION: &str = "authorization";
 pub const HDR_RETRY_AFTER: &str = "retry-after";
 /// Header with the redirect target of a 307 answer to requestvoucher.
 pub const HDR_LOCATION: &str = "location";
+/// Header with the request's id, as Envoy sets it (`x-request-id`) on the device's request: the
+/// edge passes it on to the control plane, whose log lines for that request carry it, so one
+/// enrolment can be followed from the proxy's log to the control plane's.
+pub const HDR_REQUEST_ID: &str = "x-request-id";
+/// The longest request id passed on or logged.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether `id` may be passed on and logged as a request id: 1 to [`MAX_REQUEST_ID_LEN`]
+/// characters of `A-Z a-z 0-9 - _ . :` (Envoy's UUIDs, and what tracing systems use). Anything
+/// else is dropped rather than written into a log line.
+pub fn request_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
 /// Header with the content type of a request or answer body.
 pub const HDR_CONTENT_TYPE: &str = "content-type";
 
@@ -448,6 +465,19 @@ pub fn redirect_location(location: Option<&[u8]>) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_ids_that_are_passed_on_and_those_that_are_not() {
+        use super::request_id_ok;
+        assert!(request_id_ok("3f2c8a1e-6b1d-4c6a-9d55-0c8f2b7e9a10"));
+        assert!(request_id_ok("trace:abc.DEF_1"));
+        assert!(!request_id_ok(""));
+        assert!(!request_id_ok("has space"));
+        assert!(!request_id_ok("line\nbreak"));
+        assert!(!request_id_ok("quote\"json"));
+        assert!(!request_id_ok(&"a".repeat(129)));
+        assert!(request_id_ok(&"a".repeat(128)));
+    }
+
     use super::*;
 
     #[test]

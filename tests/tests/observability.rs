@@ -196,6 +196,100 @@ fn every_dashboard_and_alert_expression_evaluates_against_the_scraped_dev_stack(
 }
 
 #[test]
+fn one_enrolment_is_followed_from_envoy_to_the_control_planes_json_log_by_its_request_id() {
+    let mut opts = DevStackOptions::default();
+    opts.cp
+        .extra_env
+        .push(("ESTUARY_LOG_FORMAT".to_string(), "json".to_string()));
+    let stack = DevStack::start_built(&opts).expect("start the dev stack");
+    let tmp = TempDir::new("request-id").expect("tmp");
+    let dir = tmp.path();
+    let serial = format!("RID-{}", std::process::id());
+    let id = stack
+        .pki
+        .manufacturer
+        .issue_idevid(dir, "idevid", &serial)
+        .expect("idevid");
+    let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
+    let csr = openssl_csr(dir, &format!("/CN={name}"), &name, &[]);
+    std::fs::write(
+        dir.join("csr.b64"),
+        base64::engine::general_purpose::STANDARD.encode(&csr),
+    )
+    .expect("write csr");
+    let headers = dir.join("headers");
+    let (server_ca, cert, key) = (
+        stack.pki.server_ca.cert_path.display().to_string(),
+        id.cert_path.display().to_string(),
+        id.key_path.display().to_string(),
+    );
+    let data = format!("@{}", dir.join("csr.b64").display());
+    let dump = headers.display().to_string();
+    let a = estuary_tests::curl::curl(
+        dir,
+        &[
+            "--cacert",
+            &server_ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            &data,
+            "-D",
+            &dump,
+        ],
+        &format!("{}/simpleenroll", stack.est_url()),
+    );
+    assert!(
+        a.status == 200 || a.status == 202,
+        "{} {}",
+        a.status,
+        a.body
+    );
+    // The id Envoy gave the request, as the device sees it.
+    let head = std::fs::read_to_string(&headers).expect("headers");
+    let rid = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-request-id")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no x-request-id in the answer:\n{head}"));
+
+    // Every line of the control plane's log is one JSON object, and the request's lines carry
+    // the id the edge passed on (the control plane would otherwise have made up its own).
+    let cp = &stack.control_planes[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&cp.log).expect("control plane log");
+        let mut mine = Vec::new();
+        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            if v["span"]["request_id"] == rid.as_str() {
+                mine.push(v);
+            }
+        }
+        let device_lines = mine
+            .iter()
+            .filter(|v| v["fields"]["device"] == name.as_str())
+            .count();
+        if device_lines > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line of device {name} with request_id {rid}; lines with the id: {mine:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
 fn the_metric_name_reader_finds_each_name_once() {
     assert_eq!(
         metric_names(

@@ -43,7 +43,9 @@ pub fn app(state: Arc<AppState>, store: Store, brski: Option<Arc<Registrar>>) ->
     if let Some(registrar) = brski {
         app = app.merge(crate::brski::routes::router(registrar));
     }
-    app
+    app.layer(axum::middleware::from_fn(
+        crate::http::request_id::with_request_id,
+    ))
 }
 
 /// The DNS ledger sweeper to start ([`crate::ra::dns::ledger::sweep`]).

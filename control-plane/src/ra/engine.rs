@@ -22,7 +22,7 @@ use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
 use estuary_proto::policy::{self, KeyPolicy};
 use estuary_proto::{cert, pem, pkcs7};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use crate::config::EnrollConfig;
 use crate::metrics::{EnrollResult, IssuanceFailure, Metrics, Protocol};
@@ -273,10 +273,14 @@ impl Engine {
         let key = key.clone();
         let csr_der = csr_der.to_vec();
         let name = name.clone();
-        tokio::spawn(async move {
-            let result = engine.run_admitted(admitted, &key, &csr_der, &name).await;
-            guard.finish(result).await;
-        });
+        // The issuance keeps the span of the request that started it (its request id).
+        tokio::spawn(
+            async move {
+                let result = engine.run_admitted(admitted, &key, &csr_der, &name).await;
+                guard.finish(result).await;
+            }
+            .instrument(tracing::Span::current()),
+        );
         Ok(Some(rx))
     }
 
