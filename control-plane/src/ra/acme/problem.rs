@@ -34,6 +34,9 @@ pub enum ProblemType {
     Connection,
     /// `accountDoesNotExist`: no account for this key (RFC 8555 §7.3.1, `onlyReturnExisting`).
     AccountDoesNotExist,
+    /// `invalidProfile` (draft-ietf-acme-profiles): the newOrder named a profile the CA does
+    /// not offer.
+    InvalidProfile,
     /// Any other type, as given.
     Other(String),
 }
@@ -57,6 +60,7 @@ impl ProblemType {
             "orderNotReady" => Self::OrderNotReady,
             "connection" => Self::Connection,
             "accountDoesNotExist" => Self::AccountDoesNotExist,
+            "invalidProfile" => Self::InvalidProfile,
             other => Self::Other(other.to_string()),
         }
     }
@@ -141,6 +145,15 @@ pub enum IssueError {
     /// The CA's answer is not valid ACME (a required field missing, not JSON, no Location).
     #[error("the ACME CA's answer is not valid ACME: {0}")]
     CaProtocol(String),
+    /// The configured profile is not in the directory's `meta.profiles`
+    /// (draft-ietf-acme-profiles): no order was placed. The operator's to fix.
+    #[error("the ACME CA does not advertise the configured profile {profile:?} (it offers: {offered}); no order placed")]
+    ProfileNotOffered {
+        /// `acme.profile` (or the label's).
+        profile: String,
+        /// The profiles the directory advertises, comma-separated (`none` if none).
+        offered: String,
+    },
 }
 
 impl IssueError {
@@ -170,6 +183,7 @@ impl IssueError {
                 | ProblemType::OrderNotReady
                 | ProblemType::Connection
                 | ProblemType::AccountDoesNotExist
+                | ProblemType::InvalidProfile
                 | ProblemType::Other(_) => FailureKind::Issuance,
             },
             Self::Dns(d) if !d.is_permanent() => FailureKind::Unavailable,
@@ -181,7 +195,8 @@ impl IssueError {
             | Self::CaProtocol(_)
             | Self::ChallengeFailed { .. }
             | Self::BadChain(_)
-            | Self::NoDnsChallenge(_) => FailureKind::Issuance,
+            | Self::NoDnsChallenge(_)
+            | Self::ProfileNotOffered { .. } => FailureKind::Issuance,
         }
     }
 
