@@ -4,8 +4,8 @@
 //! | method, path | request | answers |
 //! |---|---|---|
 //! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the device label the edge derived), `estuary-client-cert` (base64 DER of the TLS client certificate), optional `estuary-client-chain` (the other certificates the client presented, base64 DER, comma-separated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
-//! | `GET /estuary/v1/cacerts` | — | 200 DER PKCS#7 certs-only of `est.ca_certs_file` |
-//! | `GET /estuary/v1/csrattrs` | headers `estuary-device-serial`, `estuary-client-cert`, optional `estuary-client-chain` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` |
+//! | `GET /estuary/v1/cacerts` | optional `estuary-label` | 200 DER PKCS#7 certs-only of `est.ca_certs_file` (with a label: that `[[acme.labels]]` entry's `ca_certs_file`) |
+//! | `GET /estuary/v1/csrattrs` | headers `estuary-device-serial`, `estuary-client-cert`, optional `estuary-client-chain`, optional `estuary-label` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` (the same under every label) |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | 200 while the process runs |
 //! | `GET /readyz` | — | 200 when Redis answers, else 503 |
@@ -29,6 +29,11 @@
 //! above answer 404 `text/plain` "this control plane serves no EST (cloud registrar only)"
 //! ([`NO_EST`]). `/metrics`, `/healthz`, `/readyz` and the BRSKI paths ([`crate::brski::registrar`]) work
 //! as always.
+//!
+//! **Labels.** `estuary-label` (RFC 7030 §3.2.2) selects the CA: absent, `[acme]`; else the
+//! `[[acme.labels]]` entry of that name. On every EST path a header that is not a label gets
+//! 400 and a label no entry configures gets 404 "the EST label … is not configured on this
+//! server".
 //!
 //! All non-200 bodies are `text/plain` and say what was wrong. The control plane never
 //! answers 5xx for a client's mistake.
