@@ -51,14 +51,36 @@ pub struct DevStackOptions {
     pub label_ca: Option<LabelCa>,
 }
 
+/// One `[[acme.labels]]` entry of a [`LabelCa`].
+#[derive(Clone, Debug)]
+pub struct Label {
+    /// The EST label.
+    pub name: String,
+    /// Its `profile`, if any.
+    pub profile: Option<String>,
+    /// Its `preauthorize` (RFC 9444; false: instant-acme's own newOrder, per-name DNS-01).
+    pub preauthorize: bool,
+}
+
+impl Label {
+    /// A label with `profile`, pre-authorising.
+    pub fn new(name: &str, profile: Option<&str>) -> Self {
+        Self {
+            name: name.into(),
+            profile: profile.map(str::to_string),
+            preauthorize: true,
+        }
+    }
+}
+
 /// A strict test CA ([`crate::acme_ca`]) behind EST labels: every replica gets one
 /// `[[acme.labels]]` entry per label, all with this CA's directory (and its root as their
 /// `ca_certs_file`); the filter serves the labels; Envoy and the filter trust the CA's root for
 /// LDevIDs.
 #[derive(Clone, Debug, Default)]
 pub struct LabelCa {
-    /// `(label, profile)`: each label's `profile`, if any.
-    pub labels: Vec<(String, Option<String>)>,
+    /// The labels, each an `[[acme.labels]]` entry on this CA.
+    pub labels: Vec<Label>,
     /// The profiles the CA advertises in `meta.profiles` (name, description).
     pub offered_profiles: Vec<(String, String)>,
     /// Labels the filter serves but no control plane configures (an operator's mismatch).
@@ -342,7 +364,7 @@ impl DevStack {
             let labels: serde_json::Map<String, serde_json::Value> = l
                 .labels
                 .iter()
-                .map(|(name, _)| name)
+                .map(|label| &label.name)
                 .chain(&l.filter_only)
                 .map(|name| (name.clone(), serde_json::json!(name)))
                 .collect();
@@ -404,14 +426,16 @@ fn labels_toml(ca: &crate::acme_ca::TestAcmeCa, l: &LabelCa) -> String {
     let entries: Vec<String> = l
         .labels
         .iter()
-        .map(|(name, profile)| {
+        .map(|label| {
             let mut e = format!(
-                "{{ name = {name:?}, ca_certs_file = {}, directory_url = {:?}, tls_root_file = {}, poll_initial_ms = 50",
+                "{{ name = {:?}, ca_certs_file = {}, directory_url = {:?}, tls_root_file = {}, poll_initial_ms = 50, preauthorize = {}",
+                label.name,
                 q(&ca.issuer_root_pem),
                 ca.directory_url,
-                q(&ca.tls_ca_pem)
+                q(&ca.tls_ca_pem),
+                label.preauthorize
             );
-            if let Some(p) = profile {
+            if let Some(p) = &label.profile {
                 e.push_str(&format!(", profile = {p:?}"));
             }
             e.push_str(" }");

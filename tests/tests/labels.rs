@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use estuary_tests::curl::{curl, enrol_until_done, openssl_csr, sh, Answer};
-use estuary_tests::dev_stack::{DevStack, DevStackOptions, LabelCa};
+use estuary_tests::dev_stack::{DevStack, DevStackOptions, Label, LabelCa};
 use estuary_tests::stack::DEV_PARENT;
 use estuary_tests::util::TempDir;
 
@@ -20,8 +20,13 @@ fn start() -> DevStack {
     DevStack::start_built(&DevStackOptions {
         label_ca: Some(LabelCa {
             labels: vec![
-                ("factory-b".into(), Some(PROFILE.into())),
-                ("factory-x".into(), Some(MISSING_PROFILE.into())),
+                Label::new("factory-b", Some(PROFILE)),
+                Label::new("factory-x", Some(MISSING_PROFILE)),
+                // Ordered through instant-acme's newOrder rather than the RFC 9444 path.
+                Label {
+                    preauthorize: false,
+                    ..Label::new("factory-c", Some("classic"))
+                },
             ],
             offered_profiles: vec![
                 ("classic".into(), "the default".into()),
@@ -223,6 +228,16 @@ fn labels_choose_the_ca_and_the_profile() {
         "the same attributes under every label"
     );
 
+    // Without pre-authorisation the profile goes in instant-acme's newOrder just the same.
+    let d3 = device(&stack, dir, &unique("LBC"));
+    let c = enrol(&stack, dir, Some("factory-c"), &d3, &csr_b64(dir, &d3.name));
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(certs_of(dir, &c.body).0[0].1, label_root);
+    assert_eq!(
+        label_ca.order_profiles(),
+        vec![Some(PROFILE.to_string()), Some("classic".to_string())]
+    );
+
     // A label the filter does not serve: 404 at the edge; one that the filter serves but the
     // control plane does not configure: 404 from the control plane, naming the label.
     let unknown = enrol(&stack, dir, Some("nope"), &d, &csr);
@@ -264,7 +279,7 @@ fn a_label_does_not_widen_who_may_get_which_name() {
     let csr = csr_b64(dir, &victim.name);
     let plain = enrol(&stack, dir, None, &attacker, &csr);
     assert_eq!(plain.status, 403, "{}", plain.body);
-    for label in ["factory-b", "factory-x"] {
+    for label in ["factory-b", "factory-c", "factory-x"] {
         let labelled = enrol(&stack, dir, Some(label), &attacker, &csr);
         assert_eq!(labelled.status, 403, "{label}: {}", labelled.body);
         assert_eq!(labelled.body, plain.body, "{label}: the same refusal");

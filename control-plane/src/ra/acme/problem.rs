@@ -348,6 +348,23 @@ mod tests {
         assert_eq!(bounded("short détail"), "short détail");
     }
 
+    /// draft-ietf-acme-profiles: `invalidProfile` is the operator's problem (502), not the
+    /// device's, and not worth an immediate retry.
+    #[test]
+    fn an_invalid_profile_is_an_issuance_failure() {
+        let p = ProblemType::parse(Some("urn:ietf:params:acme:error:invalidProfile"));
+        assert_eq!(p, ProblemType::InvalidProfile);
+        let e = problem_error(p, "no such profile".into(), String::new());
+        assert_eq!(e.failure_kind(), FailureKind::Issuance);
+        assert!(!e.is_transient());
+        let e = IssueError::ProfileNotOffered {
+            profile: "tlsserver".into(),
+            offered: "classic, shortlived".into(),
+        };
+        assert_eq!(e.failure_kind(), FailureKind::Issuance);
+        assert!(e.to_string().contains("\"tlsserver\""), "{e}");
+    }
+
     #[test]
     fn problem_types_parse_from_rfc8555_urns() {
         // RFC 8555 §6.7 table.
