@@ -2,7 +2,7 @@
 //! the filter, a control plane whose unlabelled path (`[acme]`) issues from Pebble and whose
 //! labels (`[[acme.labels]]`) issue from the strict test CA (tests/src/acme_ca.rs), which
 //! advertises ACME profiles (draft-ietf-acme-profiles). Driven with curl and openssl.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -67,11 +67,29 @@ fn device(stack: &DevStack, dir: &Path, serial: &str) -> Device {
     }
 }
 
-fn csr_b64(dir: &Path, name: &str) -> String {
+/// A base64 DER CSR for `name` (subject `CN=<name>`, SAN `name`) with a fresh key, and the key.
+fn csr_with_key(dir: &Path, name: &str) -> (String, PathBuf) {
     let der = openssl_csr(dir, &format!("/CN={name}"), name, &[]);
+    let key = dir.join(format!("{}.key", unique("csr")));
+    std::fs::copy(dir.join("csr.key"), &key).expect("keep the CSR's key");
     let f = dir.join("csr.for-b64");
     std::fs::write(&f, der).expect("write CSR");
-    String::from_utf8(sh(Command::new("openssl").args(["base64", "-in"]).arg(&f))).expect("utf8")
+    let b64 = sh(Command::new("openssl").args(["base64", "-in"]).arg(&f));
+    (String::from_utf8(b64).expect("utf8"), key)
+}
+
+fn csr_b64(dir: &Path, name: &str) -> String {
+    csr_with_key(dir, name).0
+}
+
+/// The first PEM certificate of `text`.
+fn first_pem(text: &str) -> String {
+    let end = "-----END CERTIFICATE-----";
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let stop = text[start..].find(end).expect("its end") + start + end.len();
+    format!("{}\n", &text[start..stop])
 }
 
 /// `<label>/<op>` or `<op>`.
@@ -163,7 +181,7 @@ fn labels_choose_the_ca_and_the_profile() {
 
     // One device, one CSR, two paths: two certificates from two CAs.
     let d = device(&stack, dir, &unique("LBL"));
-    let csr = csr_b64(dir, &d.name);
+    let (csr, csr_key) = csr_with_key(dir, &d.name);
     let plain = enrol(&stack, dir, None, &d, &csr);
     assert_eq!(plain.status, 200, "unlabelled enrolment: {}", plain.body);
     let (plain_certs, plain_pem) = certs_of(dir, &plain.body);
@@ -228,14 +246,50 @@ fn labels_choose_the_ca_and_the_profile() {
         "the same attributes under every label"
     );
 
+    // Re-enrolment with the LDevID the label's CA issued (RFC 7030 §4.2.2: same subject and
+    // name, a new key): under the label it comes from the label's CA again.
+    let ldevid = Device {
+        cert: dir.join("label-ldevid.pem"),
+        key: csr_key,
+        name: d.name.clone(),
+    };
+    std::fs::write(&ldevid.cert, first_pem(&label_pem)).expect("write the LDevID");
+    let re_csr = csr_b64(dir, &d.name);
+    let re = enrol_until_done(
+        &stack,
+        dir,
+        &op_path(dir, Some("factory-b"), "simplereenroll"),
+        (&ldevid.cert, &ldevid.key),
+        &re_csr,
+        "application/pkcs10",
+        Some("base64"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(re.status, 200, "labelled re-enrolment: {}", re.body);
+    assert_eq!(certs_of(dir, &re.body).0[0].1, label_root);
+    // The same LDevID re-enrols on the unlabelled path too, from Pebble: the name is the
+    // device's whichever CA issued its certificate.
+    let re = enrol_until_done(
+        &stack,
+        dir,
+        "simplereenroll",
+        (&ldevid.cert, &ldevid.key),
+        &re_csr,
+        "application/pkcs10",
+        Some("base64"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(re.status, 200, "unlabelled re-enrolment: {}", re.body);
+    assert!(certs_of(dir, &re.body).0[0].1.contains("Pebble"));
+
     // Without pre-authorisation the profile goes in instant-acme's newOrder just the same.
     let d3 = device(&stack, dir, &unique("LBC"));
     let c = enrol(&stack, dir, Some("factory-c"), &d3, &csr_b64(dir, &d3.name));
     assert_eq!(c.status, 200, "{}", c.body);
     assert_eq!(certs_of(dir, &c.body).0[0].1, label_root);
     assert_eq!(
-        label_ca.order_profiles(),
-        vec![Some(PROFILE.to_string()), Some("classic".to_string())]
+        label_ca.order_profiles().last(),
+        Some(&Some("classic".to_string()))
     );
 
     // A label the filter does not serve: 404 at the edge; one that the filter serves but the
