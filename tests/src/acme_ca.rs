@@ -122,6 +122,10 @@ pub enum Fault {
         /// `Retry-After` in seconds; `None`: no header.
         retry_after_s: Option<u64>,
     },
+    /// The directory still advertises [`CaOptions::profiles`], but newOrder no longer offers
+    /// any: a named profile gets 400 `invalidProfile` (a CA that withdrew its profiles after the
+    /// client read the directory).
+    ProfilesWithdrawn,
 }
 
 /// The `expires` sent under [`Fault::MalformedDates`].
@@ -996,9 +1000,12 @@ async fn new_order(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
         return respond_problem(&ca, malformed("1 to 10 identifiers"));
     }
     // draft-ietf-acme-profiles: `profile` names one of the directory's `meta.profiles`.
+    let offered = fault != Fault::ProfilesWithdrawn;
     let profile = match payload.get("profile") {
         None => None,
-        Some(Value::String(p)) if ca.opts.profiles.iter().any(|(n, _)| n == p) => Some(p.clone()),
+        Some(Value::String(p)) if offered && ca.opts.profiles.iter().any(|(n, _)| n == p) => {
+            Some(p.clone())
+        }
         Some(Value::String(p)) => {
             return respond_problem(
                 &ca,

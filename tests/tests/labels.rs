@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use estuary_tests::acme_ca::Fault;
 use estuary_tests::curl::{curl, enrol_until_done, openssl_csr, sh, Answer};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions, Label, LabelCa};
 use estuary_tests::stack::DEV_PARENT;
@@ -319,6 +320,29 @@ fn labels_choose_the_ca_and_the_profile() {
         log.contains("not advertised") && log.contains(MISSING_PROFILE),
         "the log names the profile"
     );
+
+    // A CA that refuses an advertised profile (invalidProfile, e.g. withdrawn since the
+    // directory was read): a server error, no certificate, and the label's next device is
+    // served again once the CA offers it.
+    label_ca.set_fault(Fault::ProfilesWithdrawn);
+    let problems = label_ca.stats().problems;
+    let d4 = device(&stack, dir, &unique("LBW"));
+    let refused = enrol(&stack, dir, Some("factory-b"), &d4, &csr_b64(dir, &d4.name));
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert!(
+        label_ca.stats().problems > problems,
+        "the CA answered a problem"
+    );
+    assert!(
+        stack.control_planes[0]
+            .log_text()
+            .contains("InvalidProfile"),
+        "the log names the CA's problem"
+    );
+    label_ca.set_fault(Fault::None);
+    let d5 = device(&stack, dir, &unique("LBV"));
+    let ok = enrol(&stack, dir, Some("factory-b"), &d5, &csr_b64(dir, &d5.name));
+    assert_eq!(ok.status, 200, "{}", ok.body);
 }
 
 /// The label does not widen who may get which name: what a device is refused on the
