@@ -147,6 +147,12 @@ fn est_service(
         let pkcs7 = pkcs7::encode_certs_only(&ders)
             .map_err(|err| anyhow::anyhow!("{at}.ca_certs_file: {err}"))?;
         cacerts.insert(label.to_string(), pkcs7);
+        info!(
+            %label,
+            directory = %l.acme.directory_url,
+            profile = l.acme.profile.as_deref().unwrap_or("-"),
+            "EST label: enrols from its own ACME CA"
+        );
         let acme = Acme::new(
             l.acme,
             store.clone(),
