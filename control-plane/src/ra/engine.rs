@@ -59,11 +59,6 @@ impl Cas {
         Self { default, labels }
     }
 
-    /// Only `[acme]`.
-    pub fn single(default: Arc<Acme>) -> Self {
-        Self::new(default, BTreeMap::new())
-    }
-
     /// The CA of `label`; `None` when the label is not configured.
     pub fn get(&self, label: Option<&EstLabel>) -> Option<&Arc<Acme>> {
         match label {
