@@ -114,11 +114,14 @@ pub enum IssuanceFailure {
     redis,
     /// The CA's certificate or challenges were unusable.
     bad_answer,
+    /// The configuration asks for what the CA does not offer (an ACME profile it does not
+    /// advertise).
+    config,
 }
 
 impl IssuanceFailure {
     /// Every value, to create the series at zero.
-    pub const ALL: [IssuanceFailure; 8] = [
+    pub const ALL: [IssuanceFailure; 9] = [
         Self::ca_unavailable,
         Self::ca_rate_limited,
         Self::ca_rejected,
@@ -127,11 +130,12 @@ impl IssuanceFailure {
         Self::dns,
         Self::redis,
         Self::bad_answer,
+        Self::config,
     ];
 }
 
 /// The ACME problem types (RFC 8555 §6.7) the RA tells apart, created at zero at start.
-pub const ACME_PROBLEM_TYPES: [&str; 12] = [
+pub const ACME_PROBLEM_TYPES: [&str; 13] = [
     "badNonce",
     "rateLimited",
     "badCSR",
@@ -144,6 +148,8 @@ pub const ACME_PROBLEM_TYPES: [&str; 12] = [
     "orderNotReady",
     "connection",
     "accountDoesNotExist",
+    // draft-ietf-acme-profiles.
+    "invalidProfile",
 ];
 
 fn problem_labels(short_name: &str) -> Vec<(String, String)> {

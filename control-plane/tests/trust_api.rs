@@ -152,3 +152,51 @@ async fn a_valid_token_without_a_matching_certificate_obtains_nothing() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// RFC 7030 §3.2.2 labels over the internal API: a header that is no label is 400, a label no
+/// `[[acme.labels]]` entry configures is 404 naming it, on every EST path, and nothing is
+/// ordered. (Through Envoy the filter answers unknown labels itself: tests/tests/labels.rs.)
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_and_malformed_labels_get_a_clear_4xx_and_order_nothing() {
+    let stack = stack();
+    let cp = ControlPlane::start(&stack, &CpOptions::default());
+    let serial = unique("lbl");
+    let (csr, _) = csr_for(&format!("{serial}.{PARENT}"));
+    let cert = cp.idevid_header(&serial);
+    let auth = format!("Bearer {TOKEN}");
+    for (label, status, says) in [
+        ("factory-z", 404, "\"factory-z\" is not configured"),
+        ("a/b", 400, "estuary-label: an EST label is"),
+        ("cacerts", 400, "estuary-label: an EST label is"),
+    ] {
+        let r = post(
+            &cp,
+            &[
+                ("estuary-device-serial", &serial),
+                ("estuary-client-cert", &cert),
+                ("estuary-operation", "simpleenroll"),
+                ("estuary-label", label),
+            ],
+            &csr,
+        )
+        .await;
+        assert_eq!(r.status, status, "enroll under {label:?}: {}", r.text());
+        assert!(r.text().contains(says), "{}", r.text());
+        for path in ["/estuary/v1/cacerts", "/estuary/v1/csrattrs"] {
+            let h = [
+                ("authorization", auth.as_str()),
+                ("estuary-device-serial", serial.as_str()),
+                ("estuary-client-cert", cert.as_str()),
+                ("estuary-label", label),
+            ];
+            let r = http(&cp.url(path), "GET", &h, Vec::new()).await;
+            assert_eq!(r.status, status, "{path} under {label:?}: {}", r.text());
+            assert!(r.text().contains(says), "{}", r.text());
+        }
+    }
+    assert_eq!(
+        cp.metric("estuary_acme_orders_total{result=\"valid\"}")
+            .await,
+        0.0
+    );
+}

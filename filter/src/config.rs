@@ -60,6 +60,7 @@ use std::fmt;
 use std::time::Duration;
 
 use estuary_proto::cert::CertSummary;
+use estuary_proto::est::EstLabel;
 use estuary_proto::names::ParentDomain;
 use estuary_proto::policy::KeyPolicy;
 use serde::de::DeserializeOwned;
@@ -284,22 +285,6 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-fn is_label(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Operation names may not be labels: `/.well-known/est/cacerts` must stay unambiguous.
-const OPERATION_NAMES: [&str; 6] = [
-    "cacerts",
-    "csrattrs",
-    "simpleenroll",
-    "simplereenroll",
-    "serverkeygen",
-    "fullcmc",
-];
-
 fn header_safe(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
@@ -371,10 +356,9 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
         .unwrap_or_default();
     for (label, profile) in &labels {
         let field = format!("labels.{label}");
-        if !is_label(label) {
-            r.problem(&field, "an EST label is 1 to 64 of A-Z a-z 0-9 - _");
-        } else if OPERATION_NAMES.contains(&label.as_str()) {
-            r.problem(&field, "an EST operation name cannot be a label");
+        // The rule the control plane applies to `[[acme.labels]]` too.
+        if EstLabel::parse(label).is_none() {
+            r.problem(&field, EstLabel::RULE);
         }
         if profile.is_empty() {
             r.problem(&field, "profile must not be empty");

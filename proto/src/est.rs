@@ -87,6 +87,34 @@ fn is_label(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A checked EST label (RFC 7030 §3.2.2: `/.well-known/est/<label>/<operation>`): 1 to
+/// [`MAX_LABEL_LEN`] of `A-Z a-z 0-9 - _`, and not an operation name (so that
+/// `/.well-known/est/cacerts` stays unambiguous). Labels are case-sensitive, as paths are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EstLabel(String);
+
+impl EstLabel {
+    /// What a label may be, for error messages.
+    pub const RULE: &'static str =
+        "an EST label is 1 to 64 of A-Z a-z 0-9 - _, and not an EST operation name";
+
+    /// Checks `s`; `None` when it is not a label.
+    pub fn parse(s: &str) -> Option<Self> {
+        (is_label(s) && EstOperation::from_path_segment(s).is_none()).then(|| Self(s.to_owned()))
+    }
+
+    /// The label as it appears in the path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EstLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Splits `/.well-known/est/[label/]<op>` (query string and fragment ignored).
 ///
 /// Returns `None` when the path is not under the EST prefix at all (not ours: pass it on) or has
@@ -125,6 +153,28 @@ pub fn parse_est_path(path: &str) -> Option<EstPath> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 7030 §3.2.2: a label is a path segment; operation names are not labels.
+    #[test]
+    fn labels_are_checked() {
+        for ok in ["factory-a", "A_1", &"x".repeat(64)] {
+            assert_eq!(
+                EstLabel::parse(ok).map(|l| l.to_string()),
+                Some(ok.to_string())
+            );
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a.b",
+            "caf\u{e9}",
+            &"x".repeat(65),
+            "cacerts",
+            "simpleenroll",
+        ] {
+            assert_eq!(EstLabel::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn operations_round_trip() {

@@ -17,6 +17,12 @@
 //! authorisation, with no challenge. [`CaOptions`] turns each of these off, and shortens the
 //! authorisation lifetime, for fallback and renewal tests.
 //!
+//! ACME profiles (draft-ietf-acme-profiles): the directory's `meta.profiles` maps each offered
+//! profile's name to a description ([`CaOptions::profiles`]; the member is left out when none is
+//! offered); a newOrder may carry `"profile": "<name>"`, which must be a string naming an
+//! offered profile, else the CA answers 400 `invalidProfile`; the order object echoes the
+//! profile. [`TestAcmeCa::order_profiles`] tells which profile each order used.
+//!
 //! Runs on its own thread and tokio runtime, serving HTTPS on 127.0.0.1 with a throw-away TLS
 //! certificate; stops on drop.
 use std::collections::{HashMap, HashSet};
@@ -60,6 +66,9 @@ pub struct CaOptions {
     pub cert_validity: Duration,
     /// Fault injection for client error tests.
     pub fault: Fault,
+    /// ACME profiles offered (draft-ietf-acme-profiles): name and description, advertised in
+    /// the directory's `meta.profiles`. Empty: the CA has no profiles (no `meta.profiles`).
+    pub profiles: Vec<(String, String)>,
 }
 
 impl CaOptions {
@@ -74,6 +83,7 @@ impl CaOptions {
             authz_lifetime: Duration::from_secs(24 * 3600),
             cert_validity: Duration::from_secs(7 * 24 * 3600),
             fault: Fault::None,
+            profiles: Vec::new(),
         }
     }
 }
@@ -112,6 +122,10 @@ pub enum Fault {
         /// `Retry-After` in seconds; `None`: no header.
         retry_after_s: Option<u64>,
     },
+    /// The directory still advertises [`CaOptions::profiles`], but newOrder no longer offers
+    /// any: a named profile gets 400 `invalidProfile` (a CA that withdrew its profiles after the
+    /// client read the directory).
+    ProfilesWithdrawn,
 }
 
 /// The `expires` sent under [`Fault::MalformedDates`].
@@ -225,6 +239,12 @@ impl TestAcmeCa {
         *lock(&self.state.stats)
     }
 
+    /// The profile of every order created so far, in creation order (`None`: the newOrder
+    /// named none).
+    pub fn order_profiles(&self) -> Vec<Option<String>> {
+        lock(&self.state.inner).order_profiles.clone()
+    }
+
     /// Changes the fault injected from now on.
     pub fn set_fault(&self, fault: Fault) {
         lock(&self.state.inner).fault_override = Some(fault);
@@ -270,6 +290,8 @@ struct Inner {
     orders: HashMap<String, Order>,
     certs: HashMap<String, (String, String)>,
     fault_override: Option<Fault>,
+    /// The profile of each order created, in order.
+    order_profiles: Vec<Option<String>>,
 }
 
 struct Account {
@@ -321,6 +343,8 @@ struct Order {
     status: Status,
     expires: u64,
     cert: Option<String>,
+    /// draft-ietf-acme-profiles: the profile the newOrder named.
+    profile: Option<String>,
 }
 
 fn now() -> u64 {
@@ -442,6 +466,9 @@ impl Ca {
         });
         if let Some(c) = &o.cert {
             v["certificate"] = json!(format!("{}/cert/{c}", self.base));
+        }
+        if let Some(p) = &o.profile {
+            v["profile"] = json!(p);
         }
         v
     }
@@ -728,6 +755,15 @@ async fn directory(State(ca): S) -> Response {
     if ca.opts.advertise_subdomain_auth {
         d["meta"]["subdomainAuthAllowed"] = json!(true);
     }
+    if !ca.opts.profiles.is_empty() {
+        let profiles: serde_json::Map<String, Value> = ca
+            .opts
+            .profiles
+            .iter()
+            .map(|(name, description)| (name.clone(), json!(description)))
+            .collect();
+        d["meta"]["profiles"] = Value::Object(profiles);
+    }
     let mut r = (StatusCode::OK, d.to_string()).into_response();
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
@@ -963,6 +999,25 @@ async fn new_order(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
     if ids.is_empty() || ids.len() > 10 {
         return respond_problem(&ca, malformed("1 to 10 identifiers"));
     }
+    // draft-ietf-acme-profiles: `profile` names one of the directory's `meta.profiles`.
+    let offered = fault != Fault::ProfilesWithdrawn;
+    let profile = match payload.get("profile") {
+        None => None,
+        Some(Value::String(p)) if offered && ca.opts.profiles.iter().any(|(n, _)| n == p) => {
+            Some(p.clone())
+        }
+        Some(Value::String(p)) => {
+            return respond_problem(
+                &ca,
+                problem(
+                    400,
+                    "invalidProfile",
+                    format!("this CA does not offer the profile {p:?}"),
+                ),
+            )
+        }
+        Some(_) => return respond_problem(&ca, malformed("profile must be a string")),
+    };
     let mut names = Vec::new();
     let mut authzs = Vec::new();
     let mut via_ancestor = 0;
@@ -1027,9 +1082,11 @@ async fn new_order(State(ca): S, headers: HeaderMap, body: Bytes) -> Response {
         status: Status::Pending,
         expires: now() + 3600,
         cert: None,
+        profile: profile.clone(),
     };
     let mut inner = lock(&ca.inner);
     inner.orders.insert(id.clone(), o);
+    inner.order_profiles.push(profile);
     Ca::refresh_order(&mut inner, &id);
     let body = inner
         .orders

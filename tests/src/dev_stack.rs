@@ -47,6 +47,44 @@ pub struct DevStackOptions {
     /// Replaces Envoy's `forward_client_cert_details: SANITIZE_SET` (see
     /// [`EnvoySettings::dangerous_xfcc_mode`]).
     pub dangerous_xfcc_mode: Option<String>,
+    /// EST labels served by a second CA (the strict test CA), next to the stack's own.
+    pub label_ca: Option<LabelCa>,
+}
+
+/// One `[[acme.labels]]` entry of a [`LabelCa`].
+#[derive(Clone, Debug)]
+pub struct Label {
+    /// The EST label.
+    pub name: String,
+    /// Its `profile`, if any.
+    pub profile: Option<String>,
+    /// Its `preauthorize` (RFC 9444; false: instant-acme's own newOrder, per-name DNS-01).
+    pub preauthorize: bool,
+}
+
+impl Label {
+    /// A label with `profile`, pre-authorising.
+    pub fn new(name: &str, profile: Option<&str>) -> Self {
+        Self {
+            name: name.into(),
+            profile: profile.map(str::to_string),
+            preauthorize: true,
+        }
+    }
+}
+
+/// A strict test CA ([`crate::acme_ca`]) behind EST labels: every replica gets one
+/// `[[acme.labels]]` entry per label, all with this CA's directory (and its root as their
+/// `ca_certs_file`); the filter serves the labels; Envoy and the filter trust the CA's root for
+/// LDevIDs.
+#[derive(Clone, Debug, Default)]
+pub struct LabelCa {
+    /// The labels, each an `[[acme.labels]]` entry on this CA.
+    pub labels: Vec<Label>,
+    /// The profiles the CA advertises in `meta.profiles` (name, description).
+    pub offered_profiles: Vec<(String, String)>,
+    /// Labels the filter serves but no control plane configures (an operator's mismatch).
+    pub filter_only: Vec<String>,
 }
 
 /// The policy of [`DevStackOptions::second_manufacturer`].
@@ -72,6 +110,7 @@ impl Default for DevStackOptions {
             idevid_serial_pattern: None,
             second_manufacturer: None,
             dangerous_xfcc_mode: None,
+            label_ca: None,
         }
     }
 }
@@ -99,6 +138,7 @@ pub struct DevStack {
     /// The second manufacturer's CA, when [`DevStackOptions::second_manufacturer`] asked for it.
     pub second_manufacturer: Option<Ca>,
     _test_ca: Option<crate::acme_ca::TestAcmeCa>,
+    label_ca: Option<crate::acme_ca::TestAcmeCa>,
     _tmp: Option<TempDir>,
 }
 
@@ -212,6 +252,33 @@ impl DevStack {
             Some(ca) => ca.issuer_root_pem.clone(),
             None => stack.pebble.issuer_chain_pem.clone(),
         };
+        let label_ca = match &opts.label_ca {
+            Some(l) => {
+                let mut o = crate::acme_ca::CaOptions::rfc9444(stack.bind.addr);
+                o.profiles = l.offered_profiles.clone();
+                Some(
+                    crate::acme_ca::TestAcmeCa::start(o)
+                        .context("starting the test CA behind the EST labels")?,
+                )
+            }
+            None => None,
+        };
+        // What the filter (LDevIDs) and Envoy (client certificates) trust from the ACME side.
+        let acme_trust = match &label_ca {
+            Some(ca) => {
+                let both = dir.join("acme-trust.pem");
+                std::fs::write(
+                    &both,
+                    format!(
+                        "{}{}",
+                        std::fs::read_to_string(&acme_roots)?,
+                        std::fs::read_to_string(&ca.issuer_root_pem)?
+                    ),
+                )?;
+                both
+            }
+            None => acme_roots.clone(),
+        };
         let second = match &opts.second_manufacturer {
             Some(policy) => {
                 let ca = Ca::create(&dir, "mfr-b-ca", "Estuary test manufacturer B CA")?;
@@ -234,7 +301,7 @@ impl DevStack {
         let mut bundle = format!(
             "{}{}",
             std::fs::read_to_string(&pki.manufacturer.cert_path)?,
-            std::fs::read_to_string(&acme_roots)?
+            std::fs::read_to_string(&acme_trust)?
         );
         if let Some((ca, _)) = &second {
             bundle.push_str(&std::fs::read_to_string(&ca.cert_path)?);
@@ -285,14 +352,30 @@ impl DevStack {
                     ),
                 ]);
             }
+            if let (Some(ca), Some(l)) = (&label_ca, &opts.label_ca) {
+                o.extra_env
+                    .push(("ESTUARY_ACME__LABELS".to_string(), labels_toml(ca, l)));
+            }
             control_planes.push(ControlPlane::start(cp_binary, &stack, &o)?);
+        }
+        let mut filter_config =
+            filter_config(opts.filter_cache_ttl_s, &manufacturers, &acme_trust)?;
+        if let Some(l) = &opts.label_ca {
+            let labels: serde_json::Map<String, serde_json::Value> = l
+                .labels
+                .iter()
+                .map(|label| &label.name)
+                .chain(&l.filter_only)
+                .map(|name| (name.clone(), serde_json::json!(name)))
+                .collect();
+            filter_config["labels"] = serde_json::Value::Object(labels);
         }
         let envoy = Envoy::start(&EnvoySettings {
             server_cert: pki.server.cert_path.clone(),
             server_key: pki.server.key_path.clone(),
             client_ca_bundle: client_ca_bundle.clone(),
             filter_wasm: filter_wasm.to_path_buf(),
-            filter_config: filter_config(opts.filter_cache_ttl_s, &manufacturers, &acme_roots)?,
+            filter_config,
             control_planes: control_planes.iter().map(|c| c.addr).collect(),
             est_port: opts.est_port,
             admin_port: opts.admin_port,
@@ -310,6 +393,7 @@ impl DevStack {
             acme_roots,
             second_manufacturer: second.map(|(ca, _)| ca),
             _test_ca: test_ca,
+            label_ca,
             _tmp: tmp,
         })
     }
@@ -324,10 +408,41 @@ impl DevStack {
         self._test_ca.as_ref()
     }
 
+    /// The test CA behind the EST labels, when [`DevStackOptions::label_ca`] asked for it.
+    pub fn label_ca(&self) -> Option<&crate::acme_ca::TestAcmeCa> {
+        self.label_ca.as_ref()
+    }
+
     /// `https://127.0.0.1:P/.well-known/est`
     pub fn est_url(&self) -> String {
         format!("{}/.well-known/est", self.envoy.base_url)
     }
+}
+
+/// `acme.labels` as a TOML inline array (for `ESTUARY_ACME__LABELS`): one entry per label of
+/// `l`, each with the test CA's directory, TLS root and issuing root.
+fn labels_toml(ca: &crate::acme_ca::TestAcmeCa, l: &LabelCa) -> String {
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let entries: Vec<String> = l
+        .labels
+        .iter()
+        .map(|label| {
+            let mut e = format!(
+                "{{ name = {:?}, ca_certs_file = {}, directory_url = {:?}, tls_root_file = {}, poll_initial_ms = 50, preauthorize = {}",
+                label.name,
+                q(&ca.issuer_root_pem),
+                ca.directory_url,
+                q(&ca.tls_ca_pem),
+                label.preauthorize
+            );
+            if let Some(p) = &label.profile {
+                e.push_str(&format!(", profile = {p:?}"));
+            }
+            e.push_str(" }");
+            e
+        })
+        .collect();
+    format!("[{}]", entries.join(", "))
 }
 
 /// The `[brski]` section as `ESTUARY_BRSKI__*` overrides: Envoy's listener certificate is the

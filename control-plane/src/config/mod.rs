@@ -40,6 +40,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use estuary_proto::est::EstLabel;
 use estuary_proto::identity::{
     check_namespaces, name_prefix_or_none, serial_pattern_or_any, Manufacturer, ManufacturerName,
     TrustPolicy, NAME_RULE,
@@ -269,6 +270,137 @@ pub struct AcmeConfig {
     /// The longest back-off after `rateLimited`, in seconds, whatever `Retry-After` said.
     #[serde(default = "default_rate_limit_backoff_max_s")]
     pub rate_limit_backoff_max_s: u64,
+    /// The ACME profile (draft-ietf-acme-profiles) asked for in every newOrder to this CA. It
+    /// is sent only if the directory's `meta.profiles` advertises it; if it does not, no order
+    /// is placed and the device gets 502 naming the profile (checked at order time, not at
+    /// start-up, so that a CA that is down does not keep the RA from starting).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// `[[acme.labels]]`: the CA (and profile) of each EST label (RFC 7030 §3.2.2). Only in
+    /// `[acme]` itself, not inside a label.
+    #[serde(default)]
+    pub labels: Vec<LabelConfig>,
+}
+
+/// One `[[acme.labels]]` entry: the EST label `name` enrols from its own ACME CA. Every key of
+/// `[acme]` may be given (`directory_url` is required; the others take the same defaults as in
+/// `[acme]`, not the values of `[acme]`), plus `name` and `ca_certs_file`. The DNS primary
+/// (`[dns]`) and the parent domain are shared: every CA validates the same device names.
+#[derive(Debug)]
+pub struct LabelConfig {
+    /// The label (see [`EstLabel`]); `default` is reserved for the unlabelled CA.
+    pub name: String,
+    /// PEM file with this CA's certificates: served by `/.well-known/est/<name>/cacerts`, and
+    /// issuers of LDevIDs for `simplereenroll` (like `est.ca_certs_file`).
+    pub ca_certs_file: PathBuf,
+    /// The CA: directory, account, DNS-01 batching, pre-authorisation, profile, deadlines.
+    pub acme: AcmeConfig,
+}
+
+impl<'de> Deserialize<'de> for LabelConfig {
+    /// `name` and `ca_certs_file` are taken out; the rest must be a valid `[acme]` (unknown
+    /// keys refused there).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut t = toml::Table::deserialize(d)?;
+        let mut take = |key: &'static str| match t.remove(key) {
+            Some(toml::Value::String(s)) => Ok(s),
+            Some(_) => Err(D::Error::custom(format!("`{key}` must be a string"))),
+            None => Err(D::Error::missing_field(key)),
+        };
+        let name = take("name")?;
+        let ca_certs_file = PathBuf::from(take("ca_certs_file")?);
+        let acme = toml::Value::Table(t)
+            .try_into::<AcmeConfig>()
+            .map_err(|e| D::Error::custom(format!("label {name:?}: {}", e.message())))?;
+        Ok(Self {
+            name,
+            ca_certs_file,
+            acme,
+        })
+    }
+}
+
+/// The CA id of the unlabelled path (`[acme]`); a label's CA id is the label itself.
+pub const DEFAULT_CA_ID: &str = "default";
+
+/// Checks one CA's settings (`[acme]` or a `[[acme.labels]]` entry, named `at`).
+fn check_acme(at: &str, a: &AcmeConfig, errors: &mut Vec<String>) {
+    if !(a.directory_url.starts_with("https://") || a.directory_url.starts_with("http://")) {
+        errors.push(format!("{at}.directory_url: must be an http(s) URL"));
+    }
+    if let Some(f) = &a.tls_root_file {
+        if !f.is_file() {
+            errors.push(format!(
+                "{at}.tls_root_file: {} is not a readable file",
+                f.display()
+            ));
+        }
+    }
+    if let Some(f) = &a.account_key_file {
+        if let Err(e) = read_account_key(f) {
+            errors.push(format!("{at}.account_key_file: {e}"));
+        }
+    }
+    if a.eab_kid.is_some() != a.eab_hmac_key.is_some() {
+        errors.push(format!(
+            "{at}.eab_kid and {at}.eab_hmac_key: give both or neither"
+        ));
+    }
+    if a.order_attempts == 0 {
+        errors.push(format!("{at}.order_attempts: must be at least 1"));
+    }
+    if a.order_timeout_s == 0 {
+        errors.push(format!("{at}.order_timeout_s: must be at least 1"));
+    }
+    if a.request_timeout_ms == 0 {
+        errors.push(format!("{at}.request_timeout_ms: must be greater than 0"));
+    }
+    if a.dns_batch_max_queue == 0 {
+        errors.push(format!("{at}.dns_batch_max_queue: must be at least 1"));
+    }
+    if a.rate_limit_backoff_s == 0 {
+        errors.push(format!("{at}.rate_limit_backoff_s: must be at least 1"));
+    }
+    if a.rate_limit_backoff_max_s < a.rate_limit_backoff_s {
+        errors.push(format!(
+            "{at}.rate_limit_backoff_max_s: must not be below rate_limit_backoff_s"
+        ));
+    }
+    if let Some(p) = &a.profile {
+        if p.is_empty() || p.len() > 255 || p.chars().any(|c| c.is_control()) {
+            errors.push(format!(
+                "{at}.profile: must be 1 to 255 characters without control characters"
+            ));
+        }
+    }
+}
+
+/// Checks `[[acme.labels]]`: valid, unique names other than [`DEFAULT_CA_ID`], readable
+/// `ca_certs_file`s, each CA's settings, no labels inside a label.
+fn check_labels(labels: &[LabelConfig]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, l) in labels.iter().enumerate() {
+        let at = format!("acme.labels[{i}]");
+        if EstLabel::parse(&l.name).is_none() {
+            errors.push(format!("{at}.name: {}", EstLabel::RULE));
+        } else if l.name == DEFAULT_CA_ID {
+            errors.push(format!(
+                "{at}.name: {DEFAULT_CA_ID:?} is reserved for the unlabelled CA ([acme])"
+            ));
+        }
+        if labels.iter().take(i).any(|o| o.name == l.name) {
+            errors.push(format!("{at}.name: {:?} is listed twice", l.name));
+        }
+        if let Err(e) = read_certs(&l.ca_certs_file) {
+            errors.push(format!("{at}.ca_certs_file: {e}"));
+        }
+        check_acme(&at, &l.acme, &mut errors);
+        if !l.acme.labels.is_empty() {
+            errors.push(format!("{at}.labels: labels cannot be nested"));
+        }
+    }
+    errors
 }
 
 /// Default of `acme.dns_batch_max_queue`: requests waiting per DNS batch worker (add, delete).
@@ -585,46 +717,8 @@ impl Config {
             }
         }
         if let Some(a) = &acme {
-            if !(a.directory_url.starts_with("https://") || a.directory_url.starts_with("http://"))
-            {
-                errors.push("acme.directory_url: must be an http(s) URL".into());
-            }
-            if let Some(f) = &a.tls_root_file {
-                if !f.is_file() {
-                    errors.push(format!(
-                        "acme.tls_root_file: {} is not a readable file",
-                        f.display()
-                    ));
-                }
-            }
-            if let Some(f) = &a.account_key_file {
-                if let Err(e) = read_account_key(f) {
-                    errors.push(format!("acme.account_key_file: {e}"));
-                }
-            }
-            if a.eab_kid.is_some() != a.eab_hmac_key.is_some() {
-                errors.push("acme.eab_kid and acme.eab_hmac_key: give both or neither".into());
-            }
-            if a.order_attempts == 0 {
-                errors.push("acme.order_attempts: must be at least 1".into());
-            }
-            if a.order_timeout_s == 0 {
-                errors.push("acme.order_timeout_s: must be at least 1".into());
-            }
-            if a.request_timeout_ms == 0 {
-                errors.push("acme.request_timeout_ms: must be greater than 0".into());
-            }
-            if a.dns_batch_max_queue == 0 {
-                errors.push("acme.dns_batch_max_queue: must be at least 1".into());
-            }
-            if a.rate_limit_backoff_s == 0 {
-                errors.push("acme.rate_limit_backoff_s: must be at least 1".into());
-            }
-            if a.rate_limit_backoff_max_s < a.rate_limit_backoff_s {
-                errors.push(
-                    "acme.rate_limit_backoff_max_s: must not be below rate_limit_backoff_s".into(),
-                );
-            }
+            check_acme("acme", a, &mut errors);
+            errors.extend(check_labels(&a.labels));
         }
         if let Some(d) = &dns {
             errors.extend(d.validate().into_iter().map(|p| format!("dns: {p}")));
@@ -659,17 +753,24 @@ impl Config {
                 Some(dns),
                 Some(enroll),
                 Some(parent),
-                Some((manufacturers, acme_issuers)),
+                Some((manufacturers, mut acme_issuers)),
             ) => Some(Enrolment {
+                trust: TrustPolicy {
+                    parent: parent.clone(),
+                    manufacturers,
+                    acme_issuers: {
+                        // A label's CA issues LDevIDs too: re-enrolment accepts them under
+                        // any path (the name is the device's whatever CA issued it).
+                        for l in &acme.labels {
+                            acme_issuers.extend(read_certs(&l.ca_certs_file).unwrap_or_default());
+                        }
+                        acme_issuers
+                    },
+                },
                 est,
                 acme,
                 dns,
                 enroll,
-                trust: TrustPolicy {
-                    parent: parent.clone(),
-                    manufacturers,
-                    acme_issuers,
-                },
                 parent,
                 teap,
             }),
@@ -1031,6 +1132,96 @@ clients = [{{ address = "127.0.0.1", secret = "radius-secret-0123456789" }}]
         assert!(e.teap.is_none());
         assert_eq!(cfg.redis.key_prefix, "estuary");
         assert!(!cfg.is_cloud_registrar());
+    }
+
+    fn with_labels(ca: &Path, labels: &str) -> String {
+        format!("{SERVER_REDIS}{}{ACME}{labels}{DNS}", est(ca))
+    }
+
+    /// `[[acme.labels]]`: each label an `[acme]` of its own, with `name` and `ca_certs_file`.
+    #[test]
+    fn labels_are_acme_sections_of_their_own() {
+        let ca = ca_file();
+        let text = with_labels(
+            &ca.0,
+            &format!(
+                r#"profile = "classic"
+[[acme.labels]]
+name = "factory-a"
+ca_certs_file = {:?}
+directory_url = "https://127.0.0.1:15000/directory"
+profile = "shortlived"
+order_timeout_s = 30
+preauthorize = false
+"#,
+                ca.0
+            ),
+        );
+        let cfg = Config::from_toml(&text, Vec::new()).expect("valid config");
+        let e = enrolment(&cfg);
+        assert_eq!(e.acme.profile.as_deref(), Some("classic"));
+        let [l] = e.acme.labels.as_slice() else {
+            panic!("one label")
+        };
+        assert_eq!(l.name, "factory-a");
+        assert_eq!(l.acme.directory_url, "https://127.0.0.1:15000/directory");
+        assert_eq!(l.acme.profile.as_deref(), Some("shortlived"));
+        assert_eq!(l.acme.order_timeout_s, 30);
+        assert!(!l.acme.preauthorize);
+        // Defaults are [acme]'s defaults, not [acme]'s values.
+        assert_eq!(l.acme.order_attempts, 3);
+        // The label's CA issues LDevIDs too.
+        assert_eq!(e.trust.acme_issuers.len(), 2);
+    }
+
+    #[test]
+    fn bad_labels_are_refused_with_their_field() {
+        let ca = ca_file();
+        let entry = |name: &str, extra: &str| {
+            format!(
+                "[[acme.labels]]\nname = {name:?}\nca_certs_file = {:?}\ndirectory_url = \"https://127.0.0.1:1/d\"\n{extra}\n",
+                ca.0
+            )
+        };
+        for (labels, want) in [
+            (
+                entry("default", ""),
+                "acme.labels[0].name: \"default\" is reserved",
+            ),
+            (entry("cacerts", ""), "acme.labels[0].name: an EST label"),
+            (entry("a/b", ""), "acme.labels[0].name: an EST label"),
+            (
+                format!("{}{}", entry("a", ""), entry("a", "")),
+                "acme.labels[1].name: \"a\" is listed twice",
+            ),
+            (
+                entry("a", "order_attempts = 0"),
+                "acme.labels[0].order_attempts",
+            ),
+            (entry("a", "profile = \"\""), "acme.labels[0].profile"),
+            (entry("a", "colour = \"blue\""), "unknown field `colour`"),
+            (
+                "[[acme.labels]]\nname = \"a\"\ndirectory_url = \"https://x/d\"\n".into(),
+                "missing field `ca_certs_file`",
+            ),
+            (
+                entry("a", "ca_certs_file = 1").replacen(
+                    &format!("ca_certs_file = {:?}\n", ca.0),
+                    "",
+                    1,
+                ),
+                "`ca_certs_file` must be a string",
+            ),
+            (
+                entry("a", "").replace(&format!("{:?}", ca.0), "\"/nonexistent/ca.pem\""),
+                "acme.labels[0].ca_certs_file",
+            ),
+        ] {
+            let err = Config::from_toml(&with_labels(&ca.0, &labels), Vec::new())
+                .expect_err(&labels)
+                .to_string();
+            assert!(err.contains(want), "{labels}\n→ {err}");
+        }
     }
 
     #[test]

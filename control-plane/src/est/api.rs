@@ -4,8 +4,8 @@
 //! | method, path | request | answers |
 //! |---|---|---|
 //! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the device label the edge derived), `estuary-client-cert` (base64 DER of the TLS client certificate), optional `estuary-client-chain` (the other certificates the client presented, base64 DER, comma-separated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
-//! | `GET /estuary/v1/cacerts` | — | 200 DER PKCS#7 certs-only of `est.ca_certs_file` |
-//! | `GET /estuary/v1/csrattrs` | headers `estuary-device-serial`, `estuary-client-cert`, optional `estuary-client-chain` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` |
+//! | `GET /estuary/v1/cacerts` | optional `estuary-label` | 200 DER PKCS#7 certs-only of `est.ca_certs_file` (with a label: that `[[acme.labels]]` entry's `ca_certs_file`) |
+//! | `GET /estuary/v1/csrattrs` | headers `estuary-device-serial`, `estuary-client-cert`, optional `estuary-client-chain`, optional `estuary-label` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` (the same under every label) |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | 200 while the process runs |
 //! | `GET /readyz` | — | 200 when Redis answers, else 503 |
@@ -30,8 +30,14 @@
 //! ([`NO_EST`]). `/metrics`, `/healthz`, `/readyz` and the BRSKI paths ([`crate::brski::registrar`]) work
 //! as always.
 //!
+//! **Labels.** `estuary-label` (RFC 7030 §3.2.2) selects the CA: absent, `[acme]`; else the
+//! `[[acme.labels]]` entry of that name. On every EST path a header that is not a label gets
+//! 400 and a label no entry configures gets 404 "the EST label … is not configured on this
+//! server".
+//!
 //! All non-200 bodies are `text/plain` and say what was wrong. The control plane never
 //! answers 5xx for a client's mistake.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -41,16 +47,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use estuary_proto::csrattrs;
-use estuary_proto::est::{EstOperation, CT_CSRATTRS, CT_PKCS10, CT_PKCS7_CERTS_ONLY};
+use estuary_proto::est::{EstLabel, EstOperation, CT_CSRATTRS, CT_PKCS10, CT_PKCS7_CERTS_ONLY};
 use estuary_proto::identity::{self, Identity, Need, TrustPolicy};
 use estuary_proto::internal_api::{
     Operation, CACERTS_PATH, CSRATTRS_PATH, ENROLL_PATH, HDR_CLIENT_CERT, HDR_CLIENT_CHAIN,
-    HDR_DEVICE_SERIAL, HDR_OPERATION,
+    HDR_DEVICE_SERIAL, HDR_LABEL, HDR_OPERATION,
 };
 use estuary_proto::names::{DeviceName, DeviceSerial};
 use estuary_proto::policy::KeyPolicy;
 use tracing::{info, warn};
 
+use crate::config::DEFAULT_CA_ID;
 use crate::http::auth::bearer_ok;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
@@ -78,8 +85,9 @@ pub struct AppState {
 pub struct EstService {
     /// The RA engine.
     pub engine: Arc<Engine>,
-    /// `/cacerts` answer, precomputed.
-    pub cacerts_pkcs7: Vec<u8>,
+    /// `/cacerts` answers, precomputed, by CA id ([`DEFAULT_CA_ID`] for `est.ca_certs_file`,
+    /// the label for each `[[acme.labels]]` entry's `ca_certs_file`), read through `cacerts_of`.
+    pub cacerts: BTreeMap<String, Vec<u8>>,
     /// Who may get which name (the parent domain, the manufacturer CAs, the ACME CA).
     pub trust: TrustPolicy,
     /// Accepted keys, told in `/csrattrs`.
@@ -144,6 +152,57 @@ fn est_service<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a EstSe
         return Err(Refusal::Token);
     }
     state.est.as_ref().ok_or(Refusal::NoEst)
+}
+
+/// The CA id of an EST label: the label itself, or [`DEFAULT_CA_ID`] for the unlabelled path
+/// (the id under which CA certificates are kept).
+fn ca_id(label: Option<&EstLabel>) -> &str {
+    label.map_or(DEFAULT_CA_ID, EstLabel::as_str)
+}
+
+/// The `/cacerts` answer (DER PKCS#7 certs-only) of the CA `ca_id`: that CA's configured
+/// certificates (`est.ca_certs_file`, or the label's `ca_certs_file`). `None`: no such CA.
+fn cacerts_of<'a>(est: &'a EstService, ca_id: &str) -> Option<&'a [u8]> {
+    est.cacerts.get(ca_id).map(Vec::as_slice)
+}
+
+/// Why the forwarded EST label selects no CA.
+#[derive(Debug, thiserror::Error)]
+enum LabelRefusal {
+    /// The header is not a label: 400.
+    #[error("{HDR_LABEL}: {}", EstLabel::RULE)]
+    Malformed,
+    /// No `[[acme.labels]]` entry has it: 404, as a path this server does not have.
+    #[error("the EST label {0:?} is not configured on this server")]
+    Unknown(String),
+}
+
+impl LabelRefusal {
+    fn response(&self) -> Response {
+        let status = match self {
+            LabelRefusal::Malformed => StatusCode::BAD_REQUEST,
+            LabelRefusal::Unknown(_) => StatusCode::NOT_FOUND,
+        };
+        info!(error = %self, "EST request under an unusable label refused");
+        text(status, self.to_string())
+    }
+}
+
+/// The EST label the proxy forwarded ([`HDR_LABEL`]; absent: the unlabelled path, `[acme]`).
+/// RFC 7030 §3.2.2: the label selects a CA.
+fn label_from(est: &EstService, headers: &HeaderMap) -> Result<Option<EstLabel>, LabelRefusal> {
+    let Some(raw) = headers.get(HDR_LABEL) else {
+        return Ok(None);
+    };
+    let label = raw
+        .to_str()
+        .ok()
+        .and_then(EstLabel::parse)
+        .ok_or(LabelRefusal::Malformed)?;
+    if cacerts_of(est, ca_id(Some(&label))).is_none() {
+        return Err(LabelRefusal::Unknown(label.to_string()));
+    }
+    Ok(Some(label))
 }
 
 /// The device serial the proxy authenticated, or the reason it is unusable (a 400).
@@ -243,6 +302,10 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
     if let Err(reason) = serial_from(&headers) {
         return text(StatusCode::BAD_REQUEST, reason);
     }
+    let label = match label_from(est, &headers) {
+        Ok(l) => l,
+        Err(r) => return r.response(),
+    };
     let operation = match headers
         .get(HDR_OPERATION)
         .and_then(|v| v.to_str().ok())
@@ -299,6 +362,7 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
         csr_der: body.to_vec(),
         serial: device.label().clone(),
         operation,
+        label,
     };
     match est.engine.enroll(req).await {
         Ok(Outcome::Issued { pkcs7, .. }) => (
@@ -331,6 +395,8 @@ fn est_status(e: &RaError) -> StatusCode {
         RaError::DeviceLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
         // RFC 7030 §4.2.3: 503 + Retry-After.
         RaError::Store(_) | RaError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        // The label selects a CA this server does not have (as an unknown path).
+        RaError::UnknownLabel(_) => StatusCode::NOT_FOUND,
         RaError::Issue(i) => failure_status(i.failure_kind()),
         RaError::Remembered(f) => failure_status(f.kind),
     }
@@ -396,12 +462,20 @@ async fn cacerts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         Ok(e) => e,
         Err(r) => return r.response(),
     };
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
-        est.cacerts_pkcs7.clone(),
-    )
-        .into_response()
+    let label = match label_from(est, &headers) {
+        Ok(l) => l,
+        Err(r) => return r.response(),
+    };
+    match cacerts_of(est, ca_id(label.as_ref())) {
+        Some(der) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
+            der.to_vec(),
+        )
+            .into_response(),
+        // label_from checked it; kept for the day the two disagree.
+        None => text(StatusCode::NOT_FOUND, "no CA certificates for this label"),
+    }
 }
 
 async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -409,6 +483,10 @@ async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
         Ok(e) => e,
         Err(r) => return r.response(),
     };
+    // The same attributes under every label: the name is the device's, whichever CA issues.
+    if let Err(r) = label_from(est, &headers) {
+        return r.response();
+    }
     let device = match device_from(est, &headers, Need::Any) {
         Ok(d) => d,
         Err(refusal) => return refusal.response(),
@@ -482,6 +560,7 @@ mod tests {
                 502,
             ),
             (RaError::Busy, 503),
+            (RaError::UnknownLabel("x".into()), 404),
             (
                 RaError::DeviceLimit {
                     limit: 5,

@@ -5,10 +5,12 @@
 //! [`Config::enrolment`]), the TEAP RADIUS listener (`[teap]`, through the EST engine) and the
 //! BRSKI registrar or cloud registrar (`[brski]`). A cloud registrar alone builds no ACME
 //! account, DNS updater or engine; its EST paths answer 404 ([`api::NO_EST`]).
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use estuary_proto::est::EstLabel;
 use estuary_proto::identity::TrustPolicy;
 use estuary_proto::pkcs7;
 use estuary_proto::policy::KeyPolicy;
@@ -17,13 +19,13 @@ use tracing::info;
 
 use crate::brski::registrar::Registrar;
 use crate::config::teap::TeapConfig;
-use crate::config::{Config, Enrolment};
+use crate::config::{Config, Enrolment, DEFAULT_CA_ID};
 use crate::est::api::{self, AppState, EstService};
 use crate::http::health;
 use crate::metrics::{Metrics, OrderResult};
 use crate::ra::acme::client::Acme;
 use crate::ra::dns::update::DnsUpdater;
-use crate::ra::engine::Engine;
+use crate::ra::engine::{Cas, Engine};
 use crate::ra::store::Store;
 use crate::support::pem_file::read_certs;
 use axum::Router;
@@ -132,30 +134,52 @@ fn est_service(
         store: store.clone(),
         interval: sweep_interval,
     };
-    let acme = Arc::new(Acme::new(
-        e.acme,
-        store.clone(),
-        dns,
-        Arc::new(move |ok| {
-            order_metrics.order(if ok {
-                OrderResult::valid
-            } else {
-                OrderResult::failed
-            })
-        }),
-    ));
+    let on_order: Arc<dyn Fn(bool) + Send + Sync> = Arc::new(move |ok| {
+        order_metrics.order(if ok {
+            OrderResult::valid
+        } else {
+            OrderResult::failed
+        })
+    });
+    let mut acme_cfg = e.acme;
+    let mut cacerts = BTreeMap::from([(DEFAULT_CA_ID.to_string(), cacerts_pkcs7)]);
+    let mut labelled = BTreeMap::new();
+    for l in std::mem::take(&mut acme_cfg.labels) {
+        let at = format!("acme.labels {:?}", l.name);
+        let label =
+            EstLabel::parse(&l.name).ok_or_else(|| anyhow::anyhow!("{at}: {}", EstLabel::RULE))?;
+        let ders = read_certs(&l.ca_certs_file)
+            .map_err(|err| anyhow::anyhow!("{at}.ca_certs_file: {err}"))?;
+        let pkcs7 = pkcs7::encode_certs_only(&ders)
+            .map_err(|err| anyhow::anyhow!("{at}.ca_certs_file: {err}"))?;
+        cacerts.insert(label.to_string(), pkcs7);
+        info!(
+            %label,
+            directory = %l.acme.directory_url,
+            profile = l.acme.profile.as_deref().unwrap_or("-"),
+            "EST label: enrols from its own ACME CA"
+        );
+        let acme = Acme::new(
+            l.acme,
+            store.clone(),
+            Arc::clone(&dns),
+            Arc::clone(&on_order),
+        );
+        labelled.insert(label, Arc::new(acme));
+    }
+    let acme = Arc::new(Acme::new(acme_cfg, store.clone(), dns, on_order));
     let keys = e.est.keys;
     let engine = Engine::new(
         e.parent.clone(),
         keys,
         e.enroll,
         store.clone(),
-        acme,
+        Cas::new(acme, labelled),
         Arc::clone(metrics),
     );
     let est = EstService {
         engine,
-        cacerts_pkcs7,
+        cacerts,
         trust: e.trust,
         keys,
     };

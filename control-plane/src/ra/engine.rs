@@ -10,14 +10,14 @@
 //! Redis is not trusted: a cached chain is served only if [`chain_fits`] the CSR (the leaf holds
 //! the CSR's key and the device's name and has not expired); otherwise it is logged, counted in
 //! `estuary_cache_rejected_total`, deleted, and the look-up is a miss, so a fresh order is placed.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use estuary_proto::csr;
-use estuary_proto::est::EstOperation;
+use estuary_proto::est::{EstLabel, EstOperation};
 use estuary_proto::names::{DeviceName, DeviceSerial, ParentDomain};
 use estuary_proto::policy::{self, KeyPolicy};
 use estuary_proto::{cert, pem, pkcs7};
@@ -42,6 +42,34 @@ pub struct EnrollRequest {
     pub serial: DeviceSerial,
     /// simpleenroll or simplereenroll.
     pub operation: EstOperation,
+    /// The EST label (RFC 7030 §3.2.2) that chooses the CA; `None`: `[acme]`.
+    pub label: Option<EstLabel>,
+}
+
+/// The ACME CAs the engine orders from: `[acme]` for the unlabelled path and one per
+/// `[[acme.labels]]` entry, by label.
+pub struct Cas {
+    default: Arc<Acme>,
+    labels: BTreeMap<EstLabel, Arc<Acme>>,
+}
+
+impl Cas {
+    /// The unlabelled CA and the labelled ones.
+    pub fn new(default: Arc<Acme>, labels: BTreeMap<EstLabel, Arc<Acme>>) -> Self {
+        Self { default, labels }
+    }
+
+    /// The CA of `label`; `None` when the label is not configured.
+    pub fn get(&self, label: Option<&EstLabel>) -> Option<&Arc<Acme>> {
+        match label {
+            None => Some(&self.default),
+            Some(l) => self.labels.get(l),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<Acme>> {
+        std::iter::once(&self.default).chain(self.labels.values())
+    }
 }
 
 /// A successful answer.
@@ -70,7 +98,7 @@ pub struct Engine {
     keys: KeyPolicy,
     cfg: EnrollConfig,
     store: Store,
-    acme: Arc<Acme>,
+    cas: Cas,
     metrics: Arc<Metrics>,
     inflight: Inflight,
     /// The fleet-wide cap, per replica ([`crate::ra::limits`]).
@@ -84,17 +112,19 @@ impl Engine {
         keys: KeyPolicy,
         cfg: EnrollConfig,
         store: Store,
-        acme: Arc<Acme>,
+        cas: Cas,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        acme.attach_metrics(Arc::clone(&metrics));
+        for acme in cas.all() {
+            acme.attach_metrics(Arc::clone(&metrics));
+        }
         let slots = IssuanceSlots::new(cfg.max_inflight_orders, cfg.max_queued_orders);
         Arc::new(Self {
             parent,
             keys,
             cfg,
             store,
-            acme,
+            cas,
             metrics,
             inflight: Arc::new(Mutex::new(HashMap::new())),
             slots,
@@ -134,7 +164,15 @@ impl Engine {
         let csr = csr::parse_and_verify(&req.csr_der)?;
         let name = DeviceName::new(&req.serial, &self.parent)?;
         policy::check_enroll(&csr, &name, &self.keys)?;
-        let key = CsrKey::of(&req.csr_der);
+        let acme = match self.cas.get(req.label.as_ref()) {
+            Some(a) => Arc::clone(a),
+            None => {
+                return Err(RaError::UnknownLabel(
+                    req.label.map(|l| l.to_string()).unwrap_or_default(),
+                ))
+            }
+        };
+        let key = CsrKey::for_ca(req.label.as_ref(), &req.csr_der);
 
         if let Some(chain) = self.cached(&key, csr.spki_der(), &name).await? {
             self.metrics.cache_hits.inc();
@@ -150,7 +188,7 @@ impl Engine {
         }
 
         let waiter = self
-            .waiter_for(&key, &req.csr_der, csr.spki_der(), &name)
+            .waiter_for(&acme, &key, &req.csr_der, csr.spki_der(), &name)
             .await?;
         let deadline = Instant::now() + Duration::from_millis(self.cfg.budget_ms);
         let done = match waiter {
@@ -178,7 +216,7 @@ impl Engine {
                     let _ = self.store.take_failure(&key).await;
                     // The CA answered rateLimited (here or elsewhere): the device comes back
                     // when the back-off ends.
-                    if let Ok(Some(remaining)) = self.acme.ca_backoff().await {
+                    if let Ok(Some(remaining)) = acme.ca_backoff().await {
                         return Err(IssueError::CaBackoff { remaining }.into());
                     }
                 }
@@ -197,6 +235,7 @@ impl Engine {
     /// replica holds the lock.
     async fn waiter_for(
         self: &Arc<Self>,
+        acme: &Arc<Acme>,
         key: &CsrKey,
         csr_der: &[u8],
         spki_der: &[u8],
@@ -224,7 +263,7 @@ impl Engine {
             let (_tx, rx) = watch::channel(Some(Ok(chain)));
             return Ok(Some(rx));
         }
-        let admitted = match self.admit().await {
+        let admitted = match self.admit(acme).await {
             Ok(a) => a,
             Err(e) => {
                 let _ = self.store.release_lock(key, &token).await;
@@ -270,13 +309,16 @@ impl Engine {
             Box::pin(release),
         );
         let engine = Arc::clone(self);
+        let acme = Arc::clone(acme);
         let key = key.clone();
         let csr_der = csr_der.to_vec();
         let name = name.clone();
         // The issuance keeps the span of the request that started it (its request id).
         tokio::spawn(
             async move {
-                let result = engine.run_admitted(admitted, &key, &csr_der, &name).await;
+                let result = engine
+                    .run_admitted(&acme, admitted, &key, &csr_der, &name)
+                    .await;
                 guard.finish(result).await;
             }
             .instrument(tracing::Span::current()),
@@ -287,8 +329,8 @@ impl Engine {
     /// The limits a new issuance passes before it starts (issue 13): no back-off after
     /// `rateLimited` holds at the CA (shared by every replica), and this replica has a place
     /// among its running and waiting issuances.
-    async fn admit(&self) -> Result<Admitted, RaError> {
-        if let Some(remaining) = self.acme.ca_backoff().await? {
+    async fn admit(&self, acme: &Acme) -> Result<Admitted, RaError> {
+        if let Some(remaining) = acme.ca_backoff().await? {
             self.metrics.ca_backoff_refused.inc();
             info!(
                 remaining_s = whole_seconds(remaining),
@@ -311,12 +353,13 @@ impl Engine {
     /// then runs the issuance.
     async fn run_admitted(
         &self,
+        acme: &Acme,
         admitted: Admitted,
         key: &CsrKey,
         csr_der: &[u8],
         name: &DeviceName,
     ) -> Result<String, Failure> {
-        let wait = Duration::from_secs(self.acme.cfg.order_timeout_s);
+        let wait = Duration::from_secs(acme.cfg.order_timeout_s);
         let Some(_running) = admitted.run_within(wait).await else {
             self.metrics.fleet_limited.inc();
             warn!(device = %name.as_str(), wait_s = wait.as_secs(), "no turn to issue within acme.order_timeout_s; giving up");
@@ -331,7 +374,7 @@ impl Engine {
             }
             return Err(f);
         };
-        self.run_issuance(key, csr_der, name).await
+        self.run_issuance(acme, key, csr_der, name).await
     }
 
     /// Seed §8.1: a new CSR counts against the device's `enroll.max_orders_per_device`; an
@@ -368,12 +411,13 @@ impl Engine {
     /// Runs one issuance (the caller holds the lock) and stores the outcome.
     async fn run_issuance(
         &self,
+        acme: &Acme,
         key: &CsrKey,
         csr_der: &[u8],
         name: &DeviceName,
     ) -> Result<String, Failure> {
         let started = Instant::now();
-        let issued = self.acme.issue(key, csr_der, name).await;
+        let issued = acme.issue(key, csr_der, name).await;
         match issued {
             Ok(chain) => match check_issued(&chain, csr_der, name) {
                 Ok(not_after) => {
@@ -434,6 +478,7 @@ impl Engine {
             IssueError::Dns(_) => IssuanceFailure::dns,
             IssueError::Store(_) => IssuanceFailure::redis,
             IssueError::BadChain(_) | IssueError::NoDnsChallenge(_) => IssuanceFailure::bad_answer,
+            IssueError::ProfileNotOffered { .. } => IssuanceFailure::config,
         };
         self.metrics.issuance_failure(cause);
         match e {

@@ -45,6 +45,9 @@ pub enum RaError {
     /// more wait for a turn (seed §8.1), or the wait for a turn outlasted `acme.order_timeout_s`.
     #[error("too many certificate orders in progress; retry later")]
     Busy,
+    /// The EST label names no configured CA (`[[acme.labels]]`).
+    #[error("the EST label {0:?} is not configured on this server")]
+    UnknownLabel(String),
 }
 
 impl RaError {
@@ -58,7 +61,8 @@ impl RaError {
             | Self::Name(_)
             | Self::Store(_)
             | Self::DeviceLimit { .. }
-            | Self::Busy => None,
+            | Self::Busy
+            | Self::UnknownLabel(_) => None,
         }
     }
 
@@ -69,7 +73,11 @@ impl RaError {
             Self::Issue(_) | Self::Remembered(_) => {
                 self.failure_kind().is_some_and(FailureKind::is_transient)
             }
-            Self::BadCsr(_) | Self::Policy(_) | Self::Name(_) | Self::DeviceLimit { .. } => false,
+            Self::BadCsr(_)
+            | Self::Policy(_)
+            | Self::Name(_)
+            | Self::DeviceLimit { .. }
+            | Self::UnknownLabel(_) => false,
         }
     }
 
@@ -77,7 +85,11 @@ impl RaError {
     /// the RA or the CA failing: counted as `rejected`, not `failed`.
     pub fn is_refusal(&self) -> bool {
         match self {
-            Self::BadCsr(_) | Self::Policy(_) | Self::Name(_) | Self::DeviceLimit { .. } => true,
+            Self::BadCsr(_)
+            | Self::Policy(_)
+            | Self::Name(_)
+            | Self::DeviceLimit { .. }
+            | Self::UnknownLabel(_) => true,
             Self::Store(_) | Self::Busy => false,
             Self::Issue(_) | Self::Remembered(_) => matches!(
                 self.failure_kind(),

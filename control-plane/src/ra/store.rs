@@ -27,6 +27,7 @@ use crate::ra::failure::Failure;
 use crate::support::clock::now_unix;
 use std::time::Duration;
 
+use estuary_proto::est::EstLabel;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, SetExpiry, SetOptions};
 use serde::{Deserialize, Serialize};
@@ -37,9 +38,21 @@ use sha2::{Digest, Sha256};
 pub struct CsrKey(String);
 
 impl CsrKey {
-    /// Hashes the CSR exactly as received.
+    /// Hashes the CSR exactly as received (the unlabelled CA's key).
     pub fn of(csr_der: &[u8]) -> Self {
         Self(hex::encode(Sha256::digest(csr_der)))
+    }
+
+    /// The key of a CSR sent to the CA of `label`: `<label>:<sha256>`, so that one CSR under
+    /// two labels is two certificates from two CAs. The unlabelled CA's key is [`CsrKey::of`]
+    /// as before labels existed, so its cache survives an upgrade. A label never contains `:`
+    /// and a hex digest never does, so no labelled key equals an unlabelled one.
+    pub fn for_ca(label: Option<&EstLabel>, csr_der: &[u8]) -> Self {
+        let k = Self::of(csr_der);
+        match label {
+            None => k,
+            Some(l) => Self(format!("{l}:{}", k.0)),
+        }
     }
 
     /// The hex digest.
@@ -618,6 +631,19 @@ fn ttl_ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_label_is_part_of_the_cache_key_and_the_default_key_is_unchanged() {
+        let csr = b"some csr";
+        let plain = CsrKey::of(csr);
+        assert_eq!(CsrKey::for_ca(None, csr), plain);
+        let a = EstLabel::parse("factory-a").unwrap();
+        let b = EstLabel::parse("factory-b").unwrap();
+        let ka = CsrKey::for_ca(Some(&a), csr);
+        assert_eq!(ka.as_str(), format!("factory-a:{}", plain.as_str()));
+        assert_ne!(ka, CsrKey::for_ca(Some(&b), csr));
+        assert_ne!(ka, plain);
+    }
 
     #[test]
     fn the_cache_key_is_the_sha256_of_the_whole_csr() {

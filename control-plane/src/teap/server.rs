@@ -361,6 +361,7 @@ impl TeapServer {
                 csr_der: csr_der.clone(),
                 serial: serial.clone(),
                 operation,
+                label: None,
             };
             match self.engine.enroll_as(Protocol::teap, req).await {
                 Ok(Outcome::Issued { pkcs7, .. }) => return Enrolled::Issued(pkcs7),
@@ -390,6 +391,8 @@ pub fn error_code(e: &RaError) -> ErrorCode {
         RaError::Store(_) | RaError::Busy => ErrorCode::INFRASTRUCTURE_UNAVAILABLE,
         // The device's own order limit: TEAP has no "too many requests"; the CA side refuses.
         RaError::DeviceLimit { .. } => ErrorCode::INTERNAL_CA_ERROR,
+        // TEAP has no EST labels; the engine is never asked for one from here.
+        RaError::UnknownLabel(_) => ErrorCode::INTERNAL_CA_ERROR,
         RaError::Issue(i) => failure_code(i.failure_kind()),
         RaError::Remembered(f) => failure_code(f.kind),
     }

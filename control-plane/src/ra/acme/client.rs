@@ -435,18 +435,51 @@ impl Acme {
             .timeout(Duration::from_secs(self.cfg.order_timeout_s))
     }
 
+    /// The profile to name in newOrder (draft-ietf-acme-profiles): `acme.profile` (or the
+    /// label's) when the directory's `meta.profiles` advertises it; none when none is
+    /// configured. A configured profile the CA does not advertise is an error: the order
+    /// would come from another profile than the operator chose, or be refused
+    /// `invalidProfile`.
+    pub(super) fn order_profile(&self, account: &Account) -> Result<Option<&str>, IssueError> {
+        let Some(want) = self.cfg.profile.as_deref() else {
+            return Ok(None);
+        };
+        if account.profiles().any(|p| p.name == want) {
+            return Ok(Some(want));
+        }
+        let mut offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
+        offered.sort_unstable();
+        let offered = if offered.is_empty() {
+            "none".to_string()
+        } else {
+            offered.join(", ")
+        };
+        warn!(
+            directory = %self.cfg.directory_url,
+            profile = want,
+            %offered,
+            "the configured ACME profile is not advertised in the directory's meta.profiles; refusing to order"
+        );
+        Err(IssueError::ProfileNotOffered {
+            profile: want.to_string(),
+            offered,
+        })
+    }
+
     pub(super) async fn new_order(
         &self,
         account: &Account,
         key: &CsrKey,
         name: &DeviceName,
+        profile: Option<&str>,
     ) -> Result<Order, IssueError> {
         let ids = [Identifier::Dns(name.as_str().to_string())];
-        let order = account
-            .new_order(&NewOrder::new(&ids))
-            .await
-            .map_err(from_acme)?;
-        info!(order_url = %order.url(), device = %name.as_str(), "placed ACME order");
+        let mut new = NewOrder::new(&ids);
+        if let Some(p) = profile {
+            new = new.profile(p);
+        }
+        let order = account.new_order(&new).await.map_err(from_acme)?;
+        info!(order_url = %order.url(), device = %name.as_str(), profile, "placed ACME order");
         let keep = Duration::from_secs(self.cfg.order_timeout_s.saturating_mul(4).max(60));
         self.store.set_order_url(key, order.url(), keep).await?;
         Ok(order)

@@ -113,13 +113,19 @@ impl Acme {
         let mut via_preauth = false;
         let mut order = match resumed {
             Some(o) => o,
-            None => match self.preauthorized_order(&account, key, name).await? {
-                Some(o) => {
-                    via_preauth = true;
-                    o
+            None => {
+                let profile = self.order_profile(&account)?;
+                match self
+                    .preauthorized_order(&account, key, name, profile)
+                    .await?
+                {
+                    Some(o) => {
+                        via_preauth = true;
+                        o
+                    }
+                    None => self.new_order(&account, key, name, profile).await?,
                 }
-                None => self.new_order(&account, key, name).await?,
-            },
+            }
         };
         let order_url = order.url().to_string();
         let mut result = self.drive(&mut order, csr_der, name).await;

@@ -121,6 +121,7 @@ impl Acme {
         account: &Account,
         key: &CsrKey,
         name: &DeviceName,
+        profile: Option<&str>,
     ) -> Result<Option<Order>, IssueError> {
         if self.preauth.fallback.get().is_some() {
             return Ok(None);
@@ -156,7 +157,7 @@ impl Acme {
         let parent = name.parent();
         let parent = parent.as_str();
         match self
-            .order_below(account, &jws, &dir, &new_authz, key, name, parent)
+            .order_below(account, &jws, &dir, &new_authz, key, name, parent, profile)
             .await
         {
             Ok(o) => Ok(Some(o)),
@@ -178,12 +179,17 @@ impl Acme {
         key: &CsrKey,
         name: &DeviceName,
         parent: &str,
+        profile: Option<&str>,
     ) -> Result<Order, Step> {
         self.parent_authorization(account, jws, new_authz, parent)
             .await?;
-        let payload = json!({
+        let mut payload = json!({
             "identifiers": [{"type": "dns", "value": name.as_str(), "ancestorDomain": parent}]
         });
+        if let Some(p) = profile {
+            // draft-ietf-acme-profiles: the newOrder member `profile`.
+            payload["profile"] = json!(p);
+        }
         let rsp = match jws.post(&dir.new_order, Some(&payload)).await {
             Ok(r) => r,
             Err(e) if is_refusal(&e) => {

@@ -34,6 +34,9 @@ pub enum ProblemType {
     Connection,
     /// `accountDoesNotExist`: no account for this key (RFC 8555 §7.3.1, `onlyReturnExisting`).
     AccountDoesNotExist,
+    /// `invalidProfile` (draft-ietf-acme-profiles): the newOrder named a profile the CA does
+    /// not offer.
+    InvalidProfile,
     /// Any other type, as given.
     Other(String),
 }
@@ -57,6 +60,7 @@ impl ProblemType {
             "orderNotReady" => Self::OrderNotReady,
             "connection" => Self::Connection,
             "accountDoesNotExist" => Self::AccountDoesNotExist,
+            "invalidProfile" => Self::InvalidProfile,
             other => Self::Other(other.to_string()),
         }
     }
@@ -76,6 +80,7 @@ impl ProblemType {
             Self::OrderNotReady => "orderNotReady",
             Self::Connection => "connection",
             Self::AccountDoesNotExist => "accountDoesNotExist",
+            Self::InvalidProfile => "invalidProfile",
             Self::Other(name) => name,
         }
     }
@@ -160,6 +165,15 @@ pub enum IssueError {
     /// The CA's answer is not valid ACME (a required field missing, not JSON, no Location).
     #[error("the ACME CA's answer is not valid ACME: {0}")]
     CaProtocol(String),
+    /// The configured profile is not in the directory's `meta.profiles`
+    /// (draft-ietf-acme-profiles): no order was placed. The operator's to fix.
+    #[error("the ACME CA does not advertise the configured profile {profile:?} (it offers: {offered}); no order placed")]
+    ProfileNotOffered {
+        /// `acme.profile` (or the label's).
+        profile: String,
+        /// The profiles the directory advertises, comma-separated (`none` if none).
+        offered: String,
+    },
 }
 
 impl IssueError {
@@ -189,6 +203,7 @@ impl IssueError {
                 | ProblemType::OrderNotReady
                 | ProblemType::Connection
                 | ProblemType::AccountDoesNotExist
+                | ProblemType::InvalidProfile
                 | ProblemType::Other(_) => FailureKind::Issuance,
             },
             Self::Dns(d) if !d.is_permanent() => FailureKind::Unavailable,
@@ -200,7 +215,8 @@ impl IssueError {
             | Self::CaProtocol(_)
             | Self::ChallengeFailed { .. }
             | Self::BadChain(_)
-            | Self::NoDnsChallenge(_) => FailureKind::Issuance,
+            | Self::NoDnsChallenge(_)
+            | Self::ProfileNotOffered { .. } => FailureKind::Issuance,
         }
     }
 
@@ -350,6 +366,23 @@ mod tests {
         assert_eq!(b.chars().count(), 500);
         assert!(b.starts_with("ü\u{fffd}\u{fffd}ü"), "{b:?}");
         assert_eq!(bounded("short détail"), "short détail");
+    }
+
+    /// draft-ietf-acme-profiles: `invalidProfile` is the operator's problem (502), not the
+    /// device's, and not worth an immediate retry.
+    #[test]
+    fn an_invalid_profile_is_an_issuance_failure() {
+        let p = ProblemType::parse(Some("urn:ietf:params:acme:error:invalidProfile"));
+        assert_eq!(p, ProblemType::InvalidProfile);
+        let e = problem_error(p, "no such profile".into(), String::new());
+        assert_eq!(e.failure_kind(), FailureKind::Issuance);
+        assert!(!e.is_transient());
+        let e = IssueError::ProfileNotOffered {
+            profile: "tlsserver".into(),
+            offered: "classic, shortlived".into(),
+        };
+        assert_eq!(e.failure_kind(), FailureKind::Issuance);
+        assert!(e.to_string().contains("\"tlsserver\""), "{e}");
     }
 
     #[test]
