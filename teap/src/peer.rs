@@ -1,8 +1,10 @@
 //! A TEAP peer that is also its own NAS: it sends RADIUS Access-Requests carrying EAP to a
 //! TEAP server, drives a rustls client through the tunnel, answers the server's
-//! Request-Action for a PKCS#10 with a CSR built from the CSR-Attributes, receives the PKCS#7,
-//! checks the Crypto-Binding, and at the end compares the MS-MPPE keys in the Access-Accept with
-//! the MSK it derived itself.
+//! Request-Action for a PKCS#10 with a CSR built from the CSR-Attributes and bound to the tunnel
+//! (the tunnel's `tls-exporter` channel binding in the CSR's challengePassword, RFC 9930
+//! §3.8.2), receives the PKCS#7, checks the Crypto-Binding, optionally asks for the server's
+//! trust anchors with a Trusted-Server-Root TLV (§4.2.18), and at the end compares the MS-MPPE
+//! keys in the Access-Accept with the MSK it derived itself.
 //!
 //! The pledge CLI's `teap` subcommand is a thin wrapper around [`run`].
 use std::net::SocketAddr;
@@ -13,7 +15,8 @@ use estuary_proto::csrattrs::CsrAttrs;
 use estuary_proto::eap::{EapCode, EapPacket, EapType, TeapFrame, TEAP_VERSION};
 use estuary_proto::radius::{self, AttrType, Code, Packet};
 use estuary_proto::teap::{
-    self, Action, CbSubType, CryptoBinding, ErrorCode, Status, TeapKeys, Tlv, TlvType,
+    self, Action, CbSubType, CredentialFormat, CryptoBinding, ErrorCode, Status, TeapKeys, Tlv,
+    TlvType, CHANNEL_BINDING_LEN,
 };
 use rand::RngCore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -22,9 +25,18 @@ use tokio::net::UdpSocket;
 
 use crate::tunnel::{Incoming, Tunnel, TunnelError};
 
-/// Builds a CSR (DER) from the server's CSR-Attributes (DER; `None` when the server sent
-/// none).
-pub type CsrMaker = Box<dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, String> + Send>;
+/// What a CSR is made from.
+#[derive(Clone, Copy, Debug)]
+pub struct CsrInput<'a> {
+    /// The server's CSR-Attributes (DER; `None` when the server sent none).
+    pub attrs: Option<&'a [u8]>,
+    /// This tunnel's channel binding ([`Tunnel::channel_binding`]), to be put, base64, in
+    /// the CSR's challengePassword ([`csr_from_attrs`] does).
+    pub channel_binding: &'a [u8],
+}
+
+/// Builds a CSR (DER) when the server asks for one.
+pub type CsrMaker = Box<dyn FnMut(CsrInput<'_>) -> Result<Vec<u8>, String> + Send>;
 
 /// How to reach the server and who we are.
 pub struct PeerConfig {
@@ -47,6 +59,9 @@ pub struct PeerConfig {
     pub tls13: bool,
     /// Seconds to wait for each RADIUS reply before retransmitting (3 tries).
     pub radius_timeout: Duration,
+    /// Ask the server for its trust anchors (a Trusted-Server-Root TLV, RFC 9930 §4.2.18)
+    /// once the Crypto-Binding has verified.
+    pub request_trusted_roots: bool,
     /// Test knob: replaces the first phase-2 reply with these raw octets (to send malformed
     /// or unknown TLVs on purpose).
     pub dangerous_first_phase2_reply: Option<Vec<u8>>,
@@ -63,6 +78,9 @@ pub struct PeerOutcome {
     pub pkcs7: Option<Vec<u8>>,
     /// The CSR-Attributes TLV's content, when the server sent one.
     pub csr_attrs: Option<Vec<u8>>,
+    /// The PKCS#7 (certs-only DER) of a Trusted-Server-Root TLV, when the server answered
+    /// [`PeerConfig::request_trusted_roots`]: the ACME CA's trust anchor(s) for Estuary.
+    pub trusted_server_roots: Option<Vec<u8>>,
 }
 
 /// Why the peer did not authenticate.
@@ -100,6 +118,9 @@ struct PeerState {
     last_tlvs: Vec<Tlv>,
     override_reply: Option<Vec<u8>>,
     csr: Option<CsrMaker>,
+    channel_binding: Option<[u8; CHANNEL_BINDING_LEN]>,
+    request_roots: bool,
+    trusted_roots: Option<Vec<u8>>,
 }
 
 /// Runs one TEAP authentication (and enrolment, if `csr` is given and the server asks).
@@ -115,6 +136,9 @@ pub async fn run(cfg: &PeerConfig, csr: Option<CsrMaker>) -> Result<PeerOutcome,
         last_tlvs: Vec::new(),
         override_reply: cfg.dangerous_first_phase2_reply.clone(),
         csr,
+        channel_binding: None,
+        request_roots: cfg.request_trusted_roots,
+        trusted_roots: None,
     };
     let mut radius_id: u8 = rand::rng().next_u32() as u8;
     let mut state_attr: Option<Vec<u8>> = None;
@@ -172,6 +196,7 @@ pub async fn run(cfg: &PeerConfig, csr: Option<CsrMaker>) -> Result<PeerOutcome,
                     mppe_keys_match,
                     pkcs7: st.pkcs7,
                     csr_attrs: st.csr_attrs,
+                    trusted_server_roots: st.trusted_roots,
                 });
             }
             Code::ACCESS_REJECT => {
@@ -294,6 +319,7 @@ fn step(
     if !t.conn.is_handshaking() {
         if st.keys.is_none() {
             st.keys = Some(t.keys()?);
+            st.channel_binding = Some(t.channel_binding()?);
         }
         let plain = t.read_plain()?;
         if !plain.is_empty() {
@@ -340,6 +366,15 @@ fn phase2(st: &mut PeerState, plain: &[u8]) -> Result<Vec<Tlv>, PeerError> {
     if let Some(p) = find(TlvType::PKCS7) {
         st.pkcs7 = Some(p.value.clone());
     }
+    // §4.2.18: the roots come as a PKCS#7 TLV inside the Trusted-Server-Root TLV; another
+    // Credential-Format is ignored.
+    if let Some(Ok((CredentialFormat::PKCS7_SERVER_CERTIFICATE_ROOT, inner))) =
+        find(TlvType::TRUSTED_SERVER_ROOT).map(Tlv::trusted_server_root_parts)
+    {
+        if let Some(p) = inner.into_iter().find(|t| t.typ == TlvType::PKCS7) {
+            st.trusted_roots = Some(p.value);
+        }
+    }
     let mut out = Vec::new();
     if let Some(ra) = find(TlvType::REQUEST_ACTION) {
         let wants_csr = matches!(
@@ -348,7 +383,14 @@ fn phase2(st: &mut PeerState, plain: &[u8]) -> Result<Vec<Tlv>, PeerError> {
         );
         if wants_csr {
             if let Some(make) = st.csr.as_mut() {
-                let csr = make(st.csr_attrs.as_deref()).map_err(PeerError::Csr)?;
+                let channel_binding = st
+                    .channel_binding
+                    .ok_or(PeerError::Protocol("CSR request before the tunnel was up"))?;
+                let csr = make(CsrInput {
+                    attrs: st.csr_attrs.as_deref(),
+                    channel_binding: &channel_binding,
+                })
+                .map_err(PeerError::Csr)?;
                 out.push(Tlv::new(false, TlvType::PKCS10, csr));
             }
         }
@@ -380,6 +422,15 @@ fn phase2(st: &mut PeerState, plain: &[u8]) -> Result<Vec<Tlv>, PeerError> {
         };
         resp.nonce[31] |= 1;
         keys.sign(&mut resp, &st.server_outer, &[]);
+        // §4.2.18: the server is authenticated and the Crypto-Binding verified: ask for its
+        // trust roots now (once).
+        if st.request_roots {
+            st.request_roots = false;
+            out.push(
+                Tlv::trusted_server_root(CredentialFormat::PKCS7_SERVER_CERTIFICATE_ROOT, &[])
+                    .map_err(|_| PeerError::Protocol("TLV too long"))?,
+            );
+        }
         out.push(resp.to_tlv());
         out.push(Tlv::result(Status::SUCCESS));
     }
@@ -387,7 +438,12 @@ fn phase2(st: &mut PeerState, plain: &[u8]) -> Result<Vec<Tlv>, PeerError> {
 }
 
 /// A CSR for the names the CSR-Attributes ask for, with a fresh P-256 key: (CSR DER, key PEM).
-pub fn csr_from_attrs(attrs_der: Option<&[u8]>) -> Result<(Vec<u8>, String), String> {
+/// With `channel_binding`, its base64 goes in the challengePassword attribute (RFC 9930
+/// §3.8.2), so that the CSR is good in this tunnel only.
+pub fn csr_from_attrs(
+    attrs_der: Option<&[u8]>,
+    channel_binding: Option<&[u8]>,
+) -> Result<(Vec<u8>, String), String> {
     let attrs = CsrAttrs::from_der(attrs_der.ok_or("the server sent no CSR-Attributes")?)
         .map_err(|e| format!("CSR-Attributes: {e}"))?;
     let names = attrs.requested_dns_names();
@@ -401,6 +457,19 @@ pub fn csr_from_attrs(attrs_der: Option<&[u8]>) -> Result<(Vec<u8>, String), Str
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, first);
-    let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+    let mut extra = Vec::new();
+    if let Some(cb) = channel_binding {
+        extra.push(rcgen::Attribute {
+            oid: CHALLENGE_PASSWORD_ARCS,
+            values: teap::challenge_password_values(&teap::csr_binding_text(cb))
+                .ok_or("channel binding too long for challengePassword")?,
+        });
+    }
+    let csr = params
+        .serialize_request_with_attributes(&key, extra)
+        .map_err(|e| e.to_string())?;
     Ok((csr.der().to_vec(), key.serialize_pem()))
 }
+
+/// pkcs-9-at-challengePassword, 1.2.840.113549.1.9.7 (RFC 2985 §5.4.1), as rcgen takes it.
+const CHALLENGE_PASSWORD_ARCS: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];

@@ -99,12 +99,14 @@ pub fn tls_config(cfg: &TeapConfig) -> anyhow::Result<Arc<rustls::ServerConfig>>
 }
 
 impl TeapServer {
-    /// Binds the UDP socket.
+    /// Binds the UDP socket. `trusted_server_roots` is the PKCS#7 answered to a
+    /// Trusted-Server-Root request ([`trust_anchors_pkcs7`]).
     pub async fn bind(
         cfg: &TeapConfig,
         engine: Arc<Engine>,
         trust: TrustPolicy,
         keys: KeyPolicy,
+        trusted_server_roots: Option<Vec<u8>>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let tls = tls_config(cfg)?;
@@ -119,6 +121,7 @@ impl TeapServer {
             allow_without_csr: cfg.allow_without_csr,
             trust,
             csr_attrs: Arc::new(move |name| csrattrs::device_template(name, &keys).to_der().ok()),
+            trusted_server_roots,
         });
         Ok(Arc::new(Self {
             socket: Arc::new(socket),
@@ -377,6 +380,30 @@ impl TeapServer {
             }
         }
     }
+}
+
+/// The PKCS#7 certs-only a Trusted-Server-Root request is answered with (RFC 9930 §4.2.18):
+/// the ACME CA's trust anchors, which draft-ietf-acme-integrations-17 says the TEAP server
+/// MUST return. They are taken from `est.ca_certs_file` (the ACME CA certificates `/cacerts`
+/// serves and LDevIDs are checked against): its self-issued certificates (subject =
+/// issuer), or every certificate in it when none is self-issued. `acme.tls_root_file` is not
+/// used: it anchors the ACME server's HTTPS certificate, not the certificates the CA issues.
+pub fn trust_anchors_pkcs7(ca_ders: &[Vec<u8>]) -> anyhow::Result<Vec<u8>> {
+    let self_issued: Vec<Vec<u8>> = ca_ders
+        .iter()
+        .filter(|d| {
+            estuary_proto::cert::CertSummary::from_der(d)
+                .is_ok_and(|c| c.subject_der() == c.issuer_der())
+        })
+        .cloned()
+        .collect();
+    let anchors = if self_issued.is_empty() {
+        ca_ders
+    } else {
+        &self_issued[..]
+    };
+    estuary_proto::pkcs7::encode_certs_only(anchors)
+        .map_err(|e| anyhow::anyhow!("est.ca_certs_file: {e}"))
 }
 
 /// The one map from an enrolment error to the TEAP Error TLV (RFC 9930 §4.2.6).
