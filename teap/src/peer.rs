@@ -67,8 +67,7 @@ pub struct PeerConfig {
     pub dangerous_first_phase2_reply: Option<Vec<u8>>,
 }
 
-/// A completed authentication.
-#[derive(Debug)]
+/// A completed authentication. Its `Debug` leaves the MSK out.
 pub struct PeerOutcome {
     /// The MSK this peer derived.
     pub msk: Box<[u8; 64]>,
@@ -81,6 +80,20 @@ pub struct PeerOutcome {
     /// The PKCS#7 (certs-only DER) of a Trusted-Server-Root TLV, when the server answered
     /// [`PeerConfig::request_trusted_roots`]: the ACME CA's trust anchor(s) for Estuary.
     pub trusted_server_roots: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PeerOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerOutcome")
+            .field("mppe_keys_match", &self.mppe_keys_match)
+            .field("pkcs7_len", &self.pkcs7.as_ref().map(Vec::len))
+            .field("csr_attrs_len", &self.csr_attrs.as_ref().map(Vec::len))
+            .field(
+                "trusted_server_roots_len",
+                &self.trusted_server_roots.as_ref().map(Vec::len),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the peer did not authenticate.
@@ -473,3 +486,287 @@ pub fn csr_from_attrs(
 
 /// pkcs-9-at-challengePassword, 1.2.840.113549.1.9.7 (RFC 2985 §5.4.1), as rcgen takes it.
 const CHALLENGE_PASSWORD_ARCS: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
+
+/// The peer against the server's session in memory (no RADIUS, no sockets): the CSR channel
+/// binding and the Trusted-Server-Root exchange, from both sides of the tunnel.
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::session::{Enrolled, ServerSession, SessionConfig, Step};
+    use estuary_proto::identity::{
+        Manufacturer, ManufacturerName, NamePrefix, SerialPattern, TrustPolicy,
+    };
+    use estuary_proto::policy::KeyPolicy;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    struct Pki {
+        server_tls: Arc<rustls::ServerConfig>,
+        server_roots: rustls::RootCertStore,
+        device: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+        manufacturer_der: Vec<u8>,
+    }
+
+    fn ca(cn: &str) -> (Vec<u8>, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let der = p.self_signed(&key).unwrap().der().to_vec();
+        (der, Issuer::new(p, key))
+    }
+
+    fn pki() -> Pki {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (server_ca, server_issuer) = ca("server CA");
+        let skey = KeyPair::generate().unwrap();
+        let scert = CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .signed_by(&skey, &server_issuer)
+            .unwrap();
+        let (maker_der, maker) = ca("manufacturer");
+        let dkey = KeyPair::generate().unwrap();
+        let mut dp = CertificateParams::new(Vec::<String>::new()).unwrap();
+        dp.distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 5]), "SN42");
+        let dcert = dp.signed_by(&dkey, &maker).unwrap();
+        let mut client_roots = rustls::RootCertStore::empty();
+        client_roots.add(maker_der.clone().into()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(client_roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let server_tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![scert.der().clone()],
+                PrivateKeyDer::try_from(skey.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let mut server_roots = rustls::RootCertStore::empty();
+        server_roots.add(server_ca.into()).unwrap();
+        Pki {
+            server_tls: Arc::new(server_tls),
+            server_roots,
+            device: (
+                vec![dcert.der().clone()],
+                PrivateKeyDer::try_from(dkey.serialize_der()).unwrap(),
+            ),
+            manufacturer_der: maker_der,
+        }
+    }
+
+    fn session_cfg(pki: &Pki, roots: Option<Vec<u8>>) -> Arc<SessionConfig> {
+        let keys = KeyPolicy::default();
+        Arc::new(SessionConfig {
+            tls: Arc::clone(&pki.server_tls),
+            authority_id: b"estuary-test".to_vec(),
+            fragment_size: 1000,
+            request_csr: true,
+            allow_without_csr: true,
+            trust: TrustPolicy {
+                parent: "iot.example.test".parse().unwrap(),
+                manufacturers: vec![Manufacturer {
+                    name: ManufacturerName::parse("test").unwrap(),
+                    ca_der: pki.manufacturer_der.clone(),
+                    serial_pattern: SerialPattern::any(),
+                    name_prefix: NamePrefix::default(),
+                }],
+                acme_issuers: Vec::new(),
+            },
+            csr_attrs: Arc::new(move |name| {
+                estuary_proto::csrattrs::device_template(name, &keys)
+                    .to_der()
+                    .ok()
+            }),
+            trusted_server_roots: roots,
+        })
+    }
+
+    fn peer_cfg(pki: &Pki, tls13: bool, request_roots: bool) -> PeerConfig {
+        PeerConfig {
+            server: SocketAddr::from(([127, 0, 0, 1], 1812)),
+            secret: b"unused-in-memory".to_vec(),
+            identity: "anonymous@teap.test".into(),
+            client: Some((pki.device.0.clone(), pki.device.1.clone_key())),
+            server_roots: pki.server_roots.clone(),
+            server_name: ServerName::try_from("localhost").unwrap(),
+            fragment_size: 1000,
+            tls13,
+            radius_timeout: Duration::from_secs(1),
+            request_trusted_roots: request_roots,
+            dangerous_first_phase2_reply: None,
+        }
+    }
+
+    /// A CSR the peer made, and the channel binding of the tunnel it was made in.
+    type Made = (Vec<u8>, Vec<u8>);
+
+    /// How one in-memory conversation ended.
+    struct Run {
+        accepted: bool,
+        /// The CSR the server asked the RA to enrol, if any.
+        enrolled_csr: Option<Vec<u8>>,
+        /// The CSR the peer made (and its tunnel's channel binding).
+        made: Option<Made>,
+        server_tlvs: Vec<Tlv>,
+        roots: Option<Vec<u8>>,
+    }
+
+    /// Runs one conversation; `csr` decides the CSR from (attrs, this tunnel's binding).
+    fn converse(cfg: Arc<SessionConfig>, pcfg: &PeerConfig, csr: Option<CsrMaker>) -> Run {
+        let tls = client_config(pcfg).unwrap();
+        let made: Arc<std::sync::Mutex<Option<Made>>> = Arc::default();
+        let slot = Arc::clone(&made);
+        let csr: Option<CsrMaker> = csr.map(|mut inner| {
+            Box::new(move |input: CsrInput<'_>| {
+                let der = inner(input)?;
+                *slot.lock().unwrap() = Some((der.clone(), input.channel_binding.to_vec()));
+                Ok(der)
+            }) as CsrMaker
+        });
+        let mut st = PeerState {
+            tunnel: None,
+            server_outer: Vec::new(),
+            keys: None,
+            pkcs7: None,
+            csr_attrs: None,
+            last_tlvs: Vec::new(),
+            override_reply: None,
+            csr,
+            channel_binding: None,
+            request_roots: pcfg.request_trusted_roots,
+            trusted_roots: None,
+        };
+        let (mut server, mut req) = ServerSession::start(cfg, 1, [0x42; 32]).unwrap();
+        let mut enrolled_csr = None;
+        for _ in 0..200 {
+            let resp = step(&mut st, pcfg, &tls, &req).unwrap();
+            let mut next = server.handle(&resp);
+            if let Step::Enroll { csr_der, .. } = next {
+                enrolled_csr = Some(csr_der);
+                // The RA's answer: any certs-only PKCS#7 will do here.
+                let p7 = estuary_proto::pkcs7::encode_certs_only(&[pki_marker()]).unwrap();
+                next = server.enrolled(Enrolled::Issued(p7));
+            }
+            match next {
+                Step::Challenge(p) => req = p,
+                Step::Accept { .. } | Step::Reject(_) => {
+                    return Run {
+                        accepted: matches!(next, Step::Accept { .. }),
+                        enrolled_csr,
+                        made: made.lock().unwrap().clone(),
+                        server_tlvs: st.last_tlvs,
+                        roots: st.trusted_roots,
+                    }
+                }
+                Step::Enroll { .. } => unreachable!("answered above"),
+            }
+        }
+        panic!("the conversation did not end");
+    }
+
+    /// A self-signed certificate standing for what the RA issued.
+    fn pki_marker() -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        CertificateParams::new(vec!["x.iot.example.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn bound(input: CsrInput<'_>) -> Result<Vec<u8>, String> {
+        csr_from_attrs(input.attrs, Some(input.channel_binding)).map(|(c, _)| c)
+    }
+
+    /// RFC 9930 §3.8.2 over TLS 1.3 and TLS 1.2: the peer's CSR carries its tunnel's
+    /// tls-exporter binding, which both sides compute alike, and the server enrols it.
+    #[test]
+    fn a_bound_csr_is_enrolled_over_tls13_and_tls12() {
+        let pki = pki();
+        for tls13 in [true, false] {
+            let run = converse(
+                session_cfg(&pki, None),
+                &peer_cfg(&pki, tls13, false),
+                Some(Box::new(bound)),
+            );
+            assert!(run.accepted, "tls13={tls13}: {:?}", run.server_tlvs);
+            let (csr, binding) = run.made.expect("a CSR was made");
+            assert_eq!(run.enrolled_csr.as_deref(), Some(&csr[..]));
+            let v = estuary_proto::csr::parse_and_verify(&csr).unwrap();
+            assert_eq!(
+                teap::check_csr_binding(&v, &binding),
+                teap::CsrBinding::Matches
+            );
+        }
+    }
+
+    /// The attacker's side: a CSR made (and signed) in one tunnel, replayed in another, is
+    /// refused with Error 1025 and Result(Failure), and never reaches the RA.
+    #[test]
+    fn a_csr_from_another_tunnel_is_refused_with_1025() {
+        let pki = pki();
+        let first = converse(
+            session_cfg(&pki, None),
+            &peer_cfg(&pki, true, false),
+            Some(Box::new(bound)),
+        );
+        let (stolen, _) = first.made.expect("made");
+        let replay = converse(
+            session_cfg(&pki, None),
+            &peer_cfg(&pki, true, false),
+            Some(Box::new(move |_| Ok(stolen.clone()))),
+        );
+        assert!(!replay.accepted);
+        assert!(replay.enrolled_csr.is_none(), "nothing enrolled");
+        let code = replay
+            .server_tlvs
+            .iter()
+            .find(|t| t.typ == TlvType::ERROR)
+            .map(|t| t.error_code());
+        assert_eq!(code, Some(Ok(ErrorCode::BAD_CSR)));
+        // A CSR without a binding is still enrolled (the binding is a SHOULD).
+        let unbound = converse(
+            session_cfg(&pki, None),
+            &peer_cfg(&pki, false, false),
+            Some(Box::new(|i: CsrInput<'_>| {
+                csr_from_attrs(i.attrs, None).map(|(c, _)| c)
+            })),
+        );
+        assert!(unbound.accepted);
+        assert!(unbound.enrolled_csr.is_some());
+    }
+
+    /// RFC 9930 §4.2.18: asked for, the configured roots come back in a Trusted-Server-Root
+    /// TLV, with an enrolment or without one; not asked for, or not configured, none.
+    #[test]
+    fn trusted_server_root_is_answered_when_asked_and_configured() {
+        let pki = pki();
+        let roots =
+            estuary_proto::pkcs7::encode_certs_only(std::slice::from_ref(&pki.manufacturer_der))
+                .unwrap();
+        let with = |request: bool, configured: bool, enrol: bool| {
+            converse(
+                session_cfg(&pki, configured.then(|| roots.clone())),
+                &peer_cfg(&pki, true, request),
+                enrol.then(|| Box::new(bound) as _),
+            )
+        };
+        for enrol in [true, false] {
+            let run = with(true, true, enrol);
+            assert!(run.accepted);
+            assert_eq!(run.roots.as_ref(), Some(&roots), "enrol={enrol}");
+            assert_eq!(run.enrolled_csr.is_some(), enrol);
+            assert!(with(false, true, enrol).roots.is_none());
+            let unconfigured = with(true, false, enrol);
+            assert!(unconfigured.accepted);
+            assert!(unconfigured.roots.is_none());
+        }
+    }
+}

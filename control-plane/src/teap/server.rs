@@ -498,3 +498,45 @@ mod error_map_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod anchor_tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    fn ca(
+        cn: &str,
+        parent: Option<&Issuer<'static, KeyPair>>,
+    ) -> (Vec<u8>, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let der = match parent {
+            None => p.self_signed(&key),
+            Some(i) => p.signed_by(&key, i),
+        }
+        .expect("cert")
+        .der()
+        .to_vec();
+        (der, Issuer::new(p, key))
+    }
+
+    /// Trusted-Server-Root answers with the anchors of `est.ca_certs_file`: its self-issued
+    /// certificates when it also holds intermediates (draft-17 `/cacerts`), else all of it.
+    #[test]
+    fn trust_anchors_are_the_self_issued_ca_certificates() {
+        let (root, root_issuer) = ca("ACME root", None);
+        let (inter, _) = ca("ACME intermediate", Some(&root_issuer));
+        let p7 = trust_anchors_pkcs7(&[inter.clone(), root.clone()]).expect("p7");
+        assert_eq!(
+            estuary_proto::pkcs7::decode_certs_only(&p7).expect("decode"),
+            vec![root]
+        );
+        let p7 = trust_anchors_pkcs7(std::slice::from_ref(&inter)).expect("p7");
+        assert_eq!(
+            estuary_proto::pkcs7::decode_certs_only(&p7).expect("decode"),
+            vec![inter]
+        );
+    }
+}
