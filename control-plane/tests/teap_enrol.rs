@@ -346,6 +346,11 @@ async fn a_csr_replayed_from_another_tunnel_is_refused_with_bad_csr() {
         0.0,
         "the replayed CSR never reached the engine (its cache would have answered)"
     );
+    assert_eq!(
+        t.cp.metric("estuary_enrollments_total{protocol=\"teap\",result=\"rejected\"}")
+            .await,
+        1.0
+    );
 }
 
 /// The binding is RECOMMENDED, not required: a CSR without a challengePassword still enrols

@@ -615,6 +615,8 @@ mod tests {
         made: Option<Made>,
         server_tlvs: Vec<Tlv>,
         roots: Option<Vec<u8>>,
+        /// The session reported that it refused the CSR itself.
+        refused: bool,
     }
 
     /// Runs one conversation; `csr` decides the CSR from (attrs, this tunnel's binding).
@@ -644,9 +646,11 @@ mod tests {
         };
         let (mut server, mut req) = ServerSession::start(cfg, 1, [0x42; 32]).unwrap();
         let mut enrolled_csr = None;
+        let mut refused = false;
         for _ in 0..200 {
             let resp = step(&mut st, pcfg, &tls, &req).unwrap();
             let mut next = server.handle(&resp);
+            refused |= server.take_csr_refusal();
             if let Step::Enroll { csr_der, .. } = next {
                 enrolled_csr = Some(csr_der);
                 // The RA's answer: any certs-only PKCS#7 will do here.
@@ -662,6 +666,7 @@ mod tests {
                         made: made.lock().unwrap().clone(),
                         server_tlvs: st.last_tlvs,
                         roots: st.trusted_roots,
+                        refused,
                     }
                 }
                 Step::Enroll { .. } => unreachable!("answered above"),
@@ -725,6 +730,11 @@ mod tests {
         );
         assert!(!replay.accepted);
         assert!(replay.enrolled_csr.is_none(), "nothing enrolled");
+        assert!(
+            replay.refused,
+            "the session reports its refusal for the metrics"
+        );
+        assert!(!first.refused);
         let code = replay
             .server_tlvs
             .iter()

@@ -128,6 +128,7 @@ pub struct ServerSession {
     channel_binding: Option<[u8; CHANNEL_BINDING_LEN]>,
     roots_wanted: bool,
     roots_sent: bool,
+    csr_refused: bool,
 }
 
 impl ServerSession {
@@ -159,6 +160,7 @@ impl ServerSession {
             channel_binding: None,
             roots_wanted: false,
             roots_sent: false,
+            csr_refused: false,
         };
         let start = TeapFrame {
             start: true,
@@ -375,6 +377,7 @@ impl ServerSession {
                     };
                     let (serial, operation) = (d.serial.clone(), d.operation);
                     if !self.csr_bound_here(&t.value) {
+                        self.csr_refused = true;
                         return self.fail(ErrorCode::BAD_CSR);
                     }
                     self.roots_wanted = wants_roots(&tlvs);
@@ -509,6 +512,12 @@ impl ServerSession {
                 &self.server_outer,
                 self.peer_outer.as_deref().unwrap_or_default(),
             )
+    }
+
+    /// True once after the session itself refused the peer's CSR (a channel binding that is
+    /// not this tunnel's), so that the caller can count it with the RA's refusals.
+    pub fn take_csr_refusal(&mut self) -> bool {
+        std::mem::take(&mut self.csr_refused)
     }
 
     /// Continues after the enrolment the last [`Step::Enroll`] asked for.

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::config::teap::TeapConfig;
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
 use crate::ra::error::RaError;
 use crate::ra::failure::FailureKind;
@@ -298,6 +298,12 @@ impl TeapServer {
         };
         let mut s = session.lock().await;
         let mut step = s.handle(&eap);
+        if s.take_csr_refusal() {
+            // Refused in the tunnel (channel binding), before the engine: counted as its
+            // refusals are.
+            self.metrics
+                .enrollment(Protocol::teap, EnrollResult::rejected);
+        }
         if let Step::Enroll {
             csr_der,
             serial,
