@@ -2,8 +2,9 @@
 //!
 //! [`parse_and_verify`] refuses anything it does not understand. The signature is checked over
 //! the exact `certificationRequestInfo` bytes of the input before any field is read out. It then
-//! reads the subject (attribute types, commonNames, serialNumbers), the CSR attribute types and
-//! the extensionRequest: every extension with its critical flag, the values of subjectAltName,
+//! reads the subject (attribute types, commonNames, serialNumbers), the CSR attribute types, the
+//! challengePassword (TEAP's CSR channel binding, read through a typed accessor) and the
+//! extensionRequest: every extension with its critical flag, the values of subjectAltName,
 //! keyUsage, extKeyUsage and basicConstraints decoded (malformed ones, and an extension given
 //! twice, are errors). What a device may ask for is [`crate::policy`]'s decision.
 //!
