@@ -16,8 +16,8 @@ use estuary_teap::peer::{self, CsrMaker, PeerError};
 use teap_support::*;
 
 fn csr_maker(key_out: Arc<Mutex<Option<String>>>) -> CsrMaker {
-    Box::new(move |attrs| {
-        let (csr, key) = peer::csr_from_attrs(attrs)?;
+    Box::new(move |input| {
+        let (csr, key) = peer::csr_from_attrs(input.attrs, Some(input.channel_binding))?;
         *key_out.lock().map_err(|_| "poisoned")? = Some(key);
         Ok(csr)
     })
@@ -41,7 +41,20 @@ async fn enrol_and_verify(t: &Teap, sn: &str, fragment: usize) {
     let p7 = out.pkcs7.expect("PKCS#7 TLV");
     let tmp = estuary_tests::util::TempDir::new("teap-check").expect("tmp");
     let certs = pem_blocks(&pkcs7_to_pem(tmp.path(), &p7));
-    assert!(certs.len() >= 2, "leaf and intermediate expected");
+    // draft-ietf-acme-integrations-17: the TEAP server "MUST return the full ACME client
+    // certificate chain in the PKCS#7" (EST's /simpleenroll returns the end entity alone;
+    // TEAP does not): the end entity and Pebble's issuing intermediate, and no root.
+    assert_eq!(
+        certs.len(),
+        2,
+        "end entity + intermediate expected: {certs:?}"
+    );
+    let pebble_intermediate = pebble_intermediate(t);
+    assert_eq!(
+        b64(&certs[1]),
+        b64(&pebble_intermediate),
+        "the second certificate is Pebble's issuing intermediate"
+    );
     let leaf = tmp.path().join("leaf.pem");
     let inter = tmp.path().join("inter.pem");
     std::fs::write(&leaf, &certs[0]).expect("write");
@@ -186,6 +199,175 @@ async fn a_manufacturer_certificate_with_a_device_name_is_refused() {
             .await,
         0.0
     );
+}
+
+/// Pebble's issuing intermediate (PEM), from the root + intermediate file the stack fetched.
+fn pebble_intermediate(t: &Teap) -> String {
+    let root = std::fs::read_to_string(&t.stack.pebble.issuer_root_pem).expect("root");
+    let chain = std::fs::read_to_string(&t.stack.pebble.issuer_chain_pem).expect("chain");
+    pem_blocks(&chain)
+        .into_iter()
+        .find(|b| b64(b) != b64(&root))
+        .expect("an intermediate beside the root")
+}
+
+/// The base64 body of one PEM block, whitespace dropped (to compare certificates).
+fn b64(pem: &str) -> String {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>()
+        .split_whitespace()
+        .collect()
+}
+
+/// RFC 9930 §4.2.18 and draft-17 ("MUST return the ACME server trust anchor in a PKCS#7
+/// response to a Trusted-Server-Root TLV request"): a peer that asks gets Pebble's root in a
+/// PKCS#7 inside a Trusted-Server-Root TLV, beside the chain, and that anchor is the one the
+/// chain verifies to. An enrolled device that sends no CSR gets it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn trusted_server_root_request_returns_the_acme_trust_anchor() {
+    let t = start(&[]);
+    let sn = serial("teap-r");
+    let mut cfg = t.peer(Some(&t.idevid(&sn)));
+    cfg.request_trusted_roots = true;
+    let key = Arc::new(Mutex::new(None));
+    let out = peer::run(&cfg, Some(csr_maker(key)))
+        .await
+        .unwrap_or_else(|e| panic!("TEAP failed: {e}\n{}", t.cp.log_text()));
+    assert!(out.mppe_keys_match);
+    let tmp = estuary_tests::util::TempDir::new("teap-roots").expect("tmp");
+    let roots_p7 = out
+        .trusted_server_roots
+        .expect("Trusted-Server-Root answer");
+    let roots = pem_blocks(&pkcs7_to_pem(tmp.path(), &roots_p7));
+    let pebble_root = std::fs::read_to_string(&t.stack.pebble.issuer_root_pem).expect("root");
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    assert_eq!(
+        b64(&roots[0]),
+        b64(&pebble_root),
+        "the anchor is Pebble's root"
+    );
+    // The peer can use it: the enrolled chain verifies up to the anchor it was given.
+    let certs = pem_blocks(&pkcs7_to_pem(tmp.path(), &out.pkcs7.expect("PKCS#7 TLV")));
+    let (anchor, leaf, inter) = (
+        tmp.path().join("anchor.pem"),
+        tmp.path().join("leaf.pem"),
+        tmp.path().join("inter.pem"),
+    );
+    std::fs::write(&anchor, &roots[0]).expect("write");
+    std::fs::write(&leaf, &certs[0]).expect("write");
+    std::fs::write(&inter, certs[1..].concat()).expect("write");
+    let verify = sh(Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&anchor)
+        .arg("-untrusted")
+        .arg(&inter)
+        .arg(&leaf));
+    assert!(verify.contains(": OK"), "{verify}");
+    assert!(t
+        .cp
+        .log_text()
+        .contains("Trusted-Server-Root: sending the ACME trust anchor"));
+
+    // No CSR (an enrolled device): the anchor still comes, then the Access-Accept.
+    let out = peer::run(&cfg, None).await.expect("no-CSR run");
+    assert!(out.mppe_keys_match);
+    assert!(out.pkcs7.is_none());
+    let again = out
+        .trusted_server_roots
+        .expect("Trusted-Server-Root answer");
+    assert_eq!(again, roots_p7);
+    // A peer that does not ask gets none.
+    cfg.request_trusted_roots = false;
+    let out = peer::run(&cfg, None).await.expect("plain run");
+    assert!(out.trusted_server_roots.is_none());
+}
+
+/// RFC 9930 §3.8.2 and draft-17 "TLS Channel Bindings": the peer binds its CSR to the tunnel
+/// (tls-exporter in challengePassword). An attacker who captured a CSR the device made in one
+/// TEAP session and replays it in another session gets Error 1025 (Bad CSR) and nothing is
+/// issued, although the CSR's signature is good and the same CSR was enrolled before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csr_replayed_from_another_tunnel_is_refused_with_bad_csr() {
+    let t = start(&[]);
+    let dev = t.idevid(&serial("teap-b"));
+    let cfg = t.peer(Some(&dev));
+    let captured: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&captured);
+    let first: CsrMaker = Box::new(move |input| {
+        let (csr, _key) = peer::csr_from_attrs(input.attrs, Some(input.channel_binding))?;
+        *slot.lock().map_err(|_| "poisoned")? = Some(csr.clone());
+        Ok(csr)
+    });
+    let out = peer::run(&cfg, Some(first))
+        .await
+        .unwrap_or_else(|e| panic!("first session: {e}\n{}", t.cp.log_text()));
+    assert!(
+        out.pkcs7.is_some(),
+        "the bound CSR enrols in its own tunnel"
+    );
+    let csr = captured.lock().expect("lock").clone().expect("captured");
+    // The binding is in the CSR, covered by its signature.
+    let v = estuary_proto::csr::parse_and_verify(&csr).expect("csr");
+    assert_eq!(
+        v.challenge_password().expect("readable").map(str::len),
+        Some(44)
+    );
+
+    let replay: CsrMaker = Box::new(move |_input| Ok(csr.clone()));
+    match peer::run(&cfg, Some(replay)).await {
+        Err(PeerError::Rejected { server_tlvs }) => {
+            assert!(
+                has_error(&server_tlvs, ErrorCode::BAD_CSR),
+                "{server_tlvs:?}"
+            );
+            assert!(has_failure(&server_tlvs), "{server_tlvs:?}");
+            assert!(
+                !server_tlvs.iter().any(|t| t.typ == TlvType::PKCS7),
+                "no certificate for a replayed CSR"
+            );
+        }
+        other => panic!("expected Access-Reject, got {other:?}"),
+    }
+    let log = t.cp.log_text();
+    assert!(
+        log.contains("channel binding (challengePassword) is not this"),
+        "{log}"
+    );
+    assert_eq!(
+        t.cp.metric("estuary_enrollments_total{protocol=\"teap\",result=\"issued\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        t.cp.metric("estuary_enrollments_total{protocol=\"teap\",result=\"cached\"}")
+            .await,
+        0.0,
+        "the replayed CSR never reached the engine (its cache would have answered)"
+    );
+    assert_eq!(
+        t.cp.metric("estuary_enrollments_total{protocol=\"teap\",result=\"rejected\"}")
+            .await,
+        1.0
+    );
+}
+
+/// The binding is RECOMMENDED, not required: a CSR without a challengePassword still enrols
+/// (over TLS 1.2 here; the bound case runs over both versions in the tests above).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csr_without_channel_binding_still_enrols() {
+    let t = start(&[("tls13", "false")]);
+    let dev = t.idevid(&serial("teap-u"));
+    let unbound: CsrMaker = Box::new(|input| {
+        let (csr, _key) = peer::csr_from_attrs(input.attrs, None)?;
+        Ok(csr)
+    });
+    let out = peer::run(&t.peer(Some(&dev)), Some(unbound))
+        .await
+        .unwrap_or_else(|e| panic!("TEAP failed: {e}\n{}", t.cp.log_text()));
+    assert!(out.pkcs7.is_some());
+    assert!(t.cp.log_text().contains("carries no channel binding"));
 }
 
 fn has_error(tlvs: &[Tlv], code: ErrorCode) -> bool {

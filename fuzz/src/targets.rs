@@ -91,6 +91,8 @@ pub fn csr(data: &[u8]) -> bool {
         return false;
     };
     assert_eq!(csr.der(), data);
+    // RFC 9930 §3.8.2: the TEAP CSR channel binding is read from challengePassword.
+    let _ = estuary_proto::teap::check_csr_binding(&csr, &[0u8; 32]);
     assert_eq!(
         estuary_proto::parse_and_verify(csr.der()).as_ref(),
         Ok(&csr)
@@ -459,6 +461,10 @@ pub fn teap(data: &[u8]) -> bool {
         if let Ok((status, action, inner)) = t.request_action_parts() {
             let again = Tlv::request_action(status, action, &inner).expect("re-encodes");
             assert_eq!(again.request_action_parts(), Ok((status, action, inner)));
+        }
+        if let Ok((format, inner)) = t.trusted_server_root_parts() {
+            let again = Tlv::trusted_server_root(format, &inner).expect("re-encodes");
+            assert_eq!(again.trusted_server_root_parts(), Ok((format, inner)));
         }
         if t.typ == TlvType::CRYPTO_BINDING {
             crypto_binding(&t.value);

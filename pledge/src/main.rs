@@ -165,7 +165,8 @@ enum Command {
         /// TLS octets per EAP-Response
         #[arg(long, default_value_t = 1000)]
         fragment_size: usize,
-        /// Directory for key.pem (0600), cert.pem, chain.pem
+        /// Directory for key.pem (0600), cert.pem, chain.pem and acme-roots.pem (the ACME trust
+        /// anchors, when the server answers the Trusted-Server-Root request)
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
     },

@@ -29,7 +29,8 @@ pub struct TeapOptions {
     pub server_name: String,
     /// TLS octets per EAP-Response.
     pub fragment_size: usize,
-    /// Where to write key.pem, cert.pem and chain.pem.
+    /// Where to write key.pem, cert.pem, chain.pem and (when the server answers the
+    /// Trusted-Server-Root request) acme-roots.pem.
     pub out_dir: PathBuf,
 }
 
@@ -67,6 +68,7 @@ pub async fn run(o: &TeapOptions) -> Result<String, TeapFailure> {
         fragment_size: o.fragment_size,
         tls13: true,
         radius_timeout: Duration::from_secs(3),
+        request_trusted_roots: true,
         dangerous_first_phase2_reply: None,
     };
     let new_key: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -74,9 +76,9 @@ pub async fn run(o: &TeapOptions) -> Result<String, TeapFailure> {
     eprintln!("authenticating with EAP-TEAP at {} …", o.radius);
     let out = peer::run(
         &cfg,
-        Some(Box::new(move |attrs| {
-            let (csr, key_pem) = csr_from_attrs(attrs)?;
-            eprintln!("server asked for a CSR; sending one for a new key");
+        Some(Box::new(move |input| {
+            let (csr, key_pem) = csr_from_attrs(input.attrs, Some(input.channel_binding))?;
+            eprintln!("server asked for a CSR; sending one for a new key, bound to the tunnel");
             if let Ok(mut s) = slot.lock() {
                 *s = Some(key_pem);
             }
@@ -98,6 +100,23 @@ pub async fn run(o: &TeapOptions) -> Result<String, TeapFailure> {
         ));
     }
     eprintln!("Access-Accept; MSK agreed (MS-MPPE keys match)");
+    // RFC 9930 §4.2.18: the ACME CA's trust anchor(s), asked for inside the authenticated
+    // tunnel; kept for checking certificates the ACME CA issued (other devices' LDevIDs).
+    if let Some(roots) = &out.trusted_server_roots {
+        let ders = estuary_proto::pkcs7::decode_certs_only(roots)
+            .map_err(|e| local(format!("Trusted-Server-Root PKCS#7: {e}")))?;
+        write(
+            &o.out_dir,
+            "acme-roots.pem",
+            estuary_proto::pem::encode_certs(&ders).as_bytes(),
+            false,
+        )?;
+        eprintln!(
+            "Trusted-Server-Root: {} ACME trust anchor(s) written to {}",
+            ders.len(),
+            o.out_dir.join("acme-roots.pem").display()
+        );
+    }
     let Some(p7) = out.pkcs7 else {
         return Ok("authenticated; the server sent no certificate".into());
     };

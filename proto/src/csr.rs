@@ -2,8 +2,9 @@
 //!
 //! [`parse_and_verify`] refuses anything it does not understand. The signature is checked over
 //! the exact `certificationRequestInfo` bytes of the input before any field is read out. It then
-//! reads the subject (attribute types, commonNames, serialNumbers), the CSR attribute types and
-//! the extensionRequest: every extension with its critical flag, the values of subjectAltName,
+//! reads the subject (attribute types, commonNames, serialNumbers), the CSR attribute types, the
+//! challengePassword (TEAP's CSR channel binding, read through a typed accessor) and the
+//! extensionRequest: every extension with its critical flag, the values of subjectAltName,
 //! keyUsage, extKeyUsage and basicConstraints decoded (malformed ones, and an extension given
 //! twice, are errors). What a device may ask for is [`crate::policy`]'s decision.
 //!
@@ -126,6 +127,10 @@ pub enum CsrError {
     /// The extensionRequest attribute is malformed, repeated or has several values.
     #[error("extensionRequest attribute is malformed")]
     BadExtensionRequest,
+    /// The challengePassword attribute is repeated, has several values, or its value is not
+    /// a UTF8String, PrintableString or IA5String of at most 255 characters (RFC 2985 §5.4.1).
+    #[error("challengePassword attribute is malformed")]
+    BadChallengePassword,
     /// An extension appears more than once in the extensionRequest (RFC 5280 §4.2: at most
     /// one instance of a particular extension).
     #[error("the {} extension appears more than once in the CSR", oids::Named(*.oid))]
@@ -465,6 +470,19 @@ fn read_extension(ext: &Extension) -> Result<RequestedExtension, CsrError> {
     })
 }
 
+/// The one value of a challengePassword attribute: `DirectoryString (SIZE(1..255))` (RFC
+/// 2985 §5.4.1); an empty string reads as absent.
+fn read_challenge_password(values: &[der::Any]) -> Result<Option<String>, CsrError> {
+    let [value] = values else {
+        return Err(CsrError::BadChallengePassword);
+    };
+    let s = derutil::directory_string(value).map_err(|_| CsrError::BadChallengePassword)?;
+    if s.chars().count() > 255 {
+        return Err(CsrError::BadChallengePassword);
+    }
+    Ok(Some(s).filter(|s| !s.is_empty()))
+}
+
 /// A CSR whose self-signature has been verified, with the fields Estuary reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedCsr {
@@ -476,6 +494,7 @@ pub struct VerifiedCsr {
     dns_names: Vec<String>,
     non_dns_sans: bool,
     attribute_types: Vec<ObjectIdentifier>,
+    challenge_password: Result<Option<String>, CsrError>,
     extensions: Vec<RequestedExtension>,
     key: KeyKind,
     spki_der: Vec<u8>,
@@ -518,6 +537,17 @@ impl VerifiedCsr {
     /// SET OF order.
     pub fn attribute_types(&self) -> &[ObjectIdentifier] {
         &self.attribute_types
+    }
+    /// The challengePassword attribute (RFC 2985 §5.4.1): `Ok(None)` when absent or empty,
+    /// an error when it is repeated, has several values or is not a UTF8String,
+    /// PrintableString or IA5String of at most 255 characters. Only readers that use it fail
+    /// on a malformed one (EST ignores it; TEAP carries its CSR channel binding in it, RFC
+    /// 9930 §3.8.2). It is covered by the CSR's signature like every attribute.
+    pub fn challenge_password(&self) -> Result<Option<&str>, CsrError> {
+        match &self.challenge_password {
+            Ok(p) => Ok(p.as_deref()),
+            Err(e) => Err(e.clone()),
+        }
     }
     /// The extensions of the extensionRequest attribute, in order (empty without one). No two
     /// have the same extnID.
@@ -628,8 +658,16 @@ pub fn parse_and_verify_memo(
 
     let mut ext_req: Option<Extensions> = None;
     let mut attribute_types = Vec::with_capacity(info.attributes.len());
+    let mut challenge_password: Option<Result<Option<String>, CsrError>> = None;
     for attr in info.attributes.iter() {
         attribute_types.push(attr.oid);
+        if attr.oid == oids::CHALLENGE_PASSWORD {
+            challenge_password = Some(match challenge_password {
+                Some(_) => Err(CsrError::BadChallengePassword),
+                None => read_challenge_password(attr.values.as_slice()),
+            });
+            continue;
+        }
         if attr.oid != oids::EXTENSION_REQUEST {
             continue;
         }
@@ -668,6 +706,7 @@ pub fn parse_and_verify_memo(
         dns_names: sans.dns,
         non_dns_sans: sans.non_dns,
         attribute_types,
+        challenge_password: challenge_password.unwrap_or(Ok(None)),
         extensions,
         key: key.kind(),
         spki_der,

@@ -230,6 +230,110 @@ impl Tlv {
     }
 }
 
+/// Credential-Format of the Trusted-Server-Root TLV (RFC 9930 §4.2.18).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CredentialFormat(pub u16);
+
+impl CredentialFormat {
+    /// 1: PKCS#7-Server-Certificate-Root (the Cred TLVs hold a PKCS#7 TLV).
+    pub const PKCS7_SERVER_CERTIFICATE_ROOT: Self = Self(1);
+}
+
+impl Tlv {
+    /// Trusted-Server-Root TLV (RFC 9930 §4.2.18, always optional): a peer's request leaves
+    /// `cred_tlvs` empty; the server's answer carries one PKCS#7 TLV of the roots.
+    pub fn trusted_server_root(
+        format: CredentialFormat,
+        cred_tlvs: &[Tlv],
+    ) -> Result<Self, TlvError> {
+        let mut v = format.0.to_be_bytes().to_vec();
+        v.extend_from_slice(&encode(cred_tlvs)?);
+        Ok(Self::new(false, TlvType::TRUSTED_SERVER_ROOT, v))
+    }
+
+    /// (Credential-Format, Cred TLVs) of a Trusted-Server-Root TLV (at least 2 octets).
+    pub fn trusted_server_root_parts(&self) -> Result<(CredentialFormat, Vec<Tlv>), TlvError> {
+        match self.value.as_slice() {
+            [a, b, rest @ ..] if self.typ == TlvType::TRUSTED_SERVER_ROOT => Ok((
+                CredentialFormat(u16::from_be_bytes([*a, *b])),
+                decode(rest)?,
+            )),
+            _ => Err(TlvError::Malformed(self.typ)),
+        }
+    }
+}
+
+/// The TLS exporter label of the `tls-exporter` channel binding (RFC 9266 §2): 32 octets,
+/// empty context.
+pub const TLS_EXPORTER_CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+/// Length of the `tls-exporter` channel binding (RFC 9266 §2).
+pub const CHANNEL_BINDING_LEN: usize = 32;
+
+/// The challengePassword text that binds a CSR to the tunnel it is sent in (RFC 9930 §3.8.2):
+/// the channel binding in base64 (RFC 4648 §4, padded).
+pub fn csr_binding_text(channel_binding: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(channel_binding)
+}
+
+/// The values SET of a challengePassword attribute (RFC 2985 §5.4.1) holding `text` as a
+/// PrintableString (the base64 alphabet is printable): DER, for a CSR builder that takes raw
+/// attribute values. `None` when `text` is empty, over 127 octets or not printable.
+pub fn challenge_password_values(text: &str) -> Option<Vec<u8>> {
+    let printable = |c: u8| c.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&c);
+    let len = u8::try_from(text.len())
+        .ok()
+        .filter(|n| (1..128).contains(n))?;
+    if !text.bytes().all(printable) {
+        return None;
+    }
+    // SET { PrintableString }: both lengths fit the short form.
+    let mut out = vec![0x31, len + 2, 0x13, len];
+    out.extend_from_slice(text.as_bytes());
+    Some(out)
+}
+
+/// What a CSR says about the tunnel it was made in (RFC 9930 §3.8.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CsrBinding {
+    /// No challengePassword, or an empty one: the peer sent no channel binding (allowed: the
+    /// binding is a SHOULD).
+    Unbound,
+    /// The challengePassword is this tunnel's channel binding.
+    Matches,
+    /// A challengePassword that is not this tunnel's channel binding: a CSR made in another
+    /// TLS session (replayed), or a binding this server cannot check.
+    Mismatch,
+    /// The challengePassword attribute is malformed.
+    Malformed,
+}
+
+/// Compares a verified CSR's challengePassword with this tunnel's channel binding. "Any
+/// value submitted is verified by the server" (RFC 9930 §3.8.2): a value that is not the
+/// base64 of `channel_binding` is a [`CsrBinding::Mismatch`].
+pub fn check_csr_binding(csr: &crate::csr::VerifiedCsr, channel_binding: &[u8]) -> CsrBinding {
+    use base64::Engine as _;
+    let text = match csr.challenge_password() {
+        Ok(None) => return CsrBinding::Unbound,
+        Ok(Some(t)) => t,
+        Err(_) => return CsrBinding::Malformed,
+    };
+    let Ok(got) = base64::engine::general_purpose::STANDARD.decode(text.trim()) else {
+        return CsrBinding::Mismatch;
+    };
+    let same = got.len() == channel_binding.len()
+        && got
+            .iter()
+            .zip(channel_binding)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        CsrBinding::Matches
+    } else {
+        CsrBinding::Mismatch
+    }
+}
+
 /// Parses a sequence of TLVs; anything left over that is not a whole TLV is an error.
 pub fn decode(mut b: &[u8]) -> Result<Vec<Tlv>, TlvError> {
     let total = b.len();
@@ -547,6 +651,123 @@ mod tests {
         let t = decode(&b).expect("decode");
         assert_eq!(t[0].nak_parts(), Ok((0, TlvType(0x1234))));
         assert_eq!(t[1].error_code(), Ok(ErrorCode::UNEXPECTED_TLVS));
+    }
+
+    /// A P-256 CSR for `dev.iot.example.test`, with these raw attributes.
+    fn csr_with(attrs: Vec<rcgen::Attribute>) -> crate::csr::VerifiedCsr {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params =
+            rcgen::CertificateParams::new(vec!["dev.iot.example.test".into()]).expect("params");
+        let der = params
+            .serialize_request_with_attributes(&key, attrs)
+            .expect("csr")
+            .der()
+            .to_vec();
+        crate::csr::parse_and_verify(&der).expect("verifies")
+    }
+
+    const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
+
+    fn cp(values: Vec<u8>) -> rcgen::Attribute {
+        rcgen::Attribute {
+            oid: CHALLENGE_PASSWORD,
+            values,
+        }
+    }
+
+    /// RFC 9930 §3.8.2: the binding is the base64 channel binding in challengePassword; a
+    /// CSR without one is unbound, one from another tunnel is a mismatch.
+    #[test]
+    fn csr_channel_binding_matches_only_its_own_tunnel() {
+        let ours = [7u8; CHANNEL_BINDING_LEN];
+        let theirs = [8u8; CHANNEL_BINDING_LEN];
+        let text = csr_binding_text(&ours);
+        assert_eq!(text.len(), 44);
+        let values = challenge_password_values(&text).expect("printable");
+        let bound = csr_with(vec![cp(values)]);
+        assert_eq!(bound.challenge_password(), Ok(Some(text.as_str())));
+        assert_eq!(check_csr_binding(&bound, &ours), CsrBinding::Matches);
+        assert_eq!(check_csr_binding(&bound, &theirs), CsrBinding::Mismatch);
+        // A tls-unique-sized value (12 octets) is no binding of ours either.
+        let short = challenge_password_values(&csr_binding_text(&[7u8; 12])).expect("ok");
+        assert_eq!(
+            check_csr_binding(&csr_with(vec![cp(short)]), &ours),
+            CsrBinding::Mismatch
+        );
+        // Not base64 at all.
+        let junk = challenge_password_values("not-base64?").expect("printable");
+        assert_eq!(
+            check_csr_binding(&csr_with(vec![cp(junk)]), &ours),
+            CsrBinding::Mismatch
+        );
+        assert_eq!(
+            check_csr_binding(&csr_with(vec![]), &ours),
+            CsrBinding::Unbound
+        );
+        // "the challengePassword field MUST be empty" when there is no binding.
+        let empty = vec![0x31, 0x02, 0x13, 0x00];
+        assert_eq!(
+            check_csr_binding(&csr_with(vec![cp(empty)]), &ours),
+            CsrBinding::Unbound
+        );
+    }
+
+    #[test]
+    fn malformed_challenge_passwords_are_errors_not_panics() {
+        let ours = [7u8; CHANNEL_BINDING_LEN];
+        let t = csr_binding_text(&ours);
+        let one = challenge_password_values(&t).expect("ok");
+        let other = challenge_password_values("other").expect("ok");
+        // Two (different: DER sets hold no duplicates) values in the SET.
+        let mut two = vec![0x31, t.len() as u8 + 2 + 7, 0x13, 5];
+        two.extend_from_slice(b"other");
+        two.extend_from_slice(&[0x13, t.len() as u8]);
+        two.extend_from_slice(t.as_bytes());
+        // An INTEGER, and a BMPString: not strings Estuary reads.
+        let int = vec![0x31, 0x03, 0x02, 0x01, 0x05];
+        let bmp = vec![0x31, 0x04, 0x1e, 0x02, 0x00, 0x41];
+        for attrs in [
+            vec![cp(two)],
+            vec![cp(int)],
+            vec![cp(bmp)],
+            vec![cp(one), cp(other)],
+        ] {
+            let csr = csr_with(attrs);
+            assert_eq!(
+                csr.challenge_password(),
+                Err(crate::csr::CsrError::BadChallengePassword)
+            );
+            assert_eq!(check_csr_binding(&csr, &ours), CsrBinding::Malformed);
+        }
+        assert_eq!(challenge_password_values(""), None);
+        assert_eq!(challenge_password_values("a\u{e9}"), None);
+        assert_eq!(challenge_password_values(&"a".repeat(128)), None);
+    }
+
+    /// RFC 9930 §4.2.18: Credential-Format (2 octets) then Cred TLVs; a request may be empty.
+    #[test]
+    fn trusted_server_root_wire_form() {
+        let req = Tlv::trusted_server_root(CredentialFormat::PKCS7_SERVER_CERTIFICATE_ROOT, &[])
+            .expect("tlv");
+        assert_eq!(
+            encode(std::slice::from_ref(&req)).expect("encode"),
+            [0x00, 0x11, 0x00, 0x02, 0x00, 0x01]
+        );
+        assert!(!req.mandatory);
+        let p7 = Tlv::new(false, TlvType::PKCS7, vec![0x30, 0x00]);
+        let resp = Tlv::trusted_server_root(
+            CredentialFormat::PKCS7_SERVER_CERTIFICATE_ROOT,
+            std::slice::from_ref(&p7),
+        )
+        .expect("tlv");
+        assert_eq!(
+            resp.trusted_server_root_parts(),
+            Ok((CredentialFormat::PKCS7_SERVER_CERTIFICATE_ROOT, vec![p7]))
+        );
+        for bad in [vec![], vec![0x00], vec![0x00, 0x01, 0x80]] {
+            let t = Tlv::new(false, TlvType::TRUSTED_SERVER_ROOT, bad);
+            assert!(t.trusted_server_root_parts().is_err());
+        }
     }
 
     #[test]

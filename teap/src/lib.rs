@@ -8,6 +8,13 @@
 //! - [`peer`]: a TEAP peer that is its own NAS, sending RADIUS Access-Requests over UDP to a
 //!   TEAP server (the pledge CLI's `teap` command, and the control plane's tests).
 //!
+//! What the server supports in phase 2 (details in [`session`]): CSR-Attributes and a
+//! Request-Action for a PKCS#10, the PKCS#7 of the full chain the RA returns, the
+//! Trusted-Server-Root TLV (RFC 9930 §4.2.18) answered with the ACME trust anchors, and the
+//! CSR channel binding (§3.8.2) checked against the tunnel's `tls-exporter` (RFC 9266; rustls
+//! has no `tls-unique`): a CSR bound to another tunnel gets Error 1025, an unbound CSR is
+//! enrolled. The peer binds its CSRs and can ask for the trust anchors.
+//!
 //! The wire formats (EAP, TEAP frames and TLVs, Crypto-Binding, RADIUS, MS-MPPE) are
 //! `estuary_proto`'s.
 #![forbid(unsafe_code)]

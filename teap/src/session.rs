@@ -5,19 +5,37 @@
 //!
 //! ```text
 //! server: CSR-Attributes, Request-Action(Process-TLV, [PKCS#10]), Crypto-Binding, Result(Success)
-//! peer:   PKCS#10, Crypto-Binding, Result   (a peer that ignores the request: no PKCS#10 -> Accept)
-//! server: PKCS#7, Crypto-Binding, Result(Success)   | Error, Result(Failure)
+//! peer:   PKCS#10, [Trusted-Server-Root request], Crypto-Binding, Result
+//!         (a peer that ignores the request: no PKCS#10 -> Accept)
+//! server: PKCS#7, [Trusted-Server-Root(PKCS#7)], Crypto-Binding, Result(Success)
+//!         | Error, Result(Failure)
 //! peer:   Crypto-Binding, Result(Success)
 //! server: EAP-Success (RADIUS Access-Accept with the MSK)
 //! ```
+//!
+//! - **PKCS#7** (RFC 9930 §4.2.16): what the enrolment returns, the whole chain the ACME CA
+//!   gave (end entity and intermediates), as draft-ietf-acme-integrations-17 requires for TEAP.
+//! - **Trusted-Server-Root** (§4.2.18): a peer that asks for it (Credential-Format 1,
+//!   PKCS#7-Server-Certificate-Root) after it has checked the Crypto-Binding gets
+//!   [`SessionConfig::trusted_server_roots`] in a PKCS#7 TLV inside a Trusted-Server-Root TLV,
+//!   with the PKCS#7 TLV of an enrolment or on its own (a peer that sent no CSR). A server
+//!   without roots configured ignores the request, which RFC 9930 allows.
+//! - **CSR channel binding** (§3.8.2, draft-17 "TLS Channel Bindings"): a CSR whose
+//!   challengePassword holds a value is checked against this tunnel's channel binding
+//!   ([`Tunnel::channel_binding`]: `tls-exporter`, RFC 9266, base64); a mismatch (a CSR made
+//!   in another TLS session) is refused with Error 1025 Bad CSR and Result(Failure) before
+//!   anything is enrolled. A CSR without a challengePassword (or an empty one) is enrolled:
+//!   the binding is a SHOULD in RFC 9930 and RECOMMENDED in draft-17.
 use std::sync::Arc;
 
+use estuary_proto::csr;
 use estuary_proto::eap::{EapCode, EapPacket, EapType, TeapFrame, TEAP_VERSION};
 use estuary_proto::est::EstOperation;
 use estuary_proto::identity::{self, Identity, Need, TrustPolicy};
 use estuary_proto::names::{DeviceName, DeviceSerial};
 use estuary_proto::teap::{
-    self, Action, CbSubType, CryptoBinding, ErrorCode, Status, TeapKeys, Tlv, TlvType,
+    self, Action, CbSubType, CredentialFormat, CryptoBinding, CsrBinding, ErrorCode, Status,
+    TeapKeys, Tlv, TlvType, CHANNEL_BINDING_LEN,
 };
 use rustls::ServerConnection;
 
@@ -75,6 +93,10 @@ pub struct SessionConfig {
     pub trust: TrustPolicy,
     /// CSR attributes for a device name.
     pub csr_attrs: CsrAttrsFor,
+    /// PKCS#7 certs-only (DER) of the ACME CA's trust anchor(s), sent to a peer that asks
+    /// with a Trusted-Server-Root TLV (draft-ietf-acme-integrations-17: "MUST return the ACME
+    /// server trust anchor"). `None`: such requests are ignored.
+    pub trusted_server_roots: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +125,10 @@ pub struct ServerSession {
     keys: Option<TeapKeys>,
     nonce: [u8; 32],
     device: Option<Device>,
+    channel_binding: Option<[u8; CHANNEL_BINDING_LEN]>,
+    roots_wanted: bool,
+    roots_sent: bool,
+    csr_refused: bool,
 }
 
 impl ServerSession {
@@ -131,6 +157,10 @@ impl ServerSession {
             keys: None,
             nonce,
             device: None,
+            channel_binding: None,
+            roots_wanted: false,
+            roots_sent: false,
+            csr_refused: false,
         };
         let start = TeapFrame {
             start: true,
@@ -194,6 +224,7 @@ impl ServerSession {
                     return Ok(Step::Challenge(self.request(f)));
                 }
                 self.keys = Some(self.tunnel.keys()?);
+                self.channel_binding = Some(self.tunnel.channel_binding()?);
                 let tlvs = self.phase2_start();
                 self.send_tlvs(&tlvs)
             }
@@ -344,11 +375,17 @@ impl ServerSession {
                     let Some(d) = &self.device else {
                         return self.fail(ErrorCode::CLIENT_CERTIFICATE_REJECTED);
                     };
+                    let (serial, operation) = (d.serial.clone(), d.operation);
+                    if !self.csr_bound_here(&t.value) {
+                        self.csr_refused = true;
+                        return self.fail(ErrorCode::BAD_CSR);
+                    }
+                    self.roots_wanted = wants_roots(&tlvs);
                     self.state = State::Enrolling;
                     Ok(Step::Enroll {
                         csr_der: t.value.clone(),
-                        serial: d.serial.clone(),
-                        operation: d.operation,
+                        serial,
+                        operation,
                     })
                 }
                 Some(_) => self.fail(ErrorCode::BAD_CSR),
@@ -359,10 +396,21 @@ impl ServerSession {
                         find(TlvType::CRYPTO_BINDING),
                         find(TlvType::RESULT),
                     ) {
-                        (Some(keys), Some(_), Some(_)) => Ok(Step::Accept {
-                            eap: EapPacket::outcome(EapCode::SUCCESS, id),
-                            msk: Box::new(keys.msk),
-                        }),
+                        (Some(keys), Some(_), Some(_)) => {
+                            let msk = keys.msk;
+                            if let Some(roots) = self.roots_for(&tlvs) {
+                                // The trust anchors first; the peer's next Crypto-Binding and
+                                // Result end it.
+                                self.state = State::AwaitBinding;
+                                let mut out = vec![roots];
+                                out.extend(self.binding());
+                                return self.send_tlvs(&out);
+                            }
+                            Ok(Step::Accept {
+                                eap: EapPacket::outcome(EapCode::SUCCESS, id),
+                                msk: Box::new(msk),
+                            })
+                        }
                         _ => self.fail(ErrorCode::TUNNEL_COMPROMISE),
                     }
                 }
@@ -376,15 +424,74 @@ impl ServerSession {
                 if !ok {
                     return self.fail(ErrorCode::TUNNEL_COMPROMISE);
                 }
-                let Some(keys) = &self.keys else {
+                let Some(msk) = self.keys.as_ref().map(|k| k.msk) else {
                     return self.fail(ErrorCode::TUNNEL_COMPROMISE);
                 };
+                if let Some(roots) = self.roots_for(&tlvs) {
+                    let mut out = vec![roots];
+                    out.extend(self.binding());
+                    return self.send_tlvs(&out);
+                }
                 Ok(Step::Accept {
                     eap: EapPacket::outcome(EapCode::SUCCESS, id),
-                    msk: Box::new(keys.msk),
+                    msk: Box::new(msk),
                 })
             }
             _ => self.fail(ErrorCode::UNEXPECTED_TLVS),
+        }
+    }
+
+    /// RFC 9930 §3.8.2: a CSR that carries a channel binding must carry this tunnel's. A CSR
+    /// that does not verify is left to the enrolment, which refuses it with its own error.
+    fn csr_bound_here(&self, csr_der: &[u8]) -> bool {
+        let Ok(csr) = csr::parse_and_verify(csr_der) else {
+            return true;
+        };
+        let Some(ours) = &self.channel_binding else {
+            return false;
+        };
+        match teap::check_csr_binding(&csr, ours) {
+            CsrBinding::Matches => {
+                tracing::debug!("TEAP CSR is bound to this tunnel (tls-exporter)");
+                true
+            }
+            CsrBinding::Unbound => {
+                tracing::info!("TEAP CSR carries no channel binding (allowed: RFC 9930 SHOULD)");
+                true
+            }
+            CsrBinding::Mismatch => {
+                tracing::warn!(
+                    "TEAP CSR refused: its channel binding (challengePassword) is not this \
+                     tunnel's, so it was made in another TLS session (replayed?): Error 1025"
+                );
+                false
+            }
+            CsrBinding::Malformed => {
+                tracing::info!("TEAP CSR refused: malformed challengePassword: Error 1025");
+                false
+            }
+        }
+    }
+
+    /// The Trusted-Server-Root answer, once, when the peer asked in `tlvs` and roots are
+    /// configured.
+    fn roots_for(&mut self, tlvs: &[Tlv]) -> Option<Tlv> {
+        if !(self.roots_wanted || wants_roots(tlvs)) || self.roots_sent {
+            return None;
+        }
+        self.roots_wanted = false;
+        let p7 = self.cfg.trusted_server_roots.as_ref()?;
+        let inner = Tlv::new(false, TlvType::PKCS7, p7.clone());
+        match Tlv::trusted_server_root(CredentialFormat::PKCS7_SERVER_CERTIFICATE_ROOT, &[inner]) {
+            Ok(t) => {
+                self.roots_sent = true;
+                tracing::info!("TEAP Trusted-Server-Root: sending the ACME trust anchor(s)");
+                Some(t)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TEAP Trusted-Server-Root: roots too large for a TLV");
+                None
+            }
         }
     }
 
@@ -407,6 +514,12 @@ impl ServerSession {
             )
     }
 
+    /// True once after the session itself refused the peer's CSR (a channel binding that is
+    /// not this tunnel's), so that the caller can count it with the RA's refusals.
+    pub fn take_csr_refusal(&mut self) -> bool {
+        std::mem::take(&mut self.csr_refused)
+    }
+
     /// Continues after the enrolment the last [`Step::Enroll`] asked for.
     pub fn enrolled(&mut self, result: Enrolled) -> Step {
         if self.state != State::Enrolling {
@@ -416,6 +529,7 @@ impl ServerSession {
             Enrolled::Issued(p7) => {
                 self.state = State::AwaitBinding;
                 let mut tlvs = vec![Tlv::new(false, TlvType::PKCS7, p7)];
+                tlvs.extend(self.roots_for(&[]));
                 tlvs.extend(self.binding());
                 self.send_tlvs(&tlvs)
             }
@@ -426,4 +540,16 @@ impl ServerSession {
             self.reject(self.eap_id)
         })
     }
+}
+
+/// Whether the peer asks for the server's trust roots: a Trusted-Server-Root TLV with
+/// Credential-Format PKCS#7-Server-Certificate-Root (RFC 9930 §4.2.18); any other format is
+/// ignored.
+fn wants_roots(tlvs: &[Tlv]) -> bool {
+    tlvs.iter().any(|t| {
+        matches!(
+            t.trusted_server_root_parts(),
+            Ok((CredentialFormat::PKCS7_SERVER_CERTIFICATE_ROOT, _))
+        )
+    })
 }

@@ -5,7 +5,10 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 
 use estuary_proto::eap::{self, TeapFrame};
-use estuary_proto::teap::{PrfHash, TeapKeys, SESSION_KEY_SEED_LABEL};
+use estuary_proto::teap::{
+    PrfHash, TeapKeys, CHANNEL_BINDING_LEN, SESSION_KEY_SEED_LABEL,
+    TLS_EXPORTER_CHANNEL_BINDING_LABEL,
+};
 
 /// Largest reassembled TEAP message accepted (bounds memory per conversation).
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -165,6 +168,19 @@ where
     /// The next frame to send: a queued fragment or an empty acknowledgement.
     pub fn next_frame(&mut self) -> TeapFrame {
         self.tx.pop_front().unwrap_or_else(TeapFrame::ack)
+    }
+
+    /// The tunnel's `tls-exporter` channel binding (RFC 9266 §2: exporter label
+    /// "EXPORTER-Channel-Binding", empty context, 32 octets), which binds a CSR to this
+    /// tunnel (call once the handshake is complete). rustls offers no `tls-unique` (RFC 5929),
+    /// the value RFC 9930 §3.8.2 names for TLS 1.2; TLS 1.3 has no `tls-unique` at all, and
+    /// RFC 9266 makes `tls-exporter` its replacement. Estuary uses it with both versions.
+    pub fn channel_binding(&self) -> Result<[u8; CHANNEL_BINDING_LEN], TunnelError> {
+        Ok(self.conn.export_keying_material(
+            [0u8; CHANNEL_BINDING_LEN],
+            TLS_EXPORTER_CHANNEL_BINDING_LABEL,
+            Some(&[]),
+        )?)
     }
 
     /// TEAP keys from the TLS exporter (call once the handshake is complete).

@@ -61,6 +61,39 @@ fn the_pledge_cli_enrols_over_teap() {
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+    // The CSR was bound to the tunnel, and the device asked for the ACME trust anchor
+    // (Trusted-Server-Root, RFC 9930 §4.2.18): it wrote Pebble's root, and the chain it got
+    // (end entity + intermediate, draft-17's full chain) verifies up to that anchor alone.
+    assert!(stderr.contains("bound to the tunnel"), "{stderr}");
+    assert!(
+        stderr.contains("Trusted-Server-Root: 1 ACME trust anchor"),
+        "{stderr}"
+    );
+    let anchor = std::fs::read_to_string(out.join("acme-roots.pem")).expect("acme-roots.pem");
+    let pebble_root =
+        std::fs::read_to_string(&stack.stack.pebble.issuer_root_pem).expect("pebble root");
+    let body = |pem: &str| -> String {
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>()
+    };
+    assert_eq!(body(&anchor), body(&pebble_root));
+    let chain = std::fs::read_to_string(out.join("chain.pem")).expect("chain.pem");
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+    let verify = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(out.join("acme-roots.pem"))
+        .arg("-untrusted")
+        .arg(out.join("chain.pem"))
+        .arg(out.join("cert.pem"))
+        .output()
+        .expect("openssl");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let san = Command::new("openssl")
         .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
         .arg(out.join("cert.pem"))

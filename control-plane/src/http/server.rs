@@ -63,6 +63,8 @@ struct TeapPlan {
     engine: Arc<Engine>,
     trust: TrustPolicy,
     keys: KeyPolicy,
+    /// The ACME trust anchors for Trusted-Server-Root requests (PKCS#7 certs-only).
+    anchors_pkcs7: Vec<u8>,
 }
 
 #[allow(clippy::type_complexity)]
@@ -86,8 +88,9 @@ fn build_parts(
     let (est, teap, sweeper) = match enrolment {
         Some(e) => {
             let (est, teap, sweeper) = est_service(e, &store, &metrics)?;
-            let teap = teap.map(|cfg| TeapPlan {
+            let teap = teap.map(|(cfg, anchors_pkcs7)| TeapPlan {
                 cfg,
+                anchors_pkcs7,
                 engine: Arc::clone(&est.engine),
                 trust: est.trust.clone(),
                 keys: est.keys,
@@ -104,17 +107,25 @@ fn build_parts(
     Ok((state, store, server.listen, teap, sweeper))
 }
 
+/// A `[teap]` section with the PKCS#7 of the ACME trust anchors it answers
+/// Trusted-Server-Root requests with.
+type TeapWithAnchors = (TeapConfig, Vec<u8>);
+
 /// The EST service (ACME account, DNS updater, engine, `/cacerts`), the `[teap]` section
 /// that uses it and its DNS ledger sweeper.
 fn est_service(
     e: Enrolment,
     store: &Store,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(EstService, Option<TeapConfig>, SweepPlan)> {
+) -> anyhow::Result<(EstService, Option<TeapWithAnchors>, SweepPlan)> {
     let ca_ders = read_certs(&e.est.ca_certs_file)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
     let cacerts_pkcs7 = pkcs7::encode_certs_only(&ca_ders)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
+    let teap = match e.teap {
+        Some(t) => Some((t, crate::teap::server::trust_anchors_pkcs7(&ca_ders)?)),
+        None => None,
+    };
     let counter = metrics.dns_updates.clone();
     let failures = metrics.dns_update_failures.clone();
     let sweep_interval = std::time::Duration::from_secs(e.dns.sweep_interval_s);
@@ -183,7 +194,7 @@ fn est_service(
         trust: e.trust,
         keys,
     };
-    Ok((est, e.teap, sweeper))
+    Ok((est, teap, sweeper))
 }
 
 /// The services a config runs, for the start-up log: e.g. `EST, TEAP, BRSKI registrar` or
@@ -245,6 +256,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             t.engine,
             t.trust,
             t.keys,
+            Some(t.anchors_pkcs7),
             Arc::clone(&state.metrics),
         )
         .await?;

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::config::teap::TeapConfig;
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
 use crate::ra::error::RaError;
 use crate::ra::failure::FailureKind;
@@ -99,12 +99,14 @@ pub fn tls_config(cfg: &TeapConfig) -> anyhow::Result<Arc<rustls::ServerConfig>>
 }
 
 impl TeapServer {
-    /// Binds the UDP socket.
+    /// Binds the UDP socket. `trusted_server_roots` is the PKCS#7 answered to a
+    /// Trusted-Server-Root request ([`trust_anchors_pkcs7`]).
     pub async fn bind(
         cfg: &TeapConfig,
         engine: Arc<Engine>,
         trust: TrustPolicy,
         keys: KeyPolicy,
+        trusted_server_roots: Option<Vec<u8>>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let tls = tls_config(cfg)?;
@@ -119,6 +121,7 @@ impl TeapServer {
             allow_without_csr: cfg.allow_without_csr,
             trust,
             csr_attrs: Arc::new(move |name| csrattrs::device_template(name, &keys).to_der().ok()),
+            trusted_server_roots,
         });
         Ok(Arc::new(Self {
             socket: Arc::new(socket),
@@ -295,6 +298,12 @@ impl TeapServer {
         };
         let mut s = session.lock().await;
         let mut step = s.handle(&eap);
+        if s.take_csr_refusal() {
+            // Refused in the tunnel (channel binding), before the engine: counted as its
+            // refusals are.
+            self.metrics
+                .enrollment(Protocol::teap, EnrollResult::rejected);
+        }
         if let Step::Enroll {
             csr_der,
             serial,
@@ -378,6 +387,30 @@ impl TeapServer {
             }
         }
     }
+}
+
+/// The PKCS#7 certs-only a Trusted-Server-Root request is answered with (RFC 9930 §4.2.18):
+/// the ACME CA's trust anchors, which draft-ietf-acme-integrations-17 says the TEAP server
+/// MUST return. They are taken from `est.ca_certs_file` (the ACME CA certificates `/cacerts`
+/// serves and LDevIDs are checked against): its self-issued certificates (subject =
+/// issuer), or every certificate in it when none is self-issued. `acme.tls_root_file` is not
+/// used: it anchors the ACME server's HTTPS certificate, not the certificates the CA issues.
+pub fn trust_anchors_pkcs7(ca_ders: &[Vec<u8>]) -> anyhow::Result<Vec<u8>> {
+    let self_issued: Vec<Vec<u8>> = ca_ders
+        .iter()
+        .filter(|d| {
+            estuary_proto::cert::CertSummary::from_der(d)
+                .is_ok_and(|c| c.subject_der() == c.issuer_der())
+        })
+        .cloned()
+        .collect();
+    let anchors = if self_issued.is_empty() {
+        ca_ders
+    } else {
+        &self_issued[..]
+    };
+    estuary_proto::pkcs7::encode_certs_only(anchors)
+        .map_err(|e| anyhow::anyhow!("est.ca_certs_file: {e}"))
 }
 
 /// The one map from an enrolment error to the TEAP Error TLV (RFC 9930 §4.2.6).
@@ -472,5 +505,47 @@ mod error_map_tests {
         ] {
             assert_eq!(error_code(&e), want, "{e:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod anchor_tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    fn ca(
+        cn: &str,
+        parent: Option<&Issuer<'static, KeyPair>>,
+    ) -> (Vec<u8>, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let der = match parent {
+            None => p.self_signed(&key),
+            Some(i) => p.signed_by(&key, i),
+        }
+        .expect("cert")
+        .der()
+        .to_vec();
+        (der, Issuer::new(p, key))
+    }
+
+    /// Trusted-Server-Root answers with the anchors of `est.ca_certs_file`: its self-issued
+    /// certificates when it also holds intermediates (draft-17 `/cacerts`), else all of it.
+    #[test]
+    fn trust_anchors_are_the_self_issued_ca_certificates() {
+        let (root, root_issuer) = ca("ACME root", None);
+        let (inter, _) = ca("ACME intermediate", Some(&root_issuer));
+        let p7 = trust_anchors_pkcs7(&[inter.clone(), root.clone()]).expect("p7");
+        assert_eq!(
+            estuary_proto::pkcs7::decode_certs_only(&p7).expect("decode"),
+            vec![root]
+        );
+        let p7 = trust_anchors_pkcs7(std::slice::from_ref(&inter)).expect("p7");
+        assert_eq!(
+            estuary_proto::pkcs7::decode_certs_only(&p7).expect("decode"),
+            vec![inter]
+        );
     }
 }

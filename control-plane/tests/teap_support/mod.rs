@@ -135,6 +135,7 @@ pub fn peer_config(
         fragment_size: 1000,
         tls13: true,
         radius_timeout: Duration::from_secs(3),
+        request_trusted_roots: false,
         dangerous_first_phase2_reply: None,
     }
 }
