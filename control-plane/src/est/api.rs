@@ -3,8 +3,8 @@
 //!
 //! | method, path | request | answers |
 //! |---|---|---|
-//! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the device label the edge derived), `estuary-client-cert` (base64 DER of the TLS client certificate), optional `estuary-client-chain` (the other certificates the client presented, base64 DER, comma-separated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
-//! | `GET /estuary/v1/cacerts` | — | 200 DER PKCS#7 certs-only of `est.ca_certs_file` |
+//! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the device label the edge derived), `estuary-client-cert` (base64 DER of the TLS client certificate), optional `estuary-client-chain` (the other certificates the client presented, base64 DER, comma-separated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only holding the end-entity certificate only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes; draft-ietf-acme-integrations-17: the rest of the chain is in `cacerts`); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
+//! | `GET /estuary/v1/cacerts` | — | 200 DER PKCS#7 certs-only: the intermediates learned from the ACME CA's issued chains (newest first, read from Redis at most [`crate::ra::chains::REFRESH`] ago), then the certificates of `est.ca_certs_file` not already listed; before any issuance the file alone ([`crate::ra::chains`]) |
 //! | `GET /estuary/v1/csrattrs` | headers `estuary-device-serial`, `estuary-client-cert`, optional `estuary-client-chain` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | 200 while the process runs |
@@ -40,7 +40,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use estuary_proto::csrattrs;
 use estuary_proto::est::{EstOperation, CT_CSRATTRS, CT_PKCS10, CT_PKCS7_CERTS_ONLY};
 use estuary_proto::identity::{self, Identity, Need, TrustPolicy};
 use estuary_proto::internal_api::{
@@ -49,10 +48,12 @@ use estuary_proto::internal_api::{
 };
 use estuary_proto::names::{DeviceName, DeviceSerial};
 use estuary_proto::policy::KeyPolicy;
+use estuary_proto::{csrattrs, pkcs7};
 use tracing::{info, warn};
 
 use crate::http::auth::bearer_ok;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
+use crate::ra::chains::CaChains;
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
 use crate::ra::error::RaError;
 use crate::ra::failure::FailureKind;
@@ -78,8 +79,8 @@ pub struct AppState {
 pub struct EstService {
     /// The RA engine.
     pub engine: Arc<Engine>,
-    /// `/cacerts` answer, precomputed.
-    pub cacerts_pkcs7: Vec<u8>,
+    /// The ACME CA's chain: `/cacerts` (learned intermediates, then `est.ca_certs_file`).
+    pub chains: Arc<CaChains>,
     /// Who may get which name (the parent domain, the manufacturer CAs, the ACME CA).
     pub trust: TrustPolicy,
     /// Accepted keys, told in `/csrattrs`.
@@ -301,10 +302,12 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
         operation,
     };
     match est.engine.enroll(req).await {
-        Ok(Outcome::Issued { pkcs7, .. }) => (
+        // draft-ietf-acme-integrations-17 "Certificate Chains and Trust Anchors": the
+        // end-entity certificate only; the rest of the chain is in /cacerts.
+        Ok(Outcome::Issued { ee_pkcs7, .. }) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
-            pkcs7,
+            ee_pkcs7,
         )
             .into_response(),
         Ok(Outcome::Pending { retry_after }) => with_retry_after(
@@ -396,12 +399,22 @@ async fn cacerts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         Ok(e) => e,
         Err(r) => return r.response(),
     };
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
-        est.cacerts_pkcs7.clone(),
-    )
-        .into_response()
+    let certs = est.chains.cacerts().await;
+    match pkcs7::encode_certs_only(&certs) {
+        Ok(der) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
+            der,
+        )
+            .into_response(),
+        Err(e) => {
+            warn!(error = %e, "cannot encode the /cacerts PKCS#7");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the CA certificates",
+            )
+        }
+    }
 }
 
 async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

@@ -22,6 +22,7 @@ use crate::est::api::{self, AppState, EstService};
 use crate::http::health;
 use crate::metrics::{Metrics, OrderResult};
 use crate::ra::acme::client::Acme;
+use crate::ra::chains::{CaChains, DEFAULT_CA_ID};
 use crate::ra::dns::update::DnsUpdater;
 use crate::ra::engine::Engine;
 use crate::ra::store::Store;
@@ -100,7 +101,7 @@ fn build_parts(
     Ok((state, store, server.listen, teap, sweeper))
 }
 
-/// The EST service (ACME account, DNS updater, engine, `/cacerts`), the `[teap]` section
+/// The EST service (ACME account, DNS updater, engine, `/cacerts` and the learned CA chain), the `[teap]` section
 /// that uses it and its DNS ledger sweeper.
 fn est_service(
     e: Enrolment,
@@ -109,8 +110,15 @@ fn est_service(
 ) -> anyhow::Result<(EstService, Option<TeapConfig>, SweepPlan)> {
     let ca_ders = read_certs(&e.est.ca_certs_file)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
-    let cacerts_pkcs7 = pkcs7::encode_certs_only(&ca_ders)
+    // The file alone must make a /cacerts answer (it is the answer before any issuance).
+    pkcs7::encode_certs_only(&ca_ders)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
+    let chains = CaChains::new(
+        store.clone(),
+        DEFAULT_CA_ID,
+        ca_ders,
+        e.est.trust_bundle_file.clone(),
+    );
     let counter = metrics.dns_updates.clone();
     let sweep_interval = std::time::Duration::from_secs(e.dns.sweep_interval_s);
     let dns = Arc::new(
@@ -146,10 +154,11 @@ fn est_service(
         store.clone(),
         acme,
         Arc::clone(metrics),
+        Arc::clone(&chains),
     );
     let est = EstService {
         engine,
-        cacerts_pkcs7,
+        chains,
         trust: e.trust,
         keys,
     };
@@ -220,6 +229,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await?;
         info!(listen = %radius.local_addr()?, "TEAP RADIUS server listening");
         tokio::spawn(radius.run());
+    }
+    if let Some(est) = &state.est {
+        if est.chains.writes_bundle_file() {
+            // Every replica keeps its own file current (Redis is read every few seconds).
+            tokio::spawn(Arc::clone(&est.chains).keep_bundle_file());
+        }
     }
     if let Some(s) = sweeper {
         // In every replica: the ledger's claims let exactly one work on each leftover.

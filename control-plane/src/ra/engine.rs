@@ -28,6 +28,7 @@ use crate::config::EnrollConfig;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::acme::client::Acme;
 use crate::ra::acme::problem::{whole_seconds, IssueError};
+use crate::ra::chains::CaChains;
 use crate::ra::error::RaError;
 use crate::ra::failure::{Failure, FailureKind};
 use crate::ra::limits::{Admitted, IssuanceSlots};
@@ -47,10 +48,15 @@ pub struct EnrollRequest {
 /// A successful answer.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The chain, as a PKCS#7 certs-only DER.
+    /// The certificate, as PKCS#7 certs-only DER.
     Issued {
-        /// PKCS#7 certs-only (RFC 7030 §4.2.3).
+        /// PKCS#7 certs-only of the whole chain the CA returned, end-entity first (TEAP's
+        /// PKCS#7 TLV, RFC 9930).
         pkcs7: Vec<u8>,
+        /// PKCS#7 certs-only of the end-entity certificate alone: EST's `/simpleenroll` and
+        /// `/simplereenroll` answer (draft-ietf-acme-integrations-17 "Certificate Chains and
+        /// Trust Anchors"; the rest of the chain is in `/cacerts`).
+        ee_pkcs7: Vec<u8>,
         /// Whether it came from the cache.
         cached: bool,
     },
@@ -75,6 +81,8 @@ pub struct Engine {
     inflight: Inflight,
     /// The fleet-wide cap, per replica ([`crate::ra::limits`]).
     slots: IssuanceSlots,
+    /// The ACME CA's learned chain, fed by every fresh issuance.
+    chains: Arc<CaChains>,
 }
 
 impl Engine {
@@ -86,6 +94,7 @@ impl Engine {
         store: Store,
         acme: Arc<Acme>,
         metrics: Arc<Metrics>,
+        chains: Arc<CaChains>,
     ) -> Arc<Self> {
         acme.attach_metrics(Arc::clone(&metrics));
         let slots = IssuanceSlots::new(cfg.max_inflight_orders, cfg.max_queued_orders);
@@ -98,6 +107,7 @@ impl Engine {
             metrics,
             inflight: Arc::new(Mutex::new(HashMap::new())),
             slots,
+            chains,
         })
     }
 
@@ -139,8 +149,10 @@ impl Engine {
         if let Some(chain) = self.cached(&key, csr.spki_der(), &name).await? {
             self.metrics.cache_hits.inc();
             info!(device = %name.as_str(), op = req.operation.as_str(), "certificate from cache");
+            let (pkcs7, ee_pkcs7) = chain_to_pkcs7(&chain)?;
             return Ok(Outcome::Issued {
-                pkcs7: chain_to_pkcs7(&chain)?,
+                pkcs7,
+                ee_pkcs7,
                 cached: true,
             });
         }
@@ -168,10 +180,14 @@ impl Engine {
             }
         };
         match done {
-            Some(Ok(chain)) => Ok(Outcome::Issued {
-                pkcs7: chain_to_pkcs7(&chain)?,
-                cached: false,
-            }),
+            Some(Ok(chain)) => {
+                let (pkcs7, ee_pkcs7) = chain_to_pkcs7(&chain)?;
+                Ok(Outcome::Issued {
+                    pkcs7,
+                    ee_pkcs7,
+                    cached: false,
+                })
+            }
             Some(Err(f)) => {
                 if f.kind.is_transient() {
                     // Told now: the record kept for a later retry (see `run_issuance`) is spent.
@@ -379,6 +395,8 @@ impl Engine {
                     if let Err(e) = self.store.cache_chain(key, &chain, not_after).await {
                         warn!(device = %name.as_str(), error = %e, "issued, but could not cache the certificate");
                     }
+                    // The rest of the chain is /cacerts' (draft-17); a bad one is logged there.
+                    self.chains.learn(&chain).await;
                     Ok(chain)
                 }
                 Err(reason) => {
@@ -524,19 +542,24 @@ fn check_issued(chain_pem: &str, csr_der: &[u8], name: &DeviceName) -> Result<i6
     chain_fits(chain_pem, csr.spki_der(), name, now_unix()).map_err(|e| e.to_string())
 }
 
-fn chain_to_pkcs7(chain_pem: &str) -> Result<Vec<u8>, RaError> {
+/// PKCS#7 certs-only of the whole chain, and of its end-entity certificate alone.
+fn chain_to_pkcs7(chain_pem: &str) -> Result<(Vec<u8>, Vec<u8>), RaError> {
     let ders = pem::decode_certs(chain_pem).map_err(|e| {
         RaError::Remembered(Failure {
             kind: FailureKind::Internal,
             reason: format!("stored chain unreadable: {e}"),
         })
     })?;
-    pkcs7::encode_certs_only(&ders).map_err(|e| {
-        RaError::Remembered(Failure {
-            kind: FailureKind::Internal,
-            reason: format!("cannot encode PKCS#7: {e}"),
+    let encode = |certs: &[Vec<u8>]| {
+        pkcs7::encode_certs_only(certs).map_err(|e| {
+            RaError::Remembered(Failure {
+                kind: FailureKind::Internal,
+                reason: format!("cannot encode PKCS#7: {e}"),
+            })
         })
-    })
+    };
+    let ee: Vec<Vec<u8>> = ders.first().cloned().into_iter().collect();
+    Ok((encode(&ders)?, encode(&ee)?))
 }
 
 fn lock_map(
