@@ -125,7 +125,8 @@ fn openssl_verifies(dir: &Path, tag: &str, cacerts: &[Vec<u8>], leaf: &[u8]) -> 
 /// Before any issuance /cacerts is `est.ca_certs_file`; each issuance answers the end-entity
 /// certificate alone; an intermediate the CA starts using shows up in the other replica's
 /// /cacerts and trust bundle file without a restart (newest first, the older one kept); a chain
-/// whose intermediate did not issue the certificate is not learned.
+/// whose intermediate did not issue the certificate is not learned. The trust bundle file
+/// follows.
 #[tokio::test(flavor = "multi_thread")]
 async fn cacerts_follows_the_cas_intermediates_across_replicas() {
     let stack = stack();
@@ -135,9 +136,14 @@ async fn cacerts_follows_the_cas_intermediates_across_replicas() {
     let a = start_cp(&stack, &ca, None);
     let b = start_cp(&stack, &ca, Some(&bundle));
     let root = der_of(&std::fs::read_to_string(&ca.issuer_root_pem).expect("root"));
-    let bundle_is = |want: &[Vec<u8>]| {
+    // The bundle file: /cacerts, then the IDevID CA (the whole client trust store of Envoy).
+    let idevid_ca =
+        der_of(&std::fs::read_to_string(&stack.manufacturer.cert_path).expect("manufacturer CA"));
+    let bundle_is = |cacerts: &[Vec<u8>]| {
         let text = std::fs::read_to_string(&bundle).unwrap_or_default();
-        estuary_proto::pem::decode_certs(&text).ok().as_deref() == Some(want)
+        let mut want = cacerts.to_vec();
+        want.push(idevid_ca.clone());
+        estuary_proto::pem::decode_certs(&text).ok() == Some(want)
     };
 
     // A fresh deployment: the file's certificates, and the bundle file written at start.

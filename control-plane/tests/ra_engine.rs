@@ -34,19 +34,25 @@ async fn a_csr_becomes_a_chain_that_openssl_verifies_and_is_cached() {
         Some("application/pkcs7-mime; smime-type=certs-only")
     );
 
-    // (a) openssl reads the PKCS#7 and verifies the chain against Pebble's /roots/0.
+    // (a) openssl reads the PKCS#7: the end-entity certificate alone (draft-17); with the
+    // intermediates of /cacerts it verifies against Pebble's /roots/0.
     let tmp = TempDir::new("a").expect("tmp");
     let pem = pkcs7_to_pem(tmp.path(), &r.body);
     let certs = pem_blocks(&pem);
-    assert!(
-        certs.len() >= 2,
-        "leaf and intermediate expected, got {}",
-        certs.len()
-    );
+    assert_eq!(certs.len(), 1, "the end-entity certificate only");
     let leaf = tmp.path().join("leaf.pem");
     let inter = tmp.path().join("inter.pem");
     std::fs::write(&leaf, &certs[0]).expect("write");
-    std::fs::write(&inter, certs[1..].concat()).expect("write");
+    let cacerts = http(
+        &cp.url("/estuary/v1/cacerts"),
+        "GET",
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(cacerts.status, 200);
+    let ca_dir = TempDir::new("a-cacerts").expect("tmp");
+    std::fs::write(&inter, pkcs7_to_pem(ca_dir.path(), &cacerts.body)).expect("write");
     let verify = sh(Command::new("openssl")
         .arg("verify")
         .arg("-CAfile")
@@ -369,7 +375,8 @@ async fn cacerts_and_csrattrs_describe_the_ca_and_the_device() {
     assert_eq!(r.status, 200);
     let tmp = TempDir::new("cacerts").expect("tmp");
     let pem = pkcs7_to_pem(tmp.path(), &r.body);
-    // Exactly est.ca_certs_file: the harness configures Pebble's root and issuing intermediate.
+    // Before any issuance, exactly est.ca_certs_file: the harness configures Pebble's root and
+    // issuing intermediate.
     let configured = std::fs::read_to_string(&stack.pebble.issuer_chain_pem).expect("chain");
     assert_eq!(pem_blocks(&pem), pem_blocks(&configured));
     let root = std::fs::read_to_string(&stack.pebble.issuer_root_pem).expect("root");

@@ -113,9 +113,9 @@ pub struct EstConfig {
     /// ([`crate::ra::chains`]), and they are the only issuers of LDevIDs.
     pub ca_certs_file: PathBuf,
     /// Optional: a PEM file the control plane (re)writes, through a temporary file and a rename,
-    /// whenever the learned intermediates + `ca_certs_file` change, for an Envoy whose
-    /// `validation_context` watches it (SDS `path_config_source` with `watched_directory`).
-    /// Its directory must exist.
+    /// whenever it changes: the learned intermediates, `ca_certs_file`, then the manufacturers'
+    /// IDevID CAs — the client trust store of an Envoy EST listener whose `validation_context`
+    /// watches it (SDS `path_config_source` with `watched_directory`). Its directory must exist.
     #[serde(default)]
     pub trust_bundle_file: Option<PathBuf>,
     /// Accepted key types and sizes.

@@ -113,12 +113,19 @@ fn est_service(
     // The file alone must make a /cacerts answer (it is the answer before any issuance).
     pkcs7::encode_certs_only(&ca_ders)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
+    let idevid_cas = e
+        .trust
+        .manufacturers
+        .iter()
+        .map(|m| m.ca_der.clone())
+        .collect();
     let chains = CaChains::new(
         store.clone(),
         DEFAULT_CA_ID,
         ca_ders,
         e.est.trust_bundle_file.clone(),
-    );
+    )
+    .with_bundle_extra(idevid_cas);
     let counter = metrics.dns_updates.clone();
     let sweep_interval = std::time::Duration::from_secs(e.dns.sweep_interval_s);
     let dns = Arc::new(

@@ -16,8 +16,9 @@
 //!   not trusted.
 //! - `/cacerts` is [`bundle`]: the learned intermediates, then the certificates of
 //!   `est.ca_certs_file` not already listed. Before the first issuance it is the file alone.
-//! - With `est.trust_bundle_file` the same certificates are written there as PEM (a temporary
-//!   file and a rename) whenever they change, for an Envoy that watches the file.
+//! - With `est.trust_bundle_file` the same certificates, followed by the manufacturers' IDevID
+//!   CAs, are written there as PEM (a temporary file and a rename) whenever they change: the
+//!   whole client trust store of an Envoy EST listener that watches the file.
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -211,6 +212,9 @@ pub struct CaChains {
     ca_id: String,
     anchors: Vec<Vec<u8>>,
     bundle_file: Option<PathBuf>,
+    /// Written to the bundle file after the ACME certificates (the IDevID CAs), never served
+    /// by `/cacerts`.
+    bundle_extra: Vec<Vec<u8>>,
     refresh: Duration,
     state: Mutex<Snapshot>,
 }
@@ -229,9 +233,20 @@ impl CaChains {
             ca_id: ca_id.to_string(),
             anchors,
             bundle_file,
+            bundle_extra: Vec::new(),
             refresh: REFRESH,
             state: Mutex::new(Snapshot::default()),
         })
+    }
+
+    /// The same, with `extra` (the manufacturers' IDevID CAs) written to the trust bundle file
+    /// after the ACME CA's certificates, so that the file is the whole client trust store of an
+    /// EST listener. `/cacerts` never includes them.
+    pub fn with_bundle_extra(mut self: Arc<Self>, extra: Vec<Vec<u8>>) -> Arc<Self> {
+        if let Some(me) = Arc::get_mut(&mut self) {
+            me.bundle_extra = extra;
+        }
+        self
     }
 
     /// The same, reading Redis again after `refresh` instead of [`REFRESH`] (tests).
@@ -384,7 +399,8 @@ impl CaChains {
         };
         let pem_text = {
             let s = self.snapshot();
-            let text = pem::encode_certs(&bundle(&s.learned, &self.anchors));
+            let acme = bundle(&s.learned, &self.anchors);
+            let text = pem::encode_certs(&concat_once(&acme, &self.bundle_extra));
             if s.written.as_deref() == Some(text.as_str()) {
                 return;
             }
@@ -398,7 +414,7 @@ impl CaChains {
         match written {
             Ok(()) => {
                 if let Some(p) = &self.bundle_file {
-                    info!(path = %p.display(), "wrote the trust bundle (learned intermediates + est.ca_certs_file)");
+                    info!(path = %p.display(), "wrote the trust bundle (learned intermediates, est.ca_certs_file, IDevID CAs)");
                 }
                 self.snapshot().written = Some(pem_text);
             }
