@@ -385,6 +385,53 @@ async fn cacerts_and_csrattrs_describe_the_ca_and_the_device() {
         pem_blocks(&root)[0],
         "the root comes first"
     );
+    // A control plane whose est.ca_certs_file holds Pebble's root alone learns Pebble's
+    // intermediate from its first issued chain (draft-17): /cacerts is then the intermediate,
+    // then the root.
+    let learner = ControlPlane::start(
+        &stack,
+        &CpOptions {
+            extra_env: vec![(
+                "ESTUARY_EST__CA_CERTS_FILE".to_string(),
+                stack.pebble.issuer_root_pem.display().to_string(),
+            )],
+            ..CpOptions::default()
+        },
+    );
+    let cacerts_of = |cp: &ControlPlane| {
+        let url = cp.url("/estuary/v1/cacerts");
+        let auth = auth.clone();
+        let dir = tmp.path().to_path_buf();
+        async move {
+            let r = http(&url, "GET", &[("authorization", &auth)], Vec::new()).await;
+            assert_eq!(r.status, 200);
+            pem_blocks(&pkcs7_to_pem(&dir, &r.body))
+        }
+    };
+    let file = pem_blocks(&configured);
+    assert_eq!(
+        cacerts_of(&learner).await,
+        vec![file[0].clone()],
+        "the root alone"
+    );
+    let sn = serial("sn-cacerts");
+    let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
+    let r = learner
+        .enroll_until_done(&sn, &csr, Duration::from_secs(60))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        cacerts_of(&learner).await,
+        vec![file[1].clone(), file[0].clone()],
+        "the learned intermediate, then the root\n{}",
+        learner.log_text()
+    );
+    // The other replica (the root and the intermediate in its file) serves each once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        cacerts_of(&cp).await,
+        vec![file[1].clone(), file[0].clone()]
+    );
 
     let r = http(
         &cp.url("/estuary/v1/csrattrs"),

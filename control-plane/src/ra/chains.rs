@@ -217,6 +217,8 @@ pub struct CaChains {
     bundle_extra: Vec<Vec<u8>>,
     refresh: Duration,
     state: Mutex<Snapshot>,
+    /// One bundle file write at a time in this process (they share the temporary file name).
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl CaChains {
@@ -236,6 +238,7 @@ impl CaChains {
             bundle_extra: Vec::new(),
             refresh: REFRESH,
             state: Mutex::new(Snapshot::default()),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -397,6 +400,7 @@ impl CaChains {
         let Some(path) = self.bundle_file.clone() else {
             return;
         };
+        let _writing = self.writing.lock().await;
         let pem_text = {
             let s = self.snapshot();
             let acme = bundle(&s.learned, &self.anchors);
