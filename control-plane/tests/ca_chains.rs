@@ -244,4 +244,43 @@ async fn cacerts_follows_the_cas_intermediates_across_replicas() {
     let now = cacerts(&b).await;
     assert_eq!(now, want, "/cacerts unchanged");
     assert!(!now.contains(&wrong));
+
+    // Redis is not trusted: a CA certificate written there by hand that does not chain to
+    // est.ca_certs_file (another root's), and garbage, are not served.
+    let stranger = {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).expect("stranger CA").der().to_vec()
+    };
+    let mut tampered = estuary_proto::pem::encode_certs(&[stranger]);
+    tampered.push_str(stored.as_deref().expect("a stored chain"));
+    let _: () = redis::Client::open(stack.redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+        .set(CHAIN_KEY, tampered)
+        .await
+        .expect("SET");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        cacerts(&b).await,
+        want,
+        "the tampered certificate is not served"
+    );
+    let _: () = redis::Client::open(stack.redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+        .set(CHAIN_KEY, "not PEM at all")
+        .await
+        .expect("SET");
+    cacerts_become(
+        &b,
+        std::slice::from_ref(&root),
+        "garbage in Redis: the anchors alone",
+    )
+    .await;
 }
