@@ -124,8 +124,8 @@ fn est_service(
         DEFAULT_CA_ID,
         ca_ders,
         e.est.trust_bundle_file.clone(),
-    )
-    .with_bundle_extra(idevid_cas);
+        idevid_cas,
+    );
     let counter = metrics.dns_updates.clone();
     let sweep_interval = std::time::Duration::from_secs(e.dns.sweep_interval_s);
     let dns = Arc::new(

@@ -223,41 +223,26 @@ pub struct CaChains {
 
 impl CaChains {
     /// The chain of the CA `ca_id` ([`DEFAULT_CA_ID`] today), anchored in `anchors` (the
-    /// certificates of `est.ca_certs_file`); with `bundle_file`, the bundle is also written there.
+    /// certificates of `est.ca_certs_file`). With `bundle_file`, the bundle is also written
+    /// there, followed by `bundle_extra` (the manufacturers' IDevID CAs, so that the file is the
+    /// whole client trust store of an EST listener; `/cacerts` never includes them).
     pub fn new(
         store: Store,
         ca_id: &str,
         anchors: Vec<Vec<u8>>,
         bundle_file: Option<PathBuf>,
+        bundle_extra: Vec<Vec<u8>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             ca_id: ca_id.to_string(),
             anchors,
             bundle_file,
-            bundle_extra: Vec::new(),
+            bundle_extra,
             refresh: REFRESH,
             state: Mutex::new(Snapshot::default()),
             writing: tokio::sync::Mutex::new(()),
         })
-    }
-
-    /// The same, with `extra` (the manufacturers' IDevID CAs) written to the trust bundle file
-    /// after the ACME CA's certificates, so that the file is the whole client trust store of an
-    /// EST listener. `/cacerts` never includes them.
-    pub fn with_bundle_extra(mut self: Arc<Self>, extra: Vec<Vec<u8>>) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
-            me.bundle_extra = extra;
-        }
-        self
-    }
-
-    /// The same, reading Redis again after `refresh` instead of [`REFRESH`] (tests).
-    pub fn with_refresh(mut self: Arc<Self>, refresh: Duration) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
-            me.refresh = refresh;
-        }
-        self
     }
 
     /// Whether `est.trust_bundle_file` is configured ([`Self::keep_bundle_file`] then runs).
@@ -342,10 +327,11 @@ impl CaChains {
             Ok(d) => d,
             Err(e) => return self.refused(e.into()),
         };
-        // The common case: the same intermediates as before, nothing to check or store.
+        // The common case: the same intermediates as a fresh read of Redis held, nothing to
+        // check or store.
         let known_already = {
             let s = self.snapshot();
-            s.read_at.is_some()
+            s.read_at.is_some_and(|t| t.elapsed() < self.refresh)
                 && ders
                     .iter()
                     .skip(1)
@@ -358,7 +344,7 @@ impl CaChains {
             Ok(f) => f,
             Err(why) => return self.refused(why),
         };
-        if fresh.iter().all(|d| self.snapshot().learned.contains(d)) {
+        if fresh.is_empty() {
             return Learned::Known;
         }
         // Merge with what Redis holds now (another replica may have learned meanwhile).
