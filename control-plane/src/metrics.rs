@@ -15,6 +15,8 @@
 //! `acme.dns_batch_max_queue` already waited for the DNS primary. `estuary_dns_swept_total`
 //! counts leftover DNS-01 records the ledger sweeper removed, `estuary_dns_sweep_failures_total`
 //! its removals that failed (each retried later, [`crate::ra::dns::ledger`]).
+//! `estuary_ca_chain_refused_total` counts issued chains whose certificates after the end-entity
+//! one were not its chain, so nothing was learned for `/cacerts` ([`crate::ra::chains`]).
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -103,6 +105,8 @@ pub struct Metrics {
     pub cache_misses: Counter,
     /// Cached chains dropped because they did not fit the CSR.
     pub cache_rejected: Counter,
+    /// Issued chains not learned for `/cacerts`: not the end-entity certificate's chain.
+    pub ca_chain_refused: Counter,
     /// New orders refused by the per-device limit.
     pub device_limited: Counter,
     /// Back-offs started because the CA answered `rateLimited`.
@@ -143,6 +147,7 @@ impl Metrics {
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
         let cache_rejected = Counter::default();
+        let ca_chain_refused = Counter::default();
         let device_limited = Counter::default();
         let ca_backoffs = Counter::default();
         let ca_backoff_refused = Counter::default();
@@ -207,6 +212,11 @@ impl Metrics {
             cache_rejected.clone(),
         );
         registry.register(
+            "estuary_ca_chain_refused",
+            "Issued chains whose intermediates were not the certificate's chain (not learned for /cacerts)",
+            ca_chain_refused.clone(),
+        );
+        registry.register(
             "estuary_device_limited",
             "New ACME orders refused because the device used up enroll.max_orders_per_device in the window",
             device_limited.clone(),
@@ -254,6 +264,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_rejected,
+            ca_chain_refused,
             device_limited,
             ca_backoffs,
             ca_backoff_refused,
@@ -315,6 +326,7 @@ mod tests {
         m.cache_hits.inc();
         m.cache_misses.inc();
         m.cache_rejected.inc();
+        m.ca_chain_refused.inc();
         m.ca_backoffs.inc();
         m.ca_backoff_refused.inc();
         m.fleet_limited.inc();
@@ -330,6 +342,7 @@ mod tests {
             "estuary_cache_hits_total 1",
             "estuary_cache_misses_total 1",
             "estuary_cache_rejected_total 1",
+            "estuary_ca_chain_refused_total 1",
             "estuary_ca_backoffs_total 1",
             "estuary_ca_backoff_refused_total 1",
             "estuary_fleet_limited_total 1",

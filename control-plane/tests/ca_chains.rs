@@ -234,6 +234,7 @@ async fn cacerts_follows_the_cas_intermediates_across_replicas() {
         .await
         .expect("GET");
     assert_eq!(after, stored, "the wrong chain is not stored");
+    assert_eq!(a.metric("estuary_ca_chain_refused_total").await, 1.0);
     assert!(
         a.log_text()
             .contains("the ACME CA returned a chain that is not the certificate's chain"),

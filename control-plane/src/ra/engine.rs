@@ -28,7 +28,7 @@ use crate::config::EnrollConfig;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::acme::client::Acme;
 use crate::ra::acme::problem::{whole_seconds, IssueError};
-use crate::ra::chains::CaChains;
+use crate::ra::chains::{CaChains, Learned};
 use crate::ra::error::RaError;
 use crate::ra::failure::{Failure, FailureKind};
 use crate::ra::limits::{Admitted, IssuanceSlots};
@@ -396,7 +396,9 @@ impl Engine {
                         warn!(device = %name.as_str(), error = %e, "issued, but could not cache the certificate");
                     }
                     // The rest of the chain is /cacerts' (draft-17); a bad one is logged there.
-                    self.chains.learn(&chain).await;
+                    if let Learned::Refused(_) = self.chains.learn(&chain).await {
+                        self.metrics.ca_chain_refused.inc();
+                    }
                     Ok(chain)
                 }
                 Err(reason) => {
