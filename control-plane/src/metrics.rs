@@ -24,6 +24,8 @@
 //! deadline) and 0 otherwise; `estuary_cache_hit_remaining_seconds` is the lifetime a certificate
 //! served from the cache had left. Label sets that a dashboard divides by are created at zero at
 //! start, so every series exists before the first enrolment.
+//! `estuary_ca_chain_refused_total` counts issued chains whose certificates after the end-entity
+//! one were not its chain, so nothing was learned for `/cacerts` ([`crate::ra::chains`]).
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -179,6 +181,8 @@ pub struct Metrics {
     pub cache_misses: Counter,
     /// Cached chains dropped because they did not fit the CSR.
     pub cache_rejected: Counter,
+    /// Issued chains not learned for `/cacerts`: not the end-entity certificate's chain.
+    pub ca_chain_refused: Counter,
     /// New orders refused by the per-device limit.
     pub device_limited: Counter,
     /// Back-offs started because the CA answered `rateLimited`.
@@ -227,6 +231,7 @@ impl Metrics {
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
         let cache_rejected = Counter::default();
+        let ca_chain_refused = Counter::default();
         let device_limited = Counter::default();
         let ca_backoffs = Counter::default();
         let ca_backoff_refused = Counter::default();
@@ -289,6 +294,11 @@ impl Metrics {
             "estuary_cache_rejected",
             "Cached chains dropped because the leaf did not hold the CSR's key and the device's name, or had expired",
             cache_rejected.clone(),
+        );
+        registry.register(
+            "estuary_ca_chain_refused",
+            "Issued chains whose intermediates were not the certificate's chain (not learned for /cacerts)",
+            ca_chain_refused.clone(),
         );
         registry.register(
             "estuary_device_limited",
@@ -393,6 +403,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_rejected,
+            ca_chain_refused,
             device_limited,
             ca_backoffs,
             ca_backoff_refused,
@@ -475,6 +486,7 @@ mod tests {
         m.cache_hits.inc();
         m.cache_misses.inc();
         m.cache_rejected.inc();
+        m.ca_chain_refused.inc();
         m.ca_backoffs.inc();
         m.ca_backoff_refused.inc();
         m.fleet_limited.inc();
@@ -490,6 +502,7 @@ mod tests {
             "estuary_cache_hits_total 1",
             "estuary_cache_misses_total 1",
             "estuary_cache_rejected_total 1",
+            "estuary_ca_chain_refused_total 1",
             "estuary_ca_backoffs_total 1",
             "estuary_ca_backoff_refused_total 1",
             "estuary_fleet_limited_total 1",

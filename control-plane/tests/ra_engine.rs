@@ -34,19 +34,25 @@ async fn a_csr_becomes_a_chain_that_openssl_verifies_and_is_cached() {
         Some("application/pkcs7-mime; smime-type=certs-only")
     );
 
-    // (a) openssl reads the PKCS#7 and verifies the chain against Pebble's /roots/0.
+    // (a) openssl reads the PKCS#7: the end-entity certificate alone (draft-17); with the
+    // intermediates of /cacerts it verifies against Pebble's /roots/0.
     let tmp = TempDir::new("a").expect("tmp");
     let pem = pkcs7_to_pem(tmp.path(), &r.body);
     let certs = pem_blocks(&pem);
-    assert!(
-        certs.len() >= 2,
-        "leaf and intermediate expected, got {}",
-        certs.len()
-    );
+    assert_eq!(certs.len(), 1, "the end-entity certificate only");
     let leaf = tmp.path().join("leaf.pem");
     let inter = tmp.path().join("inter.pem");
     std::fs::write(&leaf, &certs[0]).expect("write");
-    std::fs::write(&inter, certs[1..].concat()).expect("write");
+    let cacerts = http(
+        &cp.url("/estuary/v1/cacerts"),
+        "GET",
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(cacerts.status, 200);
+    let ca_dir = TempDir::new("a-cacerts").expect("tmp");
+    std::fs::write(&inter, pkcs7_to_pem(ca_dir.path(), &cacerts.body)).expect("write");
     let verify = sh(Command::new("openssl")
         .arg("verify")
         .arg("-CAfile")
@@ -369,7 +375,8 @@ async fn cacerts_and_csrattrs_describe_the_ca_and_the_device() {
     assert_eq!(r.status, 200);
     let tmp = TempDir::new("cacerts").expect("tmp");
     let pem = pkcs7_to_pem(tmp.path(), &r.body);
-    // Exactly est.ca_certs_file: the harness configures Pebble's root and issuing intermediate.
+    // Before any issuance, exactly est.ca_certs_file: the harness configures Pebble's root and
+    // issuing intermediate.
     let configured = std::fs::read_to_string(&stack.pebble.issuer_chain_pem).expect("chain");
     assert_eq!(pem_blocks(&pem), pem_blocks(&configured));
     let root = std::fs::read_to_string(&stack.pebble.issuer_root_pem).expect("root");
@@ -377,6 +384,53 @@ async fn cacerts_and_csrattrs_describe_the_ca_and_the_device() {
         pem_blocks(&pem)[0],
         pem_blocks(&root)[0],
         "the root comes first"
+    );
+    // A control plane whose est.ca_certs_file holds Pebble's root alone learns Pebble's
+    // intermediate from its first issued chain (draft-17): /cacerts is then the intermediate,
+    // then the root.
+    let learner = ControlPlane::start(
+        &stack,
+        &CpOptions {
+            extra_env: vec![(
+                "ESTUARY_EST__CA_CERTS_FILE".to_string(),
+                stack.pebble.issuer_root_pem.display().to_string(),
+            )],
+            ..CpOptions::default()
+        },
+    );
+    let cacerts_of = |cp: &ControlPlane| {
+        let url = cp.url("/estuary/v1/cacerts");
+        let auth = auth.clone();
+        let dir = tmp.path().to_path_buf();
+        async move {
+            let r = http(&url, "GET", &[("authorization", &auth)], Vec::new()).await;
+            assert_eq!(r.status, 200);
+            pem_blocks(&pkcs7_to_pem(&dir, &r.body))
+        }
+    };
+    let file = pem_blocks(&configured);
+    assert_eq!(
+        cacerts_of(&learner).await,
+        vec![file[0].clone()],
+        "the root alone"
+    );
+    let sn = serial("sn-cacerts");
+    let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
+    let r = learner
+        .enroll_until_done(&sn, &csr, Duration::from_secs(60))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        cacerts_of(&learner).await,
+        vec![file[1].clone(), file[0].clone()],
+        "the learned intermediate, then the root\n{}",
+        learner.log_text()
+    );
+    // The other replica (the root and the intermediate in its file) serves each once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        cacerts_of(&cp).await,
+        vec![file[1].clone(), file[0].clone()]
     );
 
     let r = http(

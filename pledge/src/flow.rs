@@ -66,6 +66,20 @@ pub async fn fetch_cacerts(client: &EstClient) -> Result<Vec<CertSummary>, Pledg
     .await
 }
 
+/// `/cacerts` again once a certificate is issued: the rest of its chain is there
+/// (draft-ietf-acme-integrations-17 "Certificate Chains and Trust Anchors": `/simpleenroll`
+/// answers the end-entity certificate alone, and an RA learns a new intermediate of its CA from
+/// the issuance). If that fetch fails, the answer fetched before enrolling is used.
+async fn refetch_cacerts(client: &EstClient, before: Vec<CertSummary>) -> Vec<CertSummary> {
+    match fetch_cacerts(client).await {
+        Ok(now) => now,
+        Err(e) => {
+            eprintln!("warning: {e}; using the /cacerts answer fetched before enrolling");
+            before
+        }
+    }
+}
+
 /// `GET /csrattrs`, decoded (RFC 7030 §4.5).
 pub async fn fetch_csrattrs(client: &EstClient) -> Result<CsrAttrs, PledgeError> {
     stepped(
@@ -305,6 +319,7 @@ pub async fn enroll(client: &EstClient, opts: &EnrollOptions) -> Result<Summary,
     let subject = csr::common_name_subject(&names[0])?;
     let csr_der = csr::build_csr(&key, &subject, &names)?;
     let certs = post_until_issued(client, Exchange::Enroll, &csr_der, opts.max_wait).await?;
+    let cacerts = refetch_cacerts(client, cacerts).await;
     finish(
         Exchange::Enroll,
         &key,
@@ -342,6 +357,7 @@ pub async fn reenroll(
     let subject = csr::subject_from_der(current.subject_der())?;
     let csr_der = csr::build_csr(&key, &subject, &names)?;
     let certs = post_until_issued(client, Exchange::Reenroll, &csr_der, opts.max_wait).await?;
+    let cacerts = refetch_cacerts(client, cacerts).await;
     finish(
         Exchange::Reenroll,
         &key,

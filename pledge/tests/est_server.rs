@@ -173,6 +173,8 @@ struct State {
     enrolls: AtomicUsize,
     /// TLS connections accepted.
     connections: AtomicUsize,
+    /// Certificates issued.
+    issued: AtomicUsize,
     /// (method, path, content-type, content-transfer-encoding) of every request.
     seen: Mutex<Vec<(String, String, String, String)>>,
 }
@@ -210,6 +212,7 @@ fn issue(state: &State, csr_der: &[u8]) -> Response<Full<Bytes>> {
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     let cert = params.signed_by(&state.pki.issuing).unwrap();
+    state.issued.fetch_add(1, Ordering::SeqCst);
     est_body(
         PKCS7_CERTS_ONLY,
         openssl_certs_only(&state.pki.dir, &[cert.der().to_vec()]),
@@ -266,11 +269,18 @@ async fn handle(
         .map_or((None, rest), |(l, o)| (Some(l), o));
     if req.method() == hyper::Method::GET && op == "cacerts" {
         // RFC 7030 §4.1.3: "application/pkcs7-mime", the CA certificates; no client
-        // authentication needed (§4.1.1).
-        let ders = vec![
-            state.pki.issuing.der().to_vec(),
-            state.pki.issuing_root_der.clone(),
-        ];
+        // authentication needed (§4.1.1). Under the label "learning" it plays an RA on
+        // draft-ietf-acme-integrations-17 that learns its CA's intermediate from the first
+        // issued chain: the root alone until then.
+        let learning = label == Some("learning") && state.issued.load(Ordering::SeqCst) == 0;
+        let ders = if learning {
+            vec![state.pki.issuing_root_der.clone()]
+        } else {
+            vec![
+                state.pki.issuing.der().to_vec(),
+                state.pki.issuing_root_der.clone(),
+            ]
+        };
         return Ok(est_body(PKCS7, openssl_certs_only(&state.pki.dir, &ders)));
     }
     let Some(client) = peer.first().and_then(|c| CertSummary::from_der(c).ok()) else {
@@ -375,6 +385,7 @@ async fn start(pki: Pki) -> (SocketAddr, Arc<State>) {
         pki,
         enrolls: AtomicUsize::new(0),
         connections: AtomicUsize::new(0),
+        issued: AtomicUsize::new(0),
         seen: Mutex::new(Vec::new()),
     });
     let st = state.clone();
@@ -434,6 +445,69 @@ fn openssl(args: &[&str]) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// draft-ietf-acme-integrations-17: the enrolment answer is the certificate alone and the rest
+/// of its chain is in `/cacerts`, which an RA may complete only once it learned its CA's
+/// intermediate from that very issuance. The pledge builds `chain.pem` from `/cacerts` fetched
+/// after the enrolment, so the chain is whole even though the first `/cacerts` had the root alone.
+#[tokio::test]
+async fn the_chain_comes_from_cacerts_fetched_after_the_enrolment() {
+    let pki = make_pki("learn");
+    let dir = pki.dir.clone();
+    let (ca, cert, key, issuing_root) = (
+        pki.server_ca.clone(),
+        pki.idevid_cert.clone(),
+        pki.idevid_key.clone(),
+        pki.issuing_root_pem.clone(),
+    );
+    let (addr, state) = start(pki).await;
+    let url = format!("https://{addr}/.well-known/est");
+    let out = dir.join("learned");
+    let o = pledge(&[
+        "enroll",
+        "--est-url",
+        &url,
+        "--label",
+        "learning",
+        "--server-ca",
+        s(&ca),
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&key),
+        "--out-dir",
+        s(&out),
+    ])
+    .await;
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("fetching cacerts… ok (1 certificate)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fetching cacerts… ok (2 certificates)"),
+        "{err}"
+    );
+    let chain =
+        estuary_proto::pem::decode_certs(&std::fs::read_to_string(out.join("chain.pem")).unwrap())
+            .unwrap();
+    assert_eq!(
+        chain.len(),
+        2,
+        "leaf + the intermediate from the second /cacerts"
+    );
+    assert_eq!(chain[1], state.pki.issuing.der().to_vec());
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&issuing_root),
+        "-untrusted",
+        s(&out.join("chain.pem")),
+        s(&out.join("cert.pem")),
+    ]);
+    assert!(v.contains(": OK"), "{v}");
 }
 
 #[tokio::test]

@@ -249,6 +249,26 @@ impl TestAcmeCa {
     pub fn set_fault(&self, fault: Fault) {
         lock(&self.state.inner).fault_override = Some(fault);
     }
+
+    /// From now on, issues from a new intermediate CA under the root (named `name`) and
+    /// returns end-entity + intermediate + root as its chain, as a CA that rolls its issuing
+    /// intermediate does. Returns the intermediate's PEM.
+    pub fn rotate_intermediate(&self, name: &str) -> anyhow::Result<String> {
+        let (issuer, pem) = intermediate(&self.state.issuer, name)?;
+        let mut inner = lock(&self.state.inner);
+        inner.intermediate = Some((Arc::new(issuer), pem.clone()));
+        inner.wrong_intermediate = None;
+        Ok(pem)
+    }
+
+    /// From now on, the chain names an intermediate that did not issue the end-entity
+    /// certificate: a CA certificate with the issuing intermediate's name (`name`, as given to
+    /// [`Self::rotate_intermediate`]) but another key, under the same root. Returns its PEM.
+    pub fn send_wrong_intermediate(&self, name: &str) -> anyhow::Result<String> {
+        let (_, pem) = intermediate(&self.state.issuer, name)?;
+        lock(&self.state.inner).wrong_intermediate = Some(pem.clone());
+        Ok(pem)
+    }
 }
 
 impl Drop for TestAcmeCa {
@@ -292,6 +312,11 @@ struct Inner {
     fault_override: Option<Fault>,
     /// The profile of each order created, in order.
     order_profiles: Vec<Option<String>>,
+    /// The intermediate that signs issued certificates ([`TestAcmeCa::rotate_intermediate`]);
+    /// `None`: the root signs them.
+    intermediate: Option<(Arc<rcgen::Issuer<'static, rcgen::KeyPair>>, String)>,
+    /// PEM sent in the chain in place of the issuing intermediate.
+    wrong_intermediate: Option<String>,
 }
 
 struct Account {
@@ -1365,13 +1390,26 @@ fn issue(ca: &Ca, csr_b64: &str, names: &[String]) -> Result<String, Problem> {
     rand::rng().fill_bytes(&mut serial);
     serial[0] &= 0x7f;
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-    let leaf = rcgen::CertificateSigningRequestParams {
+    let (via, wrong) = {
+        let inner = lock(&ca.inner);
+        (inner.intermediate.clone(), inner.wrong_intermediate.clone())
+    };
+    let csr = rcgen::CertificateSigningRequestParams {
         params,
         public_key: csr.public_key,
-    }
-    .signed_by(&ca.issuer)
-    .map_err(|e| problem(500, "serverInternal", format!("signing failed: {e}")))?;
-    Ok(format!("{}{}", leaf.pem(), ca.root_pem))
+    };
+    let signed = match &via {
+        Some((issuer, _)) => csr.signed_by(issuer),
+        None => csr.signed_by(&ca.issuer),
+    };
+    let leaf =
+        signed.map_err(|e| problem(500, "serverInternal", format!("signing failed: {e}")))?;
+    let middle = match (&via, wrong) {
+        (_, Some(wrong)) => wrong,
+        (Some((_, pem)), None) => pem.clone(),
+        (None, None) => String::new(),
+    };
+    Ok(format!("{}{middle}{}", leaf.pem(), ca.root_pem))
 }
 
 async fn cert(State(ca): S, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
@@ -1449,6 +1487,21 @@ fn issuer() -> anyhow::Result<(rcgen::Issuer<'static, rcgen::KeyPair>, String)> 
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let root = p.self_signed(&key)?;
     Ok((rcgen::Issuer::new(p, key), root.pem()))
+}
+
+/// A new intermediate CA named `name` under `root`: (issuer, PEM).
+fn intermediate(
+    root: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    name: &str,
+) -> anyhow::Result<(rcgen::Issuer<'static, rcgen::KeyPair>, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = p.signed_by(&key, root)?;
+    Ok((rcgen::Issuer::new(p, key), cert.pem()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::envoy::{Envoy, EnvoySettings};
 use crate::masa::{MasaOptions, TestMasa};
 use crate::pki::{Ca, DevPki};
 use crate::stack::{ControlPlane, CpManufacturer, CpOptions, Stack, DEV_PARENT, DEV_TOKEN};
-use crate::util::TempDir;
+use crate::util::{TempDir, STARTUP_DEADLINE};
 
 /// The RADIUS shared secret of the dev stack's TEAP server (dev only).
 pub const DEV_RADIUS_SECRET: &str = "dev-radius-secret-0123456789";
@@ -313,6 +313,12 @@ impl DevStack {
         } else {
             None
         };
+        // Envoy's client trust store: written by the control planes (est.trust_bundle_file:
+        // learned ACME intermediates, the ACME roots, the IDevID CAs) and reloaded by Envoy.
+        let trust_dir = dir.join("trust");
+        std::fs::create_dir_all(&trust_dir)?;
+        let trust_bundle = trust_dir.join("client-ca.pem");
+        let _ = std::fs::remove_file(&trust_bundle);
         let mut control_planes = Vec::new();
         for i in 0..opts.replicas.max(1) {
             let mut o = opts.cp.clone();
@@ -320,6 +326,10 @@ impl DevStack {
                 o.port = None;
             }
             o.manufacturers = manufacturers.clone();
+            o.extra_env.push((
+                "ESTUARY_EST__TRUST_BUNDLE_FILE".to_string(),
+                trust_bundle.display().to_string(),
+            ));
             if let (0, Some((addr, secret))) = (i, &radius) {
                 let q = |p: &Path| format!("{:?}", p.display().to_string());
                 o.extra_env.extend([
@@ -370,10 +380,20 @@ impl DevStack {
                 .collect();
             filter_config["labels"] = serde_json::Value::Object(labels);
         }
+        let deadline = std::time::Instant::now() + STARTUP_DEADLINE;
+        while !trust_bundle.is_file() {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "no control plane wrote est.trust_bundle_file {}",
+                    trust_bundle.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let envoy = Envoy::start(&EnvoySettings {
             server_cert: pki.server.cert_path.clone(),
             server_key: pki.server.key_path.clone(),
-            client_ca_bundle: client_ca_bundle.clone(),
+            client_ca_bundle: trust_bundle.clone(),
             filter_wasm: filter_wasm.to_path_buf(),
             filter_config,
             control_planes: control_planes.iter().map(|c| c.addr).collect(),

@@ -56,7 +56,9 @@ pub struct EnvoySettings {
     pub server_cert: PathBuf,
     /// Its key.
     pub server_key: PathBuf,
-    /// PEM bundle of the CAs client certificates may chain to.
+    /// PEM bundle of the CAs client certificates may chain to. Envoy reads it through SDS from
+    /// a file ([`sds_secret`]) and reloads it when a file is renamed into its directory (the
+    /// control plane's `est.trust_bundle_file`).
     pub client_ca_bundle: PathBuf,
     /// The wasm filter.
     pub filter_wasm: PathBuf,
@@ -74,8 +76,25 @@ pub struct EnvoySettings {
     pub dangerous_xfcc_mode: Option<String>,
 }
 
-/// Renders `envoy/envoy.yaml` with the settings; returns (yaml, est port, admin port).
-pub fn render(s: &EnvoySettings) -> anyhow::Result<(String, u16, u16)> {
+/// The SDS file (a `Secret` named `estuary_client_ca`) whose validation context trusts `bundle`
+/// and watches its directory.
+pub fn sds_secret(bundle: &Path) -> String {
+    let dir = bundle.parent().unwrap_or(Path::new("/"));
+    format!(
+        "resources:\n\
+         - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+         name: estuary_client_ca\n  \
+         validation_context:\n    \
+         trusted_ca: {{ filename: {:?} }}\n    \
+         watched_directory: {{ path: {:?} }}\n",
+        bundle.display().to_string(),
+        dir.display().to_string()
+    )
+}
+
+/// Renders `envoy/envoy.yaml` with the settings and `sds`, the path of the file holding
+/// [`sds_secret`]; returns (yaml, est port, admin port).
+pub fn render(s: &EnvoySettings, sds: &Path) -> anyhow::Result<(String, u16, u16)> {
     let template_path = workspace_root().join("envoy/envoy.yaml");
     let template = std::fs::read_to_string(&template_path)
         .with_context(|| format!("reading {}", template_path.display()))?;
@@ -107,9 +126,10 @@ pub fn render(s: &EnvoySettings) -> anyhow::Result<(String, u16, u16)> {
         .replace("{{EST_PORT}}", &est_port.to_string())
         .replace("{{SERVER_CERT}}", &s.server_cert.display().to_string())
         .replace("{{SERVER_KEY}}", &s.server_key.display().to_string())
+        .replace("{{CLIENT_CA_SDS}}", &sds.display().to_string())
         .replace(
-            "{{CLIENT_CA_BUNDLE}}",
-            &s.client_ca_bundle.display().to_string(),
+            "{{CLIENT_CA_SDS_DIR}}",
+            &sds.parent().unwrap_or(Path::new("/")).display().to_string(),
         )
         .replace("{{FILTER_WASM}}", &s.filter_wasm.display().to_string())
         .replace("{{FILTER_CONFIG_JSON}}", &json)
@@ -183,7 +203,11 @@ impl Envoy {
     }
 
     fn start_in(s: &EnvoySettings, dir: TempDir) -> anyhow::Result<Self> {
-        let (yaml, est_port, admin_port) = render(s)?;
+        let sds_dir = dir.path().join("sds");
+        std::fs::create_dir_all(&sds_dir)?;
+        let sds = sds_dir.join("client-ca.yaml");
+        std::fs::write(&sds, sds_secret(&s.client_ca_bundle))?;
+        let (yaml, est_port, admin_port) = render(s, &sds)?;
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, yaml)?;
         validate(&config_path)?;

@@ -209,7 +209,8 @@ fn idevid(stack: &DevStack, dir: &Path, serial: &str) -> (PathBuf, PathBuf) {
     (i.cert_path, i.key_path)
 }
 
-/// EST simpleenroll with curl over TLS verified against `ca`; follows 202. (key, PEM cert).
+/// EST simpleenroll with curl over TLS verified against `ca`; follows 202. (key, PEM: the
+/// issued certificate, then the /cacerts certificates).
 fn est_enroll(
     stack: &DevStack,
     dir: &Path,
@@ -253,13 +254,32 @@ fn est_enroll(
         std::thread::sleep(Duration::from_secs(1));
     };
     assert_eq!(r.status, 200, "simpleenroll: {}", r.text());
-    let p7 = dir.join(format!("{serial}.p7"));
-    std::fs::write(&p7, b64d(&r.text().replace(['\r', '\n'], ""))).expect("write");
-    let pem = String::from_utf8(sh(Command::new("openssl")
-        .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
-        .arg(&p7)))
-    .expect("utf8");
-    (key, pem)
+    let to_pem = |stem: &str, reply: &Reply| {
+        let p7 = dir.join(format!("{serial}-{stem}.p7"));
+        std::fs::write(&p7, b64d(&reply.text().replace(['\r', '\n'], ""))).expect("write");
+        String::from_utf8(sh(Command::new("openssl")
+            .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+            .arg(&p7)))
+        .expect("utf8")
+    };
+    // RFC 8995 §5.9.3 enrols with EST: the end-entity certificate alone
+    // (draft-ietf-acme-integrations-17), the rest of the chain from /cacerts.
+    let leaf = to_pem("issued", &r);
+    assert_eq!(
+        leaf.matches("-----BEGIN CERTIFICATE-----").count(),
+        1,
+        "{leaf}"
+    );
+    let cacerts = curl(
+        &format!("{}/cacerts", stack.est_url()),
+        "GET",
+        id,
+        Trust::Pinned(ca),
+        None,
+    );
+    assert_eq!(cacerts.status, 200, "cacerts: {}", cacerts.text());
+    let rest = to_pem("cacerts", &cacerts);
+    (key, format!("{leaf}{rest}"))
 }
 
 /// Full BRSKI: voucher through the registrar and the MASA, checked by openssl; the pinned

@@ -305,26 +305,51 @@ fn est_enrolment_and_reenrolment_with_curl_and_openssl() {
     let r = enroll_until_done(&idevid, "simpleenroll", &csr, Duration::from_secs(60));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-transfer-encoding"), Some("base64"));
-    let chain = p7_b64_to_pem(dir, "issued", &r.body);
-    let chain_path = dir.join("chain.pem");
-    std::fs::write(&chain_path, &chain).expect("write");
-    let verify = sh(Command::new("openssl")
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(&stack.stack.pebble.issuer_root_pem)
-        .arg("-untrusted")
-        .arg(&chain_path)
-        .arg(&chain_path));
-    assert!(verify.contains("OK"), "{verify}");
+    // draft-ietf-acme-integrations-17: the answer holds the end-entity certificate alone ...
+    let issued = p7_b64_to_pem(dir, "issued", &r.body);
+    assert_eq!(
+        issued.matches("-----BEGIN CERTIFICATE-----").count(),
+        1,
+        "simpleenroll answers exactly one certificate:\n{issued}"
+    );
     let leaf = dir.join("leaf.pem");
-    std::fs::write(&leaf, first_cert(&chain)).expect("write");
+    std::fs::write(&leaf, first_cert(&issued)).expect("write");
     let san = sh(Command::new("openssl")
         .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
         .arg(&leaf));
     assert!(san.contains(&format!("DNS:{name}")), "{san}");
+    // ... and /cacerts the rest of the chain plus the anchor: it is the only trust store needed.
+    let r = Client::anonymous(&stack).get("cacerts");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cacerts_path = dir.join("cacerts.pem");
+    std::fs::write(&cacerts_path, p7_b64_to_pem(dir, "cacerts-after", &r.body)).expect("write");
+    let verify = sh(Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&cacerts_path)
+        .arg(&leaf));
+    assert!(verify.contains("OK"), "{verify}");
+    // The check can fail: Pebble's root alone does not verify the leaf (the intermediate is
+    // in /cacerts, not in the simpleenroll answer).
+    let alone = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&stack.stack.pebble.issuer_root_pem)
+        .arg(&leaf)
+        .output()
+        .expect("openssl");
+    assert!(!alone.status.success(), "the root alone verified the leaf");
 
-    // simplereenroll with the LDevID just issued (chain sent so Envoy can build the path);
-    // the CSR keeps the current certificate's subject and name (RFC 7030 §4.2.2).
+    // simplereenroll with the LDevID just issued, presented with /cacerts' certificates so that
+    // Envoy can build the path; the CSR keeps the current certificate's subject and name
+    // (RFC 7030 §4.2.2).
+    let chain = format!(
+        "{}{}",
+        first_cert(&issued),
+        std::fs::read_to_string(&cacerts_path).expect("cacerts")
+    );
+    let chain_path = dir.join("chain.pem");
+    std::fs::write(&chain_path, &chain).expect("write");
     let ldevid = Client::with_cert(&stack, &chain_path, &key);
     let subject = sh(Command::new("openssl")
         .args(["x509", "-noout", "-subject", "-nameopt", "compat", "-in"])

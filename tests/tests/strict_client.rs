@@ -249,3 +249,127 @@ fn a_device_presenting_only_its_end_entity_ldevid_reenrols() {
         "re-enrolment with the end-entity LDevID alone: {body}"
     );
 }
+
+/// Whether a TLS client presenting `cert` alone (no chain) gets through Envoy's handshake and
+/// a 200 for `/cacerts`.
+fn connects_with(stack: &DevStack, cert: &Path, key: &Path) -> bool {
+    Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "--fail",
+            "--cacert",
+        ])
+        .arg(&stack.pki.server_ca.cert_path)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg(format!("{}/cacerts", stack.est_url()))
+        .output()
+        .expect("curl")
+        .status
+        .success()
+}
+
+/// Enrols a new device with curl; (its end-entity certificate alone, PEM file; its key).
+fn enrol_new_device(
+    stack: &DevStack,
+    dir: &Path,
+    tag: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let serial = format!("{tag}-{}", std::process::id());
+    let id = stack
+        .pki
+        .manufacturer
+        .issue_idevid(dir, &format!("{tag}-idevid"), &serial)
+        .expect("idevid");
+    let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
+    let csr = openssl_csr(dir, &format!("/CN={name}"), &name, &[]);
+    let key = dir.join(format!("{tag}.key"));
+    std::fs::copy(dir.join("csr.key"), &key).expect("keep the key");
+    let (status, body) = curl_enrol(
+        stack,
+        dir,
+        "simpleenroll",
+        &id.cert_path,
+        &id.key_path,
+        &csr,
+    );
+    assert_eq!(status, 200, "{body}");
+    std::fs::write(dir.join("issued.b64"), &body).expect("write");
+    let p7 = dir.join("issued.p7");
+    sh(Command::new("openssl")
+        .args(["base64", "-d", "-in"])
+        .arg(dir.join("issued.b64"))
+        .arg("-out")
+        .arg(&p7));
+    let pem = sh(Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+        .arg(&p7));
+    assert_eq!(
+        pem.matches("BEGIN CERTIFICATE").count(),
+        1,
+        "the end-entity certificate only"
+    );
+    let leaf = dir.join(format!("{tag}.pem"));
+    std::fs::write(&leaf, pem).expect("write");
+    (leaf, key)
+}
+
+/// Envoy's client trust store is the control plane's `est.trust_bundle_file` (SDS from a file):
+/// when the ACME CA starts issuing from a new intermediate, the control plane learns it from the
+/// issuance and rewrites the file, and Envoy — not restarted — accepts a device presenting its
+/// new certificate alone. An intermediate the CA misreports (it did not sign the certificate)
+/// is not learned, so such a device still fails the handshake.
+#[test]
+fn envoy_trusts_a_new_acme_intermediate_without_a_restart() {
+    let stack = DevStack::start_built(&DevStackOptions {
+        rfc9444_ca: true,
+        ..DevStackOptions::default()
+    })
+    .expect("start the dev stack");
+    let ca = stack.test_ca().expect("the strict test CA");
+    let tmp = TempDir::new("trust-bundle").expect("tmp");
+    let dir = tmp.path();
+    let within = |what: &str, cert: &Path, key: &Path| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !connects_with(&stack, cert, key) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the handshake still fails\n{}",
+                stack.envoy.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+
+    ca.rotate_intermediate("Estuary test ACME intermediate 1")
+        .expect("intermediate 1");
+    let (a, a_key) = enrol_new_device(&stack, dir, "chain-a");
+    within("a certificate from intermediate 1", &a, &a_key);
+
+    ca.rotate_intermediate("Estuary test ACME intermediate 2")
+        .expect("intermediate 2");
+    let (b, b_key) = enrol_new_device(&stack, dir, "chain-b");
+    within("a certificate from intermediate 2", &b, &b_key);
+    assert!(
+        connects_with(&stack, &a, &a_key),
+        "intermediate 1 is still trusted"
+    );
+
+    ca.rotate_intermediate("Estuary test ACME intermediate 3")
+        .expect("intermediate 3");
+    ca.send_wrong_intermediate("Estuary test ACME intermediate 3")
+        .expect("a wrong intermediate");
+    let (c, c_key) = enrol_new_device(&stack, dir, "chain-c");
+    // Longer than the control planes' Redis refresh and Envoy's reload.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(
+        !connects_with(&stack, &c, &c_key),
+        "a certificate from an intermediate that was never learned got through"
+    );
+}

@@ -237,8 +237,11 @@ Enrol a new device with curl + openssl (RFC 7030):
   curl -s --cacert $ESTUARY_SERVER_CA --cert idevid.pem --key idevid.key \
     -H 'Content-Type: application/pkcs10' -H 'Content-Transfer-Encoding: base64' \
     --data-binary @device.csr.b64 $ESTUARY_EST_URL/simpleenroll \
-    | openssl base64 -d | openssl pkcs7 -inform DER -print_certs > device-chain.pem
-  openssl verify -CAfile $ESTUARY_ACME_ROOTS -untrusted device-chain.pem device-chain.pem
+    | openssl base64 -d | openssl pkcs7 -inform DER -print_certs > device.pem
+  # simpleenroll answers the certificate alone; /cacerts has the rest of its chain + the root
+  curl -s --cacert $ESTUARY_SERVER_CA $ESTUARY_EST_URL/cacerts | openssl base64 -d \
+    | openssl pkcs7 -inform DER -print_certs > cacerts.pem
+  openssl verify -CAfile cacerts.pem device.pem
 
 Or start from the BRSKI cloud registrar (draft-ietf-anima-brski-cloud), as a pledge that
 knows only its manufacturer's cloud URL. The demo pledge belongs to owner dev-est (a voucher

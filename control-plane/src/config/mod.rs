@@ -109,8 +109,16 @@ pub struct ServerConfig {
 pub struct EstConfig {
     /// Devices are named `<serial>.<parent_domain>`.
     pub parent_domain: String,
-    /// PEM file with the CA certificates served by `/cacerts` (the ACME CA's root(s)).
+    /// PEM file with the ACME CA's trust anchor(s) (its root(s); an intermediate may be added):
+    /// `/cacerts` serves them after the intermediates learned from issued chains
+    /// ([`crate::ra::chains`]), and they are the only issuers of LDevIDs.
     pub ca_certs_file: PathBuf,
+    /// Optional: a PEM file the control plane (re)writes, through a temporary file and a rename,
+    /// whenever it changes: the learned intermediates, `ca_certs_file`, then the manufacturers'
+    /// IDevID CAs — the client trust store of an Envoy EST listener whose `validation_context`
+    /// watches it (SDS `path_config_source` with `watched_directory`). Its directory must exist.
+    #[serde(default)]
+    pub trust_bundle_file: Option<PathBuf>,
     /// Accepted key types and sizes.
     #[serde(default)]
     pub keys: KeyPolicy,
@@ -201,6 +209,25 @@ fn acme_issuers(path: &Path, errors: &mut Vec<String>) -> Vec<Vec<u8>> {
     read_certs(path).unwrap_or_else(|e| {
         errors.push(format!("est.ca_certs_file: {e}"));
         Vec::new()
+    })
+}
+
+/// Why `est.trust_bundle_file` cannot be written where it is, if so: it needs a file name in an
+/// existing directory, and must not be a directory itself.
+fn bundle_file_problem(f: &Path) -> Option<String> {
+    if f.file_name().is_none() || f.is_dir() {
+        return Some(format!("{} is not a file name", f.display()));
+    }
+    let dir = match f.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    (!dir.is_dir()).then(|| {
+        format!(
+            "{}: the directory {} does not exist",
+            f.display(),
+            dir.display()
+        )
     })
 }
 
@@ -710,6 +737,11 @@ impl Config {
             } else {
                 let issuers = acme_issuers(&e.ca_certs_file, &mut errors);
                 trust_parts = Some((manufacturers(&e.manufacturers, &mut errors), issuers));
+            }
+            if let Some(f) = &e.trust_bundle_file {
+                if let Some(problem) = bundle_file_problem(f) {
+                    errors.push(format!("est.trust_bundle_file: {problem}"));
+                }
             }
             let k = &e.keys;
             for (field, rule) in k.problems() {
@@ -1221,6 +1253,34 @@ preauthorize = false
                 .expect_err(&labels)
                 .to_string();
             assert!(err.contains(want), "{labels}\n→ {err}");
+        }
+    }
+
+    #[test]
+    fn the_trust_bundle_file_is_optional_and_needs_an_existing_directory() {
+        let ca = ca_file();
+        let cfg = Config::from_toml(&sample(&ca.0), Vec::new()).expect("valid config");
+        assert_eq!(enrolment(&cfg).est.trust_bundle_file, None);
+        let with = |path: &str| {
+            sample(&ca.0).replace(
+                "\n[[est.manufacturers]]",
+                &format!("\ntrust_bundle_file = {path:?}\n[[est.manufacturers]]"),
+            )
+        };
+        let dir = std::env::temp_dir();
+        let good = dir.join("estuary-trust-bundle.pem");
+        let cfg = Config::from_toml(&with(&good.display().to_string()), Vec::new())
+            .expect("valid config");
+        assert_eq!(enrolment(&cfg).est.trust_bundle_file, Some(good));
+        for bad in [
+            "/nonexistent-estuary-dir/bundle.pem".to_string(),
+            dir.display().to_string(),
+        ] {
+            let err = Config::from_toml(&with(&bad), Vec::new()).expect_err("refused");
+            assert!(
+                err.to_string().contains("est.trust_bundle_file"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! | method, path | request | answers |
 //! |---|---|---|
-//! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the device label the edge derived), `estuary-client-cert` (base64 DER of the TLS client certificate), optional `estuary-client-chain` (the other certificates the client presented, base64 DER, comma-separated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
-//! | `GET /estuary/v1/cacerts` | optional `estuary-label` | 200 DER PKCS#7 certs-only of `est.ca_certs_file` (with a label: that `[[acme.labels]]` entry's `ca_certs_file`) |
+//! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the device label the edge derived), `estuary-client-cert` (base64 DER of the TLS client certificate), optional `estuary-client-chain` (the other certificates the client presented, base64 DER, comma-separated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only holding the end-entity certificate only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes; draft-ietf-acme-integrations-17: the rest of the chain is in `cacerts`); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
+//! | `GET /estuary/v1/cacerts` | optional `estuary-label` | 200 DER PKCS#7 certs-only of the label's CA (no label: `[acme]`): the intermediates learned from that CA's issued chains (newest first, read from Redis at most [`crate::ra::chains::REFRESH`] ago), then the certificates of its `ca_certs_file` (`est.ca_certs_file`, or the `[[acme.labels]]` entry's) not already listed; before any issuance the file alone ([`crate::ra::chains`]) |
 //! | `GET /estuary/v1/csrattrs` | headers `estuary-device-serial`, `estuary-client-cert`, optional `estuary-client-chain`, optional `estuary-label` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` (the same under every label) |
 //! | `GET /metrics` | — | Prometheus text |
 //! | `GET /healthz` | — | 200 while the process runs |
@@ -37,7 +37,6 @@
 //!
 //! All non-200 bodies are `text/plain` and say what was wrong. The control plane never
 //! answers 5xx for a client's mistake.
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -54,10 +53,10 @@ use estuary_proto::internal_api::{
     HDR_DEVICE_SERIAL, HDR_LABEL, HDR_OPERATION,
 };
 use estuary_proto::names::{DeviceName, DeviceSerial};
+use estuary_proto::pkcs7;
 use estuary_proto::policy::KeyPolicy;
 use tracing::{info, warn};
 
-use crate::config::DEFAULT_CA_ID;
 use crate::http::auth::bearer_ok;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
@@ -85,9 +84,6 @@ pub struct AppState {
 pub struct EstService {
     /// The RA engine.
     pub engine: Arc<Engine>,
-    /// `/cacerts` answers, precomputed, by CA id ([`DEFAULT_CA_ID`] for `est.ca_certs_file`,
-    /// the label for each `[[acme.labels]]` entry's `ca_certs_file`), read through `cacerts_of`.
-    pub cacerts: BTreeMap<String, Vec<u8>>,
     /// Who may get which name (the parent domain, the manufacturer CAs, the ACME CA).
     pub trust: TrustPolicy,
     /// Accepted keys, told in `/csrattrs`.
@@ -154,18 +150,6 @@ fn est_service<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a EstSe
     state.est.as_ref().ok_or(Refusal::NoEst)
 }
 
-/// The CA id of an EST label: the label itself, or [`DEFAULT_CA_ID`] for the unlabelled path
-/// (the id under which CA certificates are kept).
-fn ca_id(label: Option<&EstLabel>) -> &str {
-    label.map_or(DEFAULT_CA_ID, EstLabel::as_str)
-}
-
-/// The `/cacerts` answer (DER PKCS#7 certs-only) of the CA `ca_id`: that CA's configured
-/// certificates (`est.ca_certs_file`, or the label's `ca_certs_file`). `None`: no such CA.
-fn cacerts_of<'a>(est: &'a EstService, ca_id: &str) -> Option<&'a [u8]> {
-    est.cacerts.get(ca_id).map(Vec::as_slice)
-}
-
 /// Why the forwarded EST label selects no CA.
 #[derive(Debug, thiserror::Error)]
 enum LabelRefusal {
@@ -199,7 +183,7 @@ fn label_from(est: &EstService, headers: &HeaderMap) -> Result<Option<EstLabel>,
         .ok()
         .and_then(EstLabel::parse)
         .ok_or(LabelRefusal::Malformed)?;
-    if cacerts_of(est, ca_id(Some(&label))).is_none() {
+    if est.engine.chains(Some(&label)).is_none() {
         return Err(LabelRefusal::Unknown(label.to_string()));
     }
     Ok(Some(label))
@@ -365,10 +349,12 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
         label,
     };
     match est.engine.enroll(req).await {
-        Ok(Outcome::Issued { pkcs7, .. }) => (
+        // draft-ietf-acme-integrations-17 "Certificate Chains and Trust Anchors": the
+        // end-entity certificate only; the rest of the chain is in /cacerts.
+        Ok(Outcome::Issued { ee_pkcs7, .. }) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
-            pkcs7,
+            ee_pkcs7,
         )
             .into_response(),
         Ok(Outcome::Pending { retry_after }) => with_retry_after(
@@ -466,15 +452,25 @@ async fn cacerts(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         Ok(l) => l,
         Err(r) => return r.response(),
     };
-    match cacerts_of(est, ca_id(label.as_ref())) {
-        Some(der) => (
+    // label_from checked the label; kept for the day the two disagree.
+    let Some(chains) = est.engine.chains(label.as_ref()) else {
+        return text(StatusCode::NOT_FOUND, "no CA certificates for this label");
+    };
+    let certs = chains.cacerts().await;
+    match pkcs7::encode_certs_only(&certs) {
+        Ok(der) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, CT_PKCS7_CERTS_ONLY)],
-            der.to_vec(),
+            der,
         )
             .into_response(),
-        // label_from checked it; kept for the day the two disagree.
-        None => text(StatusCode::NOT_FOUND, "no CA certificates for this label"),
+        Err(e) => {
+            warn!(error = %e, "cannot encode the /cacerts PKCS#7");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the CA certificates",
+            )
+        }
     }
 }
 

@@ -19,13 +19,14 @@ use tracing::info;
 
 use crate::brski::registrar::Registrar;
 use crate::config::teap::TeapConfig;
-use crate::config::{Config, Enrolment, DEFAULT_CA_ID};
+use crate::config::{Config, Enrolment};
 use crate::est::api::{self, AppState, EstService};
 use crate::http::health;
 use crate::metrics::{Metrics, OrderResult};
 use crate::ra::acme::client::Acme;
+use crate::ra::chains::{CaChains, DEFAULT_CA_ID};
 use crate::ra::dns::update::DnsUpdater;
-use crate::ra::engine::{Cas, Engine};
+use crate::ra::engine::{Ca, Cas, Engine};
 use crate::ra::store::Store;
 use crate::support::pem_file::read_certs;
 use axum::Router;
@@ -111,7 +112,8 @@ fn build_parts(
 /// Trusted-Server-Root requests with.
 type TeapWithAnchors = (TeapConfig, Vec<u8>);
 
-/// The EST service (ACME account, DNS updater, engine, `/cacerts`), the `[teap]` section
+/// The EST service (ACME accounts, DNS updater, engine, `/cacerts` and the learned CA chains),
+/// the `[teap]` section
 /// that uses it and its DNS ledger sweeper.
 fn est_service(
     e: Enrolment,
@@ -120,12 +122,21 @@ fn est_service(
 ) -> anyhow::Result<(EstService, Option<TeapWithAnchors>, SweepPlan)> {
     let ca_ders = read_certs(&e.est.ca_certs_file)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
-    let cacerts_pkcs7 = pkcs7::encode_certs_only(&ca_ders)
+    // The file alone must make a /cacerts answer (it is the answer before any issuance).
+    pkcs7::encode_certs_only(&ca_ders)
         .map_err(|err| anyhow::anyhow!("est.ca_certs_file: {err}"))?;
     let teap = match e.teap {
         Some(t) => Some((t, crate::teap::server::trust_anchors_pkcs7(&ca_ders)?)),
         None => None,
     };
+    // The trust bundle file is an EST listener's whole client trust store: after the ACME
+    // chains, the manufacturers' IDevID CAs and every label CA's anchors.
+    let mut bundle_extra: Vec<Vec<u8>> = e
+        .trust
+        .manufacturers
+        .iter()
+        .map(|m| m.ca_der.clone())
+        .collect();
     let counter = metrics.dns_updates.clone();
     let failures = metrics.dns_update_failures.clone();
     let sweep_interval = std::time::Duration::from_secs(e.dns.sweep_interval_s);
@@ -153,7 +164,6 @@ fn est_service(
         })
     });
     let mut acme_cfg = e.acme;
-    let mut cacerts = BTreeMap::from([(DEFAULT_CA_ID.to_string(), cacerts_pkcs7)]);
     let mut labelled = BTreeMap::new();
     for l in std::mem::take(&mut acme_cfg.labels) {
         let at = format!("acme.labels {:?}", l.name);
@@ -161,9 +171,12 @@ fn est_service(
             EstLabel::parse(&l.name).ok_or_else(|| anyhow::anyhow!("{at}: {}", EstLabel::RULE))?;
         let ders = read_certs(&l.ca_certs_file)
             .map_err(|err| anyhow::anyhow!("{at}.ca_certs_file: {err}"))?;
-        let pkcs7 = pkcs7::encode_certs_only(&ders)
+        pkcs7::encode_certs_only(&ders)
             .map_err(|err| anyhow::anyhow!("{at}.ca_certs_file: {err}"))?;
-        cacerts.insert(label.to_string(), pkcs7);
+        bundle_extra.extend(ders.iter().cloned());
+        // A label's chain is learned like the default's, under the label's id; only the
+        // unlabelled CA writes the bundle file (see the README's limitations).
+        let chains = CaChains::new(store.clone(), label.as_str(), ders, None, Vec::new());
         info!(
             %label,
             directory = %l.acme.directory_url,
@@ -176,21 +189,33 @@ fn est_service(
             Arc::clone(&dns),
             Arc::clone(&on_order),
         );
-        labelled.insert(label, Arc::new(acme));
+        labelled.insert(
+            label,
+            Ca {
+                acme: Arc::new(acme),
+                chains,
+            },
+        );
     }
     let acme = Arc::new(Acme::new(acme_cfg, store.clone(), dns, on_order));
+    let chains = CaChains::new(
+        store.clone(),
+        DEFAULT_CA_ID,
+        ca_ders,
+        e.est.trust_bundle_file.clone(),
+        bundle_extra,
+    );
     let keys = e.est.keys;
     let engine = Engine::new(
         e.parent.clone(),
         keys,
         e.enroll,
         store.clone(),
-        Cas::new(acme, labelled),
+        Cas::new(Ca { acme, chains }, labelled),
         Arc::clone(metrics),
     );
     let est = EstService {
         engine,
-        cacerts,
         trust: e.trust,
         keys,
     };
@@ -262,6 +287,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await?;
         info!(listen = %radius.local_addr()?, "TEAP RADIUS server listening");
         tokio::spawn(radius.run());
+    }
+    if let Some(est) = &state.est {
+        for chains in est.engine.all_chains() {
+            if chains.writes_bundle_file() {
+                // Every replica keeps its own file current (Redis is read every few seconds).
+                tokio::spawn(Arc::clone(chains).keep_bundle_file());
+            }
+        }
     }
     if let Some(s) = sweeper {
         // In every replica: the ledger's claims let exactly one work on each leftover.

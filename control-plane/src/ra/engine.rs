@@ -28,6 +28,7 @@ use crate::config::EnrollConfig;
 use crate::metrics::{EnrollResult, IssuanceFailure, Metrics, Protocol};
 use crate::ra::acme::client::Acme;
 use crate::ra::acme::problem::{whole_seconds, IssueError};
+use crate::ra::chains::{CaChains, Learned};
 use crate::ra::error::RaError;
 use crate::ra::failure::{Failure, FailureKind};
 use crate::ra::limits::{Admitted, IssuanceSlots};
@@ -49,25 +50,40 @@ pub struct EnrollRequest {
 /// The ACME CAs the engine orders from: `[acme]` for the unlabelled path and one per
 /// `[[acme.labels]]` entry, by label.
 pub struct Cas {
-    default: Arc<Acme>,
-    labels: BTreeMap<EstLabel, Arc<Acme>>,
+    default: Arc<Ca>,
+    labels: BTreeMap<EstLabel, Arc<Ca>>,
+}
+
+/// One ACME CA: the client that orders from it, and the chain learned from what it issued
+/// (its `/cacerts`, draft-ietf-acme-integrations-17).
+pub struct Ca {
+    /// The ACME client.
+    pub acme: Arc<Acme>,
+    /// The learned chain, fed by every fresh issuance from this CA.
+    pub chains: Arc<CaChains>,
 }
 
 impl Cas {
     /// The unlabelled CA and the labelled ones.
-    pub fn new(default: Arc<Acme>, labels: BTreeMap<EstLabel, Arc<Acme>>) -> Self {
-        Self { default, labels }
+    pub fn new(default: Ca, labels: BTreeMap<EstLabel, Ca>) -> Self {
+        Self {
+            default: Arc::new(default),
+            labels: labels
+                .into_iter()
+                .map(|(l, ca)| (l, Arc::new(ca)))
+                .collect(),
+        }
     }
 
     /// The CA of `label`; `None` when the label is not configured.
-    pub fn get(&self, label: Option<&EstLabel>) -> Option<&Arc<Acme>> {
+    pub fn get(&self, label: Option<&EstLabel>) -> Option<&Arc<Ca>> {
         match label {
             None => Some(&self.default),
             Some(l) => self.labels.get(l),
         }
     }
 
-    fn all(&self) -> impl Iterator<Item = &Arc<Acme>> {
+    fn all(&self) -> impl Iterator<Item = &Arc<Ca>> {
         std::iter::once(&self.default).chain(self.labels.values())
     }
 }
@@ -75,10 +91,15 @@ impl Cas {
 /// A successful answer.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The chain, as a PKCS#7 certs-only DER.
+    /// The certificate, as PKCS#7 certs-only DER.
     Issued {
-        /// PKCS#7 certs-only (RFC 7030 §4.2.3).
+        /// PKCS#7 certs-only of the whole chain the CA returned, end-entity first (TEAP's
+        /// PKCS#7 TLV, RFC 9930).
         pkcs7: Vec<u8>,
+        /// PKCS#7 certs-only of the end-entity certificate alone: EST's `/simpleenroll` and
+        /// `/simplereenroll` answer (draft-ietf-acme-integrations-17 "Certificate Chains and
+        /// Trust Anchors"; the rest of the chain is in `/cacerts`).
+        ee_pkcs7: Vec<u8>,
         /// Whether it came from the cache.
         cached: bool,
     },
@@ -115,8 +136,8 @@ impl Engine {
         cas: Cas,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        for acme in cas.all() {
-            acme.attach_metrics(Arc::clone(&metrics));
+        for ca in cas.all() {
+            ca.acme.attach_metrics(Arc::clone(&metrics));
         }
         let slots = IssuanceSlots::new(cfg.max_inflight_orders, cfg.max_queued_orders);
         Arc::new(Self {
@@ -129,6 +150,17 @@ impl Engine {
             inflight: Arc::new(Mutex::new(HashMap::new())),
             slots,
         })
+    }
+
+    /// The learned chain of the CA that `label` enrols from (`/cacerts`); `None` when the label
+    /// is not configured.
+    pub fn chains(&self, label: Option<&EstLabel>) -> Option<&Arc<CaChains>> {
+        self.cas.get(label).map(|ca| &ca.chains)
+    }
+
+    /// Every CA's learned chain (the unlabelled CA's first).
+    pub fn all_chains(&self) -> impl Iterator<Item = &Arc<CaChains>> {
+        self.cas.all().map(|ca| &ca.chains)
     }
 
     /// The enrol configuration.
@@ -164,8 +196,8 @@ impl Engine {
         let csr = csr::parse_and_verify(&req.csr_der)?;
         let name = DeviceName::new(&req.serial, &self.parent)?;
         policy::check_enroll(&csr, &name, &self.keys)?;
-        let acme = match self.cas.get(req.label.as_ref()) {
-            Some(a) => Arc::clone(a),
+        let ca = match self.cas.get(req.label.as_ref()) {
+            Some(ca) => Arc::clone(ca),
             None => {
                 return Err(RaError::UnknownLabel(
                     req.label.map(|l| l.to_string()).unwrap_or_default(),
@@ -177,8 +209,10 @@ impl Engine {
         if let Some(chain) = self.cached(&key, csr.spki_der(), &name).await? {
             self.metrics.cache_hits.inc();
             info!(device = %name.as_str(), op = req.operation.as_str(), "certificate from cache");
+            let (pkcs7, ee_pkcs7) = chain_to_pkcs7(&chain)?;
             return Ok(Outcome::Issued {
-                pkcs7: chain_to_pkcs7(&chain)?,
+                pkcs7,
+                ee_pkcs7,
                 cached: true,
             });
         }
@@ -188,7 +222,7 @@ impl Engine {
         }
 
         let waiter = self
-            .waiter_for(&acme, &key, &req.csr_der, csr.spki_der(), &name)
+            .waiter_for(&ca, &key, &req.csr_der, csr.spki_der(), &name)
             .await?;
         let deadline = Instant::now() + Duration::from_millis(self.cfg.budget_ms);
         let done = match waiter {
@@ -206,17 +240,21 @@ impl Engine {
             }
         };
         match done {
-            Some(Ok(chain)) => Ok(Outcome::Issued {
-                pkcs7: chain_to_pkcs7(&chain)?,
-                cached: false,
-            }),
+            Some(Ok(chain)) => {
+                let (pkcs7, ee_pkcs7) = chain_to_pkcs7(&chain)?;
+                Ok(Outcome::Issued {
+                    pkcs7,
+                    ee_pkcs7,
+                    cached: false,
+                })
+            }
             Some(Err(f)) => {
                 if f.kind.is_transient() {
                     // Told now: the record kept for a later retry (see `run_issuance`) is spent.
                     let _ = self.store.take_failure(&key).await;
                     // The CA answered rateLimited (here or elsewhere): the device comes back
                     // when the back-off ends.
-                    if let Ok(Some(remaining)) = acme.ca_backoff().await {
+                    if let Ok(Some(remaining)) = ca.acme.ca_backoff().await {
                         return Err(IssueError::CaBackoff { remaining }.into());
                     }
                 }
@@ -235,7 +273,7 @@ impl Engine {
     /// replica holds the lock.
     async fn waiter_for(
         self: &Arc<Self>,
-        acme: &Arc<Acme>,
+        ca: &Arc<Ca>,
         key: &CsrKey,
         csr_der: &[u8],
         spki_der: &[u8],
@@ -263,7 +301,7 @@ impl Engine {
             let (_tx, rx) = watch::channel(Some(Ok(chain)));
             return Ok(Some(rx));
         }
-        let admitted = match self.admit(acme).await {
+        let admitted = match self.admit(&ca.acme).await {
             Ok(a) => a,
             Err(e) => {
                 let _ = self.store.release_lock(key, &token).await;
@@ -309,7 +347,7 @@ impl Engine {
             Box::pin(release),
         );
         let engine = Arc::clone(self);
-        let acme = Arc::clone(acme);
+        let ca = Arc::clone(ca);
         let key = key.clone();
         let csr_der = csr_der.to_vec();
         let name = name.clone();
@@ -317,7 +355,7 @@ impl Engine {
         tokio::spawn(
             async move {
                 let result = engine
-                    .run_admitted(&acme, admitted, &key, &csr_der, &name)
+                    .run_admitted(&ca, admitted, &key, &csr_der, &name)
                     .await;
                 guard.finish(result).await;
             }
@@ -353,13 +391,13 @@ impl Engine {
     /// then runs the issuance.
     async fn run_admitted(
         &self,
-        acme: &Acme,
+        ca: &Ca,
         admitted: Admitted,
         key: &CsrKey,
         csr_der: &[u8],
         name: &DeviceName,
     ) -> Result<String, Failure> {
-        let wait = Duration::from_secs(acme.cfg.order_timeout_s);
+        let wait = Duration::from_secs(ca.acme.cfg.order_timeout_s);
         let Some(_running) = admitted.run_within(wait).await else {
             self.metrics.fleet_limited.inc();
             warn!(device = %name.as_str(), wait_s = wait.as_secs(), "no turn to issue within acme.order_timeout_s; giving up");
@@ -374,7 +412,7 @@ impl Engine {
             }
             return Err(f);
         };
-        self.run_issuance(acme, key, csr_der, name).await
+        self.run_issuance(ca, key, csr_der, name).await
     }
 
     /// Seed §8.1: a new CSR counts against the device's `enroll.max_orders_per_device`; an
@@ -411,13 +449,13 @@ impl Engine {
     /// Runs one issuance (the caller holds the lock) and stores the outcome.
     async fn run_issuance(
         &self,
-        acme: &Acme,
+        ca: &Ca,
         key: &CsrKey,
         csr_der: &[u8],
         name: &DeviceName,
     ) -> Result<String, Failure> {
         let started = Instant::now();
-        let issued = acme.issue(key, csr_der, name).await;
+        let issued = ca.acme.issue(key, csr_der, name).await;
         match issued {
             Ok(chain) => match check_issued(&chain, csr_der, name) {
                 Ok(not_after) => {
@@ -426,6 +464,10 @@ impl Engine {
                         .observe(started.elapsed().as_secs_f64());
                     if let Err(e) = self.store.cache_chain(key, &chain, not_after).await {
                         warn!(device = %name.as_str(), error = %e, "issued, but could not cache the certificate");
+                    }
+                    // The rest of the chain is /cacerts' (draft-17); a bad one is logged there.
+                    if let Learned::Refused(_) = ca.chains.learn(&chain).await {
+                        self.metrics.ca_chain_refused.inc();
                     }
                     Ok(chain)
                 }
@@ -608,19 +650,24 @@ fn check_issued(chain_pem: &str, csr_der: &[u8], name: &DeviceName) -> Result<i6
     chain_fits(chain_pem, csr.spki_der(), name, now_unix()).map_err(|e| e.to_string())
 }
 
-fn chain_to_pkcs7(chain_pem: &str) -> Result<Vec<u8>, RaError> {
+/// PKCS#7 certs-only of the whole chain, and of its end-entity certificate alone.
+fn chain_to_pkcs7(chain_pem: &str) -> Result<(Vec<u8>, Vec<u8>), RaError> {
     let ders = pem::decode_certs(chain_pem).map_err(|e| {
         RaError::Remembered(Failure {
             kind: FailureKind::Internal,
             reason: format!("stored chain unreadable: {e}"),
         })
     })?;
-    pkcs7::encode_certs_only(&ders).map_err(|e| {
-        RaError::Remembered(Failure {
-            kind: FailureKind::Internal,
-            reason: format!("cannot encode PKCS#7: {e}"),
+    let encode = |certs: &[Vec<u8>]| {
+        pkcs7::encode_certs_only(certs).map_err(|e| {
+            RaError::Remembered(Failure {
+                kind: FailureKind::Internal,
+                reason: format!("cannot encode PKCS#7: {e}"),
+            })
         })
-    })
+    };
+    let ee: Vec<Vec<u8>> = ders.first().cloned().into_iter().collect();
+    Ok((encode(&ders)?, encode(&ee)?))
 }
 
 fn lock_map(

@@ -4,6 +4,9 @@
 //! - `cert:<sha256(csr)>` — PEM chain of the issued certificate; expires at the leaf's notAfter (EXAT).
 //!   Not trusted when read back: the engine serves it only if its leaf fits the CSR
 //!   ([`crate::ra::engine::chain_fits`]) and deletes it otherwise.
+//! - `ca-chain:<ca id>` — PEM of the ACME CA's intermediates learned from issued chains (the
+//!   certificates after the end-entity one), newest first; served by `/cacerts` before the
+//!   anchors of `est.ca_certs_file` ([`crate::ra::chains`]). The CA id is `default` today.
 //! - `lock:<sha256(csr)>` — random token of the task issuing for that CSR; PX lock, refreshed.
 //! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it
 //!   (only if it is on the ACME directory's origin, [`crate::ra::acme::client::Origin`]).
@@ -226,6 +229,22 @@ impl Store {
         let _: () = c
             .set_options(self.key("cert", k.as_str()), chain_pem, opts)
             .await?;
+        Ok(())
+    }
+
+    /// The ACME CA's intermediates learned from issuances ([`crate::ra::chains`]), PEM, for the
+    /// CA `ca_id` (`"default"` today). Not trusted when read back: every certificate is checked
+    /// again against `est.ca_certs_file` before it is served.
+    pub async fn ca_chain(&self, ca_id: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn.clone();
+        Ok(c.get(self.key("ca-chain", ca_id)).await?)
+    }
+
+    /// Replaces the learned intermediates of the CA `ca_id` (PEM, no expiry: each certificate
+    /// is dropped when it expires or is pushed out by newer ones).
+    pub async fn set_ca_chain(&self, ca_id: &str, pem: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: () = c.set(self.key("ca-chain", ca_id), pem).await?;
         Ok(())
     }
 
