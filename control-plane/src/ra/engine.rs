@@ -117,6 +117,7 @@ impl Engine {
         protocol: Protocol,
         req: EnrollRequest,
     ) -> Result<Outcome, RaError> {
+        let operation = req.operation;
         let result = self.enroll_inner(req).await;
         let label = match &result {
             Ok(Outcome::Issued { cached: true, .. }) => EnrollResult::cached,
@@ -126,7 +127,14 @@ impl Engine {
             Err(_) => EnrollResult::failed,
         };
         self.metrics.enrollment(protocol, label);
+        self.metrics
+            .enrollment_operation(protocol, operation, label);
         result
+    }
+
+    /// The longest an issuance runs (`acme.order_timeout_s`).
+    pub fn order_timeout(&self) -> Duration {
+        Duration::from_secs(self.acme.cfg.order_timeout_s)
     }
 
     async fn enroll_inner(self: &Arc<Self>, req: EnrollRequest) -> Result<Outcome, RaError> {
