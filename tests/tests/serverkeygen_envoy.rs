@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use estuary_proto::internal_api::{
+    HDR_AUTHORIZATION, HDR_CLIENT_CERT, HDR_DEVICE_SERIAL, SERVERKEYGEN_PATH,
+};
 use estuary_tests::curl::{curl, metric_sum, openssl_csr, sh, side_effects};
-use estuary_tests::dev_stack::{DevStack, DevStackOptions};
+use estuary_tests::dev_stack::{workspace_bin, DevStack, DevStackOptions};
 use estuary_tests::pki::Issued;
-use estuary_tests::stack::DEV_PARENT;
+use estuary_tests::stack::{DEV_PARENT, DEV_TOKEN};
 use estuary_tests::util::TempDir;
 
 /// Splits a multipart answer (`ct`, `body` files) into `key.der` and `cert.p7` with python3's
@@ -316,6 +319,50 @@ fn serverkeygen_hands_a_device_a_new_key_and_its_certificate() {
         "RSA 2048 for an RSA 2048 request"
     );
 
+    // The pledge CLI does the same, and checks the key against the certificate itself.
+    let (p_id, p_name) = device(&stack, &tmp.path().join("pl"), &format!("SKG-PL-{pid}"));
+    let out = tmp.path().join("pledge-out");
+    let o = Command::new(workspace_bin("estuary-pledge", "ESTUARY_PLEDGE_BIN").expect("pledge"))
+        .arg("serverkeygen")
+        .arg("--est-url")
+        .arg(stack.est_url())
+        .arg("--server-ca")
+        .arg(&stack.pki.server_ca.cert_path)
+        .arg("--cert")
+        .arg(&p_id.cert_path)
+        .arg("--key")
+        .arg(&p_id.key_path)
+        .arg("--out-dir")
+        .arg(&out)
+        .args(["--max-wait", "90", "--json"])
+        .output()
+        .expect("run estuary-pledge");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "pledge serverkeygen failed: {stderr}");
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json");
+    assert_eq!(
+        summary["dns_names"],
+        serde_json::json!([p_name]),
+        "{summary}"
+    );
+    assert_eq!(summary["key_type"], "P-256", "{summary}");
+    let key_pub = sh(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(out.join("key.pem")));
+    let cert_pub = sh(Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(out.join("cert.pem")));
+    assert_eq!(key_pub, cert_pub, "the pledge's key.pem is cert.pem's key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(out.join("key.pem"))
+            .expect("key.pem")
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600, "key.pem readable by others");
+    }
+
     // Counted under its own operation.
     let dir = tmp.path();
     assert!(
@@ -420,6 +467,43 @@ fn serverkeygen_refusals_name_their_reason_and_order_nothing() {
         &url,
     );
     assert_eq!(r.status, 401, "{}", r.body);
+
+    // The same requests straight to the control plane's internal API, past the filter, with
+    // the token and device A's IDevID (so its own identity check passes): its own run of the
+    // policy refuses them too.
+    let pem = std::fs::read_to_string(&a.cert_path).expect("IDevID");
+    let der = estuary_proto::pem::decode_certs(&pem).expect("PEM");
+    let leaf = der.first().expect("the IDevID");
+    let label = a_name.split('.').next().unwrap_or_default();
+    let internal = |csr: &[u8]| {
+        let body = dir.join("internal.der");
+        std::fs::write(&body, csr).expect("write");
+        let headers = [
+            format!("{HDR_AUTHORIZATION}: Bearer {DEV_TOKEN}"),
+            format!("{HDR_DEVICE_SERIAL}: {label}"),
+            format!(
+                "{HDR_CLIENT_CERT}: {}",
+                estuary_proto::base64::encode(leaf).replace(['\r', '\n'], "")
+            ),
+            "content-type: application/pkcs10".to_string(),
+        ];
+        let data = format!("@{}", body.display());
+        let mut args = vec!["-X", "POST", "--data-binary", &data];
+        for h in &headers {
+            args.extend_from_slice(&["-H", h]);
+        }
+        curl(dir, &args, &stack.control_planes[0].url(SERVERKEYGEN_PATH))
+    };
+    let r = internal(&csr);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains(&format!("may only ask for {a_name}")),
+        "{}",
+        r.body
+    );
+    let r = internal(&csr_asking_for_encryption(&a_name, DECRYPT_KEY_ID));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("DecryptKeyIdentifier"), "{}", r.body);
 
     assert_eq!(
         side_effects(&stack, dir),
