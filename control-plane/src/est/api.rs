@@ -669,6 +669,21 @@ mod tests {
         }
     }
 
+    /// RFC 7030 §4.4.1.1, §4.4.1.2: a serverkeygen request for an encrypted key is the client
+    /// asking for what this server cannot do: 400, not the 403 of other policy refusals.
+    #[test]
+    fn an_encrypted_key_request_is_400_other_policy_refusals_403() {
+        let e = RaError::Policy(PolicyError::KeyEncryptionNotSupported {
+            attribute: estuary_proto::oids::DECRYPT_KEY_ID,
+        });
+        assert_eq!(est_status(&e).as_u16(), 400);
+        assert!(e.to_string().contains("DecryptKeyIdentifier"), "{e}");
+        assert_eq!(
+            est_status(&RaError::Policy(PolicyError::CaRequested)).as_u16(),
+            403
+        );
+    }
+
     /// draft-17 "Error Handling": the CMCFailInfo each CA refusal names in the EST body.
     #[test]
     fn ca_refusals_name_their_cmc_fail_info() {
