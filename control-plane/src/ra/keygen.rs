@@ -19,12 +19,18 @@
 //! **Pending issuance.** [`HeldKeys`] keeps a generated key, in this process's memory only,
 //! while its order may still be running: for a serverkeygen request that got 202, bound to
 //! that requester and that request (SHA-256 over the client certificate and the request's
-//! CSR), for at most `acme.order_timeout_s + 3 × enroll.retry_after_s`. The device's retry — the same request
-//! from the same certificate — finds it and asks the engine for the same CSR, so it joins the
-//! running order or finds its certificate; the answer that hands the key over removes it.
-//! Anything else — another requester, a later identical request once the key was handed over,
-//! a retry after the entry expired, or a retry that lands on another replica — gets a new key
-//! and a new order.
+//! CSR), for at most `acme.order_timeout_s + 3 × enroll.retry_after_s`. The device's retry —
+//! the same request from the same certificate — finds it and asks the engine for the same
+//! CSR, so it joins the running order or finds its certificate; the answer that hands the key
+//! over removes it. Anything else — another requester, a later identical request once the key
+//! was handed over, a retry after the entry expired, a retry that lands on another replica,
+//! or a retry after a 200 lost in transit — gets a new key and a new order (which counts
+//! against `enroll.max_orders_per_device` like any new CSR).
+//!
+//! Why not the other designs: a new key per request would make a new CSR per retry, so the
+//! order a device waits for would never be the one it asks about; deriving the key from the
+//! request would hand the same key out again to a repeated request; keeping it in Redis would
+//! put key material where anyone who can read Redis finds it.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
