@@ -60,7 +60,7 @@ use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
 use crate::ra::error::RaError;
 use crate::ra::failure::{Failure, FailureKind};
-use crate::ra::keygen::{GeneratedKey, HeldKeys, KeyChoice, RequestId};
+use crate::ra::keygen::{GeneratedKey, HeldKeys, KeyChoice, KeyGenError, RequestId};
 use crate::support::secret::Secret;
 
 /// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
@@ -334,9 +334,9 @@ fn pkcs10_content_type(headers: &HeaderMap) -> Option<Response> {
     })
 }
 
-/// An internal failure of serverkeygen itself (no key type, key or CSR not made): 500, the
-/// detail logged by [`error_response`], never a key.
-fn keygen_failure(reason: String) -> RaError {
+/// An internal failure in building the answer (the issued PKCS#7 unreadable): 500, as the
+/// engine reports its own (`chain_to_pkcs7`); the detail is logged by [`error_response`].
+fn answer_failure(reason: String) -> RaError {
     RaError::Remembered(Failure {
         kind: FailureKind::Internal,
         reason,
@@ -454,17 +454,12 @@ async fn make_key(
     name: &DeviceName,
     request: &estuary_proto::VerifiedCsr,
 ) -> Result<(GeneratedKey, Vec<u8>), RaError> {
-    let choice = KeyChoice::for_request(request.key(), &est.keys).ok_or_else(|| {
-        keygen_failure("keys allows none of P-256, P-384, RSA 2048/3072: no key to generate".into())
-    })?;
+    let choice = KeyChoice::for_request(request.key(), &est.keys).ok_or(KeyGenError::NoKeyType)?;
     // RSA generation takes a while: off the async threads.
     let key = tokio::task::spawn_blocking(move || GeneratedKey::generate(choice))
         .await
-        .map_err(|e| keygen_failure(format!("key generation task: {e}")))?
-        .map_err(|e| keygen_failure(e.to_string()))?;
-    let csr = key
-        .csr_for(name, request.subject_common_name().is_some())
-        .map_err(|e| keygen_failure(e.to_string()))?;
+        .map_err(|e| KeyGenError::Task(e.to_string()))??;
+    let csr = key.csr_for(name, request.subject_common_name().is_some())?;
     Ok((key, csr))
 }
 
@@ -475,10 +470,10 @@ fn multipart_answer(key: &GeneratedKey, chain_pkcs7: &[u8]) -> Result<Response, 
     let leaf = pkcs7::decode_certs_only(chain_pkcs7)
         .ok()
         .and_then(|certs| certs.into_iter().next())
-        .ok_or_else(|| keygen_failure("the issued PKCS#7 holds no certificate".into()))?;
+        .ok_or_else(|| answer_failure("the issued PKCS#7 holds no certificate".into()))?;
     let ee_only = pkcs7::encode_certs_only(&[leaf])
-        .map_err(|e| keygen_failure(format!("cannot encode PKCS#7: {e}")))?;
-    let pkcs8 = key.pkcs8_der().map_err(|e| keygen_failure(e.to_string()))?;
+        .map_err(|e| answer_failure(format!("cannot encode PKCS#7: {e}")))?;
+    let pkcs8 = key.pkcs8_der()?;
     let mut body = Zeroizing::new(Vec::new());
     skg::build(&pkcs8, &ee_only, &mut body);
     Ok((
@@ -507,6 +502,8 @@ fn est_status(e: &RaError) -> StatusCode {
         RaError::Store(_) | RaError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         RaError::Issue(i) => failure_status(i.failure_kind()),
         RaError::Remembered(f) => failure_status(f.kind),
+        // serverkeygen: the RA could not make the key (a bug, or `keys` allowing no type).
+        RaError::KeyGen(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

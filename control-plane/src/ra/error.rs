@@ -8,6 +8,7 @@ use estuary_proto::policy::PolicyError;
 use crate::config::EnrollConfig;
 use crate::ra::acme::problem::{whole_seconds, IssueError};
 use crate::ra::failure::{Failure, FailureKind};
+use crate::ra::keygen::KeyGenError;
 use crate::ra::store::StoreError;
 
 /// Why an enrolment got no certificate.
@@ -45,6 +46,10 @@ pub enum RaError {
     /// more wait for a turn (seed §8.1), or the wait for a turn outlasted `acme.order_timeout_s`.
     #[error("too many certificate orders in progress; retry later")]
     Busy,
+    /// Server-side key generation: the RA could not make the key or its CSR (names no key
+    /// material).
+    #[error(transparent)]
+    KeyGen(#[from] KeyGenError),
 }
 
 impl RaError {
@@ -58,7 +63,8 @@ impl RaError {
             | Self::Name(_)
             | Self::Store(_)
             | Self::DeviceLimit { .. }
-            | Self::Busy => None,
+            | Self::Busy
+            | Self::KeyGen(_) => None,
         }
     }
 
@@ -69,7 +75,11 @@ impl RaError {
             Self::Issue(_) | Self::Remembered(_) => {
                 self.failure_kind().is_some_and(FailureKind::is_transient)
             }
-            Self::BadCsr(_) | Self::Policy(_) | Self::Name(_) | Self::DeviceLimit { .. } => false,
+            Self::BadCsr(_)
+            | Self::Policy(_)
+            | Self::Name(_)
+            | Self::DeviceLimit { .. }
+            | Self::KeyGen(_) => false,
         }
     }
 
@@ -78,7 +88,7 @@ impl RaError {
     pub fn is_refusal(&self) -> bool {
         match self {
             Self::BadCsr(_) | Self::Policy(_) | Self::Name(_) | Self::DeviceLimit { .. } => true,
-            Self::Store(_) | Self::Busy => false,
+            Self::Store(_) | Self::Busy | Self::KeyGen(_) => false,
             Self::Issue(_) | Self::Remembered(_) => matches!(
                 self.failure_kind(),
                 Some(

@@ -91,12 +91,18 @@ impl KeyChoice {
 /// Why a key or its CSR could not be made. Names no key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyGenError {
+    /// `keys` allows none of the types the RA makes (a configuration problem).
+    #[error("keys allows none of P-256, P-384, RSA 2048/3072: no key type to generate")]
+    NoKeyType,
     /// The key could not be generated or encoded.
     #[error("cannot generate the key: {0}")]
     Generate(String),
     /// The CSR could not be built or signed.
     #[error("cannot build the CSR for the generated key: {0}")]
     Csr(String),
+    /// The generating task failed (panicked or was cancelled).
+    #[error("the key generation task failed: {0}")]
+    Task(String),
 }
 
 enum Secret {
