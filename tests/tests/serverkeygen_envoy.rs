@@ -245,6 +245,53 @@ fn csr_asking_for_encryption(name: &str, attribute: &'static [u64]) -> Vec<u8> {
         .to_vec()
 }
 
+/// Every value in Redis (strings, hashes, sets, sorted sets, lists), concatenated: what anyone
+/// who can read Redis sees.
+fn redis_everything(addr: std::net::SocketAddr) -> Vec<u8> {
+    let cli = |args: &[&str]| {
+        sh(Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "--raw"])
+            .args(args))
+    };
+    let keys = String::from_utf8_lossy(&cli(&["--scan"])).into_owned();
+    let mut all = Vec::new();
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let kind = String::from_utf8_lossy(&cli(&["TYPE", key]))
+            .trim()
+            .to_string();
+        let value = match kind.as_str() {
+            "string" => cli(&["GET", key]),
+            "hash" => cli(&["HGETALL", key]),
+            "set" => cli(&["SMEMBERS", key]),
+            "zset" => cli(&["ZRANGE", key, "0", "-1"]),
+            "list" => cli(&["LRANGE", key, "0", "-1"]),
+            _ => Vec::new(),
+        };
+        all.extend_from_slice(key.as_bytes());
+        all.extend_from_slice(&value);
+    }
+    all
+}
+
+/// Whether `haystack` holds the P-256 private key `pkcs8` (DER) in any usual form: the DER, its
+/// base64, or the private scalar (RFC 5915 inside RFC 5958: the 32 bytes after `04 20`) raw or
+/// in hex.
+fn holds_key(haystack: &[u8], pkcs8: &[u8]) -> bool {
+    let contains = |needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    let b64 = estuary_proto::base64::encode(pkcs8).replace(['\r', '\n'], "");
+    let scalar = pkcs8
+        .windows(2)
+        .position(|w| w == [0x04, 0x20])
+        .and_then(|i| pkcs8.get(i + 2..i + 34))
+        .expect("a P-256 PKCS#8 holds a 32-byte scalar");
+    let hex: String = scalar.iter().map(|b| format!("{b:02x}")).collect();
+    contains(pkcs8)
+        || contains(&b64.as_bytes()[..64])
+        || contains(scalar)
+        || contains(hex.as_bytes())
+        || contains(hex.to_uppercase().as_bytes())
+}
+
 const DECRYPT_KEY_ID: &[u64] = &[1, 2, 840, 113549, 1, 9, 16, 2, 37];
 const ASYMM_DECRYPT_KEY_ID: &[u64] = &[1, 2, 840, 113549, 1, 9, 16, 2, 54];
 
@@ -532,6 +579,8 @@ fn a_pending_serverkeygen_completes_with_the_key_made_for_it() {
     let first = post(&stack, &tmp.path().join("p1"), &id, &csr);
     assert_eq!(first.status, 202, "{}", first.reason);
     assert!(first.reason.contains("pending"), "{}", first.reason);
+    // What Redis holds while the key waits for its certificate.
+    let redis_while_pending = redis_everything(stack.stack.redis.addr);
     // The same bytes from another certificate of the same device, while the first is pending.
     let (theirs, _) = post_until_done(
         &stack,
@@ -553,6 +602,27 @@ fn a_pending_serverkeygen_completes_with_the_key_made_for_it() {
         key_mine, key_theirs,
         "another requester got this requester's key"
     );
+    // The key was never in Redis: neither while it waited nor after.
+    let redis_after = redis_everything(stack.stack.redis.addr);
+    assert!(!redis_after.is_empty(), "Redis read back nothing at all");
+    for (who, a) in [
+        ("the retrying device", &mine),
+        ("the other requester", &theirs),
+    ] {
+        let pkcs8 = std::fs::read(a.dir.join("key.der")).expect("key.der");
+        assert!(
+            holds_key(&pkcs8, &pkcs8),
+            "the check finds what it looks for"
+        );
+        assert!(
+            !holds_key(&redis_while_pending, &pkcs8),
+            "{who}'s key in Redis while pending"
+        );
+        assert!(
+            !holds_key(&redis_after, &pkcs8),
+            "{who}'s key in Redis afterwards"
+        );
+    }
     let (after, _) = side_effects(&stack, tmp.path());
     assert_eq!(
         after - orders,
