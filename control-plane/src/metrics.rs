@@ -1,6 +1,7 @@
 //! Prometheus metrics (text exposition at `/metrics`).
 //!
-//! Names other programs rely on (../shared/design.md): `estuary_enrollments_total{protocol,result}`,
+//! Names other programs rely on (../shared/design.md): `estuary_enrollments_total{protocol,result}`
+//! (also by EST operation in `estuary_enrollment_operations_total{protocol,operation,result}`),
 //! `estuary_acme_orders_total{result}`, `estuary_dns_updates_total`, `estuary_cache_hits_total`,
 //! `estuary_cache_misses_total`; plus the histogram `estuary_issuance_duration_seconds`.
 //! `estuary_cache_rejected_total` counts cached chains that did not fit their CSR (key, name or
@@ -62,6 +63,14 @@ pub enum Protocol {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EnrollLabels {
     protocol: Protocol,
+    result: EnrollResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    protocol: Protocol,
+    /// The EST operation (RFC 7030 §3.2.2 path segment).
+    operation: String,
     result: EnrollResult,
 }
 
@@ -172,6 +181,7 @@ struct OrderLabels {
 pub struct Metrics {
     registry: Registry,
     enrollments: Family<EnrollLabels, Counter>,
+    enrollment_operations: Family<OperationLabels, Counter>,
     orders: Family<OrderLabels, Counter>,
     /// One per RFC 2136 UPDATE message sent.
     pub dns_updates: Counter,
@@ -226,6 +236,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let enrollments = Family::<EnrollLabels, Counter>::default();
+        let enrollment_operations = Family::<OperationLabels, Counter>::default();
         let orders = Family::<OrderLabels, Counter>::default();
         let dns_updates = Counter::default();
         let cache_hits = Counter::default();
@@ -269,6 +280,11 @@ impl Metrics {
             "estuary_enrollments",
             "Enrolment requests by protocol and result",
             enrollments.clone(),
+        );
+        registry.register(
+            "estuary_enrollment_operations",
+            "Enrolment requests by protocol, EST operation (simpleenroll, simplereenroll, serverkeygen) and result",
+            enrollment_operations.clone(),
         );
         registry.register(
             "estuary_acme_orders",
@@ -398,6 +414,7 @@ impl Metrics {
         Self {
             registry,
             enrollments,
+            enrollment_operations,
             orders,
             dns_updates,
             cache_hits,
@@ -444,6 +461,23 @@ impl Metrics {
     pub fn enrollment(&self, protocol: Protocol, result: EnrollResult) {
         self.enrollments
             .get_or_create(&EnrollLabels { protocol, result })
+            .inc();
+    }
+
+    /// Counts one enrolment request by its EST operation too
+    /// (`estuary_enrollment_operations_total{protocol,operation,result}`).
+    pub fn enrollment_operation(
+        &self,
+        protocol: Protocol,
+        operation: estuary_proto::est::EstOperation,
+        result: EnrollResult,
+    ) {
+        self.enrollment_operations
+            .get_or_create(&OperationLabels {
+                protocol,
+                operation: operation.as_str().to_string(),
+                result,
+            })
             .inc();
     }
 

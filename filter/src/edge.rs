@@ -12,6 +12,7 @@ use estuary_proto::internal_api;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use zeroize::Zeroize;
 
 use crate::brski;
 use crate::cache;
@@ -467,7 +468,7 @@ impl EdgeStream {
         end_of_stream: bool,
     ) -> Action {
         let need = match kind {
-            EnrollKind::Enroll => Need::IDevId,
+            EnrollKind::Enroll | EnrollKind::ServerKeyGen => Need::IDevId,
             EnrollKind::Reenroll => Need::LDevId,
         };
         let checked = Self::identity(est, need).and_then(|client| {
@@ -508,6 +509,7 @@ impl EdgeStream {
         };
         let mut memo = SharedSignatures::new(cfg.csr_signature_cache);
         let der = match enroll::check_body(
+            op,
             body,
             &client.identity,
             &est.trust.parent,
@@ -595,6 +597,13 @@ impl Context for EdgeStream {
             Self::cache_put(&cfg, &key, der);
         }
         self.send(&answer.reply);
+        if op == Operation::ServerKeyGen {
+            // The answer carries a private key: wipe this VM's copies (Envoy has its own).
+            let mut answer = answer;
+            answer.reply.body.zeroize();
+            let mut body = body;
+            body.zeroize();
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub enum EdgeError {
         /// The one method that is allowed.
         allow: &'static str,
     },
-    /// The request's Content-Type is not `application/pkcs10` (RFC 7030 §4.2.1).
+    /// The request's Content-Type is not `application/pkcs10` (RFC 7030 §4.2.1, §4.4.1).
     #[error("Content-Type must be application/pkcs10")]
     UnsupportedMediaType,
     /// The request body is larger than the configured limit.
@@ -97,7 +97,7 @@ impl EdgeError {
             EdgeError::NotAnEstServer => 404,
             // RFC 9110 §15.5.20: the request reached a server that does not serve its authority.
             EdgeError::MisdirectedRequest => 421,
-            // RFC 7030 §4.4 (serverkeygen) and §4.3 (fullcmc) are optional.
+            // RFC 7030 §4.3 (fullcmc) is optional.
             EdgeError::NotImplemented(_) => 501,
             // RFC 9110 §15.5.6: 405 carries Allow.
             EdgeError::MethodNotAllowed { .. } => 405,
@@ -105,6 +105,10 @@ impl EdgeError {
             EdgeError::PayloadTooLarge { .. } => 413,
             // RFC 7030 §4.2.3: a malformed request is a 4xx, 400 for a body we cannot use.
             EdgeError::EmptyBody | EdgeError::BadBase64(_) | EdgeError::BadCsr(_) => 400,
+            // RFC 7030 §4.4.1.1, §4.4.1.2: asked to encrypt the key to a key this server does
+            // not hold, the server "terminates the request with an error": the request asks
+            // for something this server cannot do, and says why.
+            EdgeError::Policy(PolicyError::KeyEncryptionNotSupported { .. }) => 400,
             // The request is understood and authenticated, but not allowed.
             EdgeError::Policy(_) | EdgeError::Identity(_) => 403,
             // RFC 7030 §3.3.2: the client authenticates with TLS; without it, 401.

@@ -1,6 +1,7 @@
 //! Estuary's edge filter: EST (RFC 7030) in a proxy-wasm HTTP filter for Envoy / Istio.
 //!
-//! The filter terminates `/.well-known/est/[label/]{cacerts,csrattrs,simpleenroll,simplereenroll}`,
+//! The filter terminates
+//! `/.well-known/est/[label/]{cacerts,csrattrs,simpleenroll,simplereenroll,serverkeygen}`,
 //! checks the TLS client certificate and the CSR at the edge (with `estuary-proto`, the same code the
 //! control plane uses), and forwards only requests that pass to the control plane with
 //! `dispatch_http_call`. Every other path is passed through untouched after reading `:path` only.
@@ -10,7 +11,7 @@
 //! |---|---|
 //! | not under `/.well-known/est` | pass-through (no body buffering) |
 //! | unknown operation or label | 404 |
-//! | `serverkeygen`, `fullcmc` | 501 |
+//! | `fullcmc` | 501 |
 //! | wrong method | 405 + `Allow` |
 //! | no client certificate, or the XFCC certificate is not the connection's peer certificate | 401 |
 //! | client certificate issued by neither the ACME CA (`acme_ca_pem`) nor a manufacturer CA | 403 |
@@ -20,6 +21,8 @@
 //! | body over `max_body_bytes` (Content-Length or actual) | 413 |
 //! | bad base64 / DER / signature | 400 |
 //! | CSR refused by policy | 403 |
+//! | `serverkeygen`: CSR asks for an encrypted key (DecryptKeyIdentifier / AsymmetricDecryptKeyIdentifier, RFC 7030 §4.4.1) | 400, the reason names the attribute |
+//! | `serverkeygen`: control plane 200 | 200 `multipart/mixed` passed on byte for byte with the control plane's `content-type` (its boundary); the VM's copies are wiped after sending |
 //! | control plane 200 / 202 / 4xx | 200 base64 PKCS#7 / 202 + `Retry-After` / same 4xx |
 //! | control plane 429 (the device's own limit) | 429 + `Retry-After` + its reason |
 //! | control plane 503, timeout, unreachable | 503 + `Retry-After` |

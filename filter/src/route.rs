@@ -9,13 +9,15 @@ use crate::error::EdgeError;
 /// The EST path prefix (RFC 7030 §3.2.2).
 pub const EST_PREFIX: &[u8] = est::EST_PREFIX.as_bytes();
 
-/// The two enrolment operations.
+/// The operations that POST a CSR: the two enrolments and server-side key generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrollKind {
     /// RFC 7030 §4.2.1.
     Enroll,
     /// RFC 7030 §4.2.2.
     Reenroll,
+    /// RFC 7030 §4.4: the CSR names the device; the server makes the key.
+    ServerKeyGen,
 }
 
 impl EnrollKind {
@@ -24,6 +26,7 @@ impl EnrollKind {
         match self {
             EnrollKind::Enroll => Operation::SimpleEnroll,
             EnrollKind::Reenroll => Operation::SimpleReenroll,
+            EnrollKind::ServerKeyGen => Operation::ServerKeyGen,
         }
     }
 
@@ -48,7 +51,7 @@ pub enum Route {
         /// EST label, if any.
         label: Option<String>,
     },
-    /// `POST simpleenroll` / `simplereenroll` (RFC 7030 §4.2).
+    /// `POST simpleenroll` / `simplereenroll` (RFC 7030 §4.2) / `serverkeygen` (§4.4).
     Enroll {
         /// Which one.
         kind: EnrollKind,
@@ -99,7 +102,13 @@ pub fn route(path: &[u8], method: Option<&[u8]>, cfg: &Config) -> Result<Route, 
                 label,
             },
         ),
-        EstOperation::ServerKeyGen => return Err(EdgeError::NotImplemented("serverkeygen")),
+        EstOperation::ServerKeyGen => (
+            "POST",
+            Route::Enroll {
+                kind: EnrollKind::ServerKeyGen,
+                label,
+            },
+        ),
         EstOperation::FullCmc => return Err(EdgeError::NotImplemented("fullcmc")),
     };
     if method != Some(allow.as_bytes()) {
@@ -111,7 +120,7 @@ pub fn route(path: &[u8], method: Option<&[u8]>, cfg: &Config) -> Result<Route, 
     Ok(route)
 }
 
-/// RFC 7030 §4.2.1: the body is `application/pkcs10`; parameters are tolerated.
+/// RFC 7030 §4.2.1, §4.4.1: the body is `application/pkcs10`; parameters are tolerated.
 pub fn check_content_type(content_type: Option<&[u8]>) -> Result<(), EdgeError> {
     let ct = content_type.ok_or(EdgeError::UnsupportedMediaType)?;
     let essence = ct.split(|b| *b == b';').next().unwrap_or_default();

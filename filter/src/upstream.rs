@@ -9,6 +9,7 @@
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::est;
 use estuary_proto::internal_api::{self, AnswerClass, Operation, Protocol};
+use estuary_proto::serverkeygen;
 
 use crate::error::{EdgeError, DEFAULT_RETRY_AFTER_S};
 use crate::reply::{Reply, CT_TEXT};
@@ -209,6 +210,31 @@ fn ok_answer(op: Operation, up: &Upstream<'_>) -> Answer {
                 _ => bad("a certs-only PKCS#7"),
             }
         }
+        // RFC 7030 §4.4.2: the control plane built the multipart answer (the key never
+        // exists in the edge but in transit); it is passed on byte for byte with its
+        // content-type, whose boundary it needs. Only the frame is checked: a multipart/mixed
+        // type with a boundary, and a body of text that ends with the closing delimiter.
+        Operation::ServerKeyGen => {
+            let ct = up.content_type.and_then(|c| std::str::from_utf8(c).ok());
+            let framed = ct
+                .and_then(|ct| serverkeygen::boundary(ct).ok())
+                .is_some_and(|b| {
+                    let closing = format!("--{b}--");
+                    std::str::from_utf8(body)
+                        .is_ok_and(|t| t.trim_end().ends_with(&closing) && t.starts_with("--"))
+                });
+            match (framed, ct) {
+                (true, Some(ct)) => answer(
+                    Reply {
+                        status: 200,
+                        headers: vec![("content-type", ct.to_string())],
+                        body: body.to_vec(),
+                    },
+                    None,
+                ),
+                _ => bad("a multipart/mixed serverkeygen answer"),
+            }
+        }
         Operation::CsrAttrs => match estuary_proto::csrattrs::CsrAttrs::from_der(body) {
             Ok(_) => Answer {
                 reply: Reply::base64_der(est::CT_CSRATTRS, body),
@@ -316,6 +342,53 @@ mod tests {
         assert_eq!(a.cache, None);
         let a = est(Operation::CaCerts, Some(b"200"), None, &p7);
         assert_eq!(a.cache, Some(p7));
+    }
+
+    #[test]
+    fn ok_serverkeygen_is_passed_on_unchanged_with_its_content_type() {
+        let mut body = Vec::new();
+        serverkeygen::build(&[1, 2, 3], &pkcs7(), &mut body);
+        let ct = serverkeygen::content_type();
+        let a = map_answer(
+            Operation::ServerKeyGen,
+            &Upstream {
+                status: Some(b"200"),
+                content_type: Some(ct.as_bytes()),
+                body: &body,
+                ..Upstream::default()
+            },
+        );
+        assert_eq!(a.reply.status, 200);
+        assert_eq!(a.reply.header("content-type"), Some(ct.as_str()));
+        assert_eq!(a.reply.header("content-transfer-encoding"), None);
+        assert_eq!(a.reply.body, body, "byte for byte");
+        assert_eq!(a.cache, None, "never cached");
+        // A wrong type, no boundary, or a body that is not the multipart frame: 502, and the
+        // log names no content.
+        for (ct, b) in [
+            (None, body.as_slice()),
+            (Some(&b"application/pkcs7-mime"[..]), body.as_slice()),
+            (Some(b"multipart/mixed"), body.as_slice()),
+            (Some(ct.as_bytes()), b"MIIB..."),
+            (Some(ct.as_bytes()), &body[..body.len() / 2]),
+        ] {
+            let a = map_answer(
+                Operation::ServerKeyGen,
+                &Upstream {
+                    status: Some(b"200"),
+                    content_type: ct,
+                    body: b,
+                    ..Upstream::default()
+                },
+            );
+            assert_eq!(a.reply.status, 502, "{ct:?}");
+            assert!(!a.log.unwrap_or_default().contains("MII"));
+        }
+        let a = est(Operation::ServerKeyGen, Some(b"202"), Some(b"5"), b"");
+        assert_eq!(
+            (a.reply.status, a.reply.header("retry-after")),
+            (202, Some("5"))
+        );
     }
 
     #[test]

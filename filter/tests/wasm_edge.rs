@@ -241,12 +241,8 @@ mod routes {
     }
 
     #[test]
-    fn serverkeygen_and_fullcmc_are_501() {
+    fn fullcmc_is_501() {
         let mut f = filter();
-        let o = f
-            .request(Request::new("POST", "/.well-known/est/serverkeygen"))
-            .unwrap();
-        assert_error(&o, 501, "serverkeygen is not offered");
         let o = f
             .request(Request::new("POST", "/.well-known/est/fleet-a/fullcmc"))
             .unwrap();
@@ -551,6 +547,111 @@ mod body_checks {
             ))
             .unwrap();
         assert_error(&o, 403, "CSR refused");
+    }
+}
+
+/// RFC 7030 §4.4: serverkeygen takes the simpleenroll checks (the request key aside) and
+/// passes the control plane's multipart answer on byte for byte.
+mod serverkeygen {
+    use super::*;
+    use estuary_proto::serverkeygen as skg;
+
+    const PATH: &str = "/.well-known/est/fleet-a/serverkeygen";
+
+    #[test]
+    fn forwards_the_checked_csr_and_passes_the_multipart_answer_on_unchanged() {
+        let mut f = filter();
+        let o = f
+            .request(enroll_req(PATH, &pki().idevid_pem, &b64(&pki().enroll_csr)))
+            .unwrap();
+        assert!(
+            o.local.is_none(),
+            "{:?}",
+            o.local.as_ref().map(|l| l.text())
+        );
+        let call = &o.calls[0];
+        assert_eq!(call.header(":path"), Some(internal_api::SERVERKEYGEN_PATH));
+        assert_eq!(
+            call.header(internal_api::HDR_DEVICE_SERIAL),
+            Some("sn-0001")
+        );
+        assert_eq!(call.header(internal_api::HDR_LABEL), Some("fleet-a"));
+        assert_eq!(call.body, pki().enroll_csr, "raw DER CSR");
+
+        let mut body = Vec::new();
+        skg::build(b"not a real key", &pkcs7(), &mut body);
+        let ct = skg::content_type();
+        let r = f
+            .answer(&o, Some(200), &[("content-type", ct.as_str())], &body)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some(ct.as_str()));
+        assert_eq!(r.header("content-transfer-encoding"), None);
+        assert_eq!(r.body, body, "byte for byte");
+        f.finish(&o).unwrap();
+        assert!(
+            f.logs().iter().all(|l| !l.contains("bm90IGEgcmVhbCBrZXk")),
+            "the key part never logged"
+        );
+    }
+
+    #[test]
+    fn a_202_is_passed_on_with_retry_after() {
+        let mut f = filter();
+        let o = f
+            .request(enroll_req(PATH, &pki().idevid_pem, &b64(&pki().enroll_csr)))
+            .unwrap();
+        let r = f
+            .answer(&o, Some(202), &[("retry-after", "7")], b"")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.status, r.header("retry-after")), (202, Some("7")));
+    }
+
+    #[test]
+    fn refusals_are_those_of_simpleenroll() {
+        let mut f = filter();
+        // Another device's name: 403 at the edge, no call.
+        let o = f
+            .request(enroll_req(
+                PATH,
+                &pki().idevid_pem,
+                &b64(&pki().wrong_name_csr),
+            ))
+            .unwrap();
+        assert_error(&o, 403, "may only ask for sn-0001.iot.example.test");
+        // An LDevID: serverkeygen needs the IDevID.
+        let o = f
+            .request(enroll_req(PATH, &pki().ldevid_pem, &b64(&pki().enroll_csr)))
+            .unwrap();
+        assert_eq!(local(&o).status, 403, "{}", local(&o).text());
+        assert!(o.calls.is_empty());
+        // GET: 405 + Allow: POST.
+        let o = f.request(Request::new("GET", PATH)).unwrap();
+        assert_eq!(local(&o).status, 405);
+        assert_eq!(local(&o).header("allow"), Some("POST"));
+    }
+
+    #[test]
+    fn an_encrypted_key_request_is_400_naming_the_attribute() {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(vec![NAME.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, NAME);
+        let attr = rcgen::Attribute {
+            oid: &[1, 2, 840, 113549, 1, 9, 16, 2, 54],
+            values: vec![0x31, 0x06, 0x04, 0x04, 1, 2, 3, 4],
+        };
+        let csr = p
+            .serialize_request_with_attributes(&key, vec![attr])
+            .unwrap()
+            .der()
+            .to_vec();
+        let mut f = filter();
+        let o = f
+            .request(enroll_req(PATH, &pki().idevid_pem, &b64(&csr)))
+            .unwrap();
+        assert_error(&o, 400, "AsymmetricDecryptKeyIdentifier");
     }
 }
 

@@ -66,6 +66,16 @@ fn all() -> Result<Seeds, String> {
         base64::encode(&ours).into_bytes(),
     );
     add("base64", "short.b64", b"MAA=\r\nTWFu\n".to_vec());
+    // A serverkeygen answer (RFC 7030 §4.4.2) as Estuary builds it: content type, newline, body
+    // (the "key" is not one: the parser does not read inside the parts).
+    let mut answer = format!("{}\n", estuary_proto::serverkeygen::content_type()).into_bytes();
+    estuary_proto::serverkeygen::build(b"not a key", &ours, &mut answer);
+    add("serverkeygen", "estuary.txt", answer);
+    add(
+        "serverkeygen",
+        "rfc7030-layout.txt",
+        b"multipart/mixed ; boundary=est\n--est\nContent-Type: application/pkcs8\n\nAQID\n--est\nContent-Type: application/pkcs7-mime; smime-type=certs-only\n\nBAUG\n--est--\n".to_vec(),
+    );
     for csr in [
         "p256-sha256-san",
         "ed25519-san",

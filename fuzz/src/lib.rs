@@ -28,6 +28,10 @@ pub const TARGETS: &[Target] = &[
         check: targets::cert,
     },
     Target {
+        name: "serverkeygen",
+        check: targets::serverkeygen,
+    },
+    Target {
         name: "cms_signed",
         check: targets::cms_signed,
     },

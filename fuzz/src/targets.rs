@@ -47,6 +47,34 @@ pub fn base64(data: &[u8]) -> bool {
     true
 }
 
+/// The serverkeygen answer (RFC 7030 §4.4.2): the first line is the content type, the rest the
+/// `multipart/mixed` body. Never panics; what parses is built again (ours) and parses back to
+/// the same key and certificate parts.
+pub fn serverkeygen(data: &[u8]) -> bool {
+    use estuary_proto::serverkeygen as skg;
+    let (ct, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (
+            data.get(..i).unwrap_or_default(),
+            data.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (data, &[][..]),
+    };
+    let _ = skg::boundary(&text(ct));
+    let Ok(parsed) = skg::parse(&text(ct), body) else {
+        return false;
+    };
+    let mut again = Vec::new();
+    skg::build(&parsed.pkcs8, &parsed.pkcs7, &mut again);
+    assert_eq!(
+        again.len(),
+        skg::built_len(parsed.pkcs8.len(), parsed.pkcs7.len())
+    );
+    let back = skg::parse(&skg::content_type(), &again).expect("our own answer parses");
+    assert_eq!(back.pkcs8.as_slice(), parsed.pkcs8.as_slice());
+    assert_eq!(back.pkcs7, parsed.pkcs7);
+    true
+}
+
 /// X.509 certificate summary: never panics; keeps the input as its DER; reads back the same.
 pub fn cert(data: &[u8]) -> bool {
     let _ = masa_url(data);

@@ -21,6 +21,8 @@ pub enum Exchange {
     Enroll,
     /// `POST /simplereenroll` (RFC 7030 §4.2.2).
     Reenroll,
+    /// `POST /serverkeygen` (RFC 7030 §4.4).
+    ServerKeyGen,
 }
 
 impl std::fmt::Display for Exchange {
@@ -30,6 +32,7 @@ impl std::fmt::Display for Exchange {
             Exchange::CsrAttrs => "csrattrs request",
             Exchange::Enroll => "enrolment",
             Exchange::Reenroll => "re-enrolment",
+            Exchange::ServerKeyGen => "server-side key generation",
         })
     }
 }
@@ -188,6 +191,22 @@ pub enum PledgeError {
         exchange: Exchange,
         /// Why.
         source: Pkcs7Error,
+    },
+    /// A serverkeygen 200 that is not the multipart answer of RFC 7030 §4.4.2.
+    #[error("{exchange}: answer is not a serverkeygen multipart/mixed answer: {source}")]
+    Multipart {
+        /// The exchange.
+        exchange: Exchange,
+        /// Why (names no key material).
+        source: estuary_proto::serverkeygen::MultipartError,
+    },
+    /// The private key the server generated cannot be read.
+    #[error("{exchange}: the server's private key (PKCS#8) cannot be used: {reason}")]
+    ServerKey {
+        /// The exchange.
+        exchange: Exchange,
+        /// Why (names no key material).
+        reason: String,
     },
     /// The csrattrs body is not a CsrAttrs.
     #[error("csrattrs answer is not a CsrAttrs: {0}")]

@@ -130,6 +130,22 @@ pub fn certs_only_body(exchange: Exchange, answer: &Answer) -> Result<Vec<Vec<u8
         .map_err(|source| PledgeError::Pkcs7 { exchange, source })
 }
 
+/// A server-generated key (PKCS#8 DER, wiped when dropped) and the certificates (DER).
+pub type ServerKey = (zeroize::Zeroizing<Vec<u8>>, Vec<Vec<u8>>);
+
+/// A 200 serverkeygen answer (RFC 7030 §4.4.2): `multipart/mixed` with the private key
+/// (`application/pkcs8`) and the certificate (certs-only PKCS#7), both base64. Returns the
+/// PKCS#8 DER (wiped when dropped) and the certificates' DER.
+pub fn serverkeygen_body(answer: &Answer) -> Result<ServerKey, PledgeError> {
+    let exchange = Exchange::ServerKeyGen;
+    let ct = answer.content_type.as_deref().unwrap_or_default();
+    let parts = estuary_proto::serverkeygen::parse(ct, &answer.body)
+        .map_err(|source| PledgeError::Multipart { exchange, source })?;
+    let certs = estuary_proto::pkcs7::decode_certs_only(&parts.pkcs7)
+        .map_err(|source| PledgeError::Pkcs7 { exchange, source })?;
+    Ok((parts.pkcs8, certs))
+}
+
 /// Reads a csrattrs answer (RFC 7030 §4.5.2): 200 with `application/csrattrs` and a base64
 /// CsrAttrs; 204 or 404 mean "no attributes" (RFC 7030 §4.5.2, RFC 9908 §2).
 pub fn csrattrs_answer(answer: &Answer) -> Result<CsrAttrs, PledgeError> {

@@ -1,4 +1,4 @@
-//! The commands: cacerts, csrattrs, enroll, reenroll. Progress goes to stderr.
+//! The commands: cacerts, csrattrs, enroll, reenroll, serverkeygen. Progress goes to stderr.
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -114,8 +114,42 @@ pub async fn post_until_issued(
     csr_der: &[u8],
     max_wait: Duration,
 ) -> Result<Vec<Vec<u8>>, PledgeError> {
+    post_until(
+        client,
+        exchange,
+        csr_der,
+        max_wait,
+        |answer| match est::enroll_answer(exchange, answer, SystemTime::now())? {
+            EnrollOutcome::Issued(certs) => Ok(Polled::Done(certs)),
+            EnrollOutcome::Pending { delay, hinted } => Ok(Polled::Pending { delay, hinted }),
+        },
+        |certs| plural(certs.len(), "certificate"),
+    )
+    .await
+}
+
+/// What one POST gave: the result, or "ask again later".
+enum Polled<T> {
+    Done(T),
+    Pending { delay: Duration, hinted: bool },
+}
+
+/// Posts the CSR for `exchange` and reads each answer with `read`, following `202
+/// Retry-After` until done or `max_wait` would be exceeded; `detail` words the result.
+async fn post_until<T>(
+    client: &EstClient,
+    exchange: Exchange,
+    csr_der: &[u8],
+    max_wait: Duration,
+    read: impl Fn(&est::Answer) -> Result<Polled<T>, PledgeError>,
+    detail: impl Fn(&T) -> String,
+) -> Result<T, PledgeError> {
     let (op, label) = match exchange {
         Exchange::Reenroll => (EstOperation::SimpleReenroll, "re-enrolling"),
+        Exchange::ServerKeyGen => (
+            EstOperation::ServerKeyGen,
+            "asking for a server-generated key",
+        ),
         _ => (EstOperation::SimpleEnroll, "enrolling"),
     };
     let started = Instant::now();
@@ -128,12 +162,12 @@ pub async fn post_until_issued(
                 return Err(e);
             }
         };
-        match est::enroll_answer(exchange, &answer, SystemTime::now()) {
-            Ok(EnrollOutcome::Issued(certs)) => {
-                done(&format!("ok ({})", plural(certs.len(), "certificate")));
-                return Ok(certs);
+        match read(&answer) {
+            Ok(Polled::Done(v)) => {
+                done(&format!("ok ({})", detail(&v)));
+                return Ok(v);
             }
-            Ok(EnrollOutcome::Pending { delay, hinted }) => {
+            Ok(Polled::Pending { delay, hinted }) => {
                 // Never spin: at least one second between tries.
                 let delay = delay.max(Duration::from_secs(1));
                 let waited = started.elapsed();
@@ -322,6 +356,72 @@ pub async fn enroll(client: &EstClient, opts: &EnrollOptions) -> Result<Summary,
     let cacerts = refetch_cacerts(client, cacerts).await;
     finish(
         Exchange::Enroll,
+        &key,
+        key_type,
+        &names,
+        None,
+        certs,
+        &cacerts,
+        &opts.out_dir,
+    )
+}
+
+/// Server-side key generation (RFC 7030 §4.4), authenticated by the client's IDevID: a CSR
+/// naming the device (from csrattrs), signed with a throwaway key of `key_type` whose type the
+/// server follows; the server's key and certificate are checked to belong together and
+/// written as key.pem (0600), cert.pem, chain.pem, cacerts.pem. The server-generated key is
+/// wiped from this process's memory once written.
+pub async fn serverkeygen(
+    client: &EstClient,
+    opts: &EnrollOptions,
+) -> Result<Summary, PledgeError> {
+    let exchange = Exchange::ServerKeyGen;
+    let cacerts = fetch_cacerts(client).await?;
+    let attrs = fetch_csrattrs(client).await?;
+    let names = match (&opts.dns_name, attrs.requested_dns_names()) {
+        (Some(n), _) => vec![n.clone()],
+        (None, requested) if !requested.is_empty() => requested,
+        (None, _) => return Err(PledgeError::NoNameRequested),
+    };
+    let request_type = opts.key_type.unwrap_or(KeyType::P256);
+    let request_key = request_type.generate()?;
+    let subject = csr::common_name_subject(&names[0])?;
+    let csr_der = csr::build_csr(&request_key, &subject, &names)?;
+    drop(request_key);
+    let (pkcs8, certs) = post_until(
+        client,
+        exchange,
+        &csr_der,
+        opts.max_wait,
+        |answer| {
+            if answer.status == 200 {
+                return est::serverkeygen_body(answer).map(Polled::Done);
+            }
+            match est::enroll_answer(exchange, answer, SystemTime::now())? {
+                EnrollOutcome::Pending { delay, hinted } => Ok(Polled::Pending { delay, hinted }),
+                EnrollOutcome::Issued(_) => Err(PledgeError::UnexpectedStatus {
+                    exchange,
+                    status: answer.status,
+                }),
+            }
+        },
+        |(_, certs)| format!("a key and {}", plural(certs.len(), "certificate")),
+    )
+    .await?;
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_slice());
+    let key = rcgen::KeyPair::try_from(&der).map_err(|e| PledgeError::ServerKey {
+        exchange,
+        reason: e.to_string(),
+    })?;
+    drop(pkcs8);
+    let key_type = certs
+        .first()
+        .and_then(|c| CertSummary::from_der(c).ok())
+        .and_then(|c| c.key())
+        .and_then(KeyType::of)
+        .ok_or(PledgeError::UnknownKeyType)?;
+    finish(
+        exchange,
         &key,
         key_type,
         &names,

@@ -62,7 +62,8 @@ struct Enrolment {
     #[arg(long, value_name = "DIR")]
     out_dir: PathBuf,
     /// Key type of the new key [default: enroll: the first of p256, p384, ed25519, rsa2048
-    /// that csrattrs accepts; reenroll: that of the current certificate]
+    /// that csrattrs accepts; reenroll: that of the current certificate; serverkeygen: p256,
+    /// the type of the request's throwaway key, which the server follows]
     #[arg(long, value_enum)]
     key_type: Option<KeyType>,
     /// Give up when the server still answers 202 after this many seconds
@@ -203,6 +204,22 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         dns_name: Option<String>,
     },
+    /// Server-side key generation (RFC 7030 §4.4) with the IDevID: POST /serverkeygen a CSR
+    /// naming the device (signed with a throwaway key whose type, --key-type, the server
+    /// follows: P-256 by default); writes the server's key and certificate
+    ///
+    /// The key arrives protected by TLS only (Estuary does not encrypt it, §4.4.2).
+    Serverkeygen {
+        #[command(flatten)]
+        server: Server,
+        #[command(flatten)]
+        client: ClientCert,
+        #[command(flatten)]
+        enrolment: Enrolment,
+        /// DNS name to ask for instead of the one csrattrs names (for testing refusals)
+        #[arg(long, value_name = "NAME")]
+        dns_name: Option<String>,
+    },
     /// Re-enrolment with the current certificate: same subject and names, new key,
     /// POST /simplereenroll
     Reenroll {
@@ -324,6 +341,23 @@ async fn run(cli: Cli) -> Result<(), PledgeError> {
                 dns_name,
             };
             let summary = flow::enroll(&est, &opts).await?;
+            print_summary(&summary, server.json);
+            Ok(())
+        }
+        Command::Serverkeygen {
+            server,
+            client,
+            enrolment,
+            dns_name,
+        } => {
+            let est = client_for(&server, Some(&identity(&client)))?;
+            let opts = EnrollOptions {
+                out_dir: enrolment.out_dir,
+                key_type: enrolment.key_type,
+                max_wait: Duration::from_secs(enrolment.max_wait),
+                dns_name,
+            };
+            let summary = flow::serverkeygen(&est, &opts).await?;
             print_summary(&summary, server.json);
             Ok(())
         }

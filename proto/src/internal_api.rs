@@ -8,6 +8,7 @@
 //! | [`Operation`] | filter sends | [`InternalPath`] | request headers | 200 body |
 //! |---|---|---|---|---|
 //! | `simpleenroll`, `simplereenroll` | `POST` DER PKCS#10 ([`crate::est::CT_PKCS10`]) | [`ENROLL_PATH`] | [`HDR_DEVICE_SERIAL`], [`HDR_OPERATION`], [`HDR_CLIENT_CERT`], optional [`HDR_CLIENT_CHAIN`], [`HDR_LABEL`] | raw DER PKCS#7 certs-only (not base64: the filter encodes) |
+//! | `serverkeygen` | `POST` DER PKCS#10 ([`crate::est::CT_PKCS10`]) | [`SERVERKEYGEN_PATH`] | as enrolment | `multipart/mixed` ([`crate::serverkeygen`]): the new private key (`application/pkcs8`) and the end-entity certificate (PKCS#7 certs-only), both base64, the `content-type` with its boundary passed on unchanged |
 //! | `cacerts` | `GET` | [`CACERTS_PATH`] | optional [`HDR_LABEL`] | raw DER PKCS#7 certs-only |
 //! | `csrattrs` | `GET` | [`CSRATTRS_PATH`] | [`HDR_DEVICE_SERIAL`], [`HDR_CLIENT_CERT`], optional [`HDR_CLIENT_CHAIN`], [`HDR_LABEL`] | raw DER CsrAttrs ([`crate::est::CT_CSRATTRS`]) |
 //! | `requestvoucher` | `POST` CMS ([`crate::voucher::CT_VOUCHER_CMS_JSON`]) | [`BRSKI_REQUESTVOUCHER_PATH`] | [`HDR_CLIENT_CERT`] | the MASA's CMS voucher, its `content-type` passed on |
@@ -22,8 +23,8 @@
 //!
 //! Answers ([`classify`] gives the [`AnswerClass`] of a status, for one operation):
 //! - 200: the body is the answer (see the table).
-//! - 202 with [`HDR_RETRY_AFTER`]: enrolment accepted and pending ([`Operation::is_enroll`]
-//!   only).
+//! - 202 with [`HDR_RETRY_AFTER`]: enrolment accepted and pending
+//!   ([`Operation::may_be_pending`]: the enrolments and serverkeygen).
 //! - 307 with [`HDR_LOCATION`], an absolute `https` URL: a cloud registrar sends the pledge to
 //!   its owner's registrar (draft-ietf-anima-brski-cloud; [`Operation::RequestVoucher`] only).
 //! - 429 with [`HDR_RETRY_AFTER`] and a `text/plain` reason: the caller's own limit.
@@ -38,6 +39,8 @@ use crate::est::EstOperation;
 
 /// Enrolment (simpleenroll and simplereenroll): `POST` a raw DER PKCS#10.
 pub const ENROLL_PATH: &str = "/estuary/v1/enroll";
+/// Server-side key generation (RFC 7030 §4.4): `POST` a raw DER PKCS#10 -> `multipart/mixed`.
+pub const SERVERKEYGEN_PATH: &str = "/estuary/v1/serverkeygen";
 /// CA certificates: `GET` -> raw DER PKCS#7 certs-only.
 pub const CACERTS_PATH: &str = "/estuary/v1/cacerts";
 /// CSR attributes for one device: `GET` with [`HDR_DEVICE_SERIAL`] -> raw DER CsrAttrs.
@@ -93,6 +96,9 @@ pub const OP_SIMPLEENROLL: &str = "simpleenroll";
 /// [`HDR_OPERATION`] value for a re-enrolment.
 pub const OP_SIMPLEREENROLL: &str = "simplereenroll";
 
+/// Operation name of server-side key generation.
+pub const OP_SERVERKEYGEN: &str = "serverkeygen";
+
 /// Content type of the plain-text reasons in 4xx/5xx answers.
 pub const CT_TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// Content type of the BRSKI status reports (RFC 8995 §5.7, §5.9.4).
@@ -144,6 +150,8 @@ pub enum Operation {
     SimpleEnroll,
     /// RFC 7030 §4.2.2.
     SimpleReenroll,
+    /// RFC 7030 §4.4.
+    ServerKeyGen,
     /// RFC 7030 §4.1.
     CaCerts,
     /// RFC 7030 §4.5.
@@ -165,9 +173,10 @@ pub struct UnknownName(pub String);
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::SimpleEnroll,
         Operation::SimpleReenroll,
+        Operation::ServerKeyGen,
         Operation::CaCerts,
         Operation::CsrAttrs,
         Operation::RequestVoucher,
@@ -182,6 +191,7 @@ impl Operation {
         match self {
             Operation::SimpleEnroll => OP_SIMPLEENROLL,
             Operation::SimpleReenroll => OP_SIMPLEREENROLL,
+            Operation::ServerKeyGen => OP_SERVERKEYGEN,
             Operation::CaCerts => "cacerts",
             Operation::CsrAttrs => "csrattrs",
             Operation::RequestVoucher => "requestvoucher",
@@ -207,6 +217,7 @@ impl Operation {
         match self {
             Operation::SimpleEnroll
             | Operation::SimpleReenroll
+            | Operation::ServerKeyGen
             | Operation::CaCerts
             | Operation::CsrAttrs => Protocol::Est,
             Operation::RequestVoucher
@@ -225,6 +236,7 @@ impl Operation {
     pub fn path(self) -> InternalPath {
         match self {
             Operation::SimpleEnroll | Operation::SimpleReenroll => InternalPath::Enroll,
+            Operation::ServerKeyGen => InternalPath::ServerKeyGen,
             Operation::CaCerts => InternalPath::CaCerts,
             Operation::CsrAttrs => InternalPath::CsrAttrs,
             Operation::RequestVoucher => InternalPath::BrskiRequestVoucher,
@@ -246,7 +258,9 @@ impl Operation {
     /// the edge and on the internal call).
     pub fn request_content_type(self) -> Option<&'static str> {
         match self {
-            Operation::SimpleEnroll | Operation::SimpleReenroll => Some(crate::est::CT_PKCS10),
+            Operation::SimpleEnroll | Operation::SimpleReenroll | Operation::ServerKeyGen => {
+                Some(crate::est::CT_PKCS10)
+            }
             Operation::RequestVoucher => Some(crate::voucher::CT_VOUCHER_CMS_JSON),
             Operation::VoucherStatus | Operation::EnrollStatus => Some(CT_JSON),
             Operation::CaCerts | Operation::CsrAttrs | Operation::RequestAuditLog => None,
@@ -260,7 +274,7 @@ impl Operation {
 
     /// Whether 202 + `retry-after` (pending) is an answer to this operation.
     pub fn may_be_pending(self) -> bool {
-        self.is_enroll()
+        self.is_enroll() || self == Operation::ServerKeyGen
     }
 
     /// Whether 307 + `location` (a cloud registrar's redirect) is an answer to this operation.
@@ -273,14 +287,15 @@ impl Operation {
         match self {
             Operation::SimpleEnroll => Some(EstOperation::SimpleEnroll),
             Operation::SimpleReenroll => Some(EstOperation::SimpleReenroll),
+            Operation::ServerKeyGen => Some(EstOperation::ServerKeyGen),
             Operation::CaCerts => Some(EstOperation::CaCerts),
             Operation::CsrAttrs => Some(EstOperation::CsrAttrs),
             _ => None,
         }
     }
 
-    /// The internal operation of an EST operation the edge forwards (serverkeygen and fullcmc
-    /// are not offered, so they have none).
+    /// The internal operation of an EST operation the edge forwards (fullcmc is not offered,
+    /// so it has none).
     pub fn from_est(op: EstOperation) -> Option<Operation> {
         Operation::ALL
             .into_iter()
@@ -306,6 +321,8 @@ impl FromStr for Operation {
 pub enum InternalPath {
     /// [`ENROLL_PATH`].
     Enroll,
+    /// [`SERVERKEYGEN_PATH`].
+    ServerKeyGen,
     /// [`CACERTS_PATH`].
     CaCerts,
     /// [`CSRATTRS_PATH`].
@@ -322,8 +339,9 @@ pub enum InternalPath {
 
 impl InternalPath {
     /// Every path.
-    pub const ALL: [InternalPath; 7] = [
+    pub const ALL: [InternalPath; 8] = [
         InternalPath::Enroll,
+        InternalPath::ServerKeyGen,
         InternalPath::CaCerts,
         InternalPath::CsrAttrs,
         InternalPath::BrskiRequestVoucher,
@@ -336,6 +354,7 @@ impl InternalPath {
     pub fn as_str(self) -> &'static str {
         match self {
             InternalPath::Enroll => ENROLL_PATH,
+            InternalPath::ServerKeyGen => SERVERKEYGEN_PATH,
             InternalPath::CaCerts => CACERTS_PATH,
             InternalPath::CsrAttrs => CSRATTRS_PATH,
             InternalPath::BrskiRequestVoucher => BRSKI_REQUESTVOUCHER_PATH,
@@ -362,7 +381,10 @@ impl InternalPath {
     /// EST or BRSKI.
     pub fn protocol(self) -> Protocol {
         match self {
-            InternalPath::Enroll | InternalPath::CaCerts | InternalPath::CsrAttrs => Protocol::Est,
+            InternalPath::Enroll
+            | InternalPath::ServerKeyGen
+            | InternalPath::CaCerts
+            | InternalPath::CsrAttrs => Protocol::Est,
             _ => Protocol::Brski,
         }
     }
@@ -509,10 +531,7 @@ mod tests {
         for est in EstOperation::ALL {
             match Operation::from_est(est) {
                 Some(op) => assert_eq!(op.est_operation(), Some(est)),
-                None => assert!(matches!(
-                    est,
-                    EstOperation::ServerKeyGen | EstOperation::FullCmc
-                )),
+                None => assert_eq!(est, EstOperation::FullCmc),
             }
         }
         assert_eq!(Operation::RequestVoucher.est_operation(), None);
@@ -526,6 +545,7 @@ mod tests {
         assert_eq!(c(Operation::CaCerts, "abc"), NoAnswer);
         assert_eq!(c(Operation::CaCerts, " 200 "), Ok);
         assert_eq!(c(Operation::SimpleEnroll, "202"), Pending);
+        assert_eq!(c(Operation::ServerKeyGen, "202"), Pending);
         assert_eq!(c(Operation::CaCerts, "202"), Unexpected(202));
         assert_eq!(c(Operation::RequestVoucher, "307"), Redirect);
         assert_eq!(c(Operation::VoucherStatus, "307"), Unexpected(307));

@@ -121,6 +121,12 @@ pub const EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.14");
 /// Microsoft's older extension request attribute (szOID_CERT_EXTENSIONS; MS-WCCE §2.2.2.7.7),
 /// which OpenSSL also reads extensions from.
 pub const MS_EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.3.6.1.4.1.311.2.1.14");
+/// id-aa-decryptKeyID (RFC 7030 §4.4.1.1; id-aa 37): DecryptKeyIdentifier, a serverkeygen
+/// request for the returned key to be encrypted to a symmetric key the server holds.
+pub const DECRYPT_KEY_ID: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.37");
+/// id-aa-asymmDecryptKeyID (RFC 7030 §4.4.1.2; id-aa 54): AsymmetricDecryptKeyIdentifier, a
+/// serverkeygen request for the returned key to be encrypted to a certificate's key.
+pub const ASYMM_DECRYPT_KEY_ID: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.54");
 /// id-aa-certificationRequestInfoTemplate (RFC 9908 §3.4; id-aa 61).
 pub const CERTIFICATION_REQUEST_INFO_TEMPLATE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.61");
 /// id-aa-extensionReqTemplate (RFC 9908 §3.4; id-aa 62): extensions with optional values.
@@ -181,6 +187,8 @@ pub fn short_name(oid: &Oid) -> Option<&'static str> {
         (CHALLENGE_PASSWORD, "challengePassword"),
         (EXTENSION_REQUEST, "extensionRequest"),
         (MS_EXTENSION_REQUEST, "msExtensionRequest"),
+        (DECRYPT_KEY_ID, "DecryptKeyIdentifier"),
+        (ASYMM_DECRYPT_KEY_ID, "AsymmetricDecryptKeyIdentifier"),
     ];
     NAMES.iter().find(|(o, _)| o == oid).map(|(_, n)| *n)
 }

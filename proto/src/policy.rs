@@ -200,6 +200,18 @@ pub enum PolicyError {
          is not allowed: put requested extensions in the PKCS#9 extensionRequest attribute"
     )]
     MsExtensionRequest,
+    /// serverkeygen (RFC 7030 §4.4.1.1, §4.4.1.2): the CSR asks for the returned private key to
+    /// be encrypted (CMS EnvelopedData) to a key this server does not hold.
+    #[error(
+        "serverkeygen: the CSR carries {}, asking for the private key to be encrypted to a key \
+         this server does not hold (RFC 7030 §4.4.1); this server returns the key protected by \
+         TLS only: send the request without that attribute",
+        oids::Named(*.attribute)
+    )]
+    KeyEncryptionNotSupported {
+        /// DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier.
+        attribute: ObjectIdentifier,
+    },
     /// Re-enrolment: the subject differs from the current certificate's (RFC 7030 §4.2.2).
     #[error("re-enrolment CSR subject differs from the current certificate's subject")]
     SubjectChanged,
@@ -289,6 +301,34 @@ pub fn check_enroll(
     expected: &DeviceName,
     keys: &KeyPolicy,
 ) -> Result<(), PolicyError> {
+    check_names(csr, expected)?;
+    check_key(csr, keys)?;
+    check_content(csr)
+}
+
+/// Server-side key generation (RFC 7030 §4.4.1): the names and content rules of
+/// [`check_enroll`], but not its key rule — the server generates the key, so the CSR's key
+/// only proves (by its verified signature) that the client made the request. A CSR asking for
+/// the returned key to be encrypted (DecryptKeyIdentifier, AsymmetricDecryptKeyIdentifier) is
+/// refused first with [`PolicyError::KeyEncryptionNotSupported`]: this server holds no key to
+/// encrypt to (§4.4.1.1, §4.4.1.2: it then terminates the request with an error).
+pub fn check_serverkeygen(csr: &VerifiedCsr, expected: &DeviceName) -> Result<(), PolicyError> {
+    if let Some(attribute) = csr
+        .attribute_types()
+        .iter()
+        .find(|t| **t == oids::DECRYPT_KEY_ID || **t == oids::ASYMM_DECRYPT_KEY_ID)
+    {
+        return Err(PolicyError::KeyEncryptionNotSupported {
+            attribute: *attribute,
+        });
+    }
+    check_names(csr, expected)?;
+    check_content(csr)
+}
+
+/// The name rules of first enrolment: one SAN dNSName equal to `expected`, no other SAN, every
+/// subject commonName equal to it.
+fn check_names(csr: &VerifiedCsr, expected: &DeviceName) -> Result<(), PolicyError> {
     let want = expected.as_str();
     // Exact text up to ASCII case: a trailing dot is refused here because an ACME CA would
     // refuse it at finalize time.
@@ -328,8 +368,7 @@ pub fn check_enroll(
             expected: want.to_owned(),
         });
     }
-    check_key(csr, keys)?;
-    check_content(csr)
+    Ok(())
 }
 
 /// Re-enrolment (RFC 7030 §4.2.2): the subject (DER) and the SAN dNSNames (case-insensitive, in

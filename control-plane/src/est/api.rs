@@ -4,6 +4,7 @@
 //! | method, path | request | answers |
 //! |---|---|---|
 //! | `POST /estuary/v1/enroll` | body: the DER PKCS#10 (`content-type: application/pkcs10`); headers `estuary-device-serial` (the device label the edge derived), `estuary-client-cert` (base64 DER of the TLS client certificate), optional `estuary-client-chain` (the other certificates the client presented, base64 DER, comma-separated), `estuary-operation` (`simpleenroll` or `simplereenroll`), optional `estuary-label` | 200 DER PKCS#7 certs-only holding the end-entity certificate only (`application/pkcs7-mime; smime-type=certs-only`, binary: the filter base64-encodes; draft-ietf-acme-integrations-17: the rest of the chain is in `cacerts`); 202 + `retry-after`; 400/403/415 text reason; 503 + `retry-after` (Redis, CA or DNS unavailable); 502 text (the CA or DNS refused: operator's problem) |
+//! | `POST /estuary/v1/serverkeygen` | as `enroll` (`estuary-operation` is not read): the device's PKCS#10, signed by any key; it names the device, the RA makes the key (RFC 7030 §4.4, [`crate::ra::keygen`]) | 200 `multipart/mixed; boundary=…` ([`estuary_proto::serverkeygen`]): the private key (`application/pkcs8`) and the end-entity certificate (PKCS#7 certs-only), both base64, passed on by the filter unchanged; 202 + `retry-after` (the key is held in this process for the retry, see [`crate::ra::keygen`]); 400 when the CSR asks for an encrypted key (DecryptKeyIdentifier / AsymmetricDecryptKeyIdentifier: not offered); otherwise as `enroll` |
 //! | `GET /estuary/v1/cacerts` | optional `estuary-label` | 200 DER PKCS#7 certs-only of the label's CA (no label: `[acme]`): the intermediates learned from that CA's issued chains (newest first, read from Redis at most [`crate::ra::chains::REFRESH`] ago), then the certificates of its `ca_certs_file` (`est.ca_certs_file`, or the `[[acme.labels]]` entry's) not already listed; before any issuance the file alone ([`crate::ra::chains`]) |
 //! | `GET /estuary/v1/csrattrs` | headers `estuary-device-serial`, `estuary-client-cert`, optional `estuary-client-chain`, optional `estuary-label` | 200 DER CSR attributes (`application/csrattrs`) naming `<serial>.<parent domain>` (the same under every label) |
 //! | `GET /metrics` | — | Prometheus text |
@@ -25,7 +26,7 @@
 //! token can therefore obtain only names that some trusted certificate already proves.
 //!
 //! **A cloud registrar alone** (`[brski.cloud]` without `[est]`, `[acme]` and `[dns]`, see
-//! [`crate::config`]) serves no EST: after the token check, the three `/estuary/v1/*` paths
+//! [`crate::config`]) serves no EST: after the token check, the EST `/estuary/v1/*` paths
 //! above answer 404 `text/plain` "this control plane serves no EST (cloud registrar only)"
 //! ([`NO_EST`]). `/metrics`, `/healthz`, `/readyz` and the BRSKI paths ([`crate::brski::registrar`]) work
 //! as always.
@@ -50,18 +51,22 @@ use estuary_proto::est::{EstLabel, EstOperation, CT_CSRATTRS, CT_PKCS10, CT_PKCS
 use estuary_proto::identity::{self, Identity, Need, TrustPolicy};
 use estuary_proto::internal_api::{
     Operation, CACERTS_PATH, CSRATTRS_PATH, ENROLL_PATH, HDR_CLIENT_CERT, HDR_CLIENT_CHAIN,
-    HDR_DEVICE_SERIAL, HDR_LABEL, HDR_OPERATION,
+    HDR_DEVICE_SERIAL, HDR_LABEL, HDR_OPERATION, SERVERKEYGEN_PATH,
 };
 use estuary_proto::names::{DeviceName, DeviceSerial};
 use estuary_proto::pkcs7;
 use estuary_proto::policy::KeyPolicy;
+use estuary_proto::policy::PolicyError;
+use estuary_proto::serverkeygen as skg;
 use tracing::{info, warn};
+use zeroize::Zeroizing;
 
 use crate::http::auth::bearer_ok;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
 use crate::ra::error::RaError;
-use crate::ra::failure::FailureKind;
+use crate::ra::failure::{Failure, FailureKind};
+use crate::ra::keygen::{GeneratedKey, HeldKeys, KeyChoice, KeyGenError, RequestId};
 use crate::support::secret::Secret;
 
 /// Largest CSR body accepted (the filter enforces a smaller limit at the edge).
@@ -88,12 +93,15 @@ pub struct EstService {
     pub trust: TrustPolicy,
     /// Accepted keys, told in `/csrattrs`.
     pub keys: KeyPolicy,
+    /// serverkeygen: keys waiting for their certificates (this process's memory only).
+    pub held_keys: Arc<HeldKeys>,
 }
 
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(ENROLL_PATH, post(enroll))
+        .route(SERVERKEYGEN_PATH, post(serverkeygen))
         .route(CACERTS_PATH, get(cacerts))
         .route(CSRATTRS_PATH, get(csr_attrs))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -304,16 +312,8 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
             )
         }
     };
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media = ct.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case(CT_PKCS10) {
-        return text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content-type must be {CT_PKCS10} (DER), got {ct:?}"),
-        );
+    if let Some(r) = pkcs10_content_type(&headers) {
+        return r;
     }
     let need = match operation {
         EstOperation::SimpleReenroll => Need::LDevId,
@@ -368,6 +368,180 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
     }
 }
 
+/// The media type of a request body must be `application/pkcs10` (parameters tolerated);
+/// otherwise the 415 answer.
+fn pkcs10_content_type(headers: &HeaderMap) -> Option<Response> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    (!media.eq_ignore_ascii_case(CT_PKCS10)).then(|| {
+        text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content-type must be {CT_PKCS10} (DER), got {ct:?}"),
+        )
+    })
+}
+
+/// An internal failure in building the answer (the issued PKCS#7 unreadable): 500, as the
+/// engine reports its own (`chain_to_pkcs7`); the detail is logged by [`error_response`].
+fn answer_failure(reason: String) -> RaError {
+    RaError::Remembered(Failure {
+        kind: FailureKind::Internal,
+        reason,
+    })
+}
+
+/// Server-side key generation (RFC 7030 §4.4): the device's CSR names it (same identity and
+/// name policy as simpleenroll, its key ignored but its signature verified); the RA makes the
+/// key and the CSR for it and orders through the same engine; the answer is the key and the
+/// end-entity certificate in `multipart/mixed` (§4.4.2). See [`crate::ra::keygen`] for the
+/// key types and for what happens on 202.
+async fn serverkeygen(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let est = match est_service(&state, &headers) {
+        Ok(e) => e,
+        Err(r) => return r.response(),
+    };
+    let rejected = || {
+        state
+            .metrics
+            .enrollment(Protocol::est, EnrollResult::rejected);
+        state.metrics.enrollment_operation(
+            Protocol::est,
+            EstOperation::ServerKeyGen,
+            EnrollResult::rejected,
+        );
+    };
+    if let Err(reason) = serial_from(&headers) {
+        return text(StatusCode::BAD_REQUEST, reason);
+    }
+    if let Some(r) = pkcs10_content_type(&headers) {
+        return r;
+    }
+    let label = match label_from(est, &headers) {
+        Ok(l) => l,
+        Err(r) => {
+            rejected();
+            return r.response();
+        }
+    };
+    let device = match device_from(est, &headers, Need::IDevId) {
+        Ok(d) => d,
+        Err(refusal) => {
+            rejected();
+            return refusal.response();
+        }
+    };
+    // Hostile until checked: the signature (proof that the client made the request), then
+    // the names and content; the request's key is not held to the key policy.
+    let checked = DeviceName::new(device.label(), &est.trust.parent)
+        .map_err(RaError::from)
+        .and_then(|name| {
+            let csr = estuary_proto::csr::parse_and_verify(&body)?;
+            estuary_proto::policy::check_serverkeygen(&csr, &name)?;
+            Ok((name, csr))
+        });
+    let (name, request) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            rejected();
+            return error_response(est, &e);
+        }
+    };
+    let cert = headers
+        .get(HDR_CLIENT_CERT)
+        .map(|v| v.as_bytes().trim_ascii())
+        .unwrap_or_default();
+    let id = RequestId::under(label.as_ref().map(EstLabel::as_str), cert, &body);
+    let held = match est.held_keys.get(&id) {
+        Some(h) => h,
+        None => {
+            let made = make_key(est, &name, &request)
+                .await
+                .and_then(|(key, csr)| est.held_keys.hold(id, key, csr).map_err(|_| RaError::Busy));
+            match made {
+                Ok(h) => h,
+                Err(e) => return error_response(est, &e),
+            }
+        }
+    };
+    let req = EnrollRequest {
+        csr_der: held.csr_der.clone(),
+        serial: device.label().clone(),
+        operation: EstOperation::ServerKeyGen,
+        label,
+    };
+    match est.engine.enroll(req).await {
+        Ok(Outcome::Issued { pkcs7, .. }) => {
+            // Handed over now: no later request gets this key.
+            est.held_keys.release(&id);
+            match multipart_answer(&held.key, &pkcs7) {
+                Ok(r) => {
+                    info!(device = %name.as_str(), "serverkeygen: key and certificate handed over");
+                    r
+                }
+                Err(e) => error_response(est, &e),
+            }
+        }
+        Ok(Outcome::Pending { retry_after }) => with_retry_after(
+            text(
+                StatusCode::ACCEPTED,
+                format!(
+                    "key generated and certificate being issued; send the same request again \
+                     with the same client certificate after {retry_after} s"
+                ),
+            ),
+            retry_after,
+        ),
+        Err(e) => {
+            est.held_keys.release(&id);
+            error_response(est, &e)
+        }
+    }
+}
+
+/// A new key of the type [`KeyChoice::for_request`] picks, and the CSR for `name` signed
+/// with it (commonName kept if the request had one).
+async fn make_key(
+    est: &EstService,
+    name: &DeviceName,
+    request: &estuary_proto::VerifiedCsr,
+) -> Result<(GeneratedKey, Vec<u8>), RaError> {
+    let choice = KeyChoice::for_request(request.key(), &est.keys).ok_or(KeyGenError::NoKeyType)?;
+    // RSA generation takes a while: off the async threads.
+    let key = tokio::task::spawn_blocking(move || GeneratedKey::generate(choice))
+        .await
+        .map_err(|e| KeyGenError::Task(e.to_string()))??;
+    let csr = key.csr_for(name, request.subject_common_name().is_some())?;
+    Ok((key, csr))
+}
+
+/// The 200 answer: `multipart/mixed` with the key and the end-entity certificate only
+/// (draft-ietf-acme-integrations-17: the chain is `/cacerts`' business). The body's buffer
+/// is wiped when the HTTP stack drops it.
+fn multipart_answer(key: &GeneratedKey, chain_pkcs7: &[u8]) -> Result<Response, RaError> {
+    let leaf = pkcs7::decode_certs_only(chain_pkcs7)
+        .ok()
+        .and_then(|certs| certs.into_iter().next())
+        .ok_or_else(|| answer_failure("the issued PKCS#7 holds no certificate".into()))?;
+    let ee_only = pkcs7::encode_certs_only(&[leaf])
+        .map_err(|e| answer_failure(format!("cannot encode PKCS#7: {e}")))?;
+    let pkcs8 = key.pkcs8_der()?;
+    let mut body = Zeroizing::new(Vec::new());
+    skg::build(&pkcs8, &ee_only, &mut body);
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, skg::content_type())],
+        axum::body::Body::from(Bytes::from_owner(body)),
+    )
+        .into_response())
+}
+
 /// The one map from an enrolment error to the internal API's status. The edge filter passes
 /// 4xx reasons and 503/429 with their Retry-After to the device (RFC 7030 §4.2.3, RFC 6585 §4);
 /// a 5xx other than 503 reaches it as a bare server error.
@@ -375,6 +549,9 @@ fn est_status(e: &RaError) -> StatusCode {
     match e {
         // RFC 7030 §4.2.3: the request is malformed; the body says why.
         RaError::BadCsr(_) | RaError::Name(_) => StatusCode::BAD_REQUEST,
+        // RFC 7030 §4.4.1.1, §4.4.1.2: an encrypted key was asked for, to a key this server
+        // does not hold; the server "terminates the request with an error".
+        RaError::Policy(PolicyError::KeyEncryptionNotSupported { .. }) => StatusCode::BAD_REQUEST,
         // The device may not ask for this (identity, CSR content policy).
         RaError::Policy(_) => StatusCode::FORBIDDEN,
         // RFC 6585 §4, with Retry-After: the window's end.
@@ -385,6 +562,8 @@ fn est_status(e: &RaError) -> StatusCode {
         RaError::UnknownLabel(_) => StatusCode::NOT_FOUND,
         RaError::Issue(i) => failure_status(i.failure_kind()),
         RaError::Remembered(f) => failure_status(f.kind),
+        // serverkeygen: the RA could not make the key (a bug, or `keys` allowing no type).
+        RaError::KeyGen(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -568,6 +747,21 @@ mod tests {
         ] {
             assert_eq!(est_status(&e).as_u16(), want, "{e:?}");
         }
+    }
+
+    /// RFC 7030 §4.4.1.1, §4.4.1.2: a serverkeygen request for an encrypted key is the client
+    /// asking for what this server cannot do: 400, not the 403 of other policy refusals.
+    #[test]
+    fn an_encrypted_key_request_is_400_other_policy_refusals_403() {
+        let e = RaError::Policy(PolicyError::KeyEncryptionNotSupported {
+            attribute: estuary_proto::oids::DECRYPT_KEY_ID,
+        });
+        assert_eq!(est_status(&e).as_u16(), 400);
+        assert!(e.to_string().contains("DecryptKeyIdentifier"), "{e}");
+        assert_eq!(
+            est_status(&RaError::Policy(PolicyError::CaRequested)).as_u16(),
+            403
+        );
     }
 
     /// draft-17 "Error Handling": the CMCFailInfo each CA refusal names in the EST body.

@@ -27,6 +27,7 @@ use crate::ra::acme::client::Acme;
 use crate::ra::chains::{CaChains, DEFAULT_CA_ID};
 use crate::ra::dns::update::DnsUpdater;
 use crate::ra::engine::{Ca, Cas, Engine};
+use crate::ra::keygen::HeldKeys;
 use crate::ra::store::Store;
 use crate::support::pem_file::read_certs;
 use axum::Router;
@@ -214,10 +215,20 @@ fn est_service(
         Cas::new(Ca { acme, chains }, labelled),
         Arc::clone(metrics),
     );
+    // serverkeygen: a key is held while its order may run and the device comes back for it.
+    let held_keys = {
+        let c = engine.config();
+        HeldKeys::new(
+            engine.order_timeout() + std::time::Duration::from_secs(3 * c.retry_after_s),
+            (c.max_inflight_orders + c.max_queued_orders).max(16),
+        )
+    };
+    held_keys.spawn_sweeper(std::time::Duration::from_secs(10));
     let est = EstService {
         engine,
         trust: e.trust,
         keys,
+        held_keys,
     };
     Ok((est, teap, sweeper))
 }

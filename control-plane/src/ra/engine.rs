@@ -179,6 +179,7 @@ impl Engine {
         protocol: Protocol,
         req: EnrollRequest,
     ) -> Result<Outcome, RaError> {
+        let operation = req.operation;
         let result = self.enroll_inner(req).await;
         let label = match &result {
             Ok(Outcome::Issued { cached: true, .. }) => EnrollResult::cached,
@@ -188,7 +189,20 @@ impl Engine {
             Err(_) => EnrollResult::failed,
         };
         self.metrics.enrollment(protocol, label);
+        self.metrics
+            .enrollment_operation(protocol, operation, label);
         result
+    }
+
+    /// The longest an issuance runs (the longest `acme.order_timeout_s` of every CA).
+    pub fn order_timeout(&self) -> Duration {
+        let longest = self
+            .cas
+            .all()
+            .map(|ca| ca.acme.cfg.order_timeout_s)
+            .max()
+            .unwrap_or(0);
+        Duration::from_secs(longest)
     }
 
     async fn enroll_inner(self: &Arc<Self>, req: EnrollRequest) -> Result<Outcome, RaError> {

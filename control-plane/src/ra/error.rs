@@ -8,6 +8,7 @@ use estuary_proto::policy::PolicyError;
 use crate::config::EnrollConfig;
 use crate::ra::acme::problem::{whole_seconds, IssueError};
 use crate::ra::failure::{Failure, FailureKind};
+use crate::ra::keygen::KeyGenError;
 use crate::ra::store::StoreError;
 
 /// Why an enrolment got no certificate.
@@ -48,6 +49,10 @@ pub enum RaError {
     /// The EST label names no configured CA (`[[acme.labels]]`).
     #[error("the EST label {0:?} is not configured on this server")]
     UnknownLabel(String),
+    /// Server-side key generation: the RA could not make the key or its CSR (names no key
+    /// material).
+    #[error(transparent)]
+    KeyGen(#[from] KeyGenError),
 }
 
 impl RaError {
@@ -62,7 +67,8 @@ impl RaError {
             | Self::Store(_)
             | Self::DeviceLimit { .. }
             | Self::Busy
-            | Self::UnknownLabel(_) => None,
+            | Self::UnknownLabel(_)
+            | Self::KeyGen(_) => None,
         }
     }
 
@@ -77,7 +83,8 @@ impl RaError {
             | Self::Policy(_)
             | Self::Name(_)
             | Self::DeviceLimit { .. }
-            | Self::UnknownLabel(_) => false,
+            | Self::UnknownLabel(_)
+            | Self::KeyGen(_) => false,
         }
     }
 
@@ -90,7 +97,7 @@ impl RaError {
             | Self::Name(_)
             | Self::DeviceLimit { .. }
             | Self::UnknownLabel(_) => true,
-            Self::Store(_) | Self::Busy => false,
+            Self::Store(_) | Self::Busy | Self::KeyGen(_) => false,
             Self::Issue(_) | Self::Remembered(_) => matches!(
                 self.failure_kind(),
                 Some(

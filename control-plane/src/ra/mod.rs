@@ -9,6 +9,8 @@
 //! - [`chains`] learns the ACME CA's intermediates from issued chains for `/cacerts` and the
 //!   trust bundle file.
 //! - [`store`] is the Redis state shared by every replica.
+//! - [`keygen`] makes keys for server-side key generation (RFC 7030 §4.4) and holds them,
+//!   in memory only, while their orders run.
 //! - [`limits`] bounds the work in flight.
 //! - [`error`] and [`failure`] say what went wrong in no protocol's terms; each front end maps
 //!   them to its own wire answer.
@@ -19,5 +21,6 @@ pub mod dns;
 pub mod engine;
 pub mod error;
 pub mod failure;
+pub mod keygen;
 pub mod limits;
 pub mod store;

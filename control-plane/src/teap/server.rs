@@ -428,6 +428,8 @@ pub fn error_code(e: &RaError) -> ErrorCode {
         RaError::UnknownLabel(_) => ErrorCode::INTERNAL_CA_ERROR,
         RaError::Issue(i) => failure_code(i.failure_kind()),
         RaError::Remembered(f) => failure_code(f.kind),
+        // The RA could not make a key (serverkeygen only; TEAP never asks for one).
+        RaError::KeyGen(_) => ErrorCode::INTERNAL_CA_ERROR,
     }
 }
 
