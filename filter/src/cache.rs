@@ -17,6 +17,13 @@ pub fn cacerts_key(label: Option<&str>) -> String {
     format!("estuary.cacerts/{}", label.unwrap_or(""))
 }
 
+/// Shared-data key for the certificates of a label's `/cacerts` as the root context last
+/// fetched them from the control plane (the learned ACME intermediates; raw PKCS#7 DER, no
+/// expiry: they only help build a path to `acme_ca_pem`, so an old answer is harmless).
+pub fn learned_key(label: Option<&str>) -> String {
+    format!("estuary.learned/{}", label.unwrap_or(""))
+}
+
 /// Shared-data key for one device's CSR attributes under a label.
 pub fn csrattrs_key(label: Option<&str>, serial: &DeviceSerial) -> String {
     format!(

@@ -15,6 +15,7 @@
 //!   "max_body_bytes": 16384,
 //!   "labels": {"arbitrary-label": "default"},
 //!   "cache_ttl_s": 300,
+//!   "learn_interval_s": 30,
 //!   "csr_signature_cache": {"max_entries": 4096, "ttl_s": 3600},
 //!   "manufacturers": [{"name": "acme", "ca_pem": "-----BEGIN CERTIFICATE-----\n…",
 //!                      "serial_pattern": "DEMO-*"}]
@@ -54,6 +55,11 @@
 //!   LDevIDs (its root(s) and/or issuing intermediate(s)). A client certificate is an LDevID
 //!   (for `simplereenroll`) only if one of these issued it, directly or through one CA of the
 //!   XFCC `Chain`, and it names exactly one device under `parent_domain`.
+//! - `learn_interval_s` (registrar role, default 30, 0 = off, at most 86400): every so often the
+//!   filter fetches `/cacerts` (unlabelled and each label) from the control plane and keeps the
+//!   certificates; when a client certificate's issuer is unknown, they may build the path from
+//!   the leaf to `acme_ca_pem` (a device that presents its end-entity certificate alone after
+//!   the ACME CA moved to a new intermediate). They are not trusted themselves.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -76,6 +82,10 @@ use estuary_proto::identity::{
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16384;
+/// Default period of the root context's `/cacerts` fetches that learn the ACME CA's new
+/// intermediates (`learn_interval_s`).
+pub const DEFAULT_LEARN_INTERVAL_S: u64 = 30;
+
 /// Default cache lifetime for cacerts / csrattrs.
 pub const DEFAULT_CACHE_TTL_S: u64 = 300;
 /// Default most entries of the verified-CSR-signature cache.
@@ -178,6 +188,9 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Lifetime of cached cacerts / csrattrs answers, in seconds (0: no caching).
     pub cache_ttl_s: u64,
+    /// Period of the `/cacerts` fetches that learn the ACME CA's intermediates, in seconds
+    /// (0: never; re-enrolment then trusts `acme_ca_pem` and the presented chain only).
+    pub learn_interval_s: u64,
     /// The cache of verified CSR signatures.
     pub csr_signature_cache: CsrSignatureCache,
     /// Hosts EST and BRSKI are served for; `None`: any `:authority`.
@@ -372,6 +385,13 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
         r.problem("cache_ttl_s", "must be at most 86400 (one day)");
     }
 
+    let learn_interval_s = r
+        .take::<u64>(&mut obj, "", "learn_interval_s", false)
+        .unwrap_or(DEFAULT_LEARN_INTERVAL_S);
+    if learn_interval_s > 86_400 {
+        r.problem("learn_interval_s", "must be at most 86400 (one day)");
+    }
+
     let csr_signature_cache = read_csr_signature_cache(&mut r, &mut obj);
     let authorities = read_authorities(&mut r, &mut obj);
 
@@ -436,6 +456,7 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
             max_body_bytes,
             labels,
             cache_ttl_s,
+            learn_interval_s,
             csr_signature_cache,
             authorities,
         }),
@@ -890,6 +911,7 @@ mod tests {
         assert_eq!(c.control_plane.timeout, Duration::from_millis(5000));
         assert_eq!(c.max_body_bytes, 16384);
         assert_eq!(c.cache_ttl_s, 300);
+        assert_eq!(c.learn_interval_s, 30);
         assert_eq!(c.csr_signature_cache.max_entries, 4096);
         assert_eq!(c.csr_signature_cache.ttl_s, 3600);
         assert!(c.csr_signature_cache.enabled());
@@ -931,6 +953,7 @@ mod tests {
                  "max_body_bytes": 0,
                  "labels": {"bad label": "x", "cacerts": "y"},
                  "cache_ttl_s": "soon",
+                 "learn_interval_s": 90000,
                  "csr_signature_cache": {"max_entries": 65537, "ttl_s": 86401, "lru": true},
                  "extra": true}"#,
         )
@@ -949,6 +972,7 @@ mod tests {
             "labels.bad label",
             "labels.cacerts",
             "cache_ttl_s",
+            "learn_interval_s",
             "csr_signature_cache.max_entries",
             "csr_signature_cache.ttl_s",
             "csr_signature_cache.lru",

@@ -4,8 +4,9 @@
 //! values are read as bytes (the SDK's `String` getters panic on non-UTF-8), and every decision is
 //! made by a pure, host-tested function.
 
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use estuary_proto::est;
 use estuary_proto::internal_api;
@@ -30,7 +31,12 @@ use estuary_proto::internal_api::Operation;
 /// Register the root context with the SDK (called from `_initialize`).
 pub fn start() {
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(EdgeRoot { config: None }));
+    proxy_wasm::set_root_context(|_| {
+        Box::new(EdgeRoot {
+            config: None,
+            learning: HashMap::new(),
+        })
+    });
 }
 
 fn log(level: LogLevel, message: &str) {
@@ -40,9 +46,80 @@ fn log(level: LogLevel, message: &str) {
 
 struct EdgeRoot {
     config: Option<Rc<Config>>,
+    /// `/cacerts` fetches out (call token -> EST label), see [`EdgeRoot::learn`].
+    learning: HashMap<u32, Option<String>>,
 }
 
-impl Context for EdgeRoot {}
+impl EdgeRoot {
+    /// Fetches `/cacerts` of the unlabelled CA and of each label from the control plane; the
+    /// answers land in shared data ([`cache::learned_key`]) for [`EdgeStream::identity`].
+    fn learn(&mut self) {
+        let Some(cfg) = self.config.clone() else {
+            return;
+        };
+        if cfg.est().is_none() {
+            return;
+        }
+        let cp = &cfg.control_plane;
+        let auth = format!("Bearer {}", cp.token.expose());
+        let op = Operation::CaCerts;
+        let labels = std::iter::once(None).chain(cfg.labels.keys().map(|l| Some(l.clone())));
+        for label in labels {
+            if self.learning.values().any(|l| *l == label) {
+                continue; // the last fetch for it is still out
+            }
+            let mut headers: Vec<(&str, &str)> = vec![
+                (":method", op.method().as_str()),
+                (":path", op.path().as_str()),
+                (":authority", cp.authority.as_str()),
+                (internal_api::HDR_AUTHORIZATION, auth.as_str()),
+            ];
+            if let Some(l) = label.as_deref() {
+                headers.push((internal_api::HDR_LABEL, l));
+            }
+            match hostcalls::dispatch_http_call(&cp.cluster, headers, None, vec![], cp.timeout) {
+                Ok(token) => {
+                    self.learning.insert(token, label);
+                }
+                Err(status) => log(
+                    LogLevel::Debug,
+                    &format!(
+                        "estuary-filter: cannot fetch cacerts to learn intermediates: {status:?}"
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+impl Context for EdgeRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(label) = self.learning.remove(&token_id) else {
+            return;
+        };
+        let ok = call_response_header(":status").as_deref() == Some(b"200");
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        // Only a readable certs-only PKCS#7 is kept; anything else leaves the last one.
+        if ok && estuary_proto::pkcs7::decode_certs_only(&body).is_ok() {
+            let key = cache::learned_key(label.as_deref());
+            if hostcalls::set_shared_data(&key, Some(&body), None).is_err() {
+                log(
+                    LogLevel::Warn,
+                    "estuary-filter: could not keep the learned CA certificates",
+                );
+            }
+        }
+    }
+}
 
 impl RootContext for EdgeRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -78,7 +155,17 @@ impl RootContext for EdgeRoot {
                         cfg.control_plane.cluster
                     ),
                 );
+                let learn = cfg.learn_interval_s;
+                let registrar = cfg.est().is_some();
                 self.config = Some(Rc::new(cfg));
+                if registrar && learn > 0 {
+                    if let Err(status) = hostcalls::set_tick_period(Duration::from_secs(learn)) {
+                        log(
+                            LogLevel::Warn,
+                            &format!("estuary-filter: no timer to learn intermediates: {status:?}"),
+                        );
+                    }
+                }
                 true
             }
             Err(errors) => {
@@ -89,6 +176,10 @@ impl RootContext for EdgeRoot {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        self.learn();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -200,6 +291,24 @@ fn request_id_note() -> String {
         .unwrap_or_default()
 }
 
+/// The certificates the root context last fetched from the control plane's `/cacerts`
+/// (unlabelled and every label), each once.
+fn learned_certificates(cfg: &Config) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let labels = std::iter::once(None).chain(cfg.labels.keys().map(|l| Some(l.as_str())));
+    for label in labels {
+        let Ok((Some(der), _)) = hostcalls::get_shared_data(&cache::learned_key(label)) else {
+            continue;
+        };
+        for cert in estuary_proto::pkcs7::decode_certs_only(&der).unwrap_or_default() {
+            if !out.contains(&cert) {
+                out.push(cert);
+            }
+        }
+    }
+    out
+}
+
 fn call_response_header(name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
         .ok()
@@ -258,14 +367,15 @@ impl EdgeStream {
     }
 
     /// Who the client is: the XFCC certificate, bound to the connection, judged by its issuer.
-    fn identity(est: &EstService, need: Need) -> Result<Client, EdgeError> {
+    fn identity(cfg: &Config, est: &EstService, need: Need) -> Result<Client, EdgeError> {
         let xfcc = request_header("x-forwarded-client-cert");
-        identity::authenticate(
+        identity::authenticate_with_known(
             connection_is_mtls(),
             xfcc.as_deref(),
             peer_certificate_digest().as_deref(),
             need,
             &est.trust,
+            || learned_certificates(cfg),
         )
     }
 
@@ -436,7 +546,7 @@ impl EdgeStream {
     }
 
     fn csrattrs(&mut self, cfg: &Config, est: &EstService, label: Option<String>) -> Action {
-        let client = match Self::identity(est, Need::Any) {
+        let client = match Self::identity(cfg, est, Need::Any) {
             Ok(c) => c,
             Err(e) => return self.fail(&e),
         };
@@ -471,7 +581,7 @@ impl EdgeStream {
             EnrollKind::Enroll | EnrollKind::ServerKeyGen => Need::IDevId,
             EnrollKind::Reenroll => Need::LDevId,
         };
-        let checked = Self::identity(est, need).and_then(|client| {
+        let checked = Self::identity(cfg, est, need).and_then(|client| {
             route::check_content_type(request_header("content-type").as_deref())?;
             route::check_content_length(
                 request_header("content-length").as_deref(),

@@ -74,9 +74,31 @@ pub fn authenticate(
     need: Need,
     policy: &TrustPolicy,
 ) -> Result<Client, EdgeError> {
+    authenticate_with_known(mtls, xfcc_header, peer_sha256_hex, need, policy, Vec::new)
+}
+
+/// [`authenticate`]; when the issuer is unknown and the operation does not need an IDevID, once
+/// more with the intermediates `known()` gives (those the control plane learned from the ACME
+/// CA's issued chains: a device presenting its end-entity certificate alone after the CA moved
+/// to a new intermediate). They only build the path: trust still ends in `acme_ca_pem`
+/// ([`identity::authenticate_with_known`]). `known` is called only then.
+pub fn authenticate_with_known(
+    mtls: bool,
+    xfcc_header: Option<&[u8]>,
+    peer_sha256_hex: Option<&[u8]>,
+    need: Need,
+    policy: &TrustPolicy,
+    known: impl FnOnce() -> Vec<Vec<u8>>,
+) -> Result<Client, EdgeError> {
     let (leaf, element) = leaf_from_xfcc(mtls, xfcc_header, peer_sha256_hex)?;
     let chain = chain_certs(&element, &leaf);
-    let identity = identity::authenticate(policy, &leaf, &chain, need).map_err(|e| match e {
+    let judged = match identity::authenticate(policy, &leaf, &chain, need) {
+        Err(identity::IdentityError::UnknownIssuer) if need != Need::IDevId => {
+            identity::authenticate_with_known(policy, &leaf, &chain, &known(), need)
+        }
+        other => other,
+    };
+    let identity = judged.map_err(|e| match e {
         identity::IdentityError::Unreadable => {
             EdgeError::UnreadableClientCertificate(XfccError::BadCertificate)
         }

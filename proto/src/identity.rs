@@ -280,15 +280,18 @@ pub enum IdentityError {
 struct LeafIssuers<'a> {
     leaf: &'a [u8],
     chain: &'a [Vec<u8>],
+    /// Intermediates the server knows (see [`authenticate_with_known`]): path-building only.
+    known: &'a [Vec<u8>],
     /// The chain's CA certificates that issued the leaf.
     parents: core::cell::OnceCell<Vec<Vec<u8>>>,
 }
 
 impl<'a> LeafIssuers<'a> {
-    fn new(leaf: &'a [u8], chain: &'a [Vec<u8>]) -> Self {
+    fn new(leaf: &'a [u8], chain: &'a [Vec<u8>], known: &'a [Vec<u8>]) -> Self {
         Self {
             leaf,
             chain,
+            known,
             parents: core::cell::OnceCell::new(),
         }
     }
@@ -299,6 +302,7 @@ impl<'a> LeafIssuers<'a> {
                 .iter()
                 .filter(|d| d.as_slice() != self.leaf)
                 .take(MAX_CHAIN_CERTS)
+                .chain(self.known.iter().take(MAX_KNOWN_INTERMEDIATES))
                 .filter(|d| CertSummary::from_der(d).is_ok_and(|c| c.is_ca()))
                 .filter(|d| cms_signed::verify_issued_by(self.leaf, d).is_ok())
                 .cloned()
@@ -324,8 +328,27 @@ pub fn authenticate(
     chain: &[Vec<u8>],
     need: Need,
 ) -> Result<Identity, IdentityError> {
+    authenticate_with_known(policy, leaf, chain, &[], need)
+}
+
+/// The most server-known intermediates [`authenticate_with_known`] looks at.
+pub const MAX_KNOWN_INTERMEDIATES: usize = 32;
+
+/// [`authenticate`], with `known` intermediates added to what the client presented: the ACME
+/// CA's intermediates the server learned from issued chains (draft-ietf-acme-integrations-17
+/// `/cacerts`), so that a device presenting its end-entity certificate alone is recognised after
+/// the CA moved to a new intermediate. They are not trusted: like a presented chain, one counts
+/// only if it signed the leaf and was itself signed by a trusted issuer
+/// ([`TrustPolicy::acme_issuers`] or a manufacturer CA). At most [`MAX_KNOWN_INTERMEDIATES`].
+pub fn authenticate_with_known(
+    policy: &TrustPolicy,
+    leaf: &[u8],
+    chain: &[Vec<u8>],
+    known: &[Vec<u8>],
+    need: Need,
+) -> Result<Identity, IdentityError> {
     let cert = CertSummary::from_der(leaf).map_err(|_| IdentityError::Unreadable)?;
-    let leaf_issuers = LeafIssuers::new(leaf, chain);
+    let leaf_issuers = LeafIssuers::new(leaf, chain, known);
 
     if policy.acme_issuers.iter().any(|ca| leaf_issuers.by(ca)) {
         let mut names = cert
@@ -623,6 +646,47 @@ mod tests {
         // The intermediate configured directly works without a chain (leaf-only clients).
         let p2 = policy(vec![maker("acme", &mfr, "*", "")], &[&acme_root, &acme_int]);
         assert!(authenticate(&p2, &ldevid, &[], Need::LDevId).is_ok());
+    }
+
+    #[test]
+    fn known_intermediates_build_the_path_but_trust_nothing_themselves() {
+        let mfr = ca("Acme IDevID CA");
+        let acme_root = ca("ACME root");
+        let new_int = ca_with("ACME intermediate 2", Some(&acme_root), true);
+        let p = policy(vec![maker("acme", &mfr, "*", "")], &[&acme_root]);
+        let ldevid = leaf(&new_int, None, &["s-2.iot.example.test"]);
+        // Leaf alone, intermediate unknown: nobody.
+        assert_eq!(
+            authenticate(&p, &ldevid, &[], Need::LDevId),
+            Err(IdentityError::UnknownIssuer)
+        );
+        // The server learned the intermediate: the leaf alone is an LDevID.
+        let known = std::slice::from_ref(&new_int.der);
+        let id = authenticate_with_known(&p, &ldevid, &[], known, Need::LDevId).unwrap();
+        assert_eq!(id.label().as_str(), "s-2");
+        // An attacker's CA in the known list (e.g. written into Redis) vouches for nothing: it
+        // is not signed by a trusted issuer.
+        let rogue_root = ca("Rogue root");
+        let rogue_int = ca_with("ACME intermediate 2", Some(&rogue_root), true);
+        let forged = leaf(&rogue_int, None, &["victim.iot.example.test"]);
+        let poisoned = [rogue_int.der.clone(), rogue_root.der.clone()];
+        assert_eq!(
+            authenticate_with_known(&p, &forged, &[], &poisoned, Need::LDevId),
+            Err(IdentityError::UnknownIssuer)
+        );
+        // A known intermediate signed by a manufacturer does not make an LDevID either.
+        let mfr_sub = ca_with("Acme Issuing 2", Some(&mfr), true);
+        let mfr_leaf = leaf(&mfr_sub, Some("M-1"), &["victim.iot.example.test"]);
+        assert_eq!(
+            authenticate_with_known(
+                &p,
+                &mfr_leaf,
+                &[],
+                std::slice::from_ref(&mfr_sub.der),
+                Need::LDevId
+            ),
+            Err(IdentityError::NotLDevId)
+        );
     }
 
     #[test]

@@ -190,6 +190,8 @@ pub fn filter_config(
         "parent_domain": DEV_PARENT,
         "max_body_bytes": 16384,
         "cache_ttl_s": cache_ttl_s,
+        // Short, so that the tests see a new ACME intermediate learned within seconds.
+        "learn_interval_s": 2,
         "manufacturers": manufacturers,
         "acme_ca_pem": std::fs::read_to_string(acme_ca_pem)
             .with_context(|| format!("reading {}", acme_ca_pem.display()))?,

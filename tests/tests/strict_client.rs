@@ -360,6 +360,23 @@ fn envoy_trusts_a_new_acme_intermediate_without_a_restart() {
         connects_with(&stack, &a, &a_key),
         "intermediate 1 is still trusted"
     );
+    // Past the handshake: presenting only its certificate from intermediate 2 (which no
+    // configuration names), device b re-enrols. The filter and the control plane use the
+    // intermediates learned from the CA's issued chains to build the path to the ACME root.
+    let name_b = format!("chain-b-{}.{DEV_PARENT}", std::process::id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let csr = openssl_csr(dir, &format!("/CN={name_b}"), &name_b, &[]);
+        let (status, body) = curl_enrol(&stack, dir, "simplereenroll", &b, &b_key, &csr);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a leaf-only re-enrolment from a learned intermediate: {status} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 
     ca.rotate_intermediate("Estuary test ACME intermediate 3")
         .expect("intermediate 3");

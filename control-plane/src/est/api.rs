@@ -248,10 +248,39 @@ impl DeviceRefusal {
 
 /// The device, re-derived from the forwarded client certificate with this process's own
 /// trusted CAs; the serial header must name the same device.
+/// [`device_from`], and for a certificate whose issuer is unknown and that is not needed as an
+/// IDevID, once more with the intermediates learned from the ACME CAs' issued chains
+/// ([`crate::ra::chains`]): after a CA moves to a new intermediate, a device presenting its
+/// end-entity certificate alone is still recognised. The learned certificates only build the
+/// path; trust still ends in `est.ca_certs_file` ([`identity::authenticate_with_known`]).
+async fn device_of(
+    est: &EstService,
+    headers: &HeaderMap,
+    need: Need,
+) -> Result<Identity, DeviceRefusal> {
+    match device_from(est, headers, need, &[]) {
+        Err(DeviceRefusal::Identity(identity::IdentityError::UnknownIssuer))
+            if need != Need::IDevId =>
+        {
+            let mut known: Vec<Vec<u8>> = Vec::new();
+            for chains in est.engine.all_chains() {
+                for der in chains.cacerts().await {
+                    if !known.contains(&der) {
+                        known.push(der);
+                    }
+                }
+            }
+            device_from(est, headers, need, &known)
+        }
+        other => other,
+    }
+}
+
 fn device_from(
     est: &EstService,
     headers: &HeaderMap,
     need: Need,
+    known: &[Vec<u8>],
 ) -> Result<Identity, DeviceRefusal> {
     let serial = serial_from(headers).map_err(DeviceRefusal::BadSerialHeader)?;
     let decode = |s: &str| {
@@ -276,7 +305,7 @@ fn device_from(
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let device = identity::authenticate(&est.trust, &leaf, &chain, need)?;
+    let device = identity::authenticate_with_known(&est.trust, &leaf, &chain, known, need)?;
     if device.label() != &serial {
         return Err(DeviceRefusal::SerialMismatch {
             header: serial.to_string(),
@@ -319,7 +348,7 @@ async fn enroll(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
         EstOperation::SimpleReenroll => Need::LDevId,
         _ => Need::IDevId,
     };
-    let device = match device_from(est, &headers, need) {
+    let device = match device_of(est, &headers, need).await {
         Ok(d) => d,
         Err(refusal) => {
             state
@@ -430,7 +459,7 @@ async fn serverkeygen(
             return r.response();
         }
     };
-    let device = match device_from(est, &headers, Need::IDevId) {
+    let device = match device_of(est, &headers, Need::IDevId).await {
         Ok(d) => d,
         Err(refusal) => {
             rejected();
@@ -662,7 +691,7 @@ async fn csr_attrs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
     if let Err(r) = label_from(est, &headers) {
         return r.response();
     }
-    let device = match device_from(est, &headers, Need::Any) {
+    let device = match device_of(est, &headers, Need::Any).await {
         Ok(d) => d,
         Err(refusal) => return refusal.response(),
     };
