@@ -47,7 +47,6 @@ use std::collections::HashMap;
 use axum::http::HeaderValue;
 use estuary_proto::identity::ManufacturerName;
 use estuary_proto::url::HttpsUrl;
-use redis::aio::ConnectionManager;
 use tracing::warn;
 
 use crate::brski::error::BrskiError;
@@ -211,7 +210,7 @@ impl Owners {
 /// The cloud registrar's owner directory: configured owners plus the Redis map.
 pub struct Cloud {
     owners: Owners,
-    redis: ConnectionManager,
+    redis: crate::support::redis_topology::RedisConn,
     prefix: String,
 }
 

@@ -34,6 +34,7 @@ pub mod dns;
 pub mod teap;
 
 use crate::support::pem_file::read_certs;
+use crate::support::redis_topology::SentinelTarget;
 use crate::support::secret::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -539,6 +540,34 @@ fn percent_encoded(s: &str) -> String {
 impl RedisConfig {
     /// `url` with `username` and `password` put in (percent-encoded), for the Redis client.
     pub fn connection_url(&self) -> Result<Secret, String> {
+        let written = self.url.expose();
+        if let Some((scheme, rest)) = written
+            .split_once("://")
+            .filter(|(s, _)| s.ends_with("+sentinel"))
+        {
+            SentinelTarget::parse(written).map_err(|e| e.to_string())?;
+            let has_userinfo = rest.split('/').next().is_some_and(|a| a.contains('@'));
+            return match &self.password {
+                Some(_) if has_userinfo => {
+                    Err("redis.password: the password is also in redis.url; give one".into())
+                }
+                Some(p) => {
+                    let user = self
+                        .username
+                        .as_deref()
+                        .map(percent_encoded)
+                        .unwrap_or_default();
+                    Ok(Secret::new(format!(
+                        "{scheme}://{user}:{}@{rest}",
+                        percent_encoded(p.expose())
+                    )))
+                }
+                None if self.username.is_some() => {
+                    Err("redis.username: needs redis.password".into())
+                }
+                None => Ok(Secret::new(written.to_string())),
+            };
+        }
         let mut url = url::Url::parse(self.url.expose())
             .map_err(|e| format!("redis.url: not a URL ({e})"))?;
         if let Some(p) = &self.password {
@@ -757,8 +786,19 @@ impl Config {
         }
         if let Some(r) = &redis {
             let url = r.url.expose();
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                errors.push("redis.url: must start with redis:// or rediss://".into());
+            if ![
+                "redis://",
+                "rediss://",
+                "redis+sentinel://",
+                "rediss+sentinel://",
+            ]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+            {
+                errors.push(
+                    "redis.url: must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://"
+                        .into(),
+                );
             }
             if let Err(e) = r.connection_url() {
                 errors.push(e);
@@ -1511,6 +1551,27 @@ preauthorize = false
         assert!(alone
             .expect_err("username alone")
             .starts_with("redis.username:"));
+
+        // Through Sentinel: the credentials are the master's, put before the Sentinel list.
+        let s = cfg(
+            "redis+sentinel://s1:26379,s2:26379/mymaster/1",
+            Some("estuary"),
+            Some("p@ss"),
+        )
+        .connection_url()
+        .expect("sentinel url");
+        assert_eq!(
+            s.expose(),
+            "redis+sentinel://estuary:p%40ss@s1:26379,s2:26379/mymaster/1"
+        );
+        let t = crate::support::redis_topology::SentinelTarget::parse(s.expose())
+            .expect("parses")
+            .expect("a Sentinel URL");
+        assert_eq!(t.userinfo.as_deref(), Some("estuary:p%40ss"));
+        let both = cfg("redis+sentinel://:a@s1:26379/m", None, Some("b")).connection_url();
+        assert!(both.expect_err("both").starts_with("redis.password:"));
+        let bad = cfg("redis+sentinel://s1/m", None, None).connection_url();
+        assert!(bad.expect_err("no port").contains("HOST:PORT"));
     }
 
     #[test]

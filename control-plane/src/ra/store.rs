@@ -31,8 +31,9 @@ use crate::support::clock::now_unix;
 use std::time::Duration;
 
 use estuary_proto::est::EstLabel;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, SetExpiry, SetOptions};
+
+use crate::support::redis_topology::RedisConn;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -96,7 +97,7 @@ pub struct Preauthorization {
 /// The Redis side of the engine.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     refresh: Script,
     release: Script,
@@ -105,15 +106,10 @@ pub struct Store {
 
 /// The one way this process connects to Redis: lazily, remade after Redis restarts, with a
 /// deadline on connecting (1 s) and on every command (2 s), so a hanging Redis is an error
-/// rather than a stuck task.
-pub fn lazy_connection(url: &str) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(url)?;
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(1000)))
-        .set_response_timeout(Some(Duration::from_millis(2000)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    Ok(ConnectionManager::new_lazy_with_config(client, cfg)?)
+/// rather than a stuck task; to one node, or to the master Redis Sentinel names
+/// ([`crate::support::redis_topology`]).
+pub fn lazy_connection(url: &str) -> Result<RedisConn, StoreError> {
+    Ok(RedisConn::open(url)?)
 }
 
 impl Store {
