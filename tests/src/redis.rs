@@ -208,6 +208,11 @@ impl SentinelSet {
         }
     }
 
+    /// The data nodes (master and replica), whichever is the master now.
+    pub fn nodes(&self) -> Vec<std::net::SocketAddr> {
+        self.nodes.iter().map(|(a, _)| *a).collect()
+    }
+
     /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/estuary`
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self.sentinels.iter().map(|s| s.to_string()).collect();

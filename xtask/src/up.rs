@@ -12,6 +12,7 @@ use std::process::Command;
 use anyhow::Context;
 use estuary_tests::cloud::{CloudRegistrar, Owner, OwnerPath, CLOUD_PREFIX, DEV_MANUFACTURER};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
+use estuary_tests::redis::SentinelSet;
 use estuary_tests::stack::DEV_PARENT;
 
 use crate::{build_wasm, cargo, install, root, run};
@@ -22,6 +23,7 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         brski: true,
         ..DevStackOptions::default()
     };
+    let mut sentinel = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -37,13 +39,18 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
                     .and_then(|v| v.parse().ok())
                     .context("--budget-ms needs a number")?;
             }
+            "--redis" => match it.next().map(String::as_str) {
+                Some("single") => sentinel = false,
+                Some("sentinel") => sentinel = true,
+                _ => anyhow::bail!("--redis takes single (default) or sentinel"),
+            },
             "--ca" => match it.next().map(String::as_str) {
                 Some("pebble") => opts.rfc9444_ca = false,
                 Some("rfc9444") => opts.rfc9444_ca = true,
                 _ => anyhow::bail!("--ca takes pebble (default) or rfc9444"),
             },
             other => anyhow::bail!(
-                "unknown option {other} (known: --replicas N, --budget-ms MS, --ca pebble|rfc9444)"
+                "unknown option {other} (known: --replicas N, --budget-ms MS, --ca pebble|rfc9444, --redis single|sentinel)"
             ),
         }
     }
@@ -56,6 +63,17 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dev);
     std::fs::create_dir_all(&dev)?;
     let cp_bin = root().join("target/debug/estuary-control-plane");
+    // With --redis sentinel the control planes find their master through three Sentinels.
+    let sentinels = if sentinel {
+        eprintln!("xtask: starting Redis with a replica and three Sentinels …");
+        let set = SentinelSet::start().context("starting Redis with Sentinel")?;
+        opts.cp
+            .extra_env
+            .push(("ESTUARY_REDIS__URL".into(), format!("\"{}\"", set.url())));
+        Some(set)
+    } else {
+        None
+    };
     eprintln!("xtask: starting Redis, BIND9, Pebble, the control plane and Envoy …");
     let stack = DevStack::start(&opts, &cp_bin, &wasm, Some(&dev.join("pki")))?;
     eprintln!(
@@ -72,7 +90,22 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
 
     let pledge = root().join("target/debug/estuary-pledge");
     let demo_out = dev.join("demo-pledge");
-    let env = stack_env(&stack, &cloud, &pledge, &demo_out)?;
+    let mut env = stack_env(&stack, &cloud, &pledge, &demo_out)?;
+    // Every Envoy's EST URL (one today), and every Redis node of the main stack (not the
+    // Sentinels, not the cloud registrar's).
+    let redis_addrs: Vec<String> = match &sentinels {
+        Some(set) => set.nodes().iter().map(|a| a.to_string()).collect(),
+        None => vec![stack.stack.redis.addr.to_string()],
+    };
+    env.push_str(&format!(
+        "ESTUARY_EST_URLS={}\nESTUARY_REDIS_ADDRS={}\n",
+        stack.est_url(),
+        redis_addrs.join(",")
+    ));
+    if let Some(set) = &sentinels {
+        let s: Vec<String> = set.sentinels.iter().map(|a| a.to_string()).collect();
+        env.push_str(&format!("ESTUARY_REDIS_SENTINELS={}\n", s.join(",")));
+    }
     let env_path = dev.join("stack.env");
     std::fs::write(&env_path, &env)?;
 
@@ -115,6 +148,7 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     eprintln!("xtask: stopping the dev stack");
     drop(cloud);
     drop(stack);
+    drop(sentinels);
     Ok(())
 }
 
