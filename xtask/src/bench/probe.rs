@@ -107,6 +107,16 @@ pub(super) fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// The 1-minute load average.
+pub(super) fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub(super) fn admin_stat(admin: &str, name: &str) -> f64 {
     Command::new("curl")
         .args(["-s", "--max-time", "5"])
