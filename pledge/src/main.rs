@@ -275,6 +275,7 @@ fn print_summary(s: &flow::Summary, json: bool) {
 }
 
 async fn run(cli: Cli) -> Result<(), PledgeError> {
+    let server_keygen = matches!(cli.command, Command::Serverkeygen { .. });
     match cli.command {
         Command::Teap { .. } | Command::Brski { .. } | Command::Cloud { .. } => {
             unreachable!("handled in main")
@@ -327,24 +328,14 @@ async fn run(cli: Cli) -> Result<(), PledgeError> {
             }
             Ok(())
         }
+        // The same options and output; only who makes the key differs.
         Command::Enroll {
             server,
             client,
             enrolment,
             dns_name,
-        } => {
-            let est = client_for(&server, Some(&identity(&client)))?;
-            let opts = EnrollOptions {
-                out_dir: enrolment.out_dir,
-                key_type: enrolment.key_type,
-                max_wait: Duration::from_secs(enrolment.max_wait),
-                dns_name,
-            };
-            let summary = flow::enroll(&est, &opts).await?;
-            print_summary(&summary, server.json);
-            Ok(())
         }
-        Command::Serverkeygen {
+        | Command::Serverkeygen {
             server,
             client,
             enrolment,
@@ -357,7 +348,11 @@ async fn run(cli: Cli) -> Result<(), PledgeError> {
                 max_wait: Duration::from_secs(enrolment.max_wait),
                 dns_name,
             };
-            let summary = flow::serverkeygen(&est, &opts).await?;
+            let summary = if server_keygen {
+                flow::serverkeygen(&est, &opts).await?
+            } else {
+                flow::enroll(&est, &opts).await?
+            };
             print_summary(&summary, server.json);
             Ok(())
         }
