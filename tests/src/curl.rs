@@ -4,6 +4,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::dev_stack::DevStack;
+use crate::pki::Issued;
+use crate::stack::DEV_PARENT;
 
 /// An HTTP answer: status and body.
 pub struct Answer {
@@ -140,4 +142,19 @@ pub fn enrol_until_done(
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// A new device of the dev stack's manufacturer with subject serialNumber `serial`: its IDevID
+/// (`<dir>/idevid.pem`, `idevid.key`), its DNS name, and the DER of an [`openssl_csr`] for that
+/// name (`CN` and SAN; its key in `<dir>/csr.key`).
+pub fn new_device(stack: &DevStack, dir: &Path, serial: &str) -> (Issued, String, Vec<u8>) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let id = stack
+        .pki
+        .manufacturer
+        .issue_idevid(dir, "idevid", serial)
+        .expect("idevid");
+    let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
+    let csr = openssl_csr(dir, &format!("/CN={name}"), &name, &[]);
+    (id, name, csr)
 }

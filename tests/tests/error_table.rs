@@ -4,22 +4,14 @@
 use std::time::Duration;
 
 use estuary_tests::acme_ca::Fault;
-use estuary_tests::curl::{enrol_until_done, openssl_csr, Answer};
+use estuary_tests::curl::{enrol_until_done, new_device, Answer};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
-use estuary_tests::stack::DEV_PARENT;
 use estuary_tests::util::TempDir;
 
 fn enrol(stack: &DevStack, tag: &str, tmp: &TempDir) -> Answer {
     let dir = tmp.path().join(tag);
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let serial = format!("ERR-{tag}-{}", std::process::id());
-    let id = stack
-        .pki
-        .manufacturer
-        .issue_idevid(&dir, "idevid", &serial)
-        .expect("idevid");
-    let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
-    let csr = openssl_csr(&dir, &format!("/CN={name}"), &name, &[]);
+    let (id, _, csr) = new_device(stack, &dir, &serial);
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&csr);
     enrol_until_done(

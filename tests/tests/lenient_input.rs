@@ -5,9 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use estuary_tests::curl::{enrol_until_done, openssl_csr, side_effects, Answer};
+use estuary_tests::curl::{enrol_until_done, new_device, side_effects, Answer};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
-use estuary_tests::stack::DEV_PARENT;
 use estuary_tests::util::TempDir;
 
 /// One way of sending the CSR.
@@ -101,16 +100,9 @@ fn every_body_variant_real_clients_send_enrols() {
     let tmp = TempDir::new("lenient").expect("tmp");
     for (i, v) in VARIANTS.iter().enumerate() {
         let dir = tmp.path().join(format!("v{i}"));
-        std::fs::create_dir_all(&dir).expect("mkdir");
         // One device per variant: each is a new CSR, and a device may order only a few.
         let serial = format!("LENIENT-{i}-{}", std::process::id());
-        let id = stack
-            .pki
-            .manufacturer
-            .issue_idevid(&dir, "idevid", &serial)
-            .expect("idevid");
-        let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
-        let csr = openssl_csr(&dir, &format!("/CN={name}"), &name, &[]);
+        let (id, _, csr) = new_device(&stack, &dir, &serial);
         let body = (v.body)(&csr);
         let answer = post(
             &stack,

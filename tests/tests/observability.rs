@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use estuary_tests::acme_ca::Fault;
-use estuary_tests::curl::{enrol_until_done, openssl_csr, Answer};
+use estuary_tests::curl::{enrol_until_done, new_device, Answer};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::prometheus::{check_rules, Prometheus};
-use estuary_tests::stack::DEV_PARENT;
 use estuary_tests::util::TempDir;
 
 fn repo_file(rel: &str) -> PathBuf {
@@ -25,15 +24,8 @@ fn enrol(stack: &DevStack, tmp: &TempDir, tag: &str) -> Answer {
     let (cert, key) = (dir.join("idevid.pem"), dir.join("idevid.key"));
     let body = dir.join("csr.b64");
     if !body.exists() {
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let id = stack
-            .pki
-            .manufacturer
-            .issue_idevid(&dir, "idevid", &serial)
-            .expect("idevid");
+        let (id, _, csr) = new_device(stack, &dir, &serial);
         assert_eq!((&id.cert_path, &id.key_path), (&cert, &key));
-        let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
-        let csr = openssl_csr(&dir, &format!("/CN={name}"), &name, &[]);
         std::fs::write(
             &body,
             base64::engine::general_purpose::STANDARD.encode(&csr),
@@ -205,13 +197,7 @@ fn one_enrolment_is_followed_from_envoy_to_the_control_planes_json_log_by_its_re
     let tmp = TempDir::new("request-id").expect("tmp");
     let dir = tmp.path();
     let serial = format!("RID-{}", std::process::id());
-    let id = stack
-        .pki
-        .manufacturer
-        .issue_idevid(dir, "idevid", &serial)
-        .expect("idevid");
-    let name = format!("{}.{DEV_PARENT}", serial.to_ascii_lowercase());
-    let csr = openssl_csr(dir, &format!("/CN={name}"), &name, &[]);
+    let (id, name, csr) = new_device(&stack, dir, &serial);
     std::fs::write(
         dir.join("csr.b64"),
         base64::engine::general_purpose::STANDARD.encode(&csr),
