@@ -65,7 +65,7 @@ use crate::http::auth::bearer_ok;
 use crate::metrics::{EnrollResult, Metrics, Protocol};
 use crate::ra::engine::{Engine, EnrollRequest, Outcome};
 use crate::ra::error::RaError;
-use crate::ra::failure::{Failure, FailureKind};
+use crate::ra::failure::FailureKind;
 use crate::ra::keygen::{GeneratedKey, HeldKeys, KeyChoice, KeyGenError, RequestId};
 use crate::support::secret::Secret;
 
@@ -413,15 +413,6 @@ fn pkcs10_content_type(headers: &HeaderMap) -> Option<Response> {
     })
 }
 
-/// An internal failure in building the answer (the issued PKCS#7 unreadable): 500, as the
-/// engine reports its own (`chain_to_pkcs7`); the detail is logged by [`error_response`].
-fn answer_failure(reason: String) -> RaError {
-    RaError::Remembered(Failure {
-        kind: FailureKind::Internal,
-        reason,
-    })
-}
-
 /// Server-side key generation (RFC 7030 §4.4): the device's CSR names it (same identity and
 /// name policy as simpleenroll, its key ignored but its signature verified); the RA makes the
 /// key and the CSR for it and orders through the same engine; the answer is the key and the
@@ -506,10 +497,10 @@ async fn serverkeygen(
         label,
     };
     match est.engine.enroll(req).await {
-        Ok(Outcome::Issued { pkcs7, .. }) => {
+        Ok(Outcome::Issued { ee_pkcs7, .. }) => {
             // Handed over now: no later request gets this key.
             est.held_keys.release(&id);
-            match multipart_answer(&held.key, &pkcs7) {
+            match multipart_answer(&held.key, &ee_pkcs7) {
                 Ok(r) => {
                     info!(device = %name.as_str(), "serverkeygen: key and certificate handed over");
                     r
@@ -550,19 +541,13 @@ async fn make_key(
     Ok((key, csr))
 }
 
-/// The 200 answer: `multipart/mixed` with the key and the end-entity certificate only
-/// (draft-ietf-acme-integrations-17: the chain is `/cacerts`' business). The body's buffer
-/// is wiped when the HTTP stack drops it.
-fn multipart_answer(key: &GeneratedKey, chain_pkcs7: &[u8]) -> Result<Response, RaError> {
-    let leaf = pkcs7::decode_certs_only(chain_pkcs7)
-        .ok()
-        .and_then(|certs| certs.into_iter().next())
-        .ok_or_else(|| answer_failure("the issued PKCS#7 holds no certificate".into()))?;
-    let ee_only = pkcs7::encode_certs_only(&[leaf])
-        .map_err(|e| answer_failure(format!("cannot encode PKCS#7: {e}")))?;
+/// The 200 answer: `multipart/mixed` with the key and `ee_pkcs7`, the engine's PKCS#7 of the
+/// end-entity certificate only (draft-ietf-acme-integrations-17: the chain is `/cacerts`'
+/// business). The body's buffer is wiped when the HTTP stack drops it.
+fn multipart_answer(key: &GeneratedKey, ee_pkcs7: &[u8]) -> Result<Response, RaError> {
     let pkcs8 = key.pkcs8_der()?;
     let mut body = Zeroizing::new(Vec::new());
-    skg::build(&pkcs8, &ee_only, &mut body);
+    skg::build(&pkcs8, ee_pkcs7, &mut body);
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, skg::content_type())],
