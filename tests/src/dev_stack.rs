@@ -8,7 +8,10 @@ use anyhow::Context;
 use crate::envoy::{Envoy, EnvoySettings};
 use crate::masa::{MasaOptions, TestMasa};
 use crate::pki::{Ca, DevPki};
-use crate::stack::{ControlPlane, CpManufacturer, CpOptions, Stack, DEV_PARENT, DEV_TOKEN};
+use crate::stack::{
+    ControlPlane, CpManufacturer, CpOptions, RedisTopology, Stack, StackOptions, DEV_PARENT,
+    DEV_TOKEN,
+};
 use crate::util::{TempDir, STARTUP_DEADLINE};
 
 /// The RADIUS shared secret of the dev stack's TEAP server (dev only).
@@ -22,6 +25,10 @@ pub const CP_CLUSTER: &str = "estuary_control_plane";
 pub struct DevStackOptions {
     /// Control-plane replicas behind Envoy's cluster.
     pub replicas: usize,
+    /// Envoys in front, each with the filter and every replica in its cluster (at least one).
+    pub envoys: usize,
+    /// The Redis the control planes share.
+    pub redis: RedisTopology,
     /// Options for every replica (a fixed `port` is used for the first one only).
     pub cp: CpOptions,
     /// Fixed EST listener port, or `None`.
@@ -100,6 +107,8 @@ impl Default for DevStackOptions {
     fn default() -> Self {
         Self {
             replicas: 1,
+            envoys: 1,
+            redis: RedisTopology::Single,
             cp: CpOptions::default(),
             est_port: None,
             admin_port: None,
@@ -117,8 +126,10 @@ impl Default for DevStackOptions {
 
 /// A running dev stack.
 pub struct DevStack {
-    /// Envoy, in front.
+    /// Envoy, in front (the first one, when there are several).
     pub envoy: Envoy,
+    /// The other Envoys of [`DevStackOptions::envoys`], in the same configuration.
+    pub more_envoys: Vec<Envoy>,
     /// Control-plane replicas.
     pub control_planes: Vec<ControlPlane>,
     /// BIND9, Redis, Pebble.
@@ -239,7 +250,10 @@ impl DevStack {
             ),
             None => None,
         };
-        let stack = Stack::start()?;
+        let stack = Stack::start_with(&StackOptions {
+            redis: opts.redis,
+            ..StackOptions::default()
+        })?;
         let test_ca = if opts.rfc9444_ca {
             Some(
                 crate::acme_ca::TestAcmeCa::start(crate::acme_ca::CaOptions::rfc9444(
@@ -392,7 +406,7 @@ impl DevStack {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let envoy = Envoy::start(&EnvoySettings {
+        let mut settings = EnvoySettings {
             server_cert: pki.server.cert_path.clone(),
             server_key: pki.server.key_path.clone(),
             client_ca_bundle: trust_bundle.clone(),
@@ -402,9 +416,16 @@ impl DevStack {
             est_port: opts.est_port,
             admin_port: opts.admin_port,
             dangerous_xfcc_mode: opts.dangerous_xfcc_mode.clone(),
-        })?;
+        };
+        let envoy = Envoy::start(&settings)?;
+        // The fixed ports are the first Envoy's.
+        (settings.est_port, settings.admin_port) = (None, None);
+        let more_envoys = (1..opts.envoys.max(1))
+            .map(|_| Envoy::start(&settings))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(DevStack {
             envoy,
+            more_envoys,
             control_planes,
             stack,
             pki,
@@ -435,9 +456,21 @@ impl DevStack {
         self.label_ca.as_ref()
     }
 
-    /// `https://127.0.0.1:P/.well-known/est`
+    /// `https://127.0.0.1:P/.well-known/est` of the first Envoy.
     pub fn est_url(&self) -> String {
         format!("{}/.well-known/est", self.envoy.base_url)
+    }
+
+    /// Every Envoy, the first one first.
+    pub fn envoys(&self) -> impl Iterator<Item = &Envoy> {
+        std::iter::once(&self.envoy).chain(&self.more_envoys)
+    }
+
+    /// The EST URL of every Envoy, the first one first.
+    pub fn est_urls(&self) -> Vec<String> {
+        self.envoys()
+            .map(|e| format!("{}/.well-known/est", e.base_url))
+            .collect()
     }
 }
 

@@ -192,7 +192,7 @@ pub struct Envoy {
     /// Envoy's log.
     pub log: PathBuf,
     _dir: TempDir,
-    _child: KillOnDrop,
+    child: KillOnDrop,
 }
 
 impl Envoy {
@@ -212,17 +212,7 @@ impl Envoy {
         std::fs::write(&config_path, yaml)?;
         validate(&config_path)?;
         let log = dir.path().join("envoy.log");
-        let mut cmd = Command::new(envoy_binary()?);
-        cmd.args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "-l",
-            "info",
-            "-c",
-        ])
-        .arg(&config_path);
-        let child = KillOnDrop::spawn(cmd, &log)?;
+        let child = spawn(&config_path, &log)?;
         let admin_url = format!("http://127.0.0.1:{admin_port}");
         wait_ready(&admin_url, &log)?;
         Ok(Self {
@@ -231,14 +221,43 @@ impl Envoy {
             config_path,
             log,
             _dir: dir,
-            _child: child,
+            child,
         })
+    }
+
+    /// A crash and a restart: SIGKILL, then Envoy again with the same config (same ports);
+    /// waits until its admin says LIVE. The log goes on in the same file (earlier lines are
+    /// kept in `envoy.log.<n>`).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill();
+        let mut n = 1;
+        while self.log.with_extension(format!("log.{n}")).exists() {
+            n += 1;
+        }
+        std::fs::rename(&self.log, self.log.with_extension(format!("log.{n}")))?;
+        self.child = spawn(&self.config_path, &self.log)?;
+        wait_ready(&self.admin_url, &self.log)
     }
 
     /// Envoy's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// `envoy -c config` with one worker, no hot restart, logging to `log`.
+fn spawn(config: &Path, log: &Path) -> anyhow::Result<KillOnDrop> {
+    let mut cmd = Command::new(envoy_binary()?);
+    cmd.args([
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "-l",
+        "info",
+        "-c",
+    ])
+    .arg(config);
+    KillOnDrop::spawn(cmd, log)
 }
 
 fn wait_ready(admin_url: &str, log: &Path) -> anyhow::Result<()> {

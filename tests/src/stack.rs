@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::bind::Bind;
 use crate::pebble::Pebble;
-use crate::redis::Redis;
+use crate::redis::{Redis, SentinelSet};
 use crate::util::{free_port, tail, wait_tcp, KillOnDrop, TempDir, STARTUP_DEADLINE};
 
 /// The bearer token the test/dev proxies and control planes share.
@@ -21,8 +21,11 @@ pub const DEV_PARENT: &str = "iot.example.test";
 pub struct Stack {
     /// DNS primary.
     pub bind: Bind,
-    /// Redis.
+    /// The single Redis node: what control planes use unless [`StackOptions::redis`] asked
+    /// for a replicated topology ([`Stack::ha`]); then it runs but no control plane uses it.
     pub redis: Redis,
+    /// The replicated Redis the control planes use, when [`StackOptions::redis`] asked for one.
+    pub ha: Option<HaRedis>,
     /// ACME CA.
     pub pebble: Pebble,
     /// A test manufacturer CA: the `[[est.manufacturers]]` of control planes started against
@@ -46,6 +49,12 @@ impl Stack {
             Redis::start()
         }
         .context("starting Redis")?;
+        let ha = match opts.redis {
+            RedisTopology::Single => None,
+            RedisTopology::Sentinel => Some(HaRedis::Sentinel(
+                SentinelSet::start().context("starting Redis with Sentinel")?,
+            )),
+        };
         let pebble = Pebble::start(bind.addr).context("starting Pebble")?;
         let dir = TempDir::new("stack-pki")?;
         let manufacturer = Arc::new(crate::pki::Ca::create(
@@ -56,18 +65,125 @@ impl Stack {
         Ok(Stack {
             bind,
             redis,
+            ha,
             pebble,
             manufacturer,
             _dir: dir,
         })
+    }
+
+    /// The `redis.url` control planes started against this stack use.
+    pub fn redis_url(&self) -> String {
+        match &self.ha {
+            None => self.redis.url(),
+            Some(HaRedis::Sentinel(s)) => s.url(),
+        }
+    }
+
+    /// Every Redis data node the control planes may use, `host:port` (not the Sentinels).
+    pub fn redis_addrs(&self) -> Vec<SocketAddr> {
+        match &self.ha {
+            None => vec![self.redis.addr],
+            Some(HaRedis::Sentinel(s)) => s.nodes(),
+        }
+    }
+}
+
+/// Which Redis the control planes of a [`Stack`] use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One node ([`Redis`]).
+    #[default]
+    Single,
+    /// A master, a replica and three Sentinels ([`SentinelSet`]).
+    Sentinel,
+}
+
+impl std::str::FromStr for RedisTopology {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "single" => Ok(Self::Single),
+            "sentinel" => Ok(Self::Sentinel),
+            other => anyhow::bail!("unknown Redis topology {other:?} (single or sentinel)"),
+        }
+    }
+}
+
+/// A replicated Redis of a [`Stack`].
+pub enum HaRedis {
+    /// Master + replica + three Sentinels.
+    Sentinel(SentinelSet),
+}
+
+impl HaRedis {
+    /// The keys matching `pattern` (`SCAN MATCH`) on every master that is up.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.masters() {
+            if let Ok(text) = self.cli(m, &["--scan", "--pattern", pattern]) {
+                out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+            }
+        }
+        out
+    }
+
+    /// The masters as the topology reports them now.
+    pub fn masters(&self) -> Vec<SocketAddr> {
+        match self {
+            HaRedis::Sentinel(s) => s.master().into_iter().collect(),
+        }
+    }
+
+    /// `redis-cli` against the node at `at`.
+    pub fn cli(&self, at: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
+        match self {
+            HaRedis::Sentinel(s) => s.cli(at, args),
+        }
+    }
+
+    /// SIGKILLs the master that holds the most keys matching `pattern` (the first master when
+    /// none does) and waits until its replica has taken over; returns the killed master.
+    pub fn kill_master_holding(&mut self, pattern: &str) -> anyhow::Result<SocketAddr> {
+        let busiest = self
+            .masters()
+            .into_iter()
+            .max_by_key(|m| {
+                self.cli(*m, &["--scan", "--pattern", pattern])
+                    .map(|t| t.lines().filter(|l| !l.is_empty()).count())
+                    .unwrap_or(0)
+            })
+            .context("no master is up")?;
+        match self {
+            HaRedis::Sentinel(s) => {
+                s.kill(busiest);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    if s.master().is_ok_and(|m| m != busiest) {
+                        break;
+                    }
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "the Sentinels did not promote the replica within 60 s\n{}",
+                        s.logs()
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        }
+        Ok(busiest)
     }
 }
 
 /// Knobs for the stack.
 #[derive(Clone, Debug, Default)]
 pub struct StackOptions {
-    /// Redis with AOF persistence (`--appendonly yes`), so a restart keeps the data.
+    /// Redis with AOF persistence (`--appendonly yes`), so a restart keeps the data (the
+    /// single node only).
     pub redis_aof: bool,
+    /// The Redis the control planes use.
+    pub redis: RedisTopology,
 }
 
 /// Knobs for one control-plane process.
@@ -152,7 +268,28 @@ pub struct ControlPlane {
     /// that back direct calls to the internal API.
     pub stack_manufacturer: Arc<crate::pki::Ca>,
     child: KillOnDrop,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
     _dir: TempDir,
+}
+
+/// Starts the control plane `binary --config config` with `env`; waits until `addr` listens.
+fn spawn_cp(
+    binary: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(String, String)],
+    addr: SocketAddr,
+    log: &std::path::Path,
+) -> anyhow::Result<KillOnDrop> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--config").arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = KillOnDrop::spawn(cmd, log)?;
+    wait_tcp(addr, STARTUP_DEADLINE, "control plane")
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(log, 40)))?;
+    Ok(child)
 }
 
 impl ControlPlane {
@@ -171,28 +308,43 @@ impl ControlPlane {
         let config = dir.path().join("estuary.toml");
         std::fs::write(&config, config_text(addr, stack, opts))?;
         let log = dir.path().join(format!("cp-{port}.log"));
-        let mut cmd = Command::new(binary);
-        cmd.arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,estuary_control_plane=debug");
+        let mut env = vec![(
+            "RUST_LOG".to_string(),
+            "info,estuary_control_plane=debug".to_string(),
+        )];
         if !opts.cloud_only {
             // The TSIG secret comes from the environment, as an operator would pass it.
-            cmd.env("ESTUARY_DNS__SECRET", &stack.bind.secret_b64);
+            env.push((
+                "ESTUARY_DNS__SECRET".to_string(),
+                stack.bind.secret_b64.clone(),
+            ));
         }
-        for (k, v) in &opts.extra_env {
-            cmd.env(k, v);
-        }
-        let child = KillOnDrop::spawn(cmd, &log)?;
-        wait_tcp(addr, STARTUP_DEADLINE, "control plane")
-            .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 40)))?;
+        env.extend(opts.extra_env.iter().cloned());
+        let child = spawn_cp(binary, &config, &env, addr, &log)?;
         Ok(ControlPlane {
             addr,
             log,
             config,
             stack_manufacturer: Arc::clone(&stack.manufacturer),
             child,
+            binary: binary.to_path_buf(),
+            env,
             _dir: dir,
         })
+    }
+
+    /// A crash and a restart: SIGKILL, then the same binary with the same config and
+    /// environment on the same port; waits until it listens. Its log goes on in the same file
+    /// (the earlier lines are kept in `<log>.<n>`).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill();
+        let mut n = 1;
+        while self.log.with_extension(format!("log.{n}")).exists() {
+            n += 1;
+        }
+        std::fs::rename(&self.log, self.log.with_extension(format!("log.{n}")))?;
+        self.child = spawn_cp(&self.binary, &self.config, &self.env, self.addr, &self.log)?;
+        Ok(())
     }
 
     /// SIGKILL, as a crash would.
@@ -228,7 +380,7 @@ api_token = "{DEV_TOKEN}"
 [redis]
 url = "{redis}"
 "#,
-        redis = stack.redis.url(),
+        redis = stack.redis_url(),
     );
     if opts.cloud_only {
         text.push_str("# A BRSKI cloud registrar alone: no [est], [acme], [dns] or [enroll].\n");

@@ -12,8 +12,7 @@ use std::process::Command;
 use anyhow::Context;
 use estuary_tests::cloud::{CloudRegistrar, Owner, OwnerPath, CLOUD_PREFIX, DEV_MANUFACTURER};
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
-use estuary_tests::redis::SentinelSet;
-use estuary_tests::stack::DEV_PARENT;
+use estuary_tests::stack::{HaRedis, DEV_PARENT};
 
 use crate::{build_wasm, cargo, install, root, run};
 
@@ -23,7 +22,6 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
         brski: true,
         ..DevStackOptions::default()
     };
-    let mut sentinel = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -33,24 +31,32 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
                     .and_then(|v| v.parse().ok())
                     .context("--replicas needs a number")?;
             }
+            "--envoys" => {
+                opts.envoys = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .context("--envoys needs a positive number")?;
+            }
             "--budget-ms" => {
                 opts.cp.budget_ms = it
                     .next()
                     .and_then(|v| v.parse().ok())
                     .context("--budget-ms needs a number")?;
             }
-            "--redis" => match it.next().map(String::as_str) {
-                Some("single") => sentinel = false,
-                Some("sentinel") => sentinel = true,
-                _ => anyhow::bail!("--redis takes single (default) or sentinel"),
-            },
+            "--redis" => {
+                opts.redis = it
+                    .next()
+                    .context("--redis needs single, sentinel or cluster")?
+                    .parse()?;
+            }
             "--ca" => match it.next().map(String::as_str) {
                 Some("pebble") => opts.rfc9444_ca = false,
                 Some("rfc9444") => opts.rfc9444_ca = true,
                 _ => anyhow::bail!("--ca takes pebble (default) or rfc9444"),
             },
             other => anyhow::bail!(
-                "unknown option {other} (known: --replicas N, --budget-ms MS, --ca pebble|rfc9444, --redis single|sentinel)"
+                "unknown option {other} (known: --replicas N, --envoys M, --budget-ms MS, --ca pebble|rfc9444, --redis single|sentinel)"
             ),
         }
     }
@@ -63,17 +69,6 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dev);
     std::fs::create_dir_all(&dev)?;
     let cp_bin = root().join("target/debug/estuary-control-plane");
-    // With --redis sentinel the control planes find their master through three Sentinels.
-    let sentinels = if sentinel {
-        eprintln!("xtask: starting Redis with a replica and three Sentinels …");
-        let set = SentinelSet::start().context("starting Redis with Sentinel")?;
-        opts.cp
-            .extra_env
-            .push(("ESTUARY_REDIS__URL".into(), format!("\"{}\"", set.url())));
-        Some(set)
-    } else {
-        None
-    };
     eprintln!("xtask: starting Redis, BIND9, Pebble, the control plane and Envoy …");
     let stack = DevStack::start(&opts, &cp_bin, &wasm, Some(&dev.join("pki")))?;
     eprintln!(
@@ -91,18 +86,20 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     let pledge = root().join("target/debug/estuary-pledge");
     let demo_out = dev.join("demo-pledge");
     let mut env = stack_env(&stack, &cloud, &pledge, &demo_out)?;
-    // Every Envoy's EST URL (one today), and every Redis node of the main stack (not the
-    // Sentinels, not the cloud registrar's).
-    let redis_addrs: Vec<String> = match &sentinels {
-        Some(set) => set.nodes().iter().map(|a| a.to_string()).collect(),
-        None => vec![stack.stack.redis.addr.to_string()],
-    };
+    // Every Envoy's EST URL, and every Redis node of the main stack (not the Sentinels, not
+    // the cloud registrar's).
+    let redis_addrs: Vec<String> = stack
+        .stack
+        .redis_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     env.push_str(&format!(
         "ESTUARY_EST_URLS={}\nESTUARY_REDIS_ADDRS={}\n",
-        stack.est_url(),
+        stack.est_urls().join(","),
         redis_addrs.join(",")
     ));
-    if let Some(set) = &sentinels {
+    if let Some(HaRedis::Sentinel(set)) = &stack.stack.ha {
         let s: Vec<String> = set.sentinels.iter().map(|a| a.to_string()).collect();
         env.push_str(&format!("ESTUARY_REDIS_SENTINELS={}\n", s.join(",")));
     }
@@ -148,7 +145,6 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
     eprintln!("xtask: stopping the dev stack");
     drop(cloud);
     drop(stack);
-    drop(sentinels);
     Ok(())
 }
 
