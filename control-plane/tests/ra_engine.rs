@@ -200,6 +200,75 @@ async fn a_name_outside_the_keys_scope_fails_clearly_and_leaves_nothing() {
     assert_eq!(again.status, 502, "{}", again.text());
 }
 
+/// One certificate per CSR: when another replica cached a certificate for the CSR while this
+/// one was issuing (both held the lock, e.g. after a Redis failover lost it), the device gets
+/// the one cached first, not a second one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_issuance_for_one_csr_answers_with_the_certificate_cached_first() {
+    use sha2::{Digest, Sha256};
+    let stack = stack();
+    let cp = ControlPlane::start(&stack, &CpOptions::default());
+    let sn = serial("sn-first");
+    let (csr, _) = csr_for(&format!("{sn}.{PARENT}"));
+    let first = cp.enroll(&sn, &csr).await;
+    assert_eq!(first.status, 200, "{}\n{}", first.text(), cp.log_text());
+
+    // The cached chain, found by the CSR's digest whatever the key layout.
+    let digest = hex::encode(Sha256::digest(&csr));
+    let key_of = |kind: &str| -> Option<String> {
+        let keys = stack
+            .redis
+            .cli(&["KEYS", &format!("*{digest}*")])
+            .expect("KEYS");
+        keys.lines()
+            .find(|k| k.contains(&format!(":{kind}:")))
+            .map(str::to_string)
+    };
+    let cert_key = key_of("cert").expect("the certificate is cached");
+    let cached = stack.redis.cli(&["GET", &cert_key]).expect("GET");
+    stack.redis.cli(&["DEL", &cert_key]).expect("DEL");
+
+    // The same CSR again misses the cache and orders anew; while that order runs, "another
+    // replica" caches the first certificate.
+    let orders_before = stack.pebble.orders_logged();
+    let again = {
+        let (url, idevid, sn, csr) = (cp.url(""), cp.idevid_header(&sn), sn.clone(), csr.clone());
+        tokio::spawn(async move { enroll_at(&url, &sn, &idevid, &csr).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while key_of("order").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second order was placed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stack
+        .redis
+        .cli(&[
+            "SET",
+            &cert_key,
+            cached.strip_suffix('\n').unwrap_or(&cached),
+            "EX",
+            "3600",
+        ])
+        .expect("SET");
+    let again = again.await.expect("the request");
+    assert_eq!(again.status, 200, "{}\n{}", again.text(), cp.log_text());
+    assert_eq!(
+        stack.pebble.orders_logged(),
+        orders_before + 1,
+        "a second order ran"
+    );
+    assert_eq!(
+        again.body, first.body,
+        "the device must get the certificate cached first, not the second one"
+    );
+    assert!(cp
+        .log_text()
+        .contains("another replica cached a certificate for this CSR first"));
+}
+
 /// (f) The process is killed after it answered "pending"; a fresh one finishes the enrolment.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_process_completes_what_a_killed_one_left_pending() {

@@ -460,6 +460,44 @@ impl Engine {
         lock_map(&self.inflight)
     }
 
+    /// Caches a newly issued chain, or answers with the one cached for the CSR already (another
+    /// replica's issuance won the race, e.g. after a Redis failover lost the lock): a device
+    /// gets one certificate per CSR. A cached chain that does not fit the CSR is replaced.
+    async fn keep_first(
+        &self,
+        key: &CsrKey,
+        chain: String,
+        csr_der: &[u8],
+        name: &DeviceName,
+        not_after: i64,
+    ) -> String {
+        match self.store.cache_chain(key, &chain, not_after).await {
+            Ok(None) => chain,
+            Ok(Some(first)) if first == chain => chain,
+            Ok(Some(first)) => match check_issued(&first, csr_der, name) {
+                Ok(_) => {
+                    info!(device = %name.as_str(), "another replica cached a certificate for this CSR first; answering with that one");
+                    first
+                }
+                Err(reason) => {
+                    warn!(device = %name.as_str(), %reason, "the cached chain does not fit the CSR; replacing it");
+                    if let Err(e) = self
+                        .store
+                        .replace_cached_chain(key, &chain, not_after)
+                        .await
+                    {
+                        warn!(device = %name.as_str(), error = %e, "issued, but could not cache the certificate");
+                    }
+                    chain
+                }
+            },
+            Err(e) => {
+                warn!(device = %name.as_str(), error = %e, "issued, but could not cache the certificate");
+                chain
+            }
+        }
+    }
+
     /// Runs one issuance (the caller holds the lock) and stores the outcome.
     async fn run_issuance(
         &self,
@@ -476,9 +514,7 @@ impl Engine {
                     self.metrics
                         .issuance_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    if let Err(e) = self.store.cache_chain(key, &chain, not_after).await {
-                        warn!(device = %name.as_str(), error = %e, "issued, but could not cache the certificate");
-                    }
+                    let chain = self.keep_first(key, chain, csr_der, name, not_after).await;
                     // The rest of the chain is /cacerts' (draft-17); a bad one is logged there.
                     if let Learned::Refused(_) = ca.chains.learn(&chain).await {
                         self.metrics.ca_chain_refused.inc();

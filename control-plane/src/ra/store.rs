@@ -102,6 +102,7 @@ pub struct Store {
     refresh: Script,
     release: Script,
     window_slot: Script,
+    cache_first: Script,
 }
 
 /// The one way this process connects to Redis: lazily, remade after Redis restarts, with a
@@ -125,6 +126,11 @@ impl Store {
             ),
             release: Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            ),
+            // SET NX with EXAT that returns the value already there (SET … NX GET needs 7.0).
+            cache_first: Script::new(
+                "local v = redis.call('GET', KEYS[1]) if v then return v end \
+                 redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) return false",
             ),
             // A fixed window per key: the first use sets its expiry; past the limit the answer
             // is minus the seconds the window still runs (at least 1). With a member (ARGV[3]),
@@ -207,8 +213,34 @@ impl Store {
         Ok(())
     }
 
-    /// Caches a chain until `not_after` (Unix seconds). A certificate already expired is not cached.
+    /// Caches a chain until `not_after` (Unix seconds) unless a chain is cached for the CSR
+    /// already (another replica issued for the same CSR meanwhile, e.g. after a lock was lost
+    /// in a Redis failover): then that one is kept and returned, so that every answer for one
+    /// CSR is the same certificate. A certificate already expired is not cached.
     pub async fn cache_chain(
+        &self,
+        k: &CsrKey,
+        chain_pem: &str,
+        not_after: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let Ok(exat) = u64::try_from(not_after) else {
+            return Ok(None);
+        };
+        if i64::try_from(exat).unwrap_or(i64::MAX) <= now_unix() {
+            return Ok(None);
+        }
+        let mut c = self.conn.clone();
+        Ok(self
+            .cache_first
+            .key(self.key("cert", k.as_str()))
+            .arg(chain_pem)
+            .arg(exat)
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// Replaces the cached chain of a CSR (one that was there did not fit it).
+    pub async fn replace_cached_chain(
         &self,
         k: &CsrKey,
         chain_pem: &str,
@@ -217,9 +249,6 @@ impl Store {
         let Ok(exat) = u64::try_from(not_after) else {
             return Ok(());
         };
-        if i64::try_from(exat).unwrap_or(i64::MAX) <= now_unix() {
-            return Ok(());
-        }
         let mut c = self.conn.clone();
         let opts = SetOptions::default().with_expiration(SetExpiry::EXAT(exat));
         let _: () = c
