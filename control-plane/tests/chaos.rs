@@ -120,7 +120,11 @@ async fn left_after_wait(mut left: impl FnMut() -> Vec<String>) -> (Vec<String>,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_pledge_enrols_through_a_replica_crash_a_redis_restart_and_a_frozen_dns() {
-    let mut stack = Stack::start_with(&StackOptions { redis_aof: true }).expect("start the stack");
+    let mut stack = Stack::start_with(&StackOptions {
+        redis_aof: true,
+        ..StackOptions::default()
+    })
+    .expect("start the stack");
     let opts = |port: u16| CpOptions {
         budget_ms: 2000,
         retry_after_s: 1,
