@@ -1,13 +1,14 @@
 //! Cache entries kept in proxy-wasm shared data: the `cacerts` / `csrattrs` answers, and the
-//! digests of CSRs whose signature verified.
+//! digests of CSRs and client certificates whose signature verified.
 //!
 //! Answer layout: 8 bytes big-endian expiry (seconds since the Unix epoch), then the DER answer.
 //!
-//! Verified CSR digests sit in a fixed set of buckets, so the number of shared-data keys never
+//! Verified digests (of CSRs, and of client certificates with their issuer,
+//! [`estuary_proto::cms_signed::issued_by_digest`]) sit in a fixed set of buckets, so the number of shared-data keys never
 //! grows (Envoy's shared data has no delete): `max_entries` entries make
 //! `ceil(max_entries / 4)` buckets of up to 4 entries, the last one smaller if need be. A digest
 //! goes to the bucket its first 8 bytes name. A bucket value is a list of 40-byte entries, each
-//! 8 bytes big-endian expiry then the 32-byte SHA-256 of the CSR. Inserting drops the expired
+//! 8 bytes big-endian expiry then the 32-byte digest. Inserting drops the expired
 //! entries and, when the bucket is full, the one that expires first (the oldest).
 
 use estuary_proto::names::DeviceSerial;

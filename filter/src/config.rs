@@ -45,8 +45,11 @@
 //!   produce the same name are a configuration problem. See [`estuary_proto::identity`].
 //! - `csr_signature_cache` (optional): remembers, in the proxy's shared data, the SHA-256 of each
 //!   exact CSR whose signature verified, so that the same bytes sent again skip the signature
-//!   check (identical bytes verify identically). Only the signature check is skipped: the client
-//!   certificate, the name, key and content policy are checked on every request. `max_entries`
+//!   check (identical bytes verify identically), and of each exact client certificate with the
+//!   CA whose signature on it verified
+//!   ([`estuary_proto::cms_signed::issued_by_digest`]). Only the signature checks are skipped:
+//!   which CA issued the client certificate, the name, key and content policy are checked on
+//!   every request. `max_entries`
 //!   (default 4096, at most 65536; 40 bytes each) bounds it, the oldest entries are evicted
 //!   first, and each entry expires after `ttl_s` seconds (default 3600, at most 86400). Either at
 //!   0 turns the cache off. The shared data is shared by every plugin with the same `vm_id`:

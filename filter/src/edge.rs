@@ -367,8 +367,12 @@ impl EdgeStream {
     }
 
     /// Who the client is: the XFCC certificate, bound to the connection, judged by its issuer.
+    /// The issuer's signature on the exact certificates is remembered in the same shared-data
+    /// cache as CSR signatures (`csr_signature_cache`), so a device's next request skips it;
+    /// who issued it and everything that follows is decided again.
     fn identity(cfg: &Config, est: &EstService, need: Need) -> Result<Client, EdgeError> {
         let xfcc = request_header("x-forwarded-client-cert");
+        let mut memo = SharedSignatures::new(cfg.csr_signature_cache);
         identity::authenticate_with_known(
             connection_is_mtls(),
             xfcc.as_deref(),
@@ -376,6 +380,7 @@ impl EdgeStream {
             need,
             &est.trust,
             || learned_certificates(cfg),
+            memo.as_mut().map(|m| m as &mut dyn SignatureMemo),
         )
     }
 

@@ -11,6 +11,7 @@
 //! whether this is an LDevID (issued by the ACME CA), an IDevID (issued by a configured
 //! manufacturer CA) or nobody.
 
+use estuary_proto::csr::SignatureMemo;
 use estuary_proto::identity::{self, Identity, Need, TrustPolicy, MAX_CHAIN_CERTS};
 use sha2::{Digest, Sha256};
 
@@ -74,14 +75,23 @@ pub fn authenticate(
     need: Need,
     policy: &TrustPolicy,
 ) -> Result<Client, EdgeError> {
-    authenticate_with_known(mtls, xfcc_header, peer_sha256_hex, need, policy, Vec::new)
+    authenticate_with_known(
+        mtls,
+        xfcc_header,
+        peer_sha256_hex,
+        need,
+        policy,
+        Vec::new,
+        None,
+    )
 }
 
 /// [`authenticate`]; when the issuer is unknown and the operation does not need an IDevID, once
 /// more with the intermediates `known()` gives (those the control plane learned from the ACME
 /// CA's issued chains: a device presenting its end-entity certificate alone after the CA moved
 /// to a new intermediate). They only build the path: trust still ends in `acme_ca_pem`
-/// ([`identity::authenticate_with_known`]). `known` is called only then.
+/// ([`identity::authenticate_with_known`]). `known` is called only then. `memo` may vouch for
+/// an issuer's signature on these exact certificates ([`identity::authenticate_memo`]).
 pub fn authenticate_with_known(
     mtls: bool,
     xfcc_header: Option<&[u8]>,
@@ -89,12 +99,18 @@ pub fn authenticate_with_known(
     need: Need,
     policy: &TrustPolicy,
     known: impl FnOnce() -> Vec<Vec<u8>>,
+    mut memo: Option<&mut dyn SignatureMemo>,
 ) -> Result<Client, EdgeError> {
     let (leaf, element) = leaf_from_xfcc(mtls, xfcc_header, peer_sha256_hex)?;
     let chain = chain_certs(&element, &leaf);
-    let judged = match identity::authenticate(policy, &leaf, &chain, need) {
+    let again: Option<&mut dyn SignatureMemo> = match memo.as_mut() {
+        Some(m) => Some(&mut **m),
+        None => None,
+    };
+    let first = identity::authenticate_memo(policy, &leaf, &chain, &[], need, again);
+    let judged = match first {
         Err(identity::IdentityError::UnknownIssuer) if need != Need::IDevId => {
-            identity::authenticate_with_known(policy, &leaf, &chain, &known(), need)
+            identity::authenticate_memo(policy, &leaf, &chain, &known(), need, memo)
         }
         other => other,
     };

@@ -36,8 +36,9 @@
 //! the owner's registrar); any other 3xx is 502.
 //!
 //! All error bodies are `text/plain`. `cacerts` and `csrattrs` answers are cached in proxy-wasm
-//! shared data for `cache_ttl_s`, and so are the digests of CSRs whose signature verified
-//! (`csr_signature_cache`: the same bytes again skip the signature check, nothing else).
+//! shared data for `cache_ttl_s`, and so are the digests of CSRs and client certificates whose
+//! signature verified (`csr_signature_cache`: the same bytes again skip the signature check,
+//! nothing else).
 //!
 //! # Envoy configuration this filter needs
 //! - `allow_on_headers_stop_iteration: true` in the `envoy.filters.http.wasm` plugin config: the

@@ -1388,8 +1388,9 @@ mod csr_signature_cache {
         assert!((2..=6).contains(&kept), "{kept} kept");
         assert!(!cached(&f, &csrs[0]), "the oldest was evicted");
 
-        // Expired entries are no hit and make room: after the TTL (default 3600 s) every bucket
-        // a new CSR lands in holds that CSR alone.
+        // Expired entries are no hit and make room: after the TTL (default 3600 s) the bucket a
+        // new CSR lands in holds that CSR alone (and the IDevID's issuer signature, remembered
+        // again by the same request, if it lands there too).
         f.store.data_mut().now_ns += 3601 * 1_000_000_000;
         let fresh = csr_for(&[NAME], NAME);
         assert_eq!(
@@ -1397,11 +1398,63 @@ mod csr_signature_cache {
             1
         );
         let d = digest(&fresh);
+        let idevid_der = estuary_proto::pem::decode_certs(&pki().idevid_pem).unwrap()[0].clone();
+        let pair = estuary_proto::cms_signed::issued_by_digest(&idevid_der, &pki().ca_der);
         let (_, ds) = buckets(&f)
             .into_iter()
             .find(|(_, ds)| ds.contains(&d))
             .unwrap();
-        assert_eq!(ds, vec![d]);
+        assert!(
+            ds.iter().all(|x| *x == d || *x == pair),
+            "{} entries",
+            ds.len()
+        );
+    }
+
+    /// The issuer's signature on a client certificate is remembered in the same cache, under
+    /// the digest of the exact certificate and CA: after the genuine IDevID was accepted, a
+    /// forgery for the same serial from a rogue CA with the manufacturer CA's very name, and
+    /// the genuine certificate with a damaged signature, are still refused.
+    #[test]
+    fn a_forged_client_certificate_is_refused_after_the_genuine_one_was_cached() {
+        let mut f = filter();
+        let idevid_der = estuary_proto::pem::decode_certs(&pki().idevid_pem).unwrap()[0].clone();
+        let pair = estuary_proto::cms_signed::issued_by_digest(&idevid_der, &pki().ca_der);
+        let o = enroll_with(&mut f, &pki().idevid_pem, &pki().enroll_csr);
+        assert_eq!(o.calls.len(), 1, "{:?}", o.local.as_ref().map(|l| l.text()));
+        assert!(
+            buckets(&f).iter().any(|(_, ds)| ds.contains(&pair)),
+            "the IDevID's issuer signature is remembered"
+        );
+        assert_eq!(
+            enroll_with(&mut f, &pki().idevid_pem, &pki().enroll_csr)
+                .calls
+                .len(),
+            1,
+            "accepted again with the remembered signature"
+        );
+
+        let rogue_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut rogue = CertificateParams::new(Vec::<String>::new()).unwrap();
+        rogue
+            .distinguished_name
+            .push(DnType::CommonName, "Test Manufacturer CA");
+        rogue.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let rogue_issuer = Issuer::new(rogue, rogue_key);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        dn_with_serial(&mut p, SERIAL, "pledge");
+        let forged = p.signed_by(&key, &rogue_issuer).unwrap();
+        let o = enroll_with(&mut f, &forged.pem(), &pki().enroll_csr);
+        assert_error(&o, 403, "issued neither by the ACME CA");
+        assert!(o.calls.is_empty());
+
+        let mut damaged = idevid_der.clone();
+        *damaged.last_mut().unwrap() ^= 0x01;
+        let damaged_pem = estuary_proto::pem::encode_certs(&[damaged]);
+        let o = enroll_with(&mut f, &damaged_pem, &pki().enroll_csr);
+        assert!(o.calls.is_empty(), "a damaged signature is never forwarded");
+        assert_eq!(local(&o).status, 403, "{}", local(&o).text());
     }
 
     #[test]

@@ -319,6 +319,49 @@ pub fn verify_issued_by(cert_der: &[u8], issuer_der: &[u8]) -> Result<(), CmsErr
         .map_err(|_| CmsError::NotIssuedBy)
 }
 
+/// [`verify_issued_by`], where `memo` may vouch for this exact pair of certificates (the
+/// signature is then not verified again) and learns of every pair that verifies. The pair is
+/// named by [`issued_by_digest`]; the names are compared before, so that a certificate from
+/// another issuer costs neither a digest nor a memo lookup.
+pub fn verify_issued_by_memo(
+    cert_der: &[u8],
+    issuer_der: &[u8],
+    memo: Option<&mut dyn crate::csr::SignatureMemo>,
+) -> Result<(), CmsError> {
+    let Some(memo) = memo else {
+        return verify_issued_by(cert_der, issuer_der);
+    };
+    let cert = Certificate::from_der(cert_der).map_err(|_| CmsError::BadCertificate)?;
+    let issuer = Certificate::from_der(issuer_der).map_err(|_| CmsError::BadCertificate)?;
+    if cert.tbs_certificate.issuer != issuer.tbs_certificate.subject {
+        return Err(CmsError::NotIssuedBy);
+    }
+    let digest = issued_by_digest(cert_der, issuer_der);
+    if memo.verified(&digest) {
+        return Ok(());
+    }
+    let tbs = cert.tbs_certificate.to_der().map_err(malformed)?;
+    let sig = cert.signature.as_bytes().ok_or(CmsError::NotIssuedBy)?;
+    check_signature(&issuer, &cert.signature_algorithm, None, &tbs, sig)
+        .map_err(|_| CmsError::NotIssuedBy)?;
+    memo.remember(&digest);
+    Ok(())
+}
+
+/// The name under which "`issuer_der` signed `cert_der`" is remembered: SHA-256 of a domain
+/// label, the certificate's length (4 bytes, big-endian), the certificate and the issuer, so that
+/// it never equals a CSR's digest (SHA-256 of a DER SEQUENCE) nor another pair's.
+pub fn issued_by_digest(cert_der: &[u8], issuer_der: &[u8]) -> [u8; 32] {
+    let len = u32::try_from(cert_der.len()).unwrap_or(u32::MAX);
+    Sha256::new()
+        .chain_update(b"estuary issued-by v1\0")
+        .chain_update(len.to_be_bytes())
+        .chain_update(cert_der)
+        .chain_update(issuer_der)
+        .finalize()
+        .into()
+}
+
 /// True when `signer` is `anchor` itself, is issued by it, or is issued by one of
 /// `intermediates` that is issued by it (one intermediate at most).
 pub fn chains_to(signer: &[u8], intermediates: &[Vec<u8>], anchor: &[u8]) -> bool {

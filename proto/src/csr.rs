@@ -567,15 +567,20 @@ impl VerifiedCsr {
 /// SHA-256 of a CSR's exact DER bytes: the name under which a good signature is remembered.
 pub type CsrDigest = [u8; 32];
 
-/// Remembers which exact CSRs carried a good self-signature (for the filter, a cache in the
-/// proxy's shared data). The same bytes always give the same verification outcome, so a
-/// remembered digest can stand in for the signature check, and for nothing else: every field is
-/// still read and every policy still applies. Whoever can add digests can make a forged CSR
-/// pass the signature check, so only [`parse_and_verify_memo`] should call [`Self::remember`].
+/// Remembers which exact signed bytes carried a good signature (for the filter, a cache in the
+/// proxy's shared data): CSRs (their self-signature, named by [`CsrDigest`]) and client
+/// certificates (their issuer's signature, named by
+/// [`crate::cms_signed::issued_by_digest`] of the certificate and the issuer). The same bytes
+/// always give the same verification outcome, so a remembered digest can stand in for the
+/// signature check, and for nothing else: every field is still read and every policy still
+/// applies. Whoever can add digests can make a forged CSR or certificate pass the signature
+/// check, so only [`parse_and_verify_memo`] and [`crate::cms_signed::verify_issued_by_memo`]
+/// should call [`Self::remember`].
 pub trait SignatureMemo {
-    /// Whether a CSR with exactly this digest was verified before (and is still remembered).
+    /// Whether signed bytes with exactly this digest were verified before (and are still
+    /// remembered).
     fn verified(&mut self, digest: &CsrDigest) -> bool;
-    /// Note that the CSR with this digest has a good signature.
+    /// Note that the signed bytes with this digest have a good signature.
     fn remember(&mut self, digest: &CsrDigest);
 }
 

@@ -28,6 +28,7 @@ use core::fmt;
 
 use crate::cert::CertSummary;
 use crate::cms_signed;
+use crate::csr::SignatureMemo;
 use crate::names::{glob_match, DeviceName, DeviceSerial, ParentDomain};
 
 /// At most this many certificates of the presented chain (the leaf not counted) are
@@ -276,24 +277,43 @@ pub enum IdentityError {
 
 /// Who issued a leaf: a CA directly, or through one CA certificate of the presented chain. The
 /// chain is read, and its certificates checked as the leaf's issuer, at most once and only when
-/// some CA did not issue the leaf directly (the common case costs one signature check).
-struct LeafIssuers<'a> {
+/// some CA did not issue the leaf directly (the common case costs one signature check, or none
+/// when a memo vouches for the pair).
+struct LeafIssuers<'a, 'm> {
     leaf: &'a [u8],
     chain: &'a [Vec<u8>],
     /// Intermediates the server knows (see [`authenticate_with_known`]): path-building only.
     known: &'a [Vec<u8>],
     /// The chain's CA certificates that issued the leaf.
     parents: core::cell::OnceCell<Vec<Vec<u8>>>,
+    /// Remembers pairs whose signature verified ([`cms_signed::verify_issued_by_memo`]).
+    memo: core::cell::RefCell<Option<&'m mut dyn SignatureMemo>>,
 }
 
-impl<'a> LeafIssuers<'a> {
-    fn new(leaf: &'a [u8], chain: &'a [Vec<u8>], known: &'a [Vec<u8>]) -> Self {
+impl<'a, 'm> LeafIssuers<'a, 'm> {
+    fn new(
+        leaf: &'a [u8],
+        chain: &'a [Vec<u8>],
+        known: &'a [Vec<u8>],
+        memo: Option<&'m mut dyn SignatureMemo>,
+    ) -> Self {
         Self {
             leaf,
             chain,
             known,
             parents: core::cell::OnceCell::new(),
+            memo: core::cell::RefCell::new(memo),
         }
+    }
+
+    /// Whether `ca` signed `cert`.
+    fn signed(&self, cert: &[u8], ca: &[u8]) -> bool {
+        let mut memo = self.memo.borrow_mut();
+        let memo: Option<&mut dyn SignatureMemo> = match memo.as_mut() {
+            Some(m) => Some(&mut **m),
+            None => None,
+        };
+        cms_signed::verify_issued_by_memo(cert, ca, memo).is_ok()
     }
 
     fn parents(&self) -> &[Vec<u8>] {
@@ -304,7 +324,7 @@ impl<'a> LeafIssuers<'a> {
                 .take(MAX_CHAIN_CERTS)
                 .chain(self.known.iter().take(MAX_KNOWN_INTERMEDIATES))
                 .filter(|d| CertSummary::from_der(d).is_ok_and(|c| c.is_ca()))
-                .filter(|d| cms_signed::verify_issued_by(self.leaf, d).is_ok())
+                .filter(|d| self.signed(self.leaf, d))
                 .cloned()
                 .collect()
         })
@@ -312,11 +332,7 @@ impl<'a> LeafIssuers<'a> {
 
     /// Whether `ca` issued the leaf, directly or through one of [`Self::parents`].
     fn by(&self, ca: &[u8]) -> bool {
-        cms_signed::verify_issued_by(self.leaf, ca).is_ok()
-            || self
-                .parents()
-                .iter()
-                .any(|p| cms_signed::verify_issued_by(p, ca).is_ok())
+        self.signed(self.leaf, ca) || self.parents().iter().any(|p| self.signed(p, ca))
     }
 }
 
@@ -347,8 +363,23 @@ pub fn authenticate_with_known(
     known: &[Vec<u8>],
     need: Need,
 ) -> Result<Identity, IdentityError> {
+    authenticate_memo(policy, leaf, chain, known, need, None)
+}
+
+/// [`authenticate_with_known`], where `memo` may vouch for a signature between these exact
+/// certificates (it is then not verified again) and learns of every one that verifies
+/// ([`cms_signed::verify_issued_by_memo`]). Everything else — which CA, the serial pattern, the
+/// name, what the operation needs — is decided again every time.
+pub fn authenticate_memo(
+    policy: &TrustPolicy,
+    leaf: &[u8],
+    chain: &[Vec<u8>],
+    known: &[Vec<u8>],
+    need: Need,
+    memo: Option<&mut dyn SignatureMemo>,
+) -> Result<Identity, IdentityError> {
     let cert = CertSummary::from_der(leaf).map_err(|_| IdentityError::Unreadable)?;
-    let leaf_issuers = LeafIssuers::new(leaf, chain, known);
+    let leaf_issuers = LeafIssuers::new(leaf, chain, known, memo);
 
     if policy.acme_issuers.iter().any(|ca| leaf_issuers.by(ca)) {
         let mut names = cert
@@ -793,5 +824,70 @@ mod tests {
         assert!(NamePrefix::parse("Acme").is_none());
         assert!(NamePrefix::parse("a.b").is_none());
         assert!(NamePrefix::parse("").is_none());
+    }
+
+    /// A set of digests, counting what it was asked and told.
+    #[derive(Default)]
+    struct CountingMemo {
+        known: std::collections::HashSet<[u8; 32]>,
+        hits: usize,
+        remembered: usize,
+    }
+
+    impl SignatureMemo for CountingMemo {
+        fn verified(&mut self, digest: &[u8; 32]) -> bool {
+            let hit = self.known.contains(digest);
+            self.hits += usize::from(hit);
+            hit
+        }
+        fn remember(&mut self, digest: &[u8; 32]) {
+            self.remembered += 1;
+            self.known.insert(*digest);
+        }
+    }
+
+    /// The memo skips the issuer's signature check only for the exact certificate and issuer
+    /// that verified: after the genuine IDevID was remembered, a forgery under the same issuer
+    /// name and a copy of the genuine certificate with a damaged signature are still refused.
+    #[test]
+    fn a_remembered_issuer_signature_vouches_for_those_exact_bytes_only() {
+        let mfr = ca("Acme IDevID CA");
+        let p = policy(vec![maker("acme", &mfr, "*", "")], &[]);
+        let genuine = leaf(&mfr, Some("ABC-1"), &[]);
+        let mut memo = CountingMemo::default();
+        let id = authenticate_memo(&p, &genuine, &[], &[], Need::IDevId, Some(&mut memo));
+        assert_eq!(id.unwrap().label().as_str(), "abc-1");
+        assert_eq!((memo.hits, memo.remembered), (0, 1));
+        let id = authenticate_memo(&p, &genuine, &[], &[], Need::IDevId, Some(&mut memo));
+        assert_eq!(id.unwrap().label().as_str(), "abc-1");
+        assert_eq!(
+            (memo.hits, memo.remembered),
+            (1, 1),
+            "the second time from the memo"
+        );
+
+        // An attacker's CA with the very same name issues a certificate for the same serial.
+        let evil = ca("Acme IDevID CA");
+        let forged = leaf(&evil, Some("ABC-1"), &[]);
+        assert_eq!(
+            authenticate_memo(&p, &forged, &[], &[], Need::IDevId, Some(&mut memo)),
+            Err(IdentityError::UnknownIssuer)
+        );
+        // The genuine certificate with its signature's last byte changed.
+        let mut damaged = genuine.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x01;
+        assert!(matches!(
+            authenticate_memo(&p, &damaged, &[], &[], Need::IDevId, Some(&mut memo)),
+            Err(IdentityError::UnknownIssuer | IdentityError::Unreadable)
+        ));
+        assert_eq!(memo.remembered, 1, "nothing else was remembered");
+        // And what is remembered is the pair: the same certificate judged against another
+        // manufacturer's CA is not vouched for.
+        let other = policy(vec![maker("evil", &evil, "*", "")], &[]);
+        assert_eq!(
+            authenticate_memo(&other, &genuine, &[], &[], Need::IDevId, Some(&mut memo)),
+            Err(IdentityError::UnknownIssuer)
+        );
     }
 }
