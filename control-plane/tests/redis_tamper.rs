@@ -27,10 +27,13 @@ fn serial(tag: &str) -> String {
     format!("{tag}-{n:x}")
 }
 
-/// The Redis key of a CSR's entry of `kind` (`cert`, `order`): `<prefix>:<kind>:<hex SHA-256 of
-/// the whole CSR DER>`, as the README and store.rs describe it.
+/// The Redis key of a CSR's entry of `kind` (`cert`, `order`): `<prefix>:<kind>:{<hex SHA-256 of
+/// the whole CSR DER>}` (`{…}` is the Cluster hash tag), as the README and store.rs describe it.
 fn redis_key(kind: &str, csr_der: &[u8]) -> String {
-    format!("{PREFIX}:{kind}:{}", hex::encode(Sha256::digest(csr_der)))
+    format!(
+        "{PREFIX}:{kind}:{{{}}}",
+        hex::encode(Sha256::digest(csr_der))
+    )
 }
 
 /// A TCP listener on 127.0.0.1 that counts the connections it gets: (port, count).
@@ -307,9 +310,9 @@ async fn a_stored_preauthorisation_on_another_origin_is_replaced() {
         },
     );
     let (port, connections) = counting_listener().await;
-    // store.rs: `<prefix>:preauth:<hex SHA-256 of the directory URL>:<parent>`, JSON.
+    // store.rs: `<prefix>:preauth:{<hex SHA-256 of the directory URL>:<parent>}`, JSON.
     let key = format!(
-        "{PREFIX}:preauth:{}:{PARENT}",
+        "{PREFIX}:preauth:{{{}:{PARENT}}}",
         hex::encode(Sha256::digest(ca.directory_url.as_bytes()))
     );
     let week = std::time::SystemTime::now()
