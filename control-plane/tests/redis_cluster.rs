@@ -19,6 +19,10 @@ const BEFORE: usize = 3;
 const DURING: usize = 9;
 const PLEDGE_WITHIN: Duration = Duration::from_secs(60);
 const PREFIX: &str = "estuary";
+/// `acme.order_timeout_s`: short, so that a DNS ledger note whose removal could not be noted
+/// during the failover is due for the sweeper (`order_timeout_s` + 10 s after its publish)
+/// within the test.
+const ORDER_TIMEOUT_S: u64 = 8;
 /// The DNS ledger and, in versions before hash tags, its untagged key (store.rs).
 const LEDGER: &str = "estuary:dns:{ledger}";
 const OLD_LEDGER: &str = "estuary:dns:ledger";
@@ -62,9 +66,9 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-/// Waits (up to 15 s) until `check` holds.
-async fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+/// Waits (up to `within`) until `check` holds.
+async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + within;
     loop {
         match blocking(&mut check) {
             Ok(()) => return,
@@ -94,6 +98,10 @@ async fn enrolments_ride_out_a_cluster_failover() {
             "2".to_string(),
         ),
         ("ESTUARY_DNS__SWEEP_INTERVAL_S".to_string(), "1".to_string()),
+        (
+            "ESTUARY_ACME__ORDER_TIMEOUT_S".to_string(),
+            ORDER_TIMEOUT_S.to_string(),
+        ),
     ]);
     let cp = ControlPlane::start(&stack, &o);
     let base = cp.url("");
@@ -294,7 +302,7 @@ async fn enrolments_ride_out_a_cluster_failover() {
     );
 
     // No lock is left on any master.
-    eventually("locks left on a master", || {
+    eventually("locks left on a master", Duration::from_secs(15), || {
         for m in set.masters().map_err(|e| e.to_string())? {
             let locks = set
                 .cli(m, &["--scan", "--pattern", &format!("{PREFIX}:lock:*")])
@@ -308,7 +316,9 @@ async fn enrolments_ride_out_a_cluster_failover() {
     .await;
 
     // The DNS ledger empties after the enrolments; a note in an earlier version's untagged
-    // ledger (another slot, maybe another master) is moved and swept too.
+    // ledger (another slot, maybe another master) is moved and swept too. A removal that could
+    // not be noted while the ledger's master was down leaves its note until it is due
+    // (ORDER_TIMEOUT_S + 10 s after the publish), when the sweeper removes it.
     let ledger_at = blocking(|| set.master_of_key(LEDGER)).expect("master of the ledger");
     let old_at = blocking(|| set.master_of_key(OLD_LEDGER)).expect("master of the old ledger");
     let due = std::time::SystemTime::now()
@@ -319,7 +329,8 @@ async fn enrolments_ride_out_a_cluster_failover() {
     let leftover = format!("_acme-challenge.old-{pid}.{PARENT} value-old");
     blocking(|| set.cli(old_at, &["ZADD", OLD_LEDGER, &due.to_string(), &leftover]))
         .expect("plant an old ledger note");
-    eventually("the DNS ledger did not empty", || {
+    let within = Duration::from_secs(ORDER_TIMEOUT_S + 10 + 12);
+    eventually("the DNS ledger did not empty", within, || {
         let new = set
             .cli(ledger_at, &["ZRANGE", LEDGER, "0", "-1"])
             .map_err(|e| e.to_string())?;
