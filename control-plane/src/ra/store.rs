@@ -879,6 +879,18 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_cluster_that_refuses_the_password_is_a_configuration_error() {
+        let redis = estuary_tests::redis::Redis::start_with_password("right").unwrap();
+        let url = format!("redis+cluster://:wrong@{}/", redis.addr);
+        let store = Store::new(&url, "estuary").unwrap();
+        let e = store
+            .check_credentials(Duration::from_secs(5))
+            .await
+            .expect_err("WRONGPASS is a configuration error");
+        assert!(!e.to_string().contains(":wrong"), "{e}");
+    }
+
     #[test]
     fn the_key_names_are_as_documented() {
         let keys = Keys {

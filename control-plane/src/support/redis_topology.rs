@@ -62,6 +62,8 @@ pub enum RedisConn {
 /// A Redis Cluster connection, made by the first command and made anew after a node is lost.
 pub struct ClusterConn {
     client: ClusterClient,
+    /// The configured nodes' URLs (they may hold the password: never logged).
+    node_urls: Vec<String>,
     /// The connection in use (with its generation), or `None` when it must be made.
     current: Mutex<Option<(u64, ClusterConnection)>>,
     /// Counts the connections made, so that an error on an old one does not drop a newer one.
@@ -377,7 +379,8 @@ fn lost_cluster_node(e: &RedisError) -> bool {
 
 impl ClusterConn {
     fn new(target: &ClusterTarget) -> RedisResult<ClusterConn> {
-        let client = ClusterClientBuilder::new(target.node_urls())
+        let node_urls = target.node_urls();
+        let client = ClusterClientBuilder::new(node_urls.clone())
             .connection_timeout(Duration::from_millis(1000))
             .response_timeout(CLUSTER_COMMAND_DEADLINE)
             .overall_response_timeout(Some(CLUSTER_COMMAND_DEADLINE))
@@ -391,6 +394,7 @@ impl ClusterConn {
             .build()?;
         Ok(ClusterConn {
             client,
+            node_urls,
             current: Mutex::new(None),
             generation: AtomicU64::new(0),
         })
@@ -402,23 +406,46 @@ impl ClusterConn {
         if let Some((g, c)) = current.as_ref() {
             return Ok((*g, c.clone()));
         }
-        let made =
-            tokio::time::timeout(CLUSTER_CONNECT_DEADLINE, self.client.get_async_connection())
-                .await
-                .map_err(|_| {
-                    RedisError::from((
-                        redis::ErrorKind::Io,
-                        "no Redis Cluster connection",
-                        format!(
-                            "the configured nodes gave no slot map within {} ms",
-                            CLUSTER_CONNECT_DEADLINE.as_millis()
-                        ),
-                    ))
-                })??;
+        let made = tokio::time::timeout(CLUSTER_CONNECT_DEADLINE, async {
+            match self.client.get_async_connection().await {
+                Ok(c) => Ok(c),
+                Err(e) => Err(self.refusal().await.unwrap_or(e)),
+            }
+        })
+        .await
+        .map_err(|_| {
+            RedisError::from((
+                redis::ErrorKind::Io,
+                "no Redis Cluster connection",
+                format!(
+                    "the configured nodes gave no slot map within {} ms",
+                    CLUSTER_CONNECT_DEADLINE.as_millis()
+                ),
+            ))
+        })??;
         let g = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(generation = g, "Redis Cluster connection made");
         *current = Some((g, made.clone()));
         Ok((g, made))
+    }
+
+    /// The error of a configured node that refuses our credentials, if one does: the cluster
+    /// client reports every failed connect as I/O, which would hide a configuration error
+    /// behind "Redis unavailable" ([`crate::ra::store::Store::check_credentials`]).
+    async fn refusal(&self) -> Option<RedisError> {
+        for url in &self.node_urls {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                continue;
+            };
+            if let Err(e) = client.get_multiplexed_async_connection().await {
+                if e.kind() == redis::ErrorKind::AuthenticationFailed
+                    || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+                {
+                    return Some(e);
+                }
+            }
+        }
+        None
     }
 
     /// Forgets connection `generation` after `e`, if `e` says a node is lost: the next command
