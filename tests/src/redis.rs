@@ -1,5 +1,6 @@
 //! A real `redis-server` on 127.0.0.1, without persistence unless asked for (AOF), optionally
-//! with `requirepass`.
+//! with `requirepass`; and the replicated topologies: a master, a replica and three Sentinels
+//! ([`SentinelSet`]), or a Redis Cluster of three masters with a replica each ([`ClusterSet`]).
 use std::net::SocketAddr;
 use std::process::Command;
 

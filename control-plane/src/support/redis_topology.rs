@@ -461,6 +461,9 @@ impl ClusterConn {
         }
     }
 
+    /// Runs `f` on the connection (made first if need be; one connect at a time, the other
+    /// commands wait for it), within [`CLUSTER_CONNECT_DEADLINE`] + [`CLUSTER_COMMAND_DEADLINE`]
+    /// in all.
     async fn run<T, F>(&self, f: F) -> RedisResult<T>
     where
         F: AsyncFnOnce(&mut ClusterConnection) -> RedisResult<T>,
