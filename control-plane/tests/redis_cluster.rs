@@ -351,3 +351,48 @@ async fn enrolments_ride_out_a_cluster_failover() {
     assert!(!log.contains("panicked"), "{log}");
     drop(set);
 }
+
+/// The control plane starts while no node of its cluster answers: `/healthz` is 200, `/readyz`
+/// 503, and an enrolment hears 503 + Retry-After within the deadlines (connect 1.5 s, command
+/// 2 s), each time (a failed connect is tried again by the next command).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_control_plane_starts_while_its_cluster_is_down() {
+    let stack = stack();
+    let down: Vec<String> = (0..2)
+        .map(|_| {
+            let port = estuary_tests::util::free_port().expect("port");
+            format!("127.0.0.1:{port}")
+        })
+        .collect();
+    let mut o = CpOptions::default();
+    o.extra_env.extend([
+        (
+            "ESTUARY_REDIS__URL".to_string(),
+            format!("\"redis+cluster://{}/\"", down.join(",")),
+        ),
+        (
+            "ESTUARY_ENROLL__UNAVAILABLE_RETRY_AFTER_S".to_string(),
+            "1".to_string(),
+        ),
+    ]);
+    let cp = ControlPlane::start(&stack, &o);
+    let health = http(&cp.url("/healthz"), "GET", &[], Vec::new()).await;
+    assert_eq!(health.status, 200, "{}", cp.log_text());
+    let ready = http(&cp.url("/readyz"), "GET", &[], Vec::new()).await;
+    assert_eq!(ready.status, 503, "{}", cp.log_text());
+    let serial = format!("CLD-{}", std::process::id());
+    let (csr, _) = csr_for(&format!("{}.{PARENT}", serial.to_ascii_lowercase()));
+    for _ in 0..2 {
+        let started = Instant::now();
+        let r = cp.enroll(&serial, &csr).await;
+        assert_eq!(r.status, 503, "{}\n{}", r.text(), cp.log_text());
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "503 after {:?}",
+            started.elapsed()
+        );
+    }
+    let log = cp.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
