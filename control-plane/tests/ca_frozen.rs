@@ -27,9 +27,12 @@ fn serial(tag: &str) -> String {
     format!("{tag}-{n:x}")
 }
 
-/// `<prefix>:<kind>:<hex SHA-256 of the whole CSR DER>` (store.rs).
+/// `<prefix>:<kind>:{<hex SHA-256 of the whole CSR DER>}` (store.rs; `{…}` is the Cluster hash tag).
 fn redis_key(kind: &str, csr_der: &[u8]) -> String {
-    format!("{PREFIX}:{kind}:{}", hex::encode(Sha256::digest(csr_der)))
+    format!(
+        "{PREFIX}:{kind}:{{{}}}",
+        hex::encode(Sha256::digest(csr_der))
+    )
 }
 
 async fn redis(stack: &Stack) -> redis::aio::MultiplexedConnection {

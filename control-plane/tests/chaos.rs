@@ -276,7 +276,7 @@ async fn every_pledge_enrols_through_a_replica_crash_a_redis_restart_and_a_froze
     let names: Vec<String> = ended.iter().map(|e| e.name.clone()).collect();
     let (txt, txt_waited) = left_after_wait(|| challenge_txt_left(&stack, &names)).await;
     let (ledger, ledger_waited) =
-        left_after_wait(|| redis_keys(&stack, "estuary:dns:ledger*")).await;
+        left_after_wait(|| redis_keys(&stack, "estuary:dns:*ledger*")).await;
     assert!(
         locks.is_empty() && orders.is_empty() && txt.is_empty() && ledger.is_empty(),
         "left behind:\nlocks after {locks_waited:?}: {locks:?}\norders after {orders_waited:?}: \
@@ -284,7 +284,7 @@ async fn every_pledge_enrols_through_a_replica_crash_a_redis_restart_and_a_froze
          {ledger:?} {:?}\n{}",
         stack
             .redis
-            .cli(&["ZRANGE", "estuary:dns:ledger", "0", "-1"]),
+            .cli(&["ZRANGE", "estuary:dns:{ledger}", "0", "-1"]),
         logs()
     );
     eprintln!(

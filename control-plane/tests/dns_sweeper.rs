@@ -19,7 +19,11 @@ use estuary_tests::redis::Redis;
 use redis::AsyncCommands;
 
 /// The harness's control planes use the default `redis.key_prefix`.
-const LEDGER: &str = "estuary:dns:ledger";
+const LEDGER: &str = "estuary:dns:{ledger}";
+const TRIES: &str = "estuary:dns:{ledger}-tries";
+/// The ledger's keys in versions before the Cluster hash tags.
+const OLD_LEDGER: &str = "estuary:dns:ledger";
+const OLD_TRIES: &str = "estuary:dns:ledger-tries";
 /// `acme.order_timeout_s` of the crash test.
 const ORDER_TIMEOUT_S: u64 = 4;
 
@@ -154,6 +158,39 @@ async fn the_ledger_notes_every_record_and_the_sweeper_removes_due_ones() {
             .expect("sweep"),
         (0, 0)
     );
+
+    // Upgrade: notes in the ledger of versions before hash tags (`dns:ledger`,
+    // `dns:ledger-tries`) move into today's keys with their due time and failure count; a
+    // due one is then swept as any other.
+    let old = TxtRecord::new("_acme-challenge.sn-old.iot.example.test", "value-old");
+    dns.publish(std::slice::from_ref(&old))
+        .await
+        .expect("publish");
+    let later = "_acme-challenge.sn-later.iot.example.test value-later";
+    let due_later = now_unix() + 600;
+    // As an earlier version would have noted it: only in the old ledger.
+    let _: () = redis::pipe()
+        .zrem(LEDGER, ledger::member(&old))
+        .zadd(OLD_LEDGER, ledger::member(&old), now_unix() - 1)
+        .zadd(OLD_LEDGER, later, due_later)
+        .hset(OLD_TRIES, later, 3)
+        .query_async(&mut c)
+        .await
+        .expect("plant the old ledger");
+    let (removed, failed) = ledger::sweep_once(&updater, &store, Duration::from_secs(2), None)
+        .await
+        .expect("sweep");
+    assert_eq!((removed, failed), (1, 0));
+    assert!(
+        dig(&bind, &old.name).is_empty(),
+        "the old note was not swept"
+    );
+    let left: i64 = c.exists(&[OLD_LEDGER, OLD_TRIES]).await.expect("EXISTS");
+    assert_eq!(left, 0, "the old keys were not drained");
+    let score: Option<i64> = c.zscore(LEDGER, later).await.expect("ZSCORE");
+    assert_eq!(score, Some(due_later), "the due time moved with the note");
+    let tries: Option<i64> = c.hget(TRIES, later).await.expect("HGET");
+    assert_eq!(tries, Some(3), "the failure count moved with the note");
 }
 
 /// SIGKILL between publish and cleanup: Pebble is frozen while the order waits on its DNS-01

@@ -27,10 +27,13 @@ fn serial(tag: &str) -> String {
     format!("{tag}-{n:x}")
 }
 
-/// The Redis key of a CSR's entry of `kind` (`cert`, `order`): `<prefix>:<kind>:<hex SHA-256 of
-/// the whole CSR DER>`, as the README and store.rs describe it.
+/// The Redis key of a CSR's entry of `kind` (`cert`, `order`): `<prefix>:<kind>:{<hex SHA-256 of
+/// the whole CSR DER>}` (`{…}` is the Cluster hash tag), as the README and store.rs describe it.
 fn redis_key(kind: &str, csr_der: &[u8]) -> String {
-    format!("{PREFIX}:{kind}:{}", hex::encode(Sha256::digest(csr_der)))
+    format!(
+        "{PREFIX}:{kind}:{{{}}}",
+        hex::encode(Sha256::digest(csr_der))
+    )
 }
 
 /// A TCP listener on 127.0.0.1 that counts the connections it gets: (port, count).
@@ -307,9 +310,9 @@ async fn a_stored_preauthorisation_on_another_origin_is_replaced() {
         },
     );
     let (port, connections) = counting_listener().await;
-    // store.rs: `<prefix>:preauth:<hex SHA-256 of the directory URL>:<parent>`, JSON.
+    // store.rs: `<prefix>:preauth:{<hex SHA-256 of the directory URL>:<parent>}`, JSON.
     let key = format!(
-        "{PREFIX}:preauth:{}:{PARENT}",
+        "{PREFIX}:preauth:{{{}:{PARENT}}}",
         hex::encode(Sha256::digest(ca.directory_url.as_bytes()))
     );
     let week = std::time::SystemTime::now()
@@ -341,4 +344,50 @@ async fn a_stored_preauthorisation_on_another_origin_is_replaced() {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(connections.load(Ordering::SeqCst), 0);
+}
+
+/// Upgrade from a version without Cluster hash tags: a chain cached under the old untagged key
+/// `<prefix>:cert:<sha256>` is still served (a cache hit, no new order), and it is checked like
+/// any cached chain: another device's chain planted there is dropped, never served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_cached_under_the_untagged_key_of_earlier_versions_is_served_if_it_fits() {
+    let stack = stack();
+    let cp = ControlPlane::start(&stack, &CpOptions::default());
+    let tmp = TempDir::new("tamper-old").expect("tmp");
+    let (sn_x, sn_y) = (serial("sn-ox"), serial("sn-oy"));
+    let (name_x, name_y) = (format!("{sn_x}.{PARENT}"), format!("{sn_y}.{PARENT}"));
+    let (csr_a, _) = csr_for(&name_x);
+    let (csr_b, pub_b) = csr_for(&name_y);
+    let old_key = |csr: &[u8]| format!("{PREFIX}:cert:{}", hex::encode(Sha256::digest(csr)));
+    let first_a = cp.enroll(&sn_x, &csr_a).await;
+    assert_eq!(first_a.status, 200, "{}\n{}", first_a.text(), cp.log_text());
+
+    // As an earlier version left it: only under the untagged key.
+    let mut r = redis(&stack).await;
+    let chain_a: String = r
+        .get_del(redis_key("cert", &csr_a))
+        .await
+        .expect("A cached");
+    let _: () = r.set(old_key(&csr_a), &chain_a).await.expect("old layout");
+    let orders_before = cp.metric(VALID_ORDERS).await;
+    let again = cp.enroll(&sn_x, &csr_a).await;
+    assert_eq!(again.status, 200, "{}\n{}", again.text(), cp.log_text());
+    assert!(again.body == first_a.body, "the old entry was not served");
+    assert_eq!(cp.metric("estuary_cache_hits_total").await, 1.0);
+    assert_eq!(cp.metric(VALID_ORDERS).await, orders_before);
+
+    // Device X's chain under Y's old key: Y gets its own fresh certificate.
+    let _: () = r.set(old_key(&csr_b), &chain_a).await.expect("tamper");
+    let b = cp.enroll(&sn_y, &csr_b).await;
+    assert_eq!(b.status, 200, "{}\n{}", b.text(), cp.log_text());
+    assert!(
+        b.body != first_a.body,
+        "device Y was handed device X's chain"
+    );
+    let (leaf_key, leaf_san) = leaf_of(&tmp, &b);
+    assert_eq!(leaf_key, pub_b.trim(), "the leaf holds B's key");
+    assert!(leaf_san.contains(&format!("DNS:{name_y}")), "{leaf_san}");
+    assert_eq!(cp.metric(REJECTED).await, 1.0);
+    let left: Option<String> = r.get(old_key(&csr_b)).await.expect("GET");
+    assert!(left.is_none(), "the misfitting old entry was not dropped");
 }

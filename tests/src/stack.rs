@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::bind::Bind;
 use crate::pebble::Pebble;
-use crate::redis::{Redis, SentinelSet};
+use crate::redis::{ClusterSet, Redis, SentinelSet};
 use crate::util::{free_port, tail, wait_tcp, KillOnDrop, TempDir, STARTUP_DEADLINE};
 
 /// The bearer token the test/dev proxies and control planes share.
@@ -54,6 +54,9 @@ impl Stack {
             RedisTopology::Sentinel => Some(HaRedis::Sentinel(
                 SentinelSet::start().context("starting Redis with Sentinel")?,
             )),
+            RedisTopology::Cluster => Some(HaRedis::Cluster(
+                ClusterSet::start().context("starting a Redis Cluster")?,
+            )),
         };
         let pebble = Pebble::start(bind.addr).context("starting Pebble")?;
         let dir = TempDir::new("stack-pki")?;
@@ -77,6 +80,7 @@ impl Stack {
         match &self.ha {
             None => self.redis.url(),
             Some(HaRedis::Sentinel(s)) => s.url(),
+            Some(HaRedis::Cluster(c)) => c.url(),
         }
     }
 
@@ -85,6 +89,7 @@ impl Stack {
         match &self.ha {
             None => vec![self.redis.addr],
             Some(HaRedis::Sentinel(s)) => s.nodes(),
+            Some(HaRedis::Cluster(c)) => c.nodes(),
         }
     }
 }
@@ -97,6 +102,8 @@ pub enum RedisTopology {
     Single,
     /// A master, a replica and three Sentinels ([`SentinelSet`]).
     Sentinel,
+    /// A Redis Cluster of three masters and three replicas ([`ClusterSet`]).
+    Cluster,
 }
 
 impl std::str::FromStr for RedisTopology {
@@ -106,7 +113,10 @@ impl std::str::FromStr for RedisTopology {
         match s {
             "single" => Ok(Self::Single),
             "sentinel" => Ok(Self::Sentinel),
-            other => anyhow::bail!("unknown Redis topology {other:?} (single or sentinel)"),
+            "cluster" => Ok(Self::Cluster),
+            other => {
+                anyhow::bail!("unknown Redis topology {other:?} (single, sentinel or cluster)")
+            }
         }
     }
 }
@@ -115,6 +125,8 @@ impl std::str::FromStr for RedisTopology {
 pub enum HaRedis {
     /// Master + replica + three Sentinels.
     Sentinel(SentinelSet),
+    /// Three masters + three replicas.
+    Cluster(ClusterSet),
 }
 
 impl HaRedis {
@@ -133,6 +145,7 @@ impl HaRedis {
     pub fn masters(&self) -> Vec<SocketAddr> {
         match self {
             HaRedis::Sentinel(s) => s.master().into_iter().collect(),
+            HaRedis::Cluster(c) => c.masters().unwrap_or_default(),
         }
     }
 
@@ -140,6 +153,7 @@ impl HaRedis {
     pub fn cli(&self, at: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
         match self {
             HaRedis::Sentinel(s) => s.cli(at, args),
+            HaRedis::Cluster(c) => c.cli(at, args),
         }
     }
 
@@ -170,6 +184,10 @@ impl HaRedis {
                     );
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
+            }
+            HaRedis::Cluster(c) => {
+                c.kill(busiest)?;
+                c.wait_for_failover(busiest)?;
             }
         }
         Ok(busiest)

@@ -414,3 +414,8 @@ fn openssl_verify(roots: &PathBuf, leaves: &[PathBuf]) {
 fn a_fleet_rides_out_a_sentinel_failover_a_control_plane_crash_and_an_envoy_restart() {
     fleet_rides_out_failover(RedisTopology::Sentinel, &format!("S{}", std::process::id()));
 }
+
+#[test]
+fn a_fleet_rides_out_a_cluster_master_failover_a_control_plane_crash_and_an_envoy_restart() {
+    fleet_rides_out_failover(RedisTopology::Cluster, &format!("C{}", std::process::id()));
+}

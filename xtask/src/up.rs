@@ -56,7 +56,7 @@ pub fn up(args: &[String]) -> anyhow::Result<()> {
                 _ => anyhow::bail!("--ca takes pebble (default) or rfc9444"),
             },
             other => anyhow::bail!(
-                "unknown option {other} (known: --replicas N, --envoys M, --budget-ms MS, --ca pebble|rfc9444, --redis single|sentinel)"
+                "unknown option {other} (known: --replicas N, --envoys M, --budget-ms MS, --ca pebble|rfc9444, --redis single|sentinel|cluster)"
             ),
         }
     }

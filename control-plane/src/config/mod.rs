@@ -34,7 +34,7 @@ pub mod dns;
 pub mod teap;
 
 use crate::support::pem_file::read_certs;
-use crate::support::redis_topology::SentinelTarget;
+use crate::support::redis_topology::{ClusterTarget, SentinelTarget};
 use crate::support::secret::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -543,9 +543,20 @@ impl RedisConfig {
         let written = self.url.expose();
         if let Some((scheme, rest)) = written
             .split_once("://")
-            .filter(|(s, _)| s.ends_with("+sentinel"))
+            .filter(|(s, _)| s.ends_with("+sentinel") || s.ends_with("+cluster"))
         {
-            SentinelTarget::parse(written).map_err(|e| e.to_string())?;
+            if scheme.ends_with("+cluster") {
+                ClusterTarget::parse(written).map_err(|e| e.to_string())?;
+                if self.key_prefix.contains(['{', '}']) {
+                    return Err(
+                        "redis.key_prefix: must not contain { or } with Redis Cluster \
+                                (Estuary puts its own hash tags into the keys)"
+                            .into(),
+                    );
+                }
+            } else {
+                SentinelTarget::parse(written).map_err(|e| e.to_string())?;
+            }
             let has_userinfo = rest.split('/').next().is_some_and(|a| a.contains('@'));
             return match &self.password {
                 Some(_) if has_userinfo => {
@@ -791,12 +802,15 @@ impl Config {
                 "rediss://",
                 "redis+sentinel://",
                 "rediss+sentinel://",
+                "redis+cluster://",
+                "rediss+cluster://",
             ]
             .iter()
             .any(|scheme| url.starts_with(scheme))
             {
                 errors.push(
-                    "redis.url: must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://"
+                    "redis.url: must start with redis://, rediss://, redis+sentinel://, \
+                     rediss+sentinel://, redis+cluster:// or rediss+cluster://"
                         .into(),
                 );
             }
@@ -1572,6 +1586,22 @@ preauthorize = false
         assert!(both.expect_err("both").starts_with("redis.password:"));
         let bad = cfg("redis+sentinel://s1/m", None, None).connection_url();
         assert!(bad.expect_err("no port").contains("HOST:PORT"));
+
+        // Redis Cluster: the same credentials for every node, and no database.
+        let c = cfg("redis+cluster://n1:7000,n2:7000/", None, Some("p@ss"))
+            .connection_url()
+            .expect("cluster url");
+        assert_eq!(c.expose(), "redis+cluster://:p%40ss@n1:7000,n2:7000/");
+        let t = crate::support::redis_topology::ClusterTarget::parse(c.expose())
+            .expect("parses")
+            .expect("a Cluster URL");
+        assert_eq!(t.userinfo.as_deref(), Some(":p%40ss"));
+        let db = cfg("redis+cluster://n1:7000/1", None, None).connection_url();
+        assert!(db.expect_err("a DB").contains("only database 0"));
+        let mut braces = cfg("redis+cluster://n1:7000/", None, None);
+        braces.key_prefix = "estuary{a}".into();
+        let braces = braces.connection_url().expect_err("braces");
+        assert!(braces.starts_with("redis.key_prefix:"), "{braces}");
     }
 
     #[test]

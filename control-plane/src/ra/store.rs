@@ -1,31 +1,49 @@
 //! Redis: the certificate cache (seed §8.1), pending orders, per-CSR locks, the ACME account.
 //!
-//! Keys (all under `<prefix>:`):
-//! - `cert:<sha256(csr)>` — PEM chain of the issued certificate; expires at the leaf's notAfter (EXAT).
+//! Keys (all under `<prefix>:`). `{…}` is a Redis Cluster hash tag: keys with the same tag live
+//! in one slot, so every script, `MULTI` or multi-key command below touches one slot and works
+//! on a Cluster as on one node ([`crate::support::redis_topology`]). `<csr key>` is the
+//! [`CsrKey`]: `<sha256(csr)>`, or `<label>:<sha256(csr)>` for a labelled CA.
+//! - `cert:{<csr key>}` — PEM chain of the issued certificate; expires at the leaf's notAfter (EXAT).
 //!   Not trusted when read back: the engine serves it only if its leaf fits the CSR
-//!   ([`crate::ra::engine::chain_fits`]) and deletes it otherwise.
+//!   ([`crate::ra::engine::chain_fits`]) and deletes it otherwise. A miss also reads the key of
+//!   earlier versions, `cert:<csr key>` (untagged), so certificates cached before the upgrade are
+//!   still served until they expire.
 //! - `ca-chain:<ca id>` — PEM of the ACME CA's intermediates learned from issued chains (the
 //!   certificates after the end-entity one), newest first; served by `/cacerts` before the
 //!   anchors of `est.ca_certs_file` ([`crate::ra::chains`]). The CA id is `default` today.
-//! - `lock:<sha256(csr)>` — random token of the task issuing for that CSR; PX lock, refreshed.
-//! - `order:<sha256(csr)>` — URL of the ACME order in progress, so another replica can resume it
+//! - `lock:{<csr key>}` — random token of the task issuing for that CSR; PX lock, refreshed.
+//! - `order:{<csr key>}` — URL of the ACME order in progress, so another replica can resume it
 //!   (only if it is on the ACME directory's origin, [`crate::ra::acme::client::Origin`]).
-//! - `fail:<sha256(csr)>` — JSON of a failed issuance ([`Failure`]: its
+//! - `fail:{<csr key>}` — JSON of a failed issuance ([`Failure`]: its
 //!   [`crate::ra::failure::FailureKind`] and reason), kept briefly so the device's retry learns why.
+//! - `<kind>:{<id>}` and `<kind>-counted:{<id>}` — a fixed-window rate limit and the members
+//!   already counted in its window ([`Store::take_window_slot`]): `orders:{<device name>}` (one
+//!   use per distinct CSR) and `brski:vr:{<sha256(IDevID)>}` (every voucher request).
 //! - `acme-account:<sha256(directory url)>` — the ACME account credentials (JSON, holds the key);
 //!   refused if they name URLs outside the directory's origin. Only without
 //!   `acme.account_key_file` (the dev default): with it Redis holds no key material.
-//! - `preauth:<sha256(directory url)>:<parent>` — the parent domain's pre-authorisation (URL and
+//! - `preauth:{<sha256(directory url)>:<parent>}` — the parent domain's pre-authorisation (URL and
 //!   expiry, JSON), expiring with it (EXAT); ignored and deleted if the URL is on another origin.
-//! - `preauth-lock:<sha256(directory url)>:<parent>` — token of the replica (re)authorising it.
+//! - `preauth-lock:{<sha256(directory url)>:<parent>}` — token of the replica (re)authorising it.
 //! - `ca-backoff:<sha256(directory url)>` — set when the CA answered `rateLimited`: no replica
 //!   places a new order while it lives (PX, read with PTTL, so only Redis's clock counts); its
 //!   value is the Unix time it ends, for operators. One without expiry is not ours and ignored.
-//! - `dns:ledger` — every DNS-01 TXT record we may have written and not yet seen removed (issue
+//! - `dns:{ledger}` — every DNS-01 TXT record we may have written and not yet seen removed (issue
 //!   13): a sorted set, member `<name> <value>`, score the Unix time after which any replica's
 //!   sweeper removes the record ([`crate::ra::dns::ledger`]). Noted before the UPDATE that adds it,
-//!   dropped once a delete is confirmed.
-//! - `dns:ledger-tries` — hash, member → failed sweeper removals so far (the back-off).
+//!   dropped once a delete is confirmed. The sweeper moves the members of earlier versions'
+//!   `dns:ledger` and `dns:ledger-tries` (untagged) into the tagged keys.
+//! - `dns:{ledger}-tries` — hash, member → failed sweeper removals so far (the back-off).
+//! - Written elsewhere, one key per command: `brski:<status kind>:<serial>`
+//!   ([`Store::put_expiring`]) and `brski:owner:<manufacturer>:<serial>` (read by the cloud
+//!   registrar).
+//!
+//! Upgrading from a version without hash tags: cached certificates and the DNS ledger carry
+//! over as said above; an order in progress, its lock, a remembered failure, a rate-limit
+//! window and a pre-authorisation's cached URL are under the old names and are not read again
+//! (an enrolment in flight during the upgrade places a new order; the old keys expire by
+//! themselves).
 use crate::ra::failure::Failure;
 use crate::support::clock::now_unix;
 use std::time::Duration;
@@ -94,11 +112,80 @@ pub struct Preauthorization {
     pub expires: i64,
 }
 
+/// The names of Estuary's keys (the layout at the top of this module): no I/O.
+#[derive(Clone, Debug)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// `<prefix>:<kind>:<id>`.
+    fn plain(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    /// `<prefix>:<kind>:{<id>}`: keys with the same `id` share a Cluster slot.
+    fn tagged(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{{{id}}}", self.prefix)
+    }
+
+    fn cert(&self, k: &CsrKey) -> String {
+        self.tagged("cert", k.as_str())
+    }
+
+    /// Where versions without hash tags cached the certificate.
+    fn old_cert(&self, k: &CsrKey) -> String {
+        self.plain("cert", k.as_str())
+    }
+
+    fn lock(&self, k: &CsrKey) -> String {
+        self.tagged("lock", k.as_str())
+    }
+
+    fn order(&self, k: &CsrKey) -> String {
+        self.tagged("order", k.as_str())
+    }
+
+    fn fail(&self, k: &CsrKey) -> String {
+        self.tagged("fail", k.as_str())
+    }
+
+    /// A rate-limit window and the set of members it counted.
+    fn window(&self, kind: &str, id: &str) -> (String, String) {
+        (
+            self.tagged(kind, id),
+            self.tagged(&format!("{kind}-counted"), id),
+        )
+    }
+
+    /// `preauth:` or `preauth-lock:` of a parent at a CA.
+    fn preauth(&self, kind: &str, directory_url: &str, parent: &str) -> String {
+        let dir = hex::encode(Sha256::digest(directory_url.as_bytes()));
+        self.tagged(kind, &format!("{dir}:{parent}"))
+    }
+
+    fn dns_ledger(&self) -> String {
+        format!("{}:dns:{{ledger}}", self.prefix)
+    }
+
+    fn dns_tries(&self) -> String {
+        format!("{}:dns:{{ledger}}-tries", self.prefix)
+    }
+
+    /// The ledger and its tries as versions without hash tags named them.
+    fn old_dns(&self) -> (String, String) {
+        (
+            self.plain("dns", "ledger"),
+            self.plain("dns", "ledger-tries"),
+        )
+    }
+}
+
 /// The Redis side of the engine.
 #[derive(Clone)]
 pub struct Store {
     conn: RedisConn,
-    prefix: String,
+    keys: Keys,
     refresh: Script,
     release: Script,
     window_slot: Script,
@@ -107,7 +194,8 @@ pub struct Store {
 
 /// The one way this process connects to Redis: lazily, remade after Redis restarts, with a
 /// deadline on connecting (1 s) and on every command (2 s), so a hanging Redis is an error
-/// rather than a stuck task; to one node, or to the master Redis Sentinel names
+/// rather than a stuck task (on a Cluster: 1.5 s to connect and read the slot map); to one
+/// node, to the master Redis Sentinel names, or to a Redis Cluster
 /// ([`crate::support::redis_topology`]).
 pub fn lazy_connection(url: &str) -> Result<RedisConn, StoreError> {
     Ok(RedisConn::open(url)?)
@@ -120,7 +208,9 @@ impl Store {
         let conn = lazy_connection(url)?;
         Ok(Self {
             conn,
-            prefix: prefix.to_string(),
+            keys: Keys {
+                prefix: prefix.to_string(),
+            },
             refresh: Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
             ),
@@ -155,7 +245,7 @@ impl Store {
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
-        format!("{}:{kind}:{id}", self.prefix)
+        self.keys.plain(kind, id)
     }
 
     /// `PING`.
@@ -195,21 +285,30 @@ impl Store {
     }
 
     /// The cached chain (PEM) for a CSR.
+    /// On a miss it also reads the untagged key of versions before hash tags (one more `GET`,
+    /// only on a miss), so certificates cached before an upgrade are still served.
     pub async fn cached_chain(&self, k: &CsrKey) -> Result<Option<String>, StoreError> {
         let mut c = self.conn.clone();
-        Ok(c.get(self.key("cert", k.as_str())).await?)
+        let now: Option<String> = c.get(self.keys.cert(k)).await?;
+        if now.is_some() {
+            return Ok(now);
+        }
+        Ok(c.get(self.keys.old_cert(k)).await?)
     }
 
     /// Deletes the cached chain for a CSR if it is still `chain_pem` (a fresh chain another
     /// replica cached meanwhile is kept).
+    /// Both the key and the untagged one of earlier versions, which [`Store::cached_chain`] reads.
     pub async fn drop_cached_chain(&self, k: &CsrKey, chain_pem: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: i64 = self
-            .release
-            .key(self.key("cert", k.as_str()))
-            .arg(chain_pem)
-            .invoke_async(&mut c)
-            .await?;
+        for key in [self.keys.cert(k), self.keys.old_cert(k)] {
+            let _: i64 = self
+                .release
+                .key(key)
+                .arg(chain_pem)
+                .invoke_async(&mut c)
+                .await?;
+        }
         Ok(())
     }
 
@@ -232,7 +331,7 @@ impl Store {
         let mut c = self.conn.clone();
         Ok(self
             .cache_first
-            .key(self.key("cert", k.as_str()))
+            .key(self.keys.cert(k))
             .arg(chain_pem)
             .arg(exat)
             .invoke_async(&mut c)
@@ -251,9 +350,7 @@ impl Store {
         };
         let mut c = self.conn.clone();
         let opts = SetOptions::default().with_expiration(SetExpiry::EXAT(exat));
-        let _: () = c
-            .set_options(self.key("cert", k.as_str()), chain_pem, opts)
-            .await?;
+        let _: () = c.set_options(self.keys.cert(k), chain_pem, opts).await?;
         Ok(())
     }
 
@@ -284,9 +381,7 @@ impl Store {
         let opts = SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(SetExpiry::PX(ttl_ms(ttl)));
-        let r: Option<String> = c
-            .set_options(self.key("lock", k.as_str()), token, opts)
-            .await?;
+        let r: Option<String> = c.set_options(self.keys.lock(k), token, opts).await?;
         Ok(r.is_some())
     }
 
@@ -300,7 +395,7 @@ impl Store {
         let mut c = self.conn.clone();
         let n: i64 = self
             .refresh
-            .key(self.key("lock", k.as_str()))
+            .key(self.keys.lock(k))
             .arg(token)
             .arg(ttl_ms(ttl))
             .invoke_async(&mut c)
@@ -313,7 +408,7 @@ impl Store {
         let mut c = self.conn.clone();
         let _: i64 = self
             .release
-            .key(self.key("lock", k.as_str()))
+            .key(self.keys.lock(k))
             .arg(token)
             .invoke_async(&mut c)
             .await?;
@@ -334,10 +429,11 @@ impl Store {
         window: Duration,
     ) -> Result<Option<u64>, StoreError> {
         let mut c = self.conn.clone();
+        let (window_key, counted_key) = self.keys.window(kind, id);
         let n: i64 = self
             .window_slot
-            .key(self.key(kind, id))
-            .key(self.key(&format!("{kind}-counted"), id))
+            .key(window_key)
+            .key(counted_key)
             .arg(limit)
             .arg(window.as_secs().max(1))
             .arg(member.unwrap_or(""))
@@ -405,7 +501,7 @@ impl Store {
     /// The ACME order URL in progress for a CSR.
     pub async fn order_url(&self, k: &CsrKey) -> Result<Option<String>, StoreError> {
         let mut c = self.conn.clone();
-        Ok(c.get(self.key("order", k.as_str())).await?)
+        Ok(c.get(self.keys.order(k)).await?)
     }
 
     /// Remembers the order URL for a CSR (for `ttl`).
@@ -417,7 +513,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         let _: () = c
-            .set_ex(self.key("order", k.as_str()), url, ttl.as_secs().max(1))
+            .set_ex(self.keys.order(k), url, ttl.as_secs().max(1))
             .await?;
         Ok(())
     }
@@ -425,7 +521,7 @@ impl Store {
     /// Forgets the order URL.
     pub async fn clear_order_url(&self, k: &CsrKey) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: () = c.del(self.key("order", k.as_str())).await?;
+        let _: () = c.del(self.keys.order(k)).await?;
         Ok(())
     }
 
@@ -439,7 +535,7 @@ impl Store {
         let json = serde_json::to_string(f).unwrap_or_default();
         let mut c = self.conn.clone();
         let _: () = c
-            .set_ex(self.key("fail", k.as_str()), json, ttl.as_secs().max(1))
+            .set_ex(self.keys.fail(k), json, ttl.as_secs().max(1))
             .await?;
         Ok(())
     }
@@ -447,7 +543,7 @@ impl Store {
     /// Takes (reads and deletes) a remembered failure: it is told once.
     pub async fn take_failure(&self, k: &CsrKey) -> Result<Option<Failure>, StoreError> {
         let mut c = self.conn.clone();
-        let v: Option<String> = c.get_del(self.key("fail", k.as_str())).await?;
+        let v: Option<String> = c.get_del(self.keys.fail(k)).await?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
@@ -471,8 +567,7 @@ impl Store {
     }
 
     fn preauth_key(&self, kind: &str, directory_url: &str, parent: &str) -> String {
-        let dir = hex::encode(Sha256::digest(directory_url.as_bytes()));
-        self.key(kind, &format!("{dir}:{parent}"))
+        self.keys.preauth(kind, directory_url, parent)
     }
 
     /// The pre-authorisation of `parent` at this CA, shared by all replicas.
@@ -569,7 +664,7 @@ impl Store {
             return Ok(());
         }
         let mut cmd = redis::cmd("ZADD");
-        cmd.arg(self.key("dns", "ledger")).arg("GT");
+        cmd.arg(self.keys.dns_ledger()).arg("GT");
         for m in members {
             cmd.arg(due).arg(m);
         }
@@ -586,8 +681,8 @@ impl Store {
         let mut c = self.conn.clone();
         let _: (i64, i64) = redis::pipe()
             .atomic()
-            .zrem(self.key("dns", "ledger"), members)
-            .hdel(self.key("dns", "ledger-tries"), members)
+            .zrem(self.keys.dns_ledger(), members)
+            .hdel(self.keys.dns_tries(), members)
             .query_async(&mut c)
             .await?;
         Ok(())
@@ -597,7 +692,7 @@ impl Store {
     pub async fn due_dns(&self, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn.clone();
         Ok(redis::cmd("ZRANGEBYSCORE")
-            .arg(self.key("dns", "ledger"))
+            .arg(self.keys.dns_ledger())
             .arg("-inf")
             .arg(now)
             .arg("LIMIT")
@@ -605,6 +700,47 @@ impl Store {
             .arg(limit)
             .query_async(&mut c)
             .await?)
+    }
+
+    /// Moves up to `limit` members of the ledger of versions before hash tags (`dns:ledger`,
+    /// `dns:ledger-tries`) into today's keys, keeping their due times and failure counts;
+    /// returns how many were moved. One key per command (the old keys are in other Cluster
+    /// slots), so two replicas doing it at once only repeat each other's work.
+    pub async fn migrate_old_dns(&self, limit: usize) -> Result<usize, StoreError> {
+        let (old_ledger, old_tries) = self.keys.old_dns();
+        let mut c = self.conn.clone();
+        let stop = isize::try_from(limit.max(1)).unwrap_or(isize::MAX) - 1;
+        let old: Vec<(String, f64)> = c.zrange_withscores(&old_ledger, 0, stop).await?;
+        if old.is_empty() {
+            // A tries hash without a ledger counts nothing any more.
+            let _: i64 = c.del(&old_tries).await?;
+            return Ok(0);
+        }
+        let members: Vec<&str> = old.iter().map(|(m, _)| m.as_str()).collect();
+        let tries: Vec<Option<i64>> = redis::cmd("HMGET")
+            .arg(&old_tries)
+            .arg(&members)
+            .query_async(&mut c)
+            .await?;
+        let mut add = redis::cmd("ZADD");
+        add.arg(self.keys.dns_ledger()).arg("GT");
+        for (m, due) in &old {
+            // Scores are whole Unix seconds.
+            add.arg(due.round()).arg(m);
+        }
+        let _: i64 = add.query_async(&mut c).await?;
+        let counted: Vec<(&str, i64)> = members
+            .iter()
+            .zip(&tries)
+            .filter_map(|(m, n)| n.map(|n| (*m, n)))
+            .collect();
+        if !counted.is_empty() {
+            let _: () = c.hset_multiple(self.keys.dns_tries(), &counted).await?;
+        }
+        // Only now, so a failure above loses nothing: the next sweep moves them again.
+        let _: i64 = c.hdel(&old_tries, &members).await?;
+        let _: i64 = c.zrem(&old_ledger, &members).await?;
+        Ok(old.len())
     }
 
     /// Claims a due ledger member for this replica until `until` (Unix seconds): true for
@@ -618,7 +754,7 @@ impl Store {
              end \
              return 0",
         )
-        .key(self.key("dns", "ledger"))
+        .key(self.keys.dns_ledger())
         .arg(member)
         .arg(now)
         .arg(until)
@@ -649,8 +785,8 @@ impl Store {
              redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + d, ARGV[1]) \
              return d",
         )
-        .key(self.key("dns", "ledger"))
-        .key(self.key("dns", "ledger-tries"))
+        .key(self.keys.dns_ledger())
+        .key(self.keys.dns_tries())
         .arg(member)
         .arg(now)
         .arg(base_s.max(1))
@@ -687,6 +823,135 @@ mod tests {
         assert_eq!(ka.as_str(), format!("factory-a:{}", plain.as_str()));
         assert_ne!(ka, CsrKey::for_ca(Some(&b), csr));
         assert_ne!(ka, plain);
+    }
+
+    /// Redis Cluster's slot of a key: CRC16/XMODEM (polynomial 0x1021, initial 0) of its hash
+    /// tag, or of the whole key without one, mod 16384 (Redis Cluster specification, "Keys
+    /// distribution model").
+    fn cluster_slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+            let rest = &bytes[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        });
+        let mut crc: u16 = 0;
+        for &b in tagged.unwrap_or(bytes) {
+            crc ^= u16::from(b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn the_slot_function_matches_the_cluster_specification() {
+        // The specification's check value: CRC16/XMODEM("123456789") = 0x31C3 (< 16384).
+        assert_eq!(cluster_slot("123456789"), 0x31C3);
+        // Its hash tag examples.
+        assert_eq!(
+            cluster_slot("{user1000}.following"),
+            cluster_slot("{user1000}.followers")
+        );
+        // An empty tag is no tag: the whole key counts.
+        assert_ne!(cluster_slot("foo{}{bar}"), cluster_slot("bar"));
+        assert_eq!(cluster_slot("foo{{bar}}zap"), cluster_slot("{bar"));
+        assert_eq!(cluster_slot("foo{bar}{zap}"), cluster_slot("bar"));
+        // `CLUSTER KEYSLOT` answers, seen on Redis 7.0.15.
+        for (key, slot) in [
+            ("123456789", 12739),
+            ("foo", 12182),
+            ("bar", 5061),
+            ("{user1000}.following", 3443),
+            ("foo{}{bar}", 8363),
+            ("foo{}{bar}x", 10673),
+            ("foo{{bar}}zap", 4015),
+        ] {
+            assert_eq!(cluster_slot(key), slot, "{key}");
+        }
+    }
+
+    #[test]
+    fn the_keys_of_each_operation_share_a_cluster_slot() {
+        let keys = Keys {
+            prefix: "estuary".into(),
+        };
+        let label = EstLabel::parse("factory-a").unwrap();
+        let mut spread = std::collections::HashSet::new();
+        for csr in [&b"csr one"[..], b"csr two", b"csr three"] {
+            for k in [CsrKey::of(csr), CsrKey::for_ca(Some(&label), csr)] {
+                let slot = cluster_slot(&keys.cert(&k));
+                for other in [keys.lock(&k), keys.order(&k), keys.fail(&k)] {
+                    assert_eq!(cluster_slot(&other), slot, "{other}");
+                }
+                spread.insert(slot);
+            }
+        }
+        // Different CSRs are spread over the cluster, not pinned to one slot.
+        assert!(spread.len() > 1);
+        for (kind, id) in [("orders", "sn-1.iot.example.test"), ("brski:vr", "ab12")] {
+            let (window, counted) = keys.window(kind, id);
+            assert_eq!(cluster_slot(&window), cluster_slot(&counted), "{window}");
+        }
+        let dir = "https://ca.example/dir";
+        assert_eq!(
+            cluster_slot(&keys.preauth("preauth", dir, "iot.example.test")),
+            cluster_slot(&keys.preauth("preauth-lock", dir, "iot.example.test"))
+        );
+        assert_eq!(
+            cluster_slot(&keys.dns_ledger()),
+            cluster_slot(&keys.dns_tries())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cluster_that_refuses_the_password_is_a_configuration_error() {
+        let redis = estuary_tests::redis::Redis::start_with_password("right").unwrap();
+        let url = format!("redis+cluster://:wrong@{}/", redis.addr);
+        let store = Store::new(&url, "estuary").unwrap();
+        let e = store
+            .check_credentials(Duration::from_secs(5))
+            .await
+            .expect_err("WRONGPASS is a configuration error");
+        assert!(!e.to_string().contains(":wrong"), "{e}");
+    }
+
+    #[test]
+    fn the_key_names_are_as_documented() {
+        let keys = Keys {
+            prefix: "estuary".into(),
+        };
+        let k = CsrKey::of(b"abc");
+        let h = k.as_str();
+        assert_eq!(keys.cert(&k), format!("estuary:cert:{{{h}}}"));
+        assert_eq!(keys.old_cert(&k), format!("estuary:cert:{h}"));
+        assert_eq!(keys.lock(&k), format!("estuary:lock:{{{h}}}"));
+        assert_eq!(keys.order(&k), format!("estuary:order:{{{h}}}"));
+        assert_eq!(keys.fail(&k), format!("estuary:fail:{{{h}}}"));
+        let label = EstLabel::parse("factory-a").unwrap();
+        let kl = CsrKey::for_ca(Some(&label), b"abc");
+        assert_eq!(keys.cert(&kl), format!("estuary:cert:{{factory-a:{h}}}"));
+        assert_eq!(
+            keys.window("orders", "d.example"),
+            (
+                "estuary:orders:{d.example}".to_string(),
+                "estuary:orders-counted:{d.example}".to_string()
+            )
+        );
+        assert_eq!(keys.dns_ledger(), "estuary:dns:{ledger}");
+        assert_eq!(keys.dns_tries(), "estuary:dns:{ledger}-tries");
+        assert_eq!(
+            keys.old_dns(),
+            (
+                "estuary:dns:ledger".to_string(),
+                "estuary:dns:ledger-tries".to_string()
+            )
+        );
     }
 
     #[test]

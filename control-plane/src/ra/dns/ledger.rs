@@ -2,7 +2,7 @@
 //! removal is confirmed, and a sweeper in every replica removes the ones left behind.
 //!
 //! [`LedgeredDns`] is the one way records are published and removed: it notes each record in
-//! `<prefix>:dns:ledger` ([`crate::ra::store`]) BEFORE the UPDATE that adds it (if Redis cannot take
+//! `<prefix>:dns:{ledger}` ([`crate::ra::store`]) BEFORE the UPDATE that adds it (if Redis cannot take
 //! the note, nothing is published: a record missing from the ledger could stay forever), and
 //! drops the note only after an UPDATE that deletes it was answered with a verified success. A
 //! failed or forged answer (an unsigned REFUSED or BADTIME, a timeout) therefore leaves the note
@@ -157,6 +157,13 @@ pub async fn sweep_once(
     retry_base: Duration,
     metrics: Option<&Metrics>,
 ) -> Result<(usize, usize), StoreError> {
+    let moved = store.migrate_old_dns(SWEEP_BATCH).await?;
+    if moved > 0 {
+        info!(
+            moved,
+            "moved DNS ledger notes of an earlier version into the current keys"
+        );
+    }
     let now = now_unix();
     let due = store.due_dns(now, SWEEP_BATCH).await?;
     let (mut removed, mut failed) = (0, 0);
