@@ -27,6 +27,8 @@
 //! start, so every series exists before the first enrolment.
 //! `estuary_ca_chain_refused_total` counts issued chains whose certificates after the end-entity
 //! one were not its chain, so nothing was learned for `/cacerts` ([`crate::ra::chains`]).
+//! `estuary_redis_unreplicated_total` counts certificates answered although fewer Redis replicas
+//! than `redis.replica_acks` confirmed having them in time (the replica is down or lagging).
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -193,6 +195,8 @@ pub struct Metrics {
     pub cache_rejected: Counter,
     /// Issued chains not learned for `/cacerts`: not the end-entity certificate's chain.
     pub ca_chain_refused: Counter,
+    /// Certificates answered that fewer replicas than `redis.replica_acks` confirmed in time.
+    pub redis_unreplicated: Counter,
     /// New orders refused by the per-device limit.
     pub device_limited: Counter,
     /// Back-offs started because the CA answered `rateLimited`.
@@ -243,6 +247,7 @@ impl Metrics {
         let cache_misses = Counter::default();
         let cache_rejected = Counter::default();
         let ca_chain_refused = Counter::default();
+        let redis_unreplicated = Counter::default();
         let device_limited = Counter::default();
         let ca_backoffs = Counter::default();
         let ca_backoff_refused = Counter::default();
@@ -315,6 +320,11 @@ impl Metrics {
             "estuary_ca_chain_refused",
             "Issued chains whose intermediates were not the certificate's chain (not learned for /cacerts)",
             ca_chain_refused.clone(),
+        );
+        registry.register(
+            "estuary_redis_unreplicated",
+            "Issued certificates answered although fewer Redis replicas than redis.replica_acks confirmed storing them in time",
+            redis_unreplicated.clone(),
         );
         registry.register(
             "estuary_device_limited",
@@ -421,6 +431,7 @@ impl Metrics {
             cache_misses,
             cache_rejected,
             ca_chain_refused,
+            redis_unreplicated,
             device_limited,
             ca_backoffs,
             ca_backoff_refused,
@@ -521,6 +532,7 @@ mod tests {
         m.cache_misses.inc();
         m.cache_rejected.inc();
         m.ca_chain_refused.inc();
+        m.redis_unreplicated.inc();
         m.ca_backoffs.inc();
         m.ca_backoff_refused.inc();
         m.fleet_limited.inc();
@@ -537,6 +549,7 @@ mod tests {
             "estuary_cache_misses_total 1",
             "estuary_cache_rejected_total 1",
             "estuary_ca_chain_refused_total 1",
+            "estuary_redis_unreplicated_total 1",
             "estuary_ca_backoffs_total 1",
             "estuary_ca_backoff_refused_total 1",
             "estuary_fleet_limited_total 1",

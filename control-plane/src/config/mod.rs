@@ -520,11 +520,30 @@ pub struct RedisConfig {
     /// Prefix of every key Estuary writes.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
+    /// How many replicas must confirm an issued certificate in the cache (`WAIT`) before the
+    /// device gets it, so that a failover cannot lose a certificate a device already holds
+    /// (its retry would get a second one). Default: 1 for Sentinel and Cluster URLs, 0 for one
+    /// node.
+    #[serde(default)]
+    pub replica_acks: Option<u32>,
+    /// How long to wait for those confirmations (at most 1000, within the 2 s command deadline). When they do not come in time
+    /// (a replica is down or lagging) the device still gets its certificate and
+    /// `estuary_redis_unreplicated_total` counts it; when the master is lost meanwhile the device
+    /// hears 503 + Retry-After and its retry finds the certificate or gets a new one.
+    #[serde(default = "default_replica_ack_timeout_ms")]
+    pub replica_ack_timeout_ms: u64,
 }
 
 fn default_prefix() -> String {
     "estuary".into()
 }
+
+fn default_replica_ack_timeout_ms() -> u64 {
+    100
+}
+
+/// Largest `redis.replica_ack_timeout_ms`.
+pub const MAX_REPLICA_ACK_TIMEOUT_MS: u64 = 1000;
 
 /// Every byte but ASCII letters and digits as `%XX`: the redis crate percent-decodes the URL's
 /// user information, and `url` leaves `%` itself unencoded there.
@@ -538,6 +557,17 @@ fn percent_encoded(s: &str) -> String {
 }
 
 impl RedisConfig {
+    /// `replica_acks`, or its default: 1 for a Sentinel or Cluster URL, 0 for one node.
+    pub fn replicas_to_wait(&self) -> u32 {
+        self.replica_acks.unwrap_or_else(|| {
+            let url = self.url.expose();
+            let replicated = url.split_once("://").is_some_and(|(scheme, _)| {
+                scheme.ends_with("+sentinel") || scheme.ends_with("+cluster")
+            });
+            u32::from(replicated)
+        })
+    }
+
     /// `url` with `username` and `password` put in (percent-encoded), for the Redis client.
     pub fn connection_url(&self) -> Result<Secret, String> {
         let written = self.url.expose();
@@ -816,6 +846,11 @@ impl Config {
             }
             if let Err(e) = r.connection_url() {
                 errors.push(e);
+            }
+            if r.replica_ack_timeout_ms > MAX_REPLICA_ACK_TIMEOUT_MS {
+                errors.push(format!(
+                    "redis.replica_ack_timeout_ms: at most {MAX_REPLICA_ACK_TIMEOUT_MS}"
+                ));
             }
         }
         if let Some(e) = &enroll {
@@ -1537,6 +1572,8 @@ preauthorize = false
             username: username.map(str::to_owned),
             password: password.map(|p| Secret::new(p.into())),
             key_prefix: default_prefix(),
+            replica_acks: None,
+            replica_ack_timeout_ms: default_replica_ack_timeout_ms(),
         };
         let c = cfg(
             "rediss://redis:6380/2",

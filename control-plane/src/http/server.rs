@@ -86,7 +86,11 @@ fn build_parts(
     let metrics = Arc::new(Metrics::new());
     let url = redis.connection_url().map_err(|e| anyhow::anyhow!(e))?;
     let store = Store::new(url.expose(), &redis.key_prefix)
-        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?
+        .with_replica_acks(
+            redis.replicas_to_wait(),
+            std::time::Duration::from_millis(redis.replica_ack_timeout_ms),
+        );
     let (est, teap, sweeper) = match enrolment {
         Some(e) => {
             let (est, teap, sweeper) = est_service(e, &store, &metrics)?;

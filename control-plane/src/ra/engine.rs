@@ -32,7 +32,7 @@ use crate::ra::chains::{CaChains, Learned};
 use crate::ra::error::RaError;
 use crate::ra::failure::{Failure, FailureKind};
 use crate::ra::limits::{Admitted, IssuanceSlots};
-use crate::ra::store::{CsrKey, Store, StoreError};
+use crate::ra::store::{Cached, CsrKey, Store, StoreError};
 use crate::support::clock::now_unix;
 
 /// One enrolment request, as the edge filter forwards it.
@@ -462,7 +462,10 @@ impl Engine {
 
     /// Caches a newly issued chain, or answers with the one cached for the CSR already (another
     /// replica's issuance won the race, e.g. after a Redis failover lost the lock): a device
-    /// gets one certificate per CSR. A cached chain that does not fit the CSR is replaced.
+    /// gets one certificate per CSR. A cached chain that does not fit the CSR is replaced. When
+    /// Redis cannot be shown to keep it (the write failed, or the master was lost before its
+    /// replicas confirmed it) the device hears 503 rather than get a certificate its retry
+    /// might not find: that retry finds it in the cache, or gets a new one it then keeps.
     async fn keep_first(
         &self,
         key: &CsrKey,
@@ -470,35 +473,34 @@ impl Engine {
         csr_der: &[u8],
         name: &DeviceName,
         not_after: i64,
-    ) -> String {
+    ) -> Result<String, Failure> {
         match self.store.cache_chain(key, &chain, not_after).await {
-            Ok(None) => chain,
-            Ok(Some(first)) if first == chain => chain,
-            Ok(Some(first)) => match check_issued(&first, csr_der, name) {
+            Ok(Cached::Stored { replicated: true } | Cached::Expired) => Ok(chain),
+            Ok(Cached::Stored { replicated: false }) => {
+                self.metrics.redis_unreplicated.inc();
+                warn!(device = %name.as_str(), "issued; fewer Redis replicas than redis.replica_acks confirmed the cached certificate in time (replica down or lagging?)");
+                Ok(chain)
+            }
+            Ok(Cached::First(first)) if first == chain => Ok(chain),
+            Ok(Cached::First(first)) => match check_issued(&first, csr_der, name) {
                 Ok(_) => {
                     info!(device = %name.as_str(), "another replica cached a certificate for this CSR first; answering with that one");
-                    first
+                    Ok(first)
                 }
                 Err(reason) => {
                     warn!(device = %name.as_str(), %reason, "the cached chain does not fit the CSR; replacing it");
-                    if let Err(e) = self
-                        .store
+                    self.store
                         .replace_cached_chain(key, &chain, not_after)
                         .await
-                    {
-                        warn!(device = %name.as_str(), error = %e, "issued, but could not cache the certificate");
-                    }
-                    chain
+                        .map_err(|e| not_kept(name, &e))?;
+                    Ok(chain)
                 }
             },
-            Err(e) => {
-                warn!(device = %name.as_str(), error = %e, "issued, but could not cache the certificate");
-                chain
-            }
+            Err(e) => Err(not_kept(name, &e)),
         }
     }
 
-    /// Runs one issuance (the caller holds the lock) and stores the outcome.
+    /// Runs one issuance (the caller holds the lock) and stores the outcome.    /// Runs one issuance (the caller holds the lock) and stores the outcome.
     async fn run_issuance(
         &self,
         ca: &Ca,
@@ -514,7 +516,9 @@ impl Engine {
                     self.metrics
                         .issuance_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    let chain = self.keep_first(key, chain, csr_der, name, not_after).await;
+                    let chain = self
+                        .keep_first(key, chain, csr_der, name, not_after)
+                        .await?;
                     // The rest of the chain is /cacerts' (draft-17); a bad one is logged there.
                     if let Learned::Refused(_) = ca.chains.learn(&chain).await {
                         self.metrics.ca_chain_refused.inc();
@@ -698,6 +702,16 @@ pub fn chain_fits(
 fn check_issued(chain_pem: &str, csr_der: &[u8], name: &DeviceName) -> Result<i64, String> {
     let csr = csr::parse_and_verify(csr_der).map_err(|e| e.to_string())?;
     chain_fits(chain_pem, csr.spki_der(), name, now_unix()).map_err(|e| e.to_string())
+}
+
+/// The failure of an issuance whose certificate Redis could not be shown to keep: transient,
+/// so it is not remembered and the device's retry starts again.
+fn not_kept(name: &DeviceName, e: &StoreError) -> Failure {
+    warn!(device = %name.as_str(), error = %e, "issued, but Redis did not keep the certificate; the device is told to retry");
+    Failure {
+        kind: FailureKind::Unavailable,
+        reason: format!("the certificate was issued but could not be stored ({e}); retry"),
+    }
 }
 
 /// PKCS#7 certs-only of the whole chain, and of its end-entity certificate alone.

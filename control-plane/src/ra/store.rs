@@ -190,6 +190,22 @@ pub struct Store {
     release: Script,
     window_slot: Script,
     cache_first: Script,
+    /// Replicas that must confirm a cached certificate, and how long to wait for them.
+    replica_acks: Option<(u32, Duration)>,
+}
+
+/// What [`Store::cache_chain`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// Stored; `replicated` is false when fewer replicas than asked confirmed it in time.
+    Stored {
+        /// All asked replicas confirmed it (always true when none are asked).
+        replicated: bool,
+    },
+    /// A chain was cached for the CSR already: this one.
+    First(String),
+    /// Not cached: the certificate has expired already.
+    Expired,
 }
 
 /// The one way this process connects to Redis: lazily, remade after Redis restarts, with a
@@ -218,6 +234,7 @@ impl Store {
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
             ),
             // SET NX with EXAT that returns the value already there (SET … NX GET needs 7.0).
+            replica_acks: None,
             cache_first: Script::new(
                 "local v = redis.call('GET', KEYS[1]) if v then return v end \
                  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) return false",
@@ -312,30 +329,48 @@ impl Store {
         Ok(())
     }
 
+    /// Asks `replicas` Redis replicas to confirm each newly cached certificate (`WAIT`,
+    /// at most `timeout`) before [`Store::cache_chain`] returns; 0: no confirmation.
+    pub fn with_replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replica_acks = (replicas > 0).then_some((replicas, timeout));
+        self
+    }
+
     /// Caches a chain until `not_after` (Unix seconds) unless a chain is cached for the CSR
     /// already (another replica issued for the same CSR meanwhile, e.g. after a lock was lost
     /// in a Redis failover): then that one is kept and returned, so that every answer for one
-    /// CSR is the same certificate. A certificate already expired is not cached.
+    /// CSR is the same certificate. With [`Store::with_replica_acks`], a stored chain is
+    /// confirmed by the replicas before this returns; an error (the master lost meanwhile)
+    /// means it may not have been kept. A certificate already expired is not cached.
     pub async fn cache_chain(
         &self,
         k: &CsrKey,
         chain_pem: &str,
         not_after: i64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Cached, StoreError> {
         let Ok(exat) = u64::try_from(not_after) else {
-            return Ok(None);
+            return Ok(Cached::Expired);
         };
         if i64::try_from(exat).unwrap_or(i64::MAX) <= now_unix() {
-            return Ok(None);
+            return Ok(Cached::Expired);
         }
         let mut c = self.conn.clone();
-        Ok(self
+        let key = self.keys.cert(k);
+        let first: Option<String> = self
             .cache_first
-            .key(self.keys.cert(k))
+            .key(&key)
             .arg(chain_pem)
             .arg(exat)
             .invoke_async(&mut c)
-            .await?)
+            .await?;
+        if let Some(first) = first {
+            return Ok(Cached::First(first));
+        }
+        let replicated = match self.replica_acks {
+            None => true,
+            Some((n, timeout)) => c.wait_replicated(&key, n, timeout).await? >= n,
+        };
+        Ok(Cached::Stored { replicated })
     }
 
     /// Replaces the cached chain of a CSR (one that was there did not fit it).

@@ -488,6 +488,39 @@ impl ClusterConn {
     }
 }
 
+impl RedisConn {
+    /// `WAIT replicas timeout` on the node that holds `key`, over the connection that wrote to
+    /// it: how many replicas have every write this connection sent that node so far (at least
+    /// the caller's last one), waiting at most `timeout`. On a Cluster it goes to the master of
+    /// `key`'s slot only (the crate would send a bare WAIT to every master, and one whose
+    /// replica is gone would hold up writes to every other).
+    pub async fn wait_replicated(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<u32> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        let acked: i64 = match self {
+            RedisConn::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                let v = c.run(async |k| k.route_command(wait, route).await).await?;
+                redis::from_redis_value(v)?
+            }
+            _ => wait.query_async(self).await?,
+        };
+        Ok(u32::try_from(acked).unwrap_or(0))
+    }
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
