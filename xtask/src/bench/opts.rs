@@ -60,8 +60,9 @@ cargo xtask bench --scale [--pledges N] [--concurrency N] [--replicas N] [--pend
 --scale runs only the cost-per-device phases (not the ones above) and writes target/bench/scale.json:\n  \
 enrolments/s and p99 at 1..N control-plane replicas, a fresh stack each (--pledges, default 150,\n  \
 at --concurrency, default 30), with Pebble's and the control planes' CPU; Redis bytes per cached\n  \
-certificate (INFO memory, MEMORY USAGE); control-plane RSS with --pending ACME orders in flight;\n  \
-the filter's shared data with --devices distinct csrattrs entries (wasmtime host, not Envoy).\n  \
+certificate (INFO memory, MEMORY USAGE); Envoy's RSS after --edge-devices distinct devices asked\n  \
+csrattrs; control-plane RSS with --pending ACME orders in flight; the filter's shared data with\n  \
+--devices distinct csrattrs entries (wasmtime host, not Envoy).\n  \
 --replicas N     largest replica count (default 3)\n  \
 --pending N      ACME orders held pending at once (default 1000)\n  \
 --devices N      distinct devices asking csrattrs on the wasmtime host (default 100000)\n  \

@@ -93,7 +93,7 @@ pub(super) fn scale_bench(
             format!("enrolments/s, {} replicas / 1", runs.len()),
             format!("{gain:.2}x"),
             if gain < 1.25 {
-                "more replicas do not raise the rate: the bound is outside the control planes (see Pebble's CPU)"
+                "more replicas do not raise the rate: the bound is outside the control planes (the CA they share: see Pebble's CPU and the orders it serialises)"
             } else {
                 "the rate grows with replicas"
             },
@@ -262,9 +262,9 @@ fn replica_rows(run: &Value, opts: &Opts, report: &mut Report) {
         ),
     );
     let verdict = if pebble > cps {
-        "the CA (Pebble) is busier than all control planes together: it is the shared bottleneck"
+        "Pebble, which every replica shares, uses more CPU than all control planes together: the CA is the shared bottleneck"
     } else {
-        "the control planes are busier than the CA"
+        "the control planes use more CPU than the CA"
     };
     report.row(
         "  CPU, Pebble vs the control planes",
