@@ -72,6 +72,8 @@ pub(super) fn scale_bench(
         let run = rt.block_on(replica_run(&dev, work.path(), replicas, opts))?;
         replica_rows(&run, opts, report);
         runs.push(run);
+        // Kept as each run ends, so a later failure still leaves it in scale.json.
+        report.json["replicas"] = Value::Array(runs.clone());
         if replicas == 1 {
             eprintln!(
                 "xtask: scale: {} distinct devices ask csrattrs through Envoy …",
@@ -99,7 +101,6 @@ pub(super) fn scale_bench(
             },
         );
     }
-    report.json["replicas"] = Value::Array(runs);
 
     eprintln!(
         "xtask: scale: {} pending ACME orders on one control plane …",
