@@ -800,6 +800,13 @@ impl Filter {
         })
     }
 
+    /// Size of the VM's linear memory (`memory` export) in bytes; it only ever grows.
+    pub fn memory_bytes(&mut self) -> u64 {
+        self.instance
+            .get_memory(&mut self.store, "memory")
+            .map_or(0, |m| m.data_size(&self.store) as u64)
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.store
             .data()

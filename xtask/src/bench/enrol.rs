@@ -41,8 +41,8 @@ pub(super) fn make_csr(name: &str) -> anyhow::Result<(rcgen::KeyPair, Vec<u8>)> 
 }
 
 /// One simulated device: its IDevID's session with the EST server (estuary-pledge) and its CSR.
-struct Pledge {
-    name: String,
+pub(super) struct Pledge {
+    pub(super) name: String,
     /// One client configuration per pledge, kept for all its connections, as a device would.
     session: EstSession,
     csr: CsrBody,
@@ -55,7 +55,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// One POST of the pledge's CSR to `simpleenroll`, on its kept-alive connection or on a new TLS
 /// connection.
-async fn post_csr(p: &mut Pledge, how: ConnectionUse) -> anyhow::Result<Reply> {
+pub(super) async fn post_csr(p: &mut Pledge, how: ConnectionUse) -> anyhow::Result<Reply> {
     let reply = p
         .session
         .post_csr(Exchange::Enroll, EstOperation::SimpleEnroll, &p.csr, how)
@@ -63,15 +63,28 @@ async fn post_csr(p: &mut Pledge, how: ConnectionUse) -> anyhow::Result<Reply> {
     Ok(reply)
 }
 
+/// One `GET csrattrs` as the pledge, on a new TLS connection; the HTTP status.
+pub(super) async fn get_csrattrs(p: &mut Pledge) -> anyhow::Result<u16> {
+    let reply = p
+        .session
+        .get(
+            Exchange::CsrAttrs,
+            EstOperation::CsrAttrs,
+            ConnectionUse::New,
+        )
+        .await?;
+    Ok(reply.answer.status)
+}
+
 /// Outcome of one pledge's enrolment.
-struct Enrolled {
-    latency: Duration,
-    accepted_202: u32,
+pub(super) struct Enrolled {
+    pub(super) latency: Duration,
+    pub(super) accepted_202: u32,
 }
 
 /// Enrols until 200, following 202 Retry-After on the kept-alive connection; transport errors
 /// are retried (3 times).
-async fn enrol(p: &mut Pledge) -> anyhow::Result<Enrolled> {
+pub(super) async fn enrol(p: &mut Pledge) -> anyhow::Result<Enrolled> {
     let start = Instant::now();
     let mut accepted_202 = 0;
     let mut transport_errors = 0;
@@ -115,7 +128,7 @@ async fn enrol(p: &mut Pledge) -> anyhow::Result<Enrolled> {
 }
 
 /// Runs `f(i)` for i in 0..n with `workers` tasks; results in index order.
-async fn pool<R, F, Fut>(n: usize, workers: usize, f: F) -> anyhow::Result<Vec<R>>
+pub(super) async fn pool<R, F, Fut>(n: usize, workers: usize, f: F) -> anyhow::Result<Vec<R>>
 where
     R: Send + 'static,
     F: Fn(usize) -> Fut + Send + Sync + 'static,
@@ -399,7 +412,7 @@ pub(super) async fn enrol_bench(
 }
 
 /// A device with a fresh IDevID (serial `serial`) and a CSR for its name, enrolling at `est_url`.
-fn make_pledge(
+pub(super) fn make_pledge(
     ca: &Ca,
     dir: &Path,
     est_url: &str,

@@ -21,12 +21,16 @@
 //!    enrolments, from the control plane's `/metrics`.
 //!
 //! Prints a table and writes `target/bench/latest.json` (and a timestamped copy).
+//!
+//! `--scale` runs another set of phases instead ([`scale`]): what each cost is per device as the
+//! numbers grow (replicas, Redis per certificate, RSS per pending order, the filter's csrattrs
+//! cache), written to `target/bench/scale.json`.
 //! Bounded loads only, 127.0.0.1 only. Not run by CI: it reports numbers, it does not pass or fail
 //! on them (it fails only when an answer is wrong). It judges the goals P1–P4 ([`goals`]) only
 //! when the machine was quiet (the 1-minute load average at most half a core per core before the
 //! phases, waited for up to 90 s); otherwise it warns and prints "not judged".
 //!
-//! Layout: [`envoy`] (wrk against the three Envoy listeners), [`enrol`] (enrolments through
+//! Layout: [`scale`] (the `--scale` phases), [`envoy`] (wrk against the three Envoy listeners), [`enrol`] (enrolments through
 //! Envoy and identical-CSR re-posts with the pledge library's EST client, the bare instant-acme
 //! baseline), [`probe`] (CPU per process, load average, Envoy admin stats, control-plane
 //! metrics), [`report`] (the table, the JSON document, latency percentiles), [`goals`] (the
@@ -37,6 +41,7 @@ mod goals;
 mod opts;
 mod probe;
 mod report;
+mod scale;
 
 use estuary_tests::dev_stack::{DevStack, DevStackOptions};
 use estuary_tests::util::{find_program, TempDir};
@@ -63,9 +68,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         return run(c);
     }
     install()?;
-    find_program("wrk", "wrk")?;
     let filter = build_wasm()?;
-    let noop = build_noop_wasm()?;
     let mut cp = cargo();
     cp.args(["build", "--release", "-p", "estuary-control-plane"]);
     run(cp)?;
@@ -76,6 +79,11 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if opts.scale {
+        return scale_run(&rt, &cp_bin, &filter, &opts);
+    }
+    find_program("wrk", "wrk")?;
+    let noop = build_noop_wasm()?;
 
     eprintln!("xtask: starting the dev stack (release control plane) …");
     let dev = DevStack::start(&DevStackOptions::default(), &cp_bin, &filter, None)?;
@@ -156,5 +164,49 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     std::fs::write(out_dir.join(format!("bench-{stamp}.json")), &text)?;
     std::fs::write(out_dir.join("latest.json"), &text)?;
     println!("written: {}", out_dir.join("latest.json").display());
+    outcome
+}
+
+/// `--scale`: the cost-per-device phases alone; the table, then `target/bench/scale.json`.
+fn scale_run(
+    rt: &tokio::runtime::Runtime,
+    cp_bin: &std::path::Path,
+    filter: &std::path::Path,
+    opts: &opts::Opts,
+) -> anyhow::Result<()> {
+    let mut report = Report::default();
+    let started = std::time::Instant::now();
+    let load_start = loadavg();
+    report.json["settings"] = json!({
+        "pledges": opts.pledges,
+        "concurrency": opts.concurrency,
+        "replicas": opts.scale_replicas,
+        "pending_orders": opts.scale_pending,
+        "csrattrs_devices": opts.scale_devices,
+        "control_plane": cp_bin.display().to_string(),
+        "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    });
+    let outcome = scale::scale_bench(rt, cp_bin, filter, opts, &mut report);
+    if let Err(e) = &outcome {
+        report.row("FAILED", "", format!("{e:#}"));
+        report.json["error"] = json!(format!("{e:#}"));
+    }
+    let load_end = loadavg();
+    report.row(
+        "load average (1/5/15 min), start / end",
+        "",
+        format!(
+            "{load_start} / {load_end} on {} cores: other work on the machine skews every number",
+            report.json["settings"]["machine_cores"]
+        ),
+    );
+    report.json["load_average"] = json!({"start": load_start, "end": load_end});
+    report.json["wall_s"] = json!(started.elapsed().as_secs_f64());
+    println!("\n{}", report.table());
+    let out_dir = root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let path = out_dir.join("scale.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report.json)?)?;
+    println!("written: {}", path.display());
     outcome
 }

@@ -1,5 +1,6 @@
-//! What the machine and the stack's processes did meanwhile: CPU per process (/proc), the
-//! load average, Envoy admin counters, the control planes' `/metrics`.
+//! What the machine and the stack's processes did meanwhile: CPU and memory per process
+//! (/proc), the load average, Envoy admin counters, the control planes' `/metrics`, Redis memory
+//! (`INFO memory`, `MEMORY USAGE` through redis-cli).
 use std::process::Command;
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ pub(super) fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 /// The first process whose command line contains `needle`.
-fn pid_by_cmdline(needle: &str) -> Option<u32> {
+pub(super) fn pid_by_cmdline(needle: &str) -> Option<u32> {
     let me = std::process::id();
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -97,6 +98,126 @@ impl CpuProbe {
             format!("CPU (% of one core): {}", note.join(", ")),
             Value::Object(js),
         )
+    }
+}
+
+/// The control planes' process ids, in the stack's order (one per replica found).
+pub(super) fn control_plane_pids(dev: &DevStack) -> Vec<u32> {
+    dev.control_planes
+        .iter()
+        .filter_map(|cp| pid_by_cmdline(&cp.config.display().to_string()))
+        .collect()
+}
+
+/// A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`, …) in bytes.
+pub(super) fn status_field_bytes(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let (name, rest) = l.split_once(':')?;
+        if name != field {
+            return None;
+        }
+        let mut parts = rest.split_whitespace();
+        let n: u64 = parts.next()?.parse().ok()?;
+        match parts.next() {
+            Some("kB") => n.checked_mul(1024),
+            None => Some(n),
+            Some(_) => None,
+        }
+    })
+}
+
+/// VmRSS and VmHWM (peak RSS) of a process, in bytes.
+pub(super) fn rss_hwm(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some((
+        status_field_bytes(&status, "VmRSS")?,
+        status_field_bytes(&status, "VmHWM")?,
+    ))
+}
+
+/// One numeric field (`used_memory`, …) of a Redis `INFO` answer.
+pub(super) fn info_field(info: &str, field: &str) -> Option<u64> {
+    info.lines().find_map(|l| {
+        let (name, value) = l.trim_end_matches('\r').split_once(':')?;
+        (name == field).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// The kind of a control-plane Redis key: the segment after the prefix (`<prefix>:cert:<sha>`,
+/// `<prefix>:cert:{<sha>}` → `cert`); a key with no `:` is its own kind.
+pub(super) fn key_kind(key: &str) -> &str {
+    let mut parts = key.split(':');
+    let first = parts.next().unwrap_or(key);
+    parts.next().unwrap_or(first)
+}
+
+/// How many keys of each [`key_kind`].
+pub(super) fn count_kinds(keys: &[String]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for k in keys {
+        *m.entry(key_kind(k).to_string()).or_default() += 1;
+    }
+    m
+}
+
+/// The stack's Redis through redis-cli (loopback, no password in the dev stack).
+pub(super) struct RedisCli {
+    port: u16,
+}
+
+impl RedisCli {
+    pub(super) fn of(dev: &DevStack) -> Self {
+        Self {
+            port: dev.stack.redis.addr.port(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let o = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()?;
+        if !o.status.success() {
+            bail!(
+                "redis-cli {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// `INFO memory` `used_memory`, in bytes.
+    pub(super) fn used_memory(&self) -> anyhow::Result<u64> {
+        let info = self.run(&["INFO", "memory"])?;
+        info_field(&info, "used_memory")
+            .ok_or_else(|| anyhow::anyhow!("no used_memory in INFO memory"))
+    }
+
+    /// Every key matching `pattern` (SCAN, so it works while the stack runs).
+    pub(super) fn keys(&self, pattern: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .run(&["--scan", "--pattern", pattern])?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// `DBSIZE`.
+    pub(super) fn dbsize(&self) -> anyhow::Result<u64> {
+        self.run(&["DBSIZE"])?
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("DBSIZE is not a number"))
+    }
+
+    /// `MEMORY USAGE key SAMPLES 0` (the whole value), in bytes.
+    pub(super) fn memory_usage(&self, key: &str) -> anyhow::Result<u64> {
+        self.run(&["MEMORY", "USAGE", key, "SAMPLES", "0"])?
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("MEMORY USAGE {key}: not a number"))
     }
 }
 
@@ -182,5 +303,53 @@ pub(super) fn diff(a: Counters, b: Counters) -> Counters {
         failed: b.failed - a.failed,
         dns_updates: b.dns_updates - a.dns_updates,
         orders_valid: b.orders_valid - a.orders_valid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_status_fields_in_bytes() {
+        let status = "Name:\testuary-control\nVmPeak:\t  812340 kB\nVmHWM:\t   61236 kB\n\
+                      VmRSS:\t   48120 kB\nThreads:\t5\n";
+        assert_eq!(status_field_bytes(status, "VmRSS"), Some(48120 * 1024));
+        assert_eq!(status_field_bytes(status, "VmHWM"), Some(61236 * 1024));
+        // No unit: the number itself.
+        assert_eq!(status_field_bytes(status, "Threads"), Some(5));
+        // A field whose name only starts the same is not the field.
+        assert_eq!(status_field_bytes(status, "VmRS"), None);
+        assert_eq!(status_field_bytes(status, "VmSwap"), None);
+        assert_eq!(status_field_bytes("VmRSS:\tmany kB\n", "VmRSS"), None);
+        assert_eq!(status_field_bytes("VmRSS:\t12 MB\n", "VmRSS"), None);
+    }
+
+    #[test]
+    fn redis_key_kinds_in_both_layouts() {
+        assert_eq!(key_kind("estuary:cert:ab12"), "cert");
+        assert_eq!(key_kind("estuary:cert:{ab12}"), "cert");
+        assert_eq!(key_kind("estuary:cert:fleet-a:ab12"), "cert");
+        assert_eq!(key_kind("estuary:dns:ledger"), "dns");
+        assert_eq!(key_kind("plain"), "plain");
+        let keys: Vec<String> = ["e:cert:1", "e:cert:{2}", "e:lock:1", "e:device-counted:x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let kinds = count_kinds(&keys);
+        assert_eq!(kinds["cert"], 2);
+        assert_eq!(kinds["lock"], 1);
+        assert_eq!(kinds["device-counted"], 1);
+    }
+
+    #[test]
+    fn redis_info_fields() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n\
+                    used_memory_rss:7340032\r\n";
+        assert_eq!(info_field(info, "used_memory"), Some(1_048_576));
+        assert_eq!(info_field(info, "used_memory_rss"), Some(7_340_032));
+        assert_eq!(info_field(info, "used_memory_human"), None);
+        assert_eq!(info_field(info, "used_mem"), None);
+        assert_eq!(info_field("", "used_memory"), None);
     }
 }
