@@ -25,13 +25,16 @@ pub fn learned_key(label: Option<&str>) -> String {
     format!("estuary.learned/{}", label.unwrap_or(""))
 }
 
-/// Shared-data key for one device's CSR attributes under a label.
-pub fn csrattrs_key(label: Option<&str>, serial: &DeviceSerial) -> String {
-    format!(
-        "estuary.csrattrs/{}/{}",
-        label.unwrap_or(""),
-        serial.as_str()
-    )
+/// The name of one device's CSR attributes under a label in the csrattrs cache: SHA-256 of
+/// `<label>/<serial>` (a label never contains `/`).
+pub fn csrattrs_digest(label: Option<&str>, serial: &DeviceSerial) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::new()
+        .chain_update(label.unwrap_or("").as_bytes())
+        .chain_update(b"/")
+        .chain_update(serial.as_str().as_bytes())
+        .finalize()
+        .into()
 }
 
 /// Build an entry that expires at `expires_at` (Unix seconds).
@@ -65,6 +68,18 @@ pub struct SigBucket {
 /// The bucket `digest` belongs to when the cache holds at most `max_entries` (`None` for 0: no
 /// cache).
 pub fn sig_bucket(digest: &[u8; 32], max_entries: u32) -> Option<SigBucket> {
+    bucket("estuary.csrsig/", digest, max_entries)
+}
+
+/// The bucket of a csrattrs answer ([`csrattrs_digest`]), as [`sig_bucket`] with its own keys
+/// (`estuary.attrs/<index>`).
+pub fn attrs_bucket(digest: &[u8; 32], max_entries: u32) -> Option<SigBucket> {
+    bucket("estuary.attrs/", digest, max_entries)
+}
+
+/// `ceil(max_entries / 4)` buckets of [`SIG_WAYS`] entries (the last one smaller if need be)
+/// under `prefix`; the first 8 bytes of `digest` choose one.
+fn bucket(prefix: &str, digest: &[u8; 32], max_entries: u32) -> Option<SigBucket> {
     let buckets = u64::from(max_entries.div_ceil(SIG_WAYS));
     let (head, _) = digest.split_first_chunk::<8>()?;
     let index = u64::from_be_bytes(*head).checked_rem(buckets)?;
@@ -73,9 +88,77 @@ pub fn sig_bucket(digest: &[u8; 32], max_entries: u32) -> Option<SigBucket> {
         .saturating_sub(before)
         .min(u64::from(SIG_WAYS));
     Some(SigBucket {
-        key: format!("estuary.csrsig/{index}"),
+        key: format!("{prefix}{index}"),
         capacity: usize::try_from(capacity).ok()?,
     })
+}
+
+/// The answers of a csrattrs bucket value: each entry is 8 bytes big-endian expiry, the
+/// 32-byte digest, 2 bytes big-endian length and that many bytes of DER. A torn tail is ignored.
+fn attrs_entries(bucket: &[u8]) -> Vec<(u64, &[u8], &[u8])> {
+    let mut out = Vec::new();
+    let mut rest = bucket;
+    while let Some((head, tail)) = rest.split_first_chunk::<42>() {
+        let (expiry, digest_len) = head.split_at(8);
+        let (digest, len) = digest_len.split_at(32);
+        let (Ok(expiry), Ok(len)) = (<[u8; 8]>::try_from(expiry), <[u8; 2]>::try_from(len)) else {
+            break;
+        };
+        let len = usize::from(u16::from_be_bytes(len));
+        let Some((der, after)) = tail.split_at_checked(len) else {
+            break;
+        };
+        out.push((u64::from_be_bytes(expiry), digest, der));
+        rest = after;
+    }
+    out
+}
+
+/// The DER answer for `digest` in a csrattrs bucket value, if it is there and fresh at `now`.
+pub fn attrs_get<'a>(bucket: &'a [u8], digest: &[u8; 32], now: u64) -> Option<&'a [u8]> {
+    attrs_entries(bucket)
+        .into_iter()
+        .find(|(e, d, _)| now < *e && *d == digest.as_slice())
+        .map(|(_, _, der)| der)
+}
+
+/// How many answers a csrattrs bucket value holds (expired ones included).
+pub fn attrs_len(bucket: &[u8]) -> usize {
+    attrs_entries(bucket).len()
+}
+
+/// `bucket` with the answer `der` for `digest` added to expire at `expires_at`: expired
+/// entries and an older answer for `digest` dropped, then the earliest-expiring ones until it
+/// fits in `capacity`. `None` when `der` is too long to store (over 65535 bytes).
+pub fn attrs_insert(
+    bucket: &[u8],
+    digest: &[u8; 32],
+    der: &[u8],
+    now: u64,
+    expires_at: u64,
+    capacity: usize,
+) -> Option<Vec<u8>> {
+    let len = u16::try_from(der.len()).ok()?;
+    let mut kept: Vec<(u64, &[u8], &[u8])> = attrs_entries(bucket)
+        .into_iter()
+        .filter(|(e, d, _)| now < *e && *d != digest.as_slice())
+        .collect();
+    kept.sort_by_key(|(e, _, _)| *e);
+    let drop = kept.len().saturating_sub(capacity.saturating_sub(1));
+    let mut out = Vec::new();
+    let mut push = |e: u64, d: &[u8], der: &[u8], len: u16| {
+        out.extend_from_slice(&e.to_be_bytes());
+        out.extend_from_slice(d);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(der);
+    };
+    for (e, d, der) in kept.iter().skip(drop) {
+        push(*e, d, der, u16::try_from(der.len()).unwrap_or(0));
+    }
+    if capacity > 0 {
+        push(expires_at, digest, der, len);
+    }
+    Some(out)
 }
 
 /// The (expiry, digest) entries of a bucket value; a torn tail is ignored.
@@ -150,6 +233,54 @@ mod tests {
         assert_eq!(b.capacity, 2);
         // Only the first 8 bytes choose the bucket.
         assert_eq!(sig_bucket(&[0xff; 32], 4096), sig_bucket(&[0xff; 32], 4096));
+    }
+
+    #[test]
+    fn csrattrs_answers_are_bounded_found_by_digest_and_evicted_oldest_first() {
+        assert_eq!(attrs_bucket(&digest(0, 1), 0), None);
+        let b = attrs_bucket(&digest(2, 1), 10).unwrap();
+        assert_eq!((b.key.as_str(), b.capacity), ("estuary.attrs/2", 2));
+        let mut v = Vec::new();
+        for n in 1..=6u8 {
+            let der = vec![n; usize::from(n) * 10];
+            v = attrs_insert(&v, &digest(0, n), &der, 100, 100 + u64::from(n), 4).unwrap();
+            assert!(attrs_len(&v) <= 4);
+            assert_eq!(attrs_get(&v, &digest(0, n), 100), Some(der.as_slice()));
+        }
+        // The two oldest went; the others are still found, each with its own answer.
+        assert_eq!(attrs_get(&v, &digest(0, 1), 100), None);
+        assert_eq!(attrs_get(&v, &digest(0, 2), 100), None);
+        assert_eq!(
+            attrs_get(&v, &digest(0, 3), 100),
+            Some(vec![3u8; 30].as_slice())
+        );
+        // Expired: not found, and dropped by the next insert.
+        assert_eq!(attrs_get(&v, &digest(0, 6), 106), None);
+        let v = attrs_insert(&v, &digest(0, 9), b"x", 105, 200, 4).unwrap();
+        assert_eq!(
+            attrs_len(&v),
+            2,
+            "only 6 (due 106) and the new one are left"
+        );
+        // A new answer for the same device replaces the old one.
+        let v = attrs_insert(&v, &digest(0, 9), b"y", 105, 200, 4).unwrap();
+        assert_eq!(attrs_get(&v, &digest(0, 9), 105), Some(b"y".as_slice()));
+        assert_eq!(attrs_len(&v), 2);
+        // A torn value is read up to the tear; an oversized answer is not stored.
+        assert_eq!(attrs_len(&v[..v.len() - 1]), 1);
+        assert!(attrs_insert(&v, &digest(0, 7), &vec![0; 70_000], 105, 200, 4).is_none());
+    }
+
+    #[test]
+    fn a_csrattrs_digest_names_label_and_serial() {
+        let s = DeviceSerial::parse("sn-1").unwrap();
+        let t = DeviceSerial::parse("sn-2").unwrap();
+        assert_ne!(csrattrs_digest(None, &s), csrattrs_digest(None, &t));
+        assert_ne!(csrattrs_digest(None, &s), csrattrs_digest(Some("a"), &s));
+        assert_eq!(
+            csrattrs_digest(Some("a"), &s),
+            csrattrs_digest(Some("a"), &s)
+        );
     }
 
     #[test]

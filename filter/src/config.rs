@@ -17,6 +17,7 @@
 //!   "cache_ttl_s": 300,
 //!   "learn_interval_s": 30,
 //!   "csr_signature_cache": {"max_entries": 4096, "ttl_s": 3600},
+//!   "csrattrs_cache": {"max_entries": 4096},
 //!   "manufacturers": [{"name": "acme", "ca_pem": "-----BEGIN CERTIFICATE-----\n…",
 //!                      "serial_pattern": "DEMO-*"}]
 //! }
@@ -54,6 +55,10 @@
 //!   first, and each entry expires after `ttl_s` seconds (default 3600, at most 86400). Either at
 //!   0 turns the cache off. The shared data is shared by every plugin with the same `vm_id`:
 //!   give this filter a `vm_id` no untrusted plugin uses. See [`crate::cache`].
+//! - `csrattrs_cache` (optional): how many devices' `/csrattrs` answers the proxy's shared data
+//!   keeps, each for `cache_ttl_s`: `max_entries` (default 4096, at most 65536; about 180 bytes
+//!   each), in a fixed set of keys, the oldest evicted first, so the memory stays bounded
+//!   however many devices ask. 0 turns it off (every request then reaches the control plane).
 //! - `acme_ca_pem` (registrar role, **required**): PEM of the ACME CA's certificates that issue
 //!   LDevIDs (its root(s) and/or issuing intermediate(s)). A client certificate is an LDevID
 //!   (for `simplereenroll`) only if one of these issued it, directly or through one CA of the
@@ -97,6 +102,10 @@ pub const DEFAULT_CSR_CACHE_MAX_ENTRIES: u32 = 4096;
 pub const MAX_CSR_CACHE_MAX_ENTRIES: u32 = 65536;
 /// Default lifetime of a verified-CSR-signature entry, in seconds.
 pub const DEFAULT_CSR_CACHE_TTL_S: u64 = 3600;
+/// Default most devices whose csrattrs answer is cached (`csrattrs_cache.max_entries`).
+pub const DEFAULT_CSRATTRS_CACHE_MAX_ENTRIES: u32 = 4096;
+/// Largest accepted `csrattrs_cache.max_entries`.
+pub const MAX_CSRATTRS_CACHE_MAX_ENTRIES: u32 = 65536;
 /// Envoy's default buffer limit; a larger body never reaches the filter.
 pub const MAX_MAX_BODY_BYTES: u64 = 1 << 20;
 
@@ -196,6 +205,8 @@ pub struct Config {
     pub learn_interval_s: u64,
     /// The cache of verified CSR signatures.
     pub csr_signature_cache: CsrSignatureCache,
+    /// Most devices whose csrattrs answer is cached (0: none), each for `cache_ttl_s`.
+    pub csrattrs_max_entries: u32,
     /// Hosts EST and BRSKI are served for; `None`: any `:authority`.
     pub authorities: Option<Vec<ServerHost>>,
 }
@@ -396,6 +407,7 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
     }
 
     let csr_signature_cache = read_csr_signature_cache(&mut r, &mut obj);
+    let csrattrs_max_entries = read_csrattrs_cache(&mut r, &mut obj);
     let authorities = read_authorities(&mut r, &mut obj);
 
     // Judged on what was written, not on the entries that survived checking.
@@ -461,6 +473,7 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
             cache_ttl_s,
             learn_interval_s,
             csr_signature_cache,
+            csrattrs_max_entries,
             authorities,
         }),
         _ => Err(ConfigErrors(r.problems)),
@@ -570,6 +583,29 @@ fn read_csr_signature_cache(r: &mut Reader, obj: &mut Map<String, Value>) -> Csr
     }
     r.no_leftovers(m, P);
     CsrSignatureCache { max_entries, ttl_s }
+}
+
+/// `csrattrs_cache`: `{max_entries?}`, bounded; absent: the default.
+fn read_csrattrs_cache(r: &mut Reader, obj: &mut Map<String, Value>) -> u32 {
+    const P: &str = "csrattrs_cache";
+    let Some(value) = r.take::<Value>(obj, "", P, false) else {
+        return DEFAULT_CSRATTRS_CACHE_MAX_ENTRIES;
+    };
+    let Value::Object(mut m) = value else {
+        r.problem(P, "must be an object {max_entries}");
+        return DEFAULT_CSRATTRS_CACHE_MAX_ENTRIES;
+    };
+    let max_entries = r
+        .take::<u32>(&mut m, P, "max_entries", false)
+        .unwrap_or(DEFAULT_CSRATTRS_CACHE_MAX_ENTRIES);
+    if max_entries > MAX_CSRATTRS_CACHE_MAX_ENTRIES {
+        r.problem(
+            &join(P, "max_entries"),
+            format!("must be at most {MAX_CSRATTRS_CACHE_MAX_ENTRIES} (0 turns the cache off)"),
+        );
+    }
+    r.no_leftovers(m, P);
+    max_entries
 }
 
 /// `authorities`: a non-empty list of DNS names or IP addresses; each bad entry named by index.

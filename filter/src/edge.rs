@@ -12,7 +12,7 @@ use estuary_proto::est;
 use estuary_proto::internal_api;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 use zeroize::Zeroize;
 
 use crate::brski;
@@ -203,10 +203,18 @@ enum State {
     Waiting {
         token: u32,
         op: Operation,
-        cache_key: Option<String>,
+        cache_key: Option<CacheKey>,
     },
     /// A local answer was sent.
     Done,
+}
+
+/// Where a control-plane answer is cached.
+enum CacheKey {
+    /// One shared-data key per answer (`cacerts`, one per label).
+    Answer(String),
+    /// A device's csrattrs answer, by [`cache::csrattrs_digest`], in the bounded buckets.
+    Attrs([u8; 32]),
 }
 
 /// Who sent the body being collected, as far as the edge checked it.
@@ -404,18 +412,57 @@ impl EdgeStream {
         cache::fresh(&value, now).map(<[u8]>::to_vec)
     }
 
-    fn cache_put(cfg: &Config, key: &str, der: &[u8]) {
+    fn cache_put(cfg: &Config, key: &CacheKey, der: &[u8]) {
         if cfg.cache_ttl_s == 0 {
             return;
         }
         let Some(now) = now_unix_s() else { return };
-        let entry = cache::encode(now.saturating_add(cfg.cache_ttl_s), der);
-        if hostcalls::set_shared_data(key, Some(&entry), None).is_err() {
+        let expires_at = now.saturating_add(cfg.cache_ttl_s);
+        let stored = match key {
+            CacheKey::Answer(key) => {
+                let entry = cache::encode(expires_at, der);
+                hostcalls::set_shared_data(key, Some(&entry), None)
+            }
+            CacheKey::Attrs(digest) => {
+                let Some(bucket) = cache::attrs_bucket(digest, cfg.csrattrs_max_entries) else {
+                    return;
+                };
+                let (value, cas) = hostcalls::get_shared_data(&bucket.key).unwrap_or((None, None));
+                let Some(value) = cache::attrs_insert(
+                    &value.unwrap_or_default(),
+                    digest,
+                    der,
+                    now,
+                    expires_at,
+                    bucket.capacity,
+                ) else {
+                    return;
+                };
+                // A bucket another worker changed meanwhile is left alone (CasMismatch): the
+                // answer is then simply asked for again next time.
+                match hostcalls::set_shared_data(&bucket.key, Some(&value), cas) {
+                    Err(Status::CasMismatch) => Ok(()),
+                    other => other,
+                }
+            }
+        };
+        if stored.is_err() {
             log(
                 LogLevel::Warn,
                 "estuary-filter: could not store a cache entry",
             );
         }
+    }
+
+    /// A device's csrattrs answer from the bounded buckets, if cached and fresh.
+    fn attrs_get(cfg: &Config, digest: &[u8; 32]) -> Option<Vec<u8>> {
+        if cfg.cache_ttl_s == 0 {
+            return None;
+        }
+        let bucket = cache::attrs_bucket(digest, cfg.csrattrs_max_entries)?;
+        let now = now_unix_s()?;
+        let (value, _) = hostcalls::get_shared_data(&bucket.key).ok()?;
+        cache::attrs_get(&value?, digest, now).map(<[u8]>::to_vec)
     }
 
     /// Send one call for `op` to the control plane and wait for it.
@@ -425,7 +472,7 @@ impl EdgeStream {
         op: Operation,
         extra: &[(&str, &str)],
         body: Option<&[u8]>,
-        cache_key: Option<String>,
+        cache_key: Option<CacheKey>,
     ) -> Action {
         let cp = &cfg.control_plane;
         let auth = format!("Bearer {}", cp.token.expose());
@@ -547,7 +594,13 @@ impl EdgeStream {
         if let Some(l) = label.as_deref() {
             extra.push((internal_api::HDR_LABEL, l));
         }
-        self.call(cfg, Operation::CaCerts, &extra, None, Some(key))
+        self.call(
+            cfg,
+            Operation::CaCerts,
+            &extra,
+            None,
+            Some(CacheKey::Answer(key)),
+        )
     }
 
     fn csrattrs(&mut self, cfg: &Config, est: &EstService, label: Option<String>) -> Action {
@@ -556,8 +609,8 @@ impl EdgeStream {
             Err(e) => return self.fail(&e),
         };
         let serial = client.identity.label();
-        let key = cache::csrattrs_key(label.as_deref(), serial);
-        if let Some(der) = Self::cache_get(cfg, &key) {
+        let key = cache::csrattrs_digest(label.as_deref(), serial);
+        if let Some(der) = Self::attrs_get(cfg, &key) {
             return self.send(&Reply::base64_der(est::CT_CSRATTRS, &der));
         }
         let (cert_b64, chain_b64) = Self::client_headers(&client);
@@ -571,7 +624,13 @@ impl EdgeStream {
         if let Some(l) = label.as_deref() {
             extra.push((internal_api::HDR_LABEL, l));
         }
-        self.call(cfg, Operation::CsrAttrs, &extra, None, Some(key))
+        self.call(
+            cfg,
+            Operation::CsrAttrs,
+            &extra,
+            None,
+            Some(CacheKey::Attrs(key)),
+        )
     }
 
     fn start_enroll(

@@ -47,6 +47,8 @@ struct Pki {
     enroll_csr: Vec<u8>,
     reenroll_csr: Vec<u8>,
     wrong_name_csr: Vec<u8>,
+    /// The manufacturer CA, to issue more IDevIDs.
+    issuer: Issuer<'static, KeyPair>,
 }
 
 fn dn_with_serial(params: &mut CertificateParams, serial: &str, cn: &str) {
@@ -119,6 +121,7 @@ fn pki() -> &'static Pki {
             enroll_csr: csr_for(&[NAME], NAME),
             reenroll_csr,
             wrong_name_csr: csr_for(&["other.iot.example.test"], "other.iot.example.test"),
+            issuer,
         }
     })
 }
@@ -988,6 +991,125 @@ mod cached_gets {
             )
             .unwrap();
         assert_eq!(local(&o3).status, 200);
+    }
+}
+
+/// The csrattrs cache (`csrattrs_cache`) is bounded however many devices ask.
+mod csrattrs_cache {
+    use super::*;
+
+    fn idevid(serial: &str) -> String {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        dn_with_serial(&mut p, serial, "pledge");
+        p.signed_by(&key, &pki().issuer).unwrap().pem()
+    }
+
+    fn ask(f: &mut Filter, cert_pem: &str, serial: &str) -> Outcome {
+        let o = f
+            .request(
+                Request::new("GET", "/.well-known/est/csrattrs")
+                    .mtls(true)
+                    .header("x-forwarded-client-cert", xfcc(cert_pem)),
+            )
+            .unwrap();
+        if !o.calls.is_empty() {
+            let name = estuary_proto::names::DeviceName::parse_under(
+                &format!("{}.{PARENT}", serial.to_ascii_lowercase()),
+                &PARENT.parse().unwrap(),
+            )
+            .unwrap();
+            let attrs = estuary_proto::csrattrs::device_template(
+                &name,
+                &estuary_proto::policy::KeyPolicy::default(),
+            )
+            .to_der()
+            .unwrap();
+            let r = f.answer(&o, Some(200), &[], &attrs).unwrap().unwrap();
+            assert_eq!(r.status, 200);
+            f.finish(&o).unwrap();
+        }
+        o
+    }
+
+    fn attrs_keys(f: &Filter) -> Vec<(String, usize)> {
+        f.store
+            .data()
+            .shared
+            .iter()
+            .filter(|(k, _)| k.starts_with("estuary.attrs/") || k.starts_with("estuary.csrattrs"))
+            .map(|(k, (v, _))| (k.clone(), v.len()))
+            .collect()
+    }
+
+    #[test]
+    fn many_devices_fill_a_fixed_set_of_keys_and_the_oldest_are_asked_again() {
+        let cfg = config_edited(|c| c["csrattrs_cache"] = serde_json::json!({"max_entries": 6}));
+        let mut f = Filter::new(&cfg).unwrap();
+        assert!(f.configured, "{:?}", f.logs());
+        let devices: Vec<(String, String)> = (0..30)
+            .map(|i| {
+                let serial = format!("SN-B{i:03}");
+                (idevid(&serial), serial)
+            })
+            .collect();
+        for (pem, serial) in &devices {
+            assert_eq!(
+                ask(&mut f, pem, serial).calls.len(),
+                1,
+                "{serial}: first ask"
+            );
+            // Asked again at once: from the cache.
+            let again = ask(&mut f, pem, serial);
+            assert!(
+                again.calls.is_empty(),
+                "{serial}: the newest answer is cached"
+            );
+            assert_eq!(local(&again).status, 200);
+            let keys = attrs_keys(&f);
+            assert!(keys.len() <= 2, "6 entries are two keys: {keys:?}");
+            assert!(keys.iter().all(|(k, _)| k.starts_with("estuary.attrs/")));
+        }
+        // The first devices were evicted: they reach the control plane again.
+        let evicted = devices
+            .iter()
+            .take(10)
+            .filter(|(pem, _)| {
+                let o = f
+                    .request(
+                        Request::new("GET", "/.well-known/est/csrattrs")
+                            .mtls(true)
+                            .header("x-forwarded-client-cert", xfcc(pem)),
+                    )
+                    .unwrap();
+                !o.calls.is_empty()
+            })
+            .count();
+        assert!(evicted >= 4, "only {evicted} of the first 10 were evicted");
+    }
+
+    #[test]
+    fn max_entries_0_caches_nothing_and_a_bad_bound_is_refused() {
+        let cfg = config_edited(|c| c["csrattrs_cache"] = serde_json::json!({"max_entries": 0}));
+        let mut f = Filter::new(&cfg).unwrap();
+        assert!(f.configured, "{:?}", f.logs());
+        for _ in 0..2 {
+            assert_eq!(ask(&mut f, &pki().idevid_pem, "SN-0001").calls.len(), 1);
+        }
+        assert!(attrs_keys(&f).is_empty());
+        for bad in [
+            serde_json::json!({"max_entries": 65537}),
+            serde_json::json!({"max_entries": 4, "ttl_s": 1}),
+            serde_json::json!(4096),
+        ] {
+            let f = Filter::new(&config_edited(|c| c["csrattrs_cache"] = bad.clone())).unwrap();
+            assert!(!f.configured, "{bad} was accepted");
+            assert!(
+                f.logs().iter().any(|l| l.contains("csrattrs_cache")),
+                "{bad}: {:?}",
+                f.logs()
+            );
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The filter's memory as the number of devices grows, measured on the in-repo proxy-wasm host
 //! (wasmtime), not in Envoy: N distinct devices each ask `GET /.well-known/est/csrattrs` once,
 //! the control plane's answer (the device's CSR-attributes template) is delivered, and the
-//! filter keeps it in proxy-wasm shared data (`estuary.csrattrs/<label>/<serial>`). Reported:
+//! filter keeps it in proxy-wasm shared data, in the bounded buckets of `csrattrs_cache`
+//! (`estuary.attrs/<index>`, at most `max_entries` answers, the oldest evicted). Reported:
 //! the shared-data keys and bytes (keys + values) and the VM's linear memory, before, at
 //! checkpoints, and after. `cargo xtask bench --scale` runs it and reads the last stdout line
 //! (`ESTUARY-SCALE-JSON {…}`); by hand:
@@ -90,7 +91,7 @@ fn csrattrs_entries_for_distinct_devices() {
     let mut f = Filter::new(&config.to_string()).unwrap();
     assert!(f.configured, "logs: {:?}", f.logs());
 
-    let prefix = "estuary.csrattrs/";
+    let prefix = "estuary.attrs/";
     let point = |f: &mut Filter, done: usize, t: &Instant| {
         let (n, bytes, keys, all_bytes) = shared_usage(f, prefix);
         serde_json::json!({
@@ -152,8 +153,8 @@ fn csrattrs_entries_for_distinct_devices() {
             points.push(p);
         }
     }
-    // Past the TTL: the entries are stale, but nothing removes them (Envoy's shared data has no
-    // delete); count them again.
+    // Past the TTL: the entries are stale; they are dropped when their bucket is next written
+    // (Envoy's shared data has no delete); count them again.
     f.store.data_mut().now_ns += (CACHE_TTL_S + 1) * 1_000_000_000;
     let after_ttl = point(&mut f, devices, &t0);
     let last = points.last().cloned().unwrap();
@@ -167,7 +168,8 @@ fn csrattrs_entries_for_distinct_devices() {
         "devices": devices,
         "cache_ttl_s": CACHE_TTL_S,
         "csrattrs_answer_der_bytes": answer_bytes,
-        "csrattrs_bound": serde_json::Value::Null,
+        // The filter's default `csrattrs_cache.max_entries` (not set in the config above).
+        "csrattrs_bound": 4096,
         "points": points,
         "after_ttl": after_ttl,
         "csrattrs_bytes_per_device": per("csrattrs_bytes"),

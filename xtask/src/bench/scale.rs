@@ -567,7 +567,13 @@ fn edge_rows(doc: &Value, report: &mut Report) {
         .and_then(|p| p.last())
         .cloned()
         .unwrap_or(Value::Null);
-    let bounded = f(&last["csrattrs_keys"]) < f(&doc["devices"]);
+    // Bounded: fewer keys than devices, and no more bytes than `csrattrs_bound` answers
+    // (42 bytes of entry header each) plus the keys.
+    let bound = f(&doc["csrattrs_bound"]);
+    let most_bytes =
+        bound * (42.0 + f(&doc["csrattrs_answer_der_bytes"])) + f(&last["csrattrs_keys"]) * 32.0;
+    let bounded =
+        f(&last["csrattrs_keys"]) < f(&doc["devices"]) && f(&last["csrattrs_bytes"]) <= most_bytes;
     report.row(
         format!(
             "filter csrattrs cache, {} devices (wasmtime)",
@@ -590,9 +596,15 @@ fn edge_rows(doc: &Value, report: &mut Report) {
         "  csrattrs entries bounded?",
         if bounded { "yes" } else { "NO" },
         if bounded {
-            "fewer entries than devices: an eviction bound held".to_string()
+            format!(
+                "at most {bound} answers (csrattrs_cache.max_entries) in {} keys, {} bytes: the oldest are evicted",
+                last["csrattrs_keys"], last["csrattrs_bytes"]
+            )
         } else {
-            "one shared-data key per device, never removed (no bound in the filter's config; Envoy's shared data has no delete): grows with the fleet".to_string()
+            format!(
+                "{} keys, {} bytes for {} devices: more than csrattrs_cache.max_entries ({bound}) allows",
+                last["csrattrs_keys"], last["csrattrs_bytes"], doc["devices"]
+            )
         },
     );
 }
