@@ -21,23 +21,7 @@ async fn enrol_one(
     serial: String,
     csr: Vec<u8>,
 ) -> (Resp, Vec<u16>) {
-    let deadline = Instant::now() + PLEDGE_WITHIN;
-    let mut seen = Vec::new();
-    loop {
-        let r = enroll_at(&cp_url, &serial, &idevid, &csr).await;
-        seen.push(r.status);
-        let wait = match r.status {
-            202 | 503 => r
-                .header("retry-after")
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(1),
-            _ => return (r, seen),
-        };
-        if Instant::now() > deadline {
-            return (r, seen);
-        }
-        tokio::time::sleep(Duration::from_secs(wait)).await;
-    }
+    enrol_riding_out(cp_url, idevid, serial, csr, PLEDGE_WITHIN).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

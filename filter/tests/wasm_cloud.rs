@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use estuary_proto::cms_signed::{self, ANIMA_JSON_VOUCHER};
 use estuary_proto::internal_api;
-use host::{Filter, Outcome, Request};
+use host::{url_encode, Filter, Outcome, Request};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
 };
@@ -20,18 +20,6 @@ const TOKEN: &str = "cp-token-cloud-0123456789";
 const VOUCHER_PATH: &str = "/.well-known/brski/requestvoucher";
 const CT_VOUCHER: &str = "application/voucher-cms+json";
 const OWNER: &str = "https://registrar.owner.example:8443/.well-known/brski/requestvoucher";
-
-fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// An XFCC header as Envoy writes it with SANITIZE_SET.
 fn xfcc(pem: &str) -> String {

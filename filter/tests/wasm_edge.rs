@@ -8,7 +8,7 @@ mod host;
 use std::sync::OnceLock;
 
 use estuary_proto::internal_api;
-use host::{Filter, LocalResponse, Outcome, Request};
+use host::{url_encode, Filter, LocalResponse, Outcome, Request};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
 };
@@ -126,16 +126,13 @@ fn pki() -> &'static Pki {
     })
 }
 
-fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// The control plane's csrattrs answer for the device `name` (DER).
+fn attrs_for(name: &str) -> Vec<u8> {
+    let name =
+        estuary_proto::names::DeviceName::parse_under(name, &PARENT.parse().unwrap()).unwrap();
+    estuary_proto::csrattrs::device_template(&name, &estuary_proto::policy::KeyPolicy::default())
+        .to_der()
+        .unwrap()
 }
 
 /// An XFCC header as Envoy writes it with SANITIZE_SET.
@@ -964,14 +961,7 @@ mod cached_gets {
             call.header(internal_api::HDR_DEVICE_SERIAL),
             Some("sn-0001")
         );
-        let name =
-            estuary_proto::names::DeviceName::parse_under(NAME, &PARENT.parse().unwrap()).unwrap();
-        let attrs = estuary_proto::csrattrs::device_template(
-            &name,
-            &estuary_proto::policy::KeyPolicy::default(),
-        )
-        .to_der()
-        .unwrap();
+        let attrs = attrs_for(NAME);
         let r = f.answer(&o, Some(200), &[], &attrs).unwrap().unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/csrattrs"));
@@ -1014,17 +1004,7 @@ mod csrattrs_cache {
             )
             .unwrap();
         if !o.calls.is_empty() {
-            let name = estuary_proto::names::DeviceName::parse_under(
-                &format!("{}.{PARENT}", serial.to_ascii_lowercase()),
-                &PARENT.parse().unwrap(),
-            )
-            .unwrap();
-            let attrs = estuary_proto::csrattrs::device_template(
-                &name,
-                &estuary_proto::policy::KeyPolicy::default(),
-            )
-            .to_der()
-            .unwrap();
+            let attrs = attrs_for(&format!("{}.{PARENT}", serial.to_ascii_lowercase()));
             let r = f.answer(&o, Some(200), &[], &attrs).unwrap().unwrap();
             assert_eq!(r.status, 200);
             f.finish(&o).unwrap();

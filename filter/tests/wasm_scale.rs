@@ -16,7 +16,7 @@ mod host;
 
 use std::time::Instant;
 
-use host::{Filter, Request};
+use host::{url_encode, Filter, Request};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, DnValue, IsCa, Issuer, KeyPair,
     PKCS_ECDSA_P256_SHA256,
@@ -39,18 +39,6 @@ fn shared_usage(f: &Filter, prefix: &str) -> (usize, usize, usize, usize) {
         }
     }
     (n, bytes, shared.len(), all_bytes)
-}
-
-fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[test]

@@ -230,11 +230,7 @@ impl Envoy {
     /// kept in `envoy.log.<n>`).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.child.kill();
-        let mut n = 1;
-        while self.log.with_extension(format!("log.{n}")).exists() {
-            n += 1;
-        }
-        std::fs::rename(&self.log, self.log.with_extension(format!("log.{n}")))?;
+        crate::util::keep_log(&self.log)?;
         self.child = spawn(&self.config_path, &self.log)?;
         wait_ready(&self.admin_url, &self.log)
     }

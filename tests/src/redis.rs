@@ -222,17 +222,7 @@ impl SentinelSet {
 
     /// `redis-cli -h 127.0.0.1 -p PORT ARGS…` against any node or Sentinel of the set.
     pub fn cli(&self, at: std::net::SocketAddr, args: &[&str]) -> anyhow::Result<String> {
-        let bin = find_program("redis-cli", "redis-tools")?;
-        let out = Command::new(bin)
-            .args(["-h", "127.0.0.1", "-p", &at.port().to_string()])
-            .args(args)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "redis-cli {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        cli_at(at, args)
     }
 
     /// The master's address as the first Sentinel that answers reports it.
@@ -546,17 +536,7 @@ impl ClusterSet {
 
     /// `redis-cli -h 127.0.0.1 -p PORT ARGS…` against one node (no redirection following).
     pub fn cli(&self, at: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
-        let bin = find_program("redis-cli", "redis-tools")?;
-        let out = Command::new(bin)
-            .args(["-h", "127.0.0.1", "-p", &at.port().to_string()])
-            .args(args)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "redis-cli {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        cli_at(at, args)
     }
 
     /// The nodes' logs and `redis-cli --cluster create`'s, for failure messages.
@@ -573,4 +553,20 @@ impl ClusterSet {
         }
         out
     }
+}
+
+/// `redis-cli -h 127.0.0.1 -p PORT ARGS…` against the node or Sentinel at `at` (no password, no
+/// redirection following): its standard output, one line per reply element.
+fn cli_at(at: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
+    let bin = find_program("redis-cli", "redis-tools")?;
+    let out = Command::new(bin)
+        .args(["-h", "127.0.0.1", "-p", &at.port().to_string()])
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -356,11 +356,7 @@ impl ControlPlane {
     /// (the earlier lines are kept in `<log>.<n>`).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.child.kill();
-        let mut n = 1;
-        while self.log.with_extension(format!("log.{n}")).exists() {
-            n += 1;
-        }
-        std::fs::rename(&self.log, self.log.with_extension(format!("log.{n}")))?;
+        crate::util::keep_log(&self.log)?;
         self.child = spawn_cp(&self.binary, &self.config, &self.env, self.addr, &self.log)?;
         Ok(())
     }

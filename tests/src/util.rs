@@ -120,6 +120,17 @@ impl Drop for KillOnDrop {
 /// that is broken fails fast anyway (it exits, and the wait reports its log).
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
 
+/// Before a process is started again on the same log: moves `log` to `<log>.<n>` (the first
+/// free n from 1), so the earlier lines are kept and the new process starts a fresh file.
+pub fn keep_log(log: &Path) -> anyhow::Result<()> {
+    let mut n = 1;
+    while log.with_extension(format!("log.{n}")).exists() {
+        n += 1;
+    }
+    std::fs::rename(log, log.with_extension(format!("log.{n}")))
+        .with_context(|| format!("keeping {}", log.display()))
+}
+
 /// The last `n` lines of a log file, for error messages.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -136,6 +136,35 @@ pub async fn enroll_at(base: &str, serial: &str, idevid_b64: &str, csr_der: &[u8
     .await
 }
 
+/// Enrols at `base` as a device does through a Redis failover: follows 202 and 503 with their
+/// Retry-After until a final answer or `within` has passed; returns it and every status seen.
+/// A 202 or 503 without Retry-After fails the test.
+pub async fn enrol_riding_out(
+    base: String,
+    idevid: String,
+    serial: String,
+    csr: Vec<u8>,
+    within: Duration,
+) -> (Resp, Vec<u16>) {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let r = enroll_at(&base, &serial, &idevid, &csr).await;
+        seen.push(r.status);
+        let wait = match r.status {
+            202 | 503 => r
+                .header("retry-after")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{serial}: {} without Retry-After", r.status)),
+            _ => return (r, seen),
+        };
+        if Instant::now() > deadline {
+            return (r, seen);
+        }
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
 /// An HTTP answer.
 pub struct Resp {
     pub status: u16,

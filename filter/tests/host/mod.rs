@@ -948,3 +948,16 @@ impl Filter {
         Ok(())
     }
 }
+
+/// Percent-encodes every byte but unreserved ones, as Envoy encodes the PEM in an XFCC `Cert`.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
