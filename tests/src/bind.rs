@@ -198,7 +198,16 @@ impl Bind {
     /// the server publishes. Returns one string per TXT record, each record's character-strings
     /// concatenated, sorted.
     pub fn dig_txt(&self, name: &str) -> anyhow::Result<Vec<String>> {
-        let stdout = self.dig(&["TXT", name])?;
+        // dig reports a message it could not trust (e.g. ";; Warning: query response not set",
+        // a late answer to an earlier dig that reused the port after `named` was frozen) as a
+        // `;;` line and may print nothing else: ask again, a few times.
+        let mut stdout = self.dig(&["TXT", name])?;
+        for _ in 0..3 {
+            if !stdout.lines().any(|l| l.starts_with(";;")) {
+                break;
+            }
+            stdout = self.dig(&["TXT", name])?;
+        }
         let mut values = Vec::new();
         for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
             values.push(parse_dig_txt_line(line)?);

@@ -14,7 +14,7 @@
 //!    with rcgen) enrol at C concurrent through Envoy, the release control plane, Pebble
 //!    (`PEBBLE_VA_NOSLEEP`) and BIND9, following `202 Retry-After`; against a bare
 //!    instant-acme loop on the same Pebble and BIND (same concurrency, same count, the control
-//!    plane's `RetryPolicy`: 20 ms, backoff 1.5).
+//!    plane's `RetryPolicy` in the dev stack: 150 ms, backoff 1.5).
 //! 3. **Identical-CSR re-enrolment** — every pledge posts its CSR again (cache hit), on its
 //!    kept-alive connection and on a new TLS connection each time: rate and p99.
 //! 4. **DNS UPDATE messages per enrolment** — `estuary_dns_updates_total` over issued
