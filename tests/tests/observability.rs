@@ -156,7 +156,7 @@ fn every_dashboard_and_alert_expression_evaluates_against_the_scraped_dev_stack(
     })
     .expect("the rules are evaluated");
     let rules = prom.rules().expect("rules");
-    assert_eq!(rules.len(), 7, "{rules:?}");
+    assert_eq!(rules.len(), 8, "{rules:?}");
     for r in &rules {
         let name = r["name"].as_str().unwrap_or("?");
         if r["health"] != "ok" {
