@@ -120,7 +120,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         "concurrency": opts.concurrency,
         "repeats": opts.repeats,
         "control_plane": cp_bin.display().to_string(),
-        "acme_poll": {"initial_ms": 20, "backoff": 1.5},
+        "acme_poll": {"initial_ms": 150, "backoff": 1.5},
         "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
 
