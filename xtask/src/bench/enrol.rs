@@ -82,8 +82,8 @@ pub(super) struct Enrolled {
     pub(super) accepted_202: u32,
 }
 
-/// Enrols until 200, following 202 Retry-After on the kept-alive connection; transport errors
-/// are retried (3 times).
+/// Enrols until 200, following 202 and 503 Retry-After on the kept-alive connection; transport
+/// errors are retried (3 times).
 pub(super) async fn enrol(p: &mut Pledge) -> anyhow::Result<Enrolled> {
     let start = Instant::now();
     let mut accepted_202 = 0;
@@ -103,11 +103,15 @@ pub(super) async fn enrol(p: &mut Pledge) -> anyhow::Result<Enrolled> {
                     accepted_202,
                 });
             }
-            Ok(answer) if answer.status == 202 => {
+            // 503 + Retry-After is "come back later" too (RFC 7030 §4.2.3, e.g. the CA's
+            // deliberate badNonce answers outlasting the retries): counted with the 202s.
+            Ok(answer) if matches!(answer.status, 202 | 503) => {
                 accepted_202 += 1;
                 let wait = answer
                     .retry_after_delay(SystemTime::now())
-                    .with_context(|| format!("{}: 202 without Retry-After", p.name))?;
+                    .with_context(|| {
+                        format!("{}: {} without Retry-After", p.name, answer.status)
+                    })?;
                 tokio::time::sleep(wait).await;
             }
             Ok(answer) => {
@@ -322,7 +326,7 @@ pub(super) async fn enrol_bench(
         "enrolments/s through Envoy (cache miss)",
         format!("{miss_rate:.1}/s"),
         format!(
-            "{} pledges at {}; p50 {:.0} ms, p99 {:.0} ms; {accepted} answers were 202",
+            "{} pledges at {}; p50 {:.0} ms, p99 {:.0} ms; {accepted} answers were 202 or 503",
             opts.pledges,
             opts.concurrency,
             p(&miss_lat, "p50_ms"),
