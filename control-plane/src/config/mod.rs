@@ -559,22 +559,22 @@ fn percent_encoded(s: &str) -> String {
 impl RedisConfig {
     /// `replica_acks`, or its default: 1 for a Sentinel or Cluster URL, 0 for one node.
     pub fn replicas_to_wait(&self) -> u32 {
-        self.replica_acks.unwrap_or_else(|| {
-            let url = self.url.expose();
-            let replicated = url.split_once("://").is_some_and(|(scheme, _)| {
-                scheme.ends_with("+sentinel") || scheme.ends_with("+cluster")
-            });
-            u32::from(replicated)
-        })
+        self.replica_acks
+            .unwrap_or_else(|| u32::from(self.replicated_scheme().is_some()))
+    }
+
+    /// The scheme and the rest of `url` when it names Sentinel or a Cluster.
+    fn replicated_scheme(&self) -> Option<(&str, &str)> {
+        self.url
+            .expose()
+            .split_once("://")
+            .filter(|(s, _)| s.ends_with("+sentinel") || s.ends_with("+cluster"))
     }
 
     /// `url` with `username` and `password` put in (percent-encoded), for the Redis client.
     pub fn connection_url(&self) -> Result<Secret, String> {
         let written = self.url.expose();
-        if let Some((scheme, rest)) = written
-            .split_once("://")
-            .filter(|(s, _)| s.ends_with("+sentinel") || s.ends_with("+cluster"))
-        {
+        if let Some((scheme, rest)) = self.replicated_scheme() {
             if scheme.ends_with("+cluster") {
                 ClusterTarget::parse(written).map_err(|e| e.to_string())?;
                 if self.key_prefix.contains(['{', '}']) {
@@ -1563,6 +1563,33 @@ preauthorize = false
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn replicas_confirm_cached_certificates_by_default_only_on_replicated_topologies() {
+        let cfg = |url: &str, acks: Option<u32>| RedisConfig {
+            url: Secret::new(url.into()),
+            username: None,
+            password: None,
+            key_prefix: default_prefix(),
+            replica_acks: acks,
+            replica_ack_timeout_ms: default_replica_ack_timeout_ms(),
+        };
+        assert_eq!(cfg("redis://redis:6379/", None).replicas_to_wait(), 0);
+        assert_eq!(cfg("rediss://redis:6380/", None).replicas_to_wait(), 0);
+        assert_eq!(
+            cfg("redis+sentinel://s1:26379/m", None).replicas_to_wait(),
+            1
+        );
+        assert_eq!(
+            cfg("rediss+cluster://n1:7000,n2:7001/", None).replicas_to_wait(),
+            1
+        );
+        assert_eq!(
+            cfg("redis+cluster://n1:7000/", Some(0)).replicas_to_wait(),
+            0
+        );
+        assert_eq!(cfg("redis://redis:6379/", Some(2)).replicas_to_wait(), 2);
     }
 
     #[test]

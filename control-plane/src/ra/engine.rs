@@ -492,11 +492,23 @@ impl Engine {
                     self.store
                         .replace_cached_chain(key, &chain, not_after)
                         .await
-                        .map_err(|e| not_kept(name, &e))?;
+                        .map_err(|e| self.not_kept(name, &e))?;
                     Ok(chain)
                 }
             },
-            Err(e) => Err(not_kept(name, &e)),
+            Err(e) => Err(self.not_kept(name, &e)),
+        }
+    }
+
+    /// The failure of an issuance whose certificate Redis could not be shown to keep, counted
+    /// as a Redis failure: transient, so it is not remembered and the device's retry starts
+    /// again.
+    fn not_kept(&self, name: &DeviceName, e: &StoreError) -> Failure {
+        warn!(device = %name.as_str(), error = %e, "issued, but Redis did not keep the certificate; the device is told to retry");
+        self.metrics.issuance_failure(IssuanceFailure::redis);
+        Failure {
+            kind: FailureKind::Unavailable,
+            reason: format!("the certificate was issued but could not be stored ({e}); retry"),
         }
     }
 
@@ -702,16 +714,6 @@ pub fn chain_fits(
 fn check_issued(chain_pem: &str, csr_der: &[u8], name: &DeviceName) -> Result<i64, String> {
     let csr = csr::parse_and_verify(csr_der).map_err(|e| e.to_string())?;
     chain_fits(chain_pem, csr.spki_der(), name, now_unix()).map_err(|e| e.to_string())
-}
-
-/// The failure of an issuance whose certificate Redis could not be shown to keep: transient,
-/// so it is not remembered and the device's retry starts again.
-fn not_kept(name: &DeviceName, e: &StoreError) -> Failure {
-    warn!(device = %name.as_str(), error = %e, "issued, but Redis did not keep the certificate; the device is told to retry");
-    Failure {
-        kind: FailureKind::Unavailable,
-        reason: format!("the certificate was issued but could not be stored ({e}); retry"),
-    }
 }
 
 /// PKCS#7 certs-only of the whole chain, and of its end-entity certificate alone.
