@@ -1,7 +1,8 @@
-//! Cache entries kept in proxy-wasm shared data: the `cacerts` / `csrattrs` answers, and the
-//! digests of CSRs and client certificates whose signature verified.
+//! Cache entries kept in proxy-wasm shared data: the `cacerts`, `csrattrs` and enrolment
+//! answers, and the digests of CSRs and client certificates whose signature verified.
 //!
-//! Answer layout: 8 bytes big-endian expiry (seconds since the Unix epoch), then the DER answer.
+//! Answer layout: 8 bytes big-endian expiry (seconds since the Unix epoch), then the answer
+//! (`cacerts`: the base64 reply body; bucketed answers: DER, see below).
 //!
 //! Verified digests (of CSRs, and of client certificates with their issuer,
 //! [`estuary_proto::cms_signed::issued_by_digest`]) sit in a fixed set of buckets, so the number of shared-data keys never
@@ -13,9 +14,10 @@
 
 use estuary_proto::names::DeviceSerial;
 
-/// Shared-data key for the CA certificates of a label.
+/// Shared-data key for the CA certificates of a label, kept as the base64 reply body. (Not
+/// `estuary.cacerts/…`, where earlier versions kept DER: shared data outlives a filter upgrade.)
 pub fn cacerts_key(label: Option<&str>) -> String {
-    format!("estuary.cacerts/{}", label.unwrap_or(""))
+    format!("estuary.cacerts.b64/{}", label.unwrap_or(""))
 }
 
 /// Shared-data key for the certificates of a label's `/cacerts` as the root context last
@@ -35,6 +37,31 @@ pub fn csrattrs_digest(label: Option<&str>, serial: &DeviceSerial) -> [u8; 32] {
         .chain_update(serial.as_str().as_bytes())
         .finalize()
         .into()
+}
+
+/// The name of one enrolment answer in the enrolment-answer cache: SHA-256 over the operation,
+/// the EST label, the exact client certificate (DER) and the exact CSR (DER), each
+/// length-prefixed so that no two different inputs run together into the same bytes. Any byte
+/// of either changed, another operation or label: another digest.
+pub fn enrolled_digest(
+    operation: &str,
+    label: Option<&str>,
+    client_cert_der: &[u8],
+    csr_der: &[u8],
+) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"estuary-enroll-answer\0");
+    for part in [
+        operation.as_bytes(),
+        label.unwrap_or("").as_bytes(),
+        client_cert_der,
+        csr_der,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
 }
 
 /// Build an entry that expires at `expires_at` (Unix seconds).
@@ -77,6 +104,12 @@ pub fn attrs_bucket(digest: &[u8; 32], max_entries: u32) -> Option<SigBucket> {
     bucket("estuary.attrs/", digest, max_entries)
 }
 
+/// The bucket of an enrolment answer ([`enrolled_digest`]), as [`sig_bucket`] with its own keys
+/// (`estuary.enrolled/<index>`).
+pub fn enrolled_bucket(digest: &[u8; 32], max_entries: u32) -> Option<SigBucket> {
+    bucket("estuary.enrolled/", digest, max_entries)
+}
+
 /// `ceil(max_entries / 4)` buckets of [`SIG_WAYS`] entries (the last one smaller if need be)
 /// under `prefix`; the first 8 bytes of `digest` choose one.
 fn bucket(prefix: &str, digest: &[u8; 32], max_entries: u32) -> Option<SigBucket> {
@@ -93,9 +126,9 @@ fn bucket(prefix: &str, digest: &[u8; 32], max_entries: u32) -> Option<SigBucket
     })
 }
 
-/// The answers of a csrattrs bucket value: each entry is 8 bytes big-endian expiry, the
+/// The answers of an answer bucket value (csrattrs, enrolments): each entry is 8 bytes big-endian expiry, the
 /// 32-byte digest, 2 bytes big-endian length and that many bytes of DER. A torn tail is ignored.
-fn attrs_entries(bucket: &[u8]) -> Vec<(u64, &[u8], &[u8])> {
+fn answer_entries(bucket: &[u8]) -> Vec<(u64, &[u8], &[u8])> {
     let mut out = Vec::new();
     let mut rest = bucket;
     while let Some((head, tail)) = rest.split_first_chunk::<42>() {
@@ -114,23 +147,23 @@ fn attrs_entries(bucket: &[u8]) -> Vec<(u64, &[u8], &[u8])> {
     out
 }
 
-/// The DER answer for `digest` in a csrattrs bucket value, if it is there and fresh at `now`.
-pub fn attrs_get<'a>(bucket: &'a [u8], digest: &[u8; 32], now: u64) -> Option<&'a [u8]> {
-    attrs_entries(bucket)
+/// The DER answer for `digest` in an answer bucket value, if it is there and fresh at `now`.
+pub fn answer_get<'a>(bucket: &'a [u8], digest: &[u8; 32], now: u64) -> Option<&'a [u8]> {
+    answer_entries(bucket)
         .into_iter()
         .find(|(e, d, _)| now < *e && *d == digest.as_slice())
         .map(|(_, _, der)| der)
 }
 
-/// How many answers a csrattrs bucket value holds (expired ones included).
-pub fn attrs_len(bucket: &[u8]) -> usize {
-    attrs_entries(bucket).len()
+/// How many answers an answer bucket value holds (expired ones included).
+pub fn answer_len(bucket: &[u8]) -> usize {
+    answer_entries(bucket).len()
 }
 
 /// `bucket` with the answer `der` for `digest` added to expire at `expires_at`: expired
 /// entries and an older answer for `digest` dropped, then the earliest-expiring ones until it
 /// fits in `capacity`. `None` when `der` is too long to store (over 65535 bytes).
-pub fn attrs_insert(
+pub fn answer_insert(
     bucket: &[u8],
     digest: &[u8; 32],
     der: &[u8],
@@ -139,7 +172,7 @@ pub fn attrs_insert(
     capacity: usize,
 ) -> Option<Vec<u8>> {
     let len = u16::try_from(der.len()).ok()?;
-    let mut kept: Vec<(u64, &[u8], &[u8])> = attrs_entries(bucket)
+    let mut kept: Vec<(u64, &[u8], &[u8])> = answer_entries(bucket)
         .into_iter()
         .filter(|(e, d, _)| now < *e && *d != digest.as_slice())
         .collect();
@@ -243,32 +276,32 @@ mod tests {
         let mut v = Vec::new();
         for n in 1..=6u8 {
             let der = vec![n; usize::from(n) * 10];
-            v = attrs_insert(&v, &digest(0, n), &der, 100, 100 + u64::from(n), 4).unwrap();
-            assert!(attrs_len(&v) <= 4);
-            assert_eq!(attrs_get(&v, &digest(0, n), 100), Some(der.as_slice()));
+            v = answer_insert(&v, &digest(0, n), &der, 100, 100 + u64::from(n), 4).unwrap();
+            assert!(answer_len(&v) <= 4);
+            assert_eq!(answer_get(&v, &digest(0, n), 100), Some(der.as_slice()));
         }
         // The two oldest went; the others are still found, each with its own answer.
-        assert_eq!(attrs_get(&v, &digest(0, 1), 100), None);
-        assert_eq!(attrs_get(&v, &digest(0, 2), 100), None);
+        assert_eq!(answer_get(&v, &digest(0, 1), 100), None);
+        assert_eq!(answer_get(&v, &digest(0, 2), 100), None);
         assert_eq!(
-            attrs_get(&v, &digest(0, 3), 100),
+            answer_get(&v, &digest(0, 3), 100),
             Some(vec![3u8; 30].as_slice())
         );
         // Expired: not found, and dropped by the next insert.
-        assert_eq!(attrs_get(&v, &digest(0, 6), 106), None);
-        let v = attrs_insert(&v, &digest(0, 9), b"x", 105, 200, 4).unwrap();
+        assert_eq!(answer_get(&v, &digest(0, 6), 106), None);
+        let v = answer_insert(&v, &digest(0, 9), b"x", 105, 200, 4).unwrap();
         assert_eq!(
-            attrs_len(&v),
+            answer_len(&v),
             2,
             "only 6 (due 106) and the new one are left"
         );
         // A new answer for the same device replaces the old one.
-        let v = attrs_insert(&v, &digest(0, 9), b"y", 105, 200, 4).unwrap();
-        assert_eq!(attrs_get(&v, &digest(0, 9), 105), Some(b"y".as_slice()));
-        assert_eq!(attrs_len(&v), 2);
+        let v = answer_insert(&v, &digest(0, 9), b"y", 105, 200, 4).unwrap();
+        assert_eq!(answer_get(&v, &digest(0, 9), 105), Some(b"y".as_slice()));
+        assert_eq!(answer_len(&v), 2);
         // A torn value is read up to the tear; an oversized answer is not stored.
-        assert_eq!(attrs_len(&v[..v.len() - 1]), 1);
-        assert!(attrs_insert(&v, &digest(0, 7), &vec![0; 70_000], 105, 200, 4).is_none());
+        assert_eq!(answer_len(&v[..v.len() - 1]), 1);
+        assert!(answer_insert(&v, &digest(0, 7), &vec![0; 70_000], 105, 200, 4).is_none());
     }
 
     #[test]
@@ -281,6 +314,27 @@ mod tests {
             csrattrs_digest(Some("a"), &s),
             csrattrs_digest(Some("a"), &s)
         );
+    }
+
+    #[test]
+    fn an_enrolment_digest_names_operation_label_client_and_csr_exactly() {
+        let base = enrolled_digest("simpleenroll", None, b"cert", b"csr");
+        assert_eq!(base, enrolled_digest("simpleenroll", None, b"cert", b"csr"));
+        for other in [
+            enrolled_digest("simplereenroll", None, b"cert", b"csr"),
+            enrolled_digest("simpleenroll", Some("a"), b"cert", b"csr"),
+            enrolled_digest("simpleenroll", None, b"cerT", b"csr"),
+            enrolled_digest("simpleenroll", None, b"cert", b"csR"),
+            // Bytes moved from the certificate to the CSR: the length prefixes tell them apart.
+            enrolled_digest("simpleenroll", None, b"cer", b"tcsr"),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert!(enrolled_bucket(&base, 4096)
+            .unwrap()
+            .key
+            .starts_with("estuary.enrolled/"));
+        assert_eq!(enrolled_bucket(&base, 0), None, "0 entries: no cache");
     }
 
     #[test]

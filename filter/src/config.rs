@@ -18,6 +18,7 @@
 //!   "learn_interval_s": 30,
 //!   "csr_signature_cache": {"max_entries": 4096, "ttl_s": 3600},
 //!   "csrattrs_cache": {"max_entries": 4096},
+//!   "enroll_answer_cache": {"max_entries": 4096, "ttl_s": 60},
 //!   "manufacturers": [{"name": "acme", "ca_pem": "-----BEGIN CERTIFICATE-----\n…",
 //!                      "serial_pattern": "DEMO-*"}]
 //! }
@@ -59,6 +60,16 @@
 //!   keeps, each for `cache_ttl_s`: `max_entries` (default 4096, at most 65536; about 180 bytes
 //!   each), in a fixed set of keys, the oldest evicted first, so the memory stays bounded
 //!   however many devices ask. 0 turns it off (every request then reaches the control plane).
+//! - `enroll_answer_cache` (optional): remembers the control plane's `200` answer (the issued
+//!   certificate, certs-only PKCS#7) to a `simpleenroll` or `simplereenroll`, keyed by the
+//!   SHA-256 of the operation, the EST label, the exact client certificate and the exact CSR
+//!   ([`crate::cache::enrolled_digest`]). The same client certificate posting the same CSR
+//!   again within `ttl_s` (default 60, at most 3600) gets that answer from the edge, after every
+//!   check the edge makes (who the client is, the CSR's signature, name, key and content
+//!   policy): it receives the certificate it was already given, nothing more. `max_entries`
+//!   (default 4096, at most 65536; about 1.3 KB each with a one-certificate answer) in a fixed
+//!   set of keys, the oldest evicted first. Either at 0 turns it off. `serverkeygen` answers
+//!   (they carry a private key) and every other status are never cached.
 //! - `acme_ca_pem` (registrar role, **required**): PEM of the ACME CA's certificates that issue
 //!   LDevIDs (its root(s) and/or issuing intermediate(s)). A client certificate is an LDevID
 //!   (for `simplereenroll`) only if one of these issued it, directly or through one CA of the
@@ -102,6 +113,12 @@ pub const DEFAULT_CSR_CACHE_MAX_ENTRIES: u32 = 4096;
 pub const MAX_CSR_CACHE_MAX_ENTRIES: u32 = 65536;
 /// Default lifetime of a verified-CSR-signature entry, in seconds.
 pub const DEFAULT_CSR_CACHE_TTL_S: u64 = 3600;
+/// Default most enrolment answers cached at the edge (`enroll_answer_cache.max_entries`).
+pub const DEFAULT_ENROLL_CACHE_MAX_ENTRIES: u32 = 4096;
+/// Default lifetime of a cached enrolment answer, in seconds (`enroll_answer_cache.ttl_s`).
+pub const DEFAULT_ENROLL_CACHE_TTL_S: u64 = 60;
+/// Longest accepted `enroll_answer_cache.ttl_s`.
+pub const MAX_ENROLL_CACHE_TTL_S: u64 = 3600;
 /// Default most devices whose csrattrs answer is cached (`csrattrs_cache.max_entries`).
 pub const DEFAULT_CSRATTRS_CACHE_MAX_ENTRIES: u32 = 4096;
 /// Largest accepted `csrattrs_cache.max_entries`.
@@ -139,29 +156,34 @@ pub struct ControlPlane {
     pub timeout: Duration,
 }
 
-/// The cache of verified CSR signatures (`csr_signature_cache`).
+/// How large a shared-data cache may grow and how long its entries live
+/// (`csr_signature_cache`, `enroll_answer_cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CsrSignatureCache {
+pub struct CacheBounds {
     /// Most entries kept (0: no cache).
     pub max_entries: u32,
     /// Lifetime of an entry, in seconds (0: no cache).
     pub ttl_s: u64,
 }
 
-impl CsrSignatureCache {
+impl CacheBounds {
     /// Whether the cache is on.
     pub fn enabled(&self) -> bool {
         self.max_entries > 0 && self.ttl_s > 0
     }
 }
 
-impl Default for CsrSignatureCache {
-    fn default() -> Self {
-        CsrSignatureCache {
-            max_entries: DEFAULT_CSR_CACHE_MAX_ENTRIES,
-            ttl_s: DEFAULT_CSR_CACHE_TTL_S,
-        }
-    }
+impl CacheBounds {
+    /// The defaults of `csr_signature_cache`.
+    pub const CSR_SIGNATURES: CacheBounds = CacheBounds {
+        max_entries: DEFAULT_CSR_CACHE_MAX_ENTRIES,
+        ttl_s: DEFAULT_CSR_CACHE_TTL_S,
+    };
+    /// The defaults of `enroll_answer_cache`.
+    pub const ENROLL_ANSWERS: CacheBounds = CacheBounds {
+        max_entries: DEFAULT_ENROLL_CACHE_MAX_ENTRIES,
+        ttl_s: DEFAULT_ENROLL_CACHE_TTL_S,
+    };
 }
 
 /// What the registrar role needs to serve EST.
@@ -204,7 +226,9 @@ pub struct Config {
     /// (0: never; re-enrolment then trusts `acme_ca_pem` and the presented chain only).
     pub learn_interval_s: u64,
     /// The cache of verified CSR signatures.
-    pub csr_signature_cache: CsrSignatureCache,
+    pub csr_signature_cache: CacheBounds,
+    /// The cache of the control plane's `200` answers to `simpleenroll`/`simplereenroll`.
+    pub enroll_answer_cache: CacheBounds,
     /// Most devices whose csrattrs answer is cached (0: none), each for `cache_ttl_s`.
     pub csrattrs_max_entries: u32,
     /// Hosts EST and BRSKI are served for; `None`: any `:authority`.
@@ -406,7 +430,20 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
         r.problem("learn_interval_s", "must be at most 86400 (one day)");
     }
 
-    let csr_signature_cache = read_csr_signature_cache(&mut r, &mut obj);
+    let csr_signature_cache = read_cache_bounds(
+        &mut r,
+        &mut obj,
+        "csr_signature_cache",
+        CacheBounds::CSR_SIGNATURES,
+        86_400,
+    );
+    let enroll_answer_cache = read_cache_bounds(
+        &mut r,
+        &mut obj,
+        "enroll_answer_cache",
+        CacheBounds::ENROLL_ANSWERS,
+        MAX_ENROLL_CACHE_TTL_S,
+    );
     let csrattrs_max_entries = read_csrattrs_cache(&mut r, &mut obj);
     let authorities = read_authorities(&mut r, &mut obj);
 
@@ -473,6 +510,7 @@ pub fn parse_with_env(bytes: &[u8], env: &EnvLookup<'_>) -> Result<Config, Confi
             cache_ttl_s,
             learn_interval_s,
             csr_signature_cache,
+            enroll_answer_cache,
             csrattrs_max_entries,
             authorities,
         }),
@@ -552,37 +590,42 @@ fn read_manufacturers(r: &mut Reader, obj: &mut Map<String, Value>) -> Vec<Manuf
     out
 }
 
-/// `csr_signature_cache`: `{max_entries?, ttl_s?}`, each bounded; absent: the defaults.
-fn read_csr_signature_cache(r: &mut Reader, obj: &mut Map<String, Value>) -> CsrSignatureCache {
-    const P: &str = "csr_signature_cache";
-    let default = CsrSignatureCache::default();
-    let Some(value) = r.take::<Value>(obj, "", P, false) else {
+/// A cache's `{max_entries?, ttl_s?}` under `name`, each bounded (`max_entries` by
+/// [`MAX_CSR_CACHE_MAX_ENTRIES`], `ttl_s` by `max_ttl_s`); absent: `default`.
+fn read_cache_bounds(
+    r: &mut Reader,
+    obj: &mut Map<String, Value>,
+    name: &str,
+    default: CacheBounds,
+    max_ttl_s: u64,
+) -> CacheBounds {
+    let Some(value) = r.take::<Value>(obj, "", name, false) else {
         return default;
     };
     let Value::Object(mut m) = value else {
-        r.problem(P, "must be an object {max_entries, ttl_s}");
+        r.problem(name, "must be an object {max_entries, ttl_s}");
         return default;
     };
     let max_entries = r
-        .take::<u32>(&mut m, P, "max_entries", false)
+        .take::<u32>(&mut m, name, "max_entries", false)
         .unwrap_or(default.max_entries);
     if max_entries > MAX_CSR_CACHE_MAX_ENTRIES {
         r.problem(
-            &join(P, "max_entries"),
+            &join(name, "max_entries"),
             format!("must be at most {MAX_CSR_CACHE_MAX_ENTRIES} (0 turns the cache off)"),
         );
     }
     let ttl_s = r
-        .take::<u64>(&mut m, P, "ttl_s", false)
+        .take::<u64>(&mut m, name, "ttl_s", false)
         .unwrap_or(default.ttl_s);
-    if ttl_s > 86_400 {
+    if ttl_s > max_ttl_s {
         r.problem(
-            &join(P, "ttl_s"),
-            "must be at most 86400 (one day; 0 turns the cache off)",
+            &join(name, "ttl_s"),
+            format!("must be at most {max_ttl_s} (0 turns the cache off)"),
         );
     }
-    r.no_leftovers(m, P);
-    CsrSignatureCache { max_entries, ttl_s }
+    r.no_leftovers(m, name);
+    CacheBounds { max_entries, ttl_s }
 }
 
 /// `csrattrs_cache`: `{max_entries?}`, bounded; absent: the default.
@@ -954,6 +997,13 @@ mod tests {
         assert_eq!(c.csr_signature_cache.max_entries, 4096);
         assert_eq!(c.csr_signature_cache.ttl_s, 3600);
         assert!(c.csr_signature_cache.enabled());
+        assert_eq!(
+            (
+                c.enroll_answer_cache.max_entries,
+                c.enroll_answer_cache.ttl_s
+            ),
+            (4096, 60)
+        );
         assert_eq!(c.keys, KeyPolicy::default());
         assert!(c.labels.is_empty());
         let est = c.est().expect("the registrar role is the default");
@@ -969,7 +1019,8 @@ mod tests {
                  "parent_domain": "IoT.Example.Test",
                  "keys": {"rsa_min_bits": 3072, "rsa_max_bits": 4096, "allow_p256": true, "allow_p384": false, "allow_ed25519": false},
                  "max_body_bytes": 8192, "labels": {"arbitrary-label": "devices"}, "cache_ttl_s": 0,
-                 "csr_signature_cache": {"max_entries": 0, "ttl_s": 60}}"#,
+                 "csr_signature_cache": {"max_entries": 0, "ttl_s": 60},
+                 "enroll_answer_cache": {"max_entries": 16, "ttl_s": 0}}"#,
         )
         .unwrap();
         assert_eq!(c.control_plane.timeout, Duration::from_millis(250));
@@ -981,6 +1032,8 @@ mod tests {
         );
         assert_eq!(c.cache_ttl_s, 0);
         assert!(!c.csr_signature_cache.enabled());
+        assert_eq!(c.enroll_answer_cache.max_entries, 16);
+        assert!(!c.enroll_answer_cache.enabled(), "ttl_s 0 turns it off");
     }
 
     #[test]
@@ -994,6 +1047,7 @@ mod tests {
                  "cache_ttl_s": "soon",
                  "learn_interval_s": 90000,
                  "csr_signature_cache": {"max_entries": 65537, "ttl_s": 86401, "lru": true},
+                 "enroll_answer_cache": {"max_entries": 65537, "ttl_s": 3601, "lru": true},
                  "extra": true}"#,
         )
         .unwrap_err();
@@ -1015,6 +1069,9 @@ mod tests {
             "csr_signature_cache.max_entries",
             "csr_signature_cache.ttl_s",
             "csr_signature_cache.lru",
+            "enroll_answer_cache.max_entries",
+            "enroll_answer_cache.ttl_s",
+            "enroll_answer_cache.lru",
             "extra",
         ] {
             assert!(fields.contains(&expected), "{expected} missing from {e}");

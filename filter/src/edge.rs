@@ -17,7 +17,7 @@ use zeroize::Zeroize;
 
 use crate::brski;
 use crate::cache;
-use crate::config::{self, Config, CsrSignatureCache, EstService, Role};
+use crate::config::{self, CacheBounds, Config, EstService, Role};
 use crate::enroll;
 use crate::error::EdgeError;
 use crate::identity::{self, Client};
@@ -42,6 +42,17 @@ pub fn start() {
 fn log(level: LogLevel, message: &str) {
     // A failed log call is nothing to act on.
     let _ = hostcalls::log(level, message);
+}
+
+/// A debug line, built and sent only when the proxy logs at debug level or finer: a refusal
+/// is answered without formatting a line nobody reads (one host call instead of three).
+fn debug(message: impl FnOnce() -> String) {
+    if matches!(
+        hostcalls::get_log_level(),
+        Ok(LogLevel::Trace | LogLevel::Debug)
+    ) {
+        log(LogLevel::Debug, &message());
+    }
 }
 
 struct EdgeRoot {
@@ -211,10 +222,13 @@ enum State {
 
 /// Where a control-plane answer is cached.
 enum CacheKey {
-    /// One shared-data key per answer (`cacerts`, one per label).
+    /// One shared-data key per answer (`cacerts`, one per label), kept as the base64 body.
     Answer(String),
     /// A device's csrattrs answer, by [`cache::csrattrs_digest`], in the bounded buckets.
     Attrs([u8; 32]),
+    /// An enrolment answer, by [`cache::enrolled_digest`], in the bounded buckets of
+    /// `enroll_answer_cache`.
+    Enrolled([u8; 32]),
 }
 
 /// Who sent the body being collected, as far as the edge checked it.
@@ -235,14 +249,14 @@ struct EdgeStream {
 
 /// The verified-CSR-signature cache in shared data (layout and eviction in [`cache`]).
 struct SharedSignatures {
-    config: CsrSignatureCache,
+    config: CacheBounds,
     now: u64,
     /// The bucket read by the last lookup, with its CAS, for the insert that follows a miss.
     read: Option<(cache::SigBucket, Vec<u8>, Option<u32>)>,
 }
 
 impl SharedSignatures {
-    fn new(config: CsrSignatureCache) -> Option<Self> {
+    fn new(config: CacheBounds) -> Option<Self> {
         if !config.enabled() {
             return None;
         }
@@ -362,14 +376,11 @@ impl EdgeStream {
     }
 
     fn fail(&mut self, error: &EdgeError) -> Action {
-        let rid = request_id_note();
         if error.status() >= 500 {
+            let rid = request_id_note();
             log(LogLevel::Warn, &format!("estuary-filter: {error}{rid}"));
         } else {
-            log(
-                LogLevel::Debug,
-                &format!("estuary-filter: refused: {error}{rid}"),
-            );
+            debug(|| format!("estuary-filter: refused: {error}{}", request_id_note()));
         }
         self.send(&error.reply())
     }
@@ -379,10 +390,18 @@ impl EdgeStream {
     /// cache as CSR signatures (`csr_signature_cache`), so a device's next request skips it;
     /// who issued it and everything that follows is decided again.
     fn identity(cfg: &Config, est: &EstService, need: Need) -> Result<Client, EdgeError> {
+        // No client certificate: refused before reading anything else (the common refusal,
+        // kept cheap: one host call).
+        if !connection_is_mtls() {
+            return Err(EdgeError::NoClientCertificate);
+        }
         let xfcc = request_header("x-forwarded-client-cert");
+        if xfcc.is_none() {
+            return Err(EdgeError::NoClientCertificate);
+        }
         let mut memo = SharedSignatures::new(cfg.csr_signature_cache);
         identity::authenticate_with_known(
-            connection_is_mtls(),
+            true,
             xfcc.as_deref(),
             peer_certificate_digest().as_deref(),
             need,
@@ -413,45 +432,63 @@ impl EdgeStream {
     }
 
     fn cache_put(cfg: &Config, key: &CacheKey, der: &[u8]) {
-        if cfg.cache_ttl_s == 0 {
+        let ttl_s = match key {
+            CacheKey::Answer(_) | CacheKey::Attrs(_) => cfg.cache_ttl_s,
+            CacheKey::Enrolled(_) => cfg.enroll_answer_cache.ttl_s,
+        };
+        if ttl_s == 0 {
             return;
         }
         let Some(now) = now_unix_s() else { return };
-        let expires_at = now.saturating_add(cfg.cache_ttl_s);
-        let stored = match key {
+        let expires_at = now.saturating_add(ttl_s);
+        let (bucket, digest) = match key {
             CacheKey::Answer(key) => {
-                let entry = cache::encode(expires_at, der);
-                hostcalls::set_shared_data(key, Some(&entry), None)
-            }
-            CacheKey::Attrs(digest) => {
-                let Some(bucket) = cache::attrs_bucket(digest, cfg.csrattrs_max_entries) else {
-                    return;
-                };
-                let (value, cas) = hostcalls::get_shared_data(&bucket.key).unwrap_or((None, None));
-                let Some(value) = cache::attrs_insert(
-                    &value.unwrap_or_default(),
-                    digest,
-                    der,
-                    now,
-                    expires_at,
-                    bucket.capacity,
-                ) else {
-                    return;
-                };
-                // A bucket another worker changed meanwhile is left alone (CasMismatch): the
-                // answer is then simply asked for again next time.
-                match hostcalls::set_shared_data(&bucket.key, Some(&value), cas) {
-                    Err(Status::CasMismatch) => Ok(()),
-                    other => other,
+                // Kept as the reply body (base64): a hit sends it as it is.
+                let body = estuary_proto::base64::encode(der);
+                let entry = cache::encode(expires_at, body.as_bytes());
+                if hostcalls::set_shared_data(key, Some(&entry), None).is_err() {
+                    log(
+                        LogLevel::Warn,
+                        "estuary-filter: could not store a cache entry",
+                    );
                 }
+                return;
             }
+            CacheKey::Attrs(d) => (cache::attrs_bucket(d, cfg.csrattrs_max_entries), d),
+            CacheKey::Enrolled(d) => (
+                cache::enrolled_bucket(d, cfg.enroll_answer_cache.max_entries),
+                d,
+            ),
         };
-        if stored.is_err() {
-            log(
+        let Some(bucket) = bucket else { return };
+        let (value, cas) = hostcalls::get_shared_data(&bucket.key).unwrap_or((None, None));
+        let Some(value) = cache::answer_insert(
+            &value.unwrap_or_default(),
+            digest,
+            der,
+            now,
+            expires_at,
+            bucket.capacity,
+        ) else {
+            return;
+        };
+        // A bucket another worker changed meanwhile is left alone (CasMismatch): the answer is
+        // then simply asked for again next time.
+        match hostcalls::set_shared_data(&bucket.key, Some(&value), cas) {
+            Ok(()) | Err(Status::CasMismatch) => {}
+            Err(_) => log(
                 LogLevel::Warn,
                 "estuary-filter: could not store a cache entry",
-            );
+            ),
         }
+    }
+
+    /// The answer in the bucket `bucket` names for `digest`, if cached and fresh.
+    fn bucket_get(bucket: Option<cache::SigBucket>, digest: &[u8; 32]) -> Option<Vec<u8>> {
+        let bucket = bucket?;
+        let now = now_unix_s()?;
+        let (value, _) = hostcalls::get_shared_data(&bucket.key).ok()?;
+        cache::answer_get(&value?, digest, now).map(<[u8]>::to_vec)
     }
 
     /// A device's csrattrs answer from the bounded buckets, if cached and fresh.
@@ -459,10 +496,22 @@ impl EdgeStream {
         if cfg.cache_ttl_s == 0 {
             return None;
         }
-        let bucket = cache::attrs_bucket(digest, cfg.csrattrs_max_entries)?;
-        let now = now_unix_s()?;
-        let (value, _) = hostcalls::get_shared_data(&bucket.key).ok()?;
-        cache::attrs_get(&value?, digest, now).map(<[u8]>::to_vec)
+        Self::bucket_get(
+            cache::attrs_bucket(digest, cfg.csrattrs_max_entries),
+            digest,
+        )
+    }
+
+    /// The answer the control plane gave this client certificate for this exact CSR, operation
+    /// and label, if `enroll_answer_cache` holds it and it is fresh.
+    fn enrolled_get(cfg: &Config, digest: &[u8; 32]) -> Option<Vec<u8>> {
+        if !cfg.enroll_answer_cache.enabled() {
+            return None;
+        }
+        Self::bucket_get(
+            cache::enrolled_bucket(digest, cfg.enroll_answer_cache.max_entries),
+            digest,
+        )
     }
 
     /// Send one call for `op` to the control plane and wait for it.
@@ -587,8 +636,8 @@ impl EdgeStream {
 
     fn cacerts(&mut self, cfg: &Config, label: Option<String>) -> Action {
         let key = cache::cacerts_key(label.as_deref());
-        if let Some(der) = Self::cache_get(cfg, &key) {
-            return self.send(&Reply::base64_der(est::CT_PKCS7_CERTS_ONLY, &der));
+        if let Some(body) = Self::cache_get(cfg, &key) {
+            return self.send(&Reply::base64_body(est::CT_PKCS7_CERTS_ONLY, body));
         }
         let mut extra: Vec<(&str, &str)> = Vec::new();
         if let Some(l) = label.as_deref() {
@@ -693,6 +742,27 @@ impl EdgeStream {
             Ok(der) => der,
             Err(e) => return self.fail(&e),
         };
+        // The same client certificate with the same CSR, after every check above: the
+        // certificate the control plane already gave it, if the edge still holds that answer.
+        let cache_key = match op {
+            Operation::SimpleEnroll | Operation::SimpleReenroll
+                if cfg.enroll_answer_cache.enabled() =>
+            {
+                let digest =
+                    cache::enrolled_digest(op.as_str(), label.as_deref(), &client.leaf, &der);
+                if let Some(p7) = Self::enrolled_get(cfg, &digest) {
+                    debug(|| {
+                        format!(
+                            "estuary-filter: {op} answered from enroll_answer_cache{}",
+                            request_id_note()
+                        )
+                    });
+                    return self.send(&Reply::base64_der(est::CT_PKCS7_CERTS_ONLY, &p7));
+                }
+                Some(CacheKey::Enrolled(digest))
+            }
+            _ => None,
+        };
         let (cert_b64, chain_b64) = Self::client_headers(&client);
         let mut extra: Vec<(&str, &str)> = vec![
             ("content-type", est::CT_PKCS10),
@@ -709,7 +779,7 @@ impl EdgeStream {
         if let Some(l) = label.as_deref() {
             extra.push((internal_api::HDR_LABEL, l));
         }
-        self.call(cfg, op, &extra, Some(&der), None)
+        self.call(cfg, op, &extra, Some(&der), cache_key)
     }
 }
 

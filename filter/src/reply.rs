@@ -39,6 +39,19 @@ impl Reply {
         }
     }
 
+    /// A 200 answer whose body is already base64 (as [`Reply::base64_der`] makes it), e.g. kept
+    /// that way in a cache so that a hit encodes nothing.
+    pub fn base64_body(content_type: &str, body: Vec<u8>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![
+                ("content-type", content_type.to_string()),
+                ("content-transfer-encoding", "base64".to_string()),
+            ],
+            body,
+        }
+    }
+
     /// The value of the first header called `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -23,7 +23,7 @@ pub use estuary_proto::internal_api::{
 pub struct Answer {
     /// What the client gets.
     pub reply: Reply,
-    /// DER to store in the cache (200 on cacerts / csrattrs only).
+    /// DER to store in the cache (a 200 to cacerts, csrattrs, simpleenroll or simplereenroll).
     pub cache: Option<Vec<u8>>,
     /// A line for the proxy log (internal detail the client does not see).
     pub log: Option<String>,
@@ -204,7 +204,9 @@ fn ok_answer(op: Operation, up: &Upstream<'_>) -> Answer {
             match estuary_proto::pkcs7::decode_certs_only(body) {
                 Ok(certs) if !certs.is_empty() => Answer {
                     reply: Reply::base64_der(est::CT_PKCS7_CERTS_ONLY, body),
-                    cache: (op == Operation::CaCerts).then(|| body.to_vec()),
+                    // Stored only where the caller gave a cache key (cacerts; an enrolment
+                    // with `enroll_answer_cache` on).
+                    cache: Some(body.to_vec()),
                     log: None,
                 },
                 _ => bad("a certs-only PKCS#7"),
@@ -329,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn ok_enroll_is_base64_pkcs7_not_cached() {
+    fn ok_enroll_is_base64_pkcs7_and_cacheable() {
         let p7 = pkcs7();
         let a = est(Operation::SimpleEnroll, Some(b"200"), None, &p7);
         assert_eq!(a.reply.status, 200);
@@ -339,7 +341,7 @@ mod tests {
         );
         assert_eq!(a.reply.header("content-transfer-encoding"), Some("base64"));
         assert_eq!(estuary_proto::base64::decode(&a.reply.body).unwrap(), p7);
-        assert_eq!(a.cache, None);
+        assert_eq!(a.cache.as_deref(), Some(p7.as_slice()));
         let a = est(Operation::CaCerts, Some(b"200"), None, &p7);
         assert_eq!(a.cache, Some(p7));
     }

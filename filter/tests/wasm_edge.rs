@@ -1635,3 +1635,244 @@ mod hot_path_timing {
         );
     }
 }
+
+/// The enrolment-answer cache (`enroll_answer_cache`): the same client certificate posting the
+/// same CSR again gets the control plane's earlier answer from the edge; anything else, and
+/// anyone else, still goes through every check and to the control plane.
+mod enroll_answer_cache {
+    use super::*;
+
+    const ENROLL: &str = "/.well-known/est/simpleenroll";
+
+    fn post(f: &mut Filter, path: &str, cert_pem: &str, csr: &[u8]) -> Outcome {
+        f.request(enroll_req(path, cert_pem, &b64(csr))).unwrap()
+    }
+
+    /// Posts, lets the control plane answer `status` with `body`, ends the stream; the reply.
+    fn post_answered(f: &mut Filter, cert_pem: &str, csr: &[u8], status: u16, body: &[u8]) {
+        let o = post(f, ENROLL, cert_pem, csr);
+        assert_eq!(
+            o.calls.len(),
+            1,
+            "reaches the control plane: {:?}",
+            o.local.as_ref().map(|l| l.text())
+        );
+        let r = f.answer(&o, Some(status), &[], body).unwrap().unwrap();
+        assert_eq!(r.status, u32::from(status), "{}", r.text());
+        f.finish(&o).unwrap();
+    }
+
+    /// The reply the edge gave without calling the control plane.
+    fn answered_at_edge(f: &mut Filter, path: &str, cert_pem: &str, csr: &[u8]) -> LocalResponse {
+        let o = post(f, path, cert_pem, csr);
+        assert!(o.calls.is_empty(), "no control-plane call");
+        let r = local(&o).clone();
+        f.finish(&o).unwrap();
+        r
+    }
+
+    /// Whether the request went on to the control plane (the call is then left unanswered).
+    fn reaches_control_plane(f: &mut Filter, path: &str, cert_pem: &str, csr: &[u8]) -> bool {
+        let o = post(f, path, cert_pem, csr);
+        let called = o.calls.len() == 1 && o.local.is_none();
+        f.finish(&o).unwrap();
+        called
+    }
+
+    fn enrolled_keys(f: &Filter) -> Vec<(String, usize)> {
+        let mut keys: Vec<(String, usize)> = f
+            .store
+            .data()
+            .shared
+            .iter()
+            .filter(|(k, _)| k.starts_with("estuary.enrolled/"))
+            .map(|(k, (v, _))| (k.clone(), v.len()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Another IDevID of the same manufacturer for the same serial, with its own key.
+    fn second_idevid_same_serial() -> String {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        dn_with_serial(&mut p, SERIAL, "pledge");
+        p.signed_by(&key, &pki().issuer).unwrap().pem()
+    }
+
+    #[test]
+    fn the_same_certificate_and_csr_again_get_the_same_answer_from_the_edge() {
+        let mut f = filter();
+        let p7 = pkcs7();
+        post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 200, &p7);
+        assert_eq!(enrolled_keys(&f).len(), 1, "one answer stored");
+
+        let r = answered_at_edge(&mut f, ENROLL, &pki().idevid_pem, &pki().enroll_csr);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some(estuary_proto::est::CT_PKCS7_CERTS_ONLY)
+        );
+        assert_eq!(r.header("content-transfer-encoding"), Some("base64"));
+        assert_eq!(estuary_proto::base64::decode(&r.body).unwrap(), p7);
+    }
+
+    #[test]
+    fn a_trusted_but_different_credential_never_gets_the_cached_answer() {
+        let mut f = filter();
+        post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 200, &pkcs7());
+
+        // Another device of the same manufacturer posts the cached CSR: its name is not this
+        // device's, refused at the edge.
+        let o = post(&mut f, ENROLL, &pki().other_idevid_pem, &pki().enroll_csr);
+        assert_error(&o, 403, "CSR refused");
+        f.finish(&o).unwrap();
+
+        // A second genuine IDevID for the same serial: not the certificate the answer was given
+        // to, so the control plane decides.
+        assert!(reaches_control_plane(
+            &mut f,
+            ENROLL,
+            &second_idevid_same_serial(),
+            &pki().enroll_csr
+        ));
+
+        // The device's certificate re-signed by a look-alike CA: refused before any cache.
+        let rogue_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut rogue = CertificateParams::new(Vec::<String>::new()).unwrap();
+        rogue
+            .distinguished_name
+            .push(DnType::CommonName, "Test Manufacturer CA");
+        rogue.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let rogue_issuer = Issuer::new(rogue, rogue_key);
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        dn_with_serial(&mut p, SERIAL, "pledge");
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let forged = p.signed_by(&key, &rogue_issuer).unwrap().pem();
+        let o = post(&mut f, ENROLL, &forged, &pki().enroll_csr);
+        assert_error(&o, 403, "issued neither by the ACME CA");
+        f.finish(&o).unwrap();
+
+        // The cached CSR with its signature damaged: another digest, and refused.
+        let mut tampered = pki().enroll_csr.clone();
+        *tampered.last_mut().unwrap() ^= 0x01;
+        let o = post(&mut f, ENROLL, &pki().idevid_pem, &tampered);
+        assert!(o.calls.is_empty(), "a damaged CSR is never forwarded");
+        assert_ne!(local(&o).status, 200, "{}", local(&o).text());
+        f.finish(&o).unwrap();
+
+        // The same device and CSR under an EST label, or as a re-enrolment with its LDevID:
+        // another operation, another answer.
+        assert!(reaches_control_plane(
+            &mut f,
+            "/.well-known/est/fleet-a/simpleenroll",
+            &pki().idevid_pem,
+            &pki().enroll_csr
+        ));
+        assert!(reaches_control_plane(
+            &mut f,
+            "/.well-known/est/simplereenroll",
+            &pki().ldevid_pem,
+            &pki().reenroll_csr
+        ));
+
+        // The genuine pair still gets its answer.
+        let r = answered_at_edge(&mut f, ENROLL, &pki().idevid_pem, &pki().enroll_csr);
+        assert_eq!(r.status, 200);
+    }
+
+    #[test]
+    fn only_a_certificate_is_kept_never_a_pending_or_refused_answer() {
+        let mut f = filter();
+        post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 202, b"");
+        post_answered(
+            &mut f,
+            &pki().idevid_pem,
+            &pki().enroll_csr,
+            403,
+            b"policy says no",
+        );
+        post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 503, b"");
+        assert!(enrolled_keys(&f).is_empty());
+        // A 200 that is not a PKCS#7 is a 502 for the device and is not kept either.
+        let o = post(&mut f, ENROLL, &pki().idevid_pem, &pki().enroll_csr);
+        let r = f
+            .answer(&o, Some(200), &[], b"not a pkcs7")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 502);
+        f.finish(&o).unwrap();
+        assert!(enrolled_keys(&f).is_empty());
+        assert!(reaches_control_plane(
+            &mut f,
+            ENROLL,
+            &pki().idevid_pem,
+            &pki().enroll_csr
+        ));
+    }
+
+    #[test]
+    fn an_answer_expires_after_ttl_s() {
+        let cfg = config_edited(|c| {
+            c["enroll_answer_cache"] = serde_json::json!({"max_entries": 16, "ttl_s": 30})
+        });
+        let mut f = Filter::new(&cfg).unwrap();
+        assert!(f.configured, "{:?}", f.logs());
+        post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 200, &pkcs7());
+        f.store.data_mut().now_ns += 29 * 1_000_000_000;
+        assert_eq!(
+            answered_at_edge(&mut f, ENROLL, &pki().idevid_pem, &pki().enroll_csr).status,
+            200
+        );
+        f.store.data_mut().now_ns += 2 * 1_000_000_000;
+        assert!(reaches_control_plane(
+            &mut f,
+            ENROLL,
+            &pki().idevid_pem,
+            &pki().enroll_csr
+        ));
+    }
+
+    #[test]
+    fn max_entries_or_ttl_0_turns_it_off() {
+        for off in [
+            serde_json::json!({"max_entries": 0}),
+            serde_json::json!({"ttl_s": 0}),
+        ] {
+            let cfg = config_edited(|c| c["enroll_answer_cache"] = off);
+            let mut f = Filter::new(&cfg).unwrap();
+            assert!(f.configured, "{:?}", f.logs());
+            post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 200, &pkcs7());
+            assert!(enrolled_keys(&f).is_empty());
+            assert!(reaches_control_plane(
+                &mut f,
+                ENROLL,
+                &pki().idevid_pem,
+                &pki().enroll_csr
+            ));
+        }
+    }
+
+    #[test]
+    fn it_stays_within_max_entries_however_many_devices_enrol() {
+        let cfg = config_edited(|c| {
+            c["enroll_answer_cache"] = serde_json::json!({"max_entries": 8, "ttl_s": 60})
+        });
+        let mut f = Filter::new(&cfg).unwrap();
+        assert!(f.configured, "{:?}", f.logs());
+        let p7 = pkcs7();
+        for _ in 0..40 {
+            let csr = csr_for(&[NAME], NAME);
+            post_answered(&mut f, &pki().idevid_pem, &csr, 200, &p7);
+        }
+        let keys = enrolled_keys(&f);
+        assert!(keys.len() <= 2, "ceil(8 / 4) keys: {keys:?}");
+        let per_answer = 8 + 32 + 2 + p7.len();
+        let stored: usize = keys.iter().map(|(_, n)| n).sum();
+        assert!(
+            stored <= 8 * per_answer,
+            "{stored} bytes for at most 8 answers"
+        );
+        assert!(stored >= per_answer, "the latest answers are kept");
+    }
+}
