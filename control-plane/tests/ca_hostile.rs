@@ -106,7 +106,7 @@ async fn still_serves_and_left_nothing(stack: &Stack, ca: &TestAcmeCa, cp: &Cont
     assert!(locks.is_empty(), "locks left: {locks:?}");
     let txt = stack
         .bind
-        .dig_txt(&format!("_acme-challenge.{PARENT}"))
+        .txt_after_removal(&format!("_acme-challenge.{PARENT}"), Duration::from_secs(5))
         .expect("dig");
     assert!(txt.is_empty(), "the parent's TXT record left: {txt:?}");
 }

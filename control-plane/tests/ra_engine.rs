@@ -71,13 +71,17 @@ async fn a_csr_becomes_a_chain_that_openssl_verifies_and_is_cached() {
         .arg(&leaf));
     assert!(san.contains(&format!("DNS:{name}")), "{san}");
 
-    // (b) the TXT record is gone afterwards.
+    // (b) the TXT record is gone afterwards (removed after the answer, within seconds).
     let txt = stack
         .bind
-        .dig_txt(&format!("_acme-challenge.{name}"))
+        .txt_after_removal(&format!("_acme-challenge.{name}"), Duration::from_secs(5))
         .expect("dig");
     assert!(txt.is_empty(), "challenge record left behind: {txt:?}");
-    assert_eq!(cp.metric("estuary_dns_updates_total").await, 2.0);
+    assert_eq!(
+        cp.metric_settled("estuary_dns_updates_total", 2.0, Duration::from_secs(5))
+            .await,
+        2.0
+    );
 
     // (c) the same CSR again: byte-identical chain, no new order.
     let orders_before = cp
@@ -187,7 +191,7 @@ async fn a_name_outside_the_keys_scope_fails_clearly_and_leaves_nothing() {
     );
     let txt = stack
         .bind
-        .dig_txt(&format!("_acme-challenge.{name}"))
+        .txt_after_removal(&format!("_acme-challenge.{name}"), Duration::from_secs(5))
         .expect("dig");
     assert!(txt.is_empty(), "{txt:?}");
     assert_eq!(
@@ -305,7 +309,10 @@ async fn a_fresh_process_completes_what_a_killed_one_left_pending() {
     // No challenge record is left behind by the killed process either.
     let txt = stack
         .bind
-        .dig_txt(&format!("_acme-challenge.{sn}.{PARENT}"))
+        .txt_after_removal(
+            &format!("_acme-challenge.{sn}.{PARENT}"),
+            Duration::from_secs(5),
+        )
         .expect("dig");
     assert!(txt.is_empty(), "{txt:?}");
 }

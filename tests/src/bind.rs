@@ -174,6 +174,25 @@ impl Bind {
         String::from_utf8(out.stdout).context("dig printed non-UTF-8")
     }
 
+    /// [`Bind::dig_txt`] until `name` has no TXT record or `within` has passed; the values
+    /// last seen (empty: gone). The control plane removes DNS-01 records after the device has
+    /// its answer (a removal may wait up to a second to ride in a message with additions), so
+    /// "removal happens" is checked with a deadline, not at the instant of the answer.
+    pub fn txt_after_removal(
+        &self,
+        name: &str,
+        within: std::time::Duration,
+    ) -> anyhow::Result<Vec<String>> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let values = self.dig_txt(name)?;
+            if values.is_empty() || std::time::Instant::now() >= deadline {
+                return Ok(values);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// The process id of `named`.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -57,6 +57,16 @@ fn devices_enrol_through_envoy_with_one_parent_preauthorisation() {
             String::from_utf8_lossy(&verify.stderr)
         );
     }
+    // The parent's record is removed after the answers (within seconds), then counted.
+    let txt = stack
+        .stack
+        .bind
+        .txt_after_removal(
+            "_acme-challenge.iot.example.test",
+            std::time::Duration::from_secs(5),
+        )
+        .expect("dig");
+    assert!(txt.is_empty(), "{txt:?}");
     let metrics = Command::new("curl")
         .args(["-s", "--max-time", "5"])
         .arg(format!("http://{}/metrics", stack.control_planes[0].addr))

@@ -48,6 +48,20 @@ impl ControlPlane {
         estuary_tests::stack::metric_value(&String::from_utf8_lossy(&r.body), series)
     }
 
+    /// [`ControlPlane::metric`] once it reads `value`, or what it reads after `within` (for
+    /// counters moved by work that goes on after the answer, such as the removal of DNS-01
+    /// records).
+    pub async fn metric_settled(&self, series: &str, value: f64, within: Duration) -> f64 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let v = self.metric(series).await;
+            if v == value || std::time::Instant::now() >= deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// An IDevID of the stack's test manufacturer for `serial`, as the edge forwards it
     /// (`estuary-client-cert`: base64 DER on one line).
     pub fn idevid_header(&self, serial: &str) -> String {

@@ -120,13 +120,27 @@ impl Published {
         &self.records
     }
 
-    /// Removes the records; a failure is logged (`owner` names what they were for) and the
-    /// records stay in the DNS ledger for the sweeper ([`crate::ra::dns::ledger`]).
-    pub(crate) async fn remove(mut self, owner: &str) {
-        if let Err(e) = self.dns.remove(&self.records).await {
-            warn!(owner, error = %e, "could not remove DNS-01 records");
-        }
-        self.records.clear();
+    /// Removes the records in the background, off the enrolment's path: the device gets its
+    /// answer without waiting for the DNS UPDATE, and the batcher may carry the deletion in a
+    /// later message with other orders' additions ([`crate::ra::dns::batch`]). A failure is
+    /// logged (`owner` names what they were for) and the records stay in the DNS ledger for the
+    /// sweeper ([`crate::ra::dns::ledger`]), as they do if the process stops first.
+    pub(crate) fn remove(mut self, owner: &str) {
+        let records = std::mem::take(&mut self.records);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            warn!(
+                owner,
+                "no runtime to remove DNS-01 records on; they stay in the DNS ledger for the sweeper"
+            );
+            return;
+        };
+        let dns = self.dns.clone();
+        let owner = owner.to_owned();
+        rt.spawn(async move {
+            if let Err(e) = dns.remove(&records).await {
+                warn!(owner, error = %e, "could not remove DNS-01 records");
+            }
+        });
     }
 }
 
@@ -501,7 +515,7 @@ impl Acme {
         let published = Published::new(self.dns(), records);
         if let Err(e) = self.dns().publish(published.records()).await {
             // A timed-out UPDATE may still have been applied, and a refusal may be forged.
-            published.remove(name.as_str()).await;
+            published.remove(name.as_str());
             return Err(e.into());
         }
         let outcome = async {
@@ -515,17 +529,14 @@ impl Acme {
         }
         .await;
         match outcome {
-            // The records are no longer needed once the order is ready: remove them while
-            // the CA finalizes, off the enrolment's critical path.
+            // The records are no longer needed once the order is ready: removed while the
+            // CA finalizes, off the enrolment's critical path.
             Ok(status) => {
-                let (issued, ()) = tokio::join!(
-                    self.finish(order, status, csr_der, name, &retry),
-                    published.remove(name.as_str())
-                );
-                issued
+                published.remove(name.as_str());
+                self.finish(order, status, csr_der, name, &retry).await
             }
             Err(e) => {
-                published.remove(name.as_str()).await;
+                published.remove(name.as_str());
                 Err(e)
             }
         }

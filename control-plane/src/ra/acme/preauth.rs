@@ -355,11 +355,11 @@ impl Acme {
         // Removed whatever the outcome, also when the issuance is abandoned (dropped) first.
         let published = Published::new(self.dns(), vec![record]);
         if let Err(e) = self.dns().publish(published.records()).await {
-            published.remove(parent).await;
+            published.remove(parent);
             return Err(IssueError::from(e).into());
         }
         let outcome = self.validate(jws, &url, &chall_url, parent).await;
-        published.remove(parent).await;
+        published.remove(parent);
         let p = outcome?;
         info!(parent, authz_url = %url, expires = p.expires, "pre-authorised the parent domain (RFC 9444)");
         Ok(p)

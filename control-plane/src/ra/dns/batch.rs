@@ -1,20 +1,31 @@
 //! Coalescing of DNS-01 records from concurrent ACME orders into few RFC 2136 UPDATE messages.
 //!
-//! One UPDATE message can carry many RRs (RFC 2136 §2.5). [`DnsBatcher`] runs one worker per
-//! action (add, delete). A worker sends at once when no message of its kind went out during
-//! the last `window` (so a lone enrolment waits for nothing); otherwise it collects every
-//! request that arrives until `window` after the previous message, or until `max_records`
-//! records are waiting, and sends them all in ONE message. Every waiter gets the outcome of
-//! the message that carried its records.
+//! One UPDATE message can carry many RRs, additions and deletions together (RFC 2136 §2.5,
+//! §3.4.2). [`DnsBatcher`] runs ONE worker that sends one message at a time:
+//!
+//! - **Additions** hold up an enrolment (the CA cannot validate before the record is there). The
+//!   worker sends them at once when no message went out during the last `window`, so a lone
+//!   enrolment waits for nothing; otherwise it collects every request that arrives until
+//!   `window` after the previous message (or until `max_records` records are waiting) and sends
+//!   them all in ONE message. Under load a message goes out at most every `window` and carries
+//!   whatever arrived meanwhile: the batches grow with the load, the message rate does not.
+//! - **Deletions** hold up nobody (the device already has its answer, and the DNS ledger keeps
+//!   every record until it is confirmed removed, see [`crate::ra::dns::ledger`]). They ride in
+//!   the next message that carries additions; when none comes they go alone at most
+//!   [`delete_hold`]`(window)` after the first one waiting (ten windows, at most one second).
+//!
+//! Every waiter gets the outcome of the message that carried its records. Within a message a
+//! record gets only its latest requested action, deletions are written before additions.
 //!
 //! When a message carrying several requests fails permanently (REFUSED, a record outside the
 //! zone, ...), the cause may be one request's names only: each request is then sent alone, so
 //! that the others still succeed and each gets its own error. A transient failure (timeout,
 //! network) is given to every waiter; the caller's retry sends the records again.
 //!
-//! Each worker's queue is bounded (`max_queue` requests, `acme.dns_batch_max_queue`): when the
-//! DNS primary falls behind, a request beyond it fails at once with [`DnsError::QueueFull`], a
-//! transient error (the device hears 503 + Retry-After), instead of memory growing without end.
+//! The queues of additions and of deletions are bounded apart (`max_queue` requests each,
+//! `acme.dns_batch_max_queue`): when the DNS primary falls behind, a request beyond it fails at
+//! once with [`DnsError::QueueFull`], a transient error (the device hears 503 + Retry-After),
+//! instead of memory growing without end.
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +40,12 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
 /// Default largest number of records in one message.
 pub const DEFAULT_MAX_RECORDS: usize = 100;
 
+/// The longest a deletion waits for a message with additions to ride in: ten `window`s, at
+/// most one second (a `window` of 0: none).
+pub fn delete_hold(window: Duration) -> Duration {
+    window.saturating_mul(10).min(Duration::from_secs(1))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Add,
@@ -41,7 +58,8 @@ struct Job {
 }
 
 /// Publishes and removes TXT records through a shared [`DnsUpdater`], coalescing concurrent
-/// requests. Cheap to clone; the workers stop when the last clone is dropped.
+/// requests. Cheap to clone; the worker stops when the last clone is dropped, after sending
+/// what it holds.
 #[derive(Clone)]
 pub struct DnsBatcher {
     add: mpsc::Sender<Job>,
@@ -51,32 +69,29 @@ pub struct DnsBatcher {
 }
 
 impl DnsBatcher {
-    /// Starts the two workers on the current tokio runtime; each queues at most `max_queue`
-    /// requests (at least 1).
+    /// Starts the worker on the current tokio runtime; additions and deletions each queue at
+    /// most `max_queue` requests (at least 1).
     pub fn spawn(
         updater: Arc<DnsUpdater>,
         window: Duration,
         max_records: usize,
         max_queue: usize,
     ) -> Self {
-        let max_records = max_records.max(1);
         let max_queue = max_queue.max(1);
         let (add, add_rx) = mpsc::channel(max_queue);
         let (delete, delete_rx) = mpsc::channel(max_queue);
-        tokio::spawn(worker(
-            Arc::clone(&updater),
-            Kind::Add,
-            add_rx,
-            window,
-            max_records,
-        ));
-        tokio::spawn(worker(
+        let worker = Worker {
             updater,
-            Kind::Delete,
-            delete_rx,
             window,
-            max_records,
-        ));
+            max_records: max_records.max(1),
+            add_rx: Some(add_rx),
+            delete_rx: Some(delete_rx),
+            jobs: Vec::new(),
+            records: 0,
+            first_delete: None,
+            last_sent: None,
+        };
+        tokio::spawn(worker.run());
         Self {
             add,
             delete,
@@ -84,7 +99,6 @@ impl DnsBatcher {
             on_full: None,
         }
     }
-
     /// Registers a callback run once per request refused because its queue was full, e.g. to
     /// increment `estuary_dns_queue_full_total`.
     pub fn with_full_counter(mut self, counter: UpdateCounter) -> Self {
@@ -134,76 +148,191 @@ impl DnsBatcher {
     }
 }
 
-async fn worker(
+/// The one sender: the requests waiting, in the order they arrived.
+struct Worker {
     updater: Arc<DnsUpdater>,
-    kind: Kind,
-    mut rx: mpsc::Receiver<Job>,
     window: Duration,
     max_records: usize,
-) {
-    let mut last_sent: Option<Instant> = None;
-    while let Some(first) = rx.recv().await {
-        let mut count = first.records.len();
-        let mut jobs = vec![first];
-        let now = Instant::now();
-        let send_at = match last_sent {
-            Some(t) if t + window > now => t + window,
-            _ => now,
-        };
+    /// `None` once every sender of that kind is gone.
+    add_rx: Option<mpsc::Receiver<Job>>,
+    delete_rx: Option<mpsc::Receiver<Job>>,
+    jobs: Vec<(Kind, Job)>,
+    /// Records in `jobs`.
+    records: usize,
+    /// When the oldest waiting deletion arrived.
+    first_delete: Option<Instant>,
+    /// When the last message with additions went out (a deletion alone does not hold up the
+    /// next additions).
+    last_sent: Option<Instant>,
+}
+
+impl Worker {
+    async fn run(mut self) {
         loop {
-            while count < max_records {
-                match rx.try_recv() {
-                    Ok(j) => {
-                        count += j.records.len();
-                        jobs.push(j);
-                    }
-                    Err(_) => break,
+            self.take_waiting();
+            let now = Instant::now();
+            match self.due(now) {
+                Some(at) if at <= now => {
+                    self.send_all().await;
+                    continue;
                 }
+                _ => {}
             }
-            if count >= max_records || Instant::now() >= send_at {
-                break;
+            if self.add_rx.is_none() && self.delete_rx.is_none() {
+                // Every sender is gone: send what is left, then stop.
+                self.send_all().await;
+                return;
             }
-            match tokio::time::timeout_at(send_at, rx.recv()).await {
-                Ok(Some(j)) => {
-                    count += j.records.len();
-                    jobs.push(j);
+            let due = self.due(now);
+            let wait = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-                Ok(None) | Err(_) => break,
+            };
+            tokio::select! {
+                job = recv(&mut self.add_rx) => self.arrived(Kind::Add, job),
+                job = recv(&mut self.delete_rx) => self.arrived(Kind::Delete, job),
+                () = wait => {}
             }
         }
-        last_sent = Some(Instant::now());
-        send(&updater, kind, jobs).await;
+    }
+
+    /// When the waiting requests must go: additions at once unless a message with additions
+    /// went out in the last `window` (then when it ends); deletions alone [`delete_hold`]
+    /// after the first of them; anything when `max_records` are waiting. `None`: nothing waits.
+    fn due(&self, now: Instant) -> Option<Instant> {
+        if self.jobs.is_empty() {
+            return None;
+        }
+        if self.records >= self.max_records {
+            return Some(now);
+        }
+        if self.jobs.iter().any(|(k, _)| *k == Kind::Add) {
+            return Some(match self.last_sent {
+                Some(t) if t + self.window > now => t + self.window,
+                _ => now,
+            });
+        }
+        Some(
+            self.first_delete
+                .map_or(now, |t| t + delete_hold(self.window)),
+        )
+    }
+
+    /// Moves every request already queued into `jobs`, up to `max_records`.
+    fn take_waiting(&mut self) {
+        while self.records < self.max_records {
+            let mut got = false;
+            for kind in [Kind::Add, Kind::Delete] {
+                let rx = match kind {
+                    Kind::Add => &mut self.add_rx,
+                    Kind::Delete => &mut self.delete_rx,
+                };
+                let job = match rx.as_mut().map(mpsc::Receiver::try_recv) {
+                    Some(Ok(j)) => Some(j),
+                    Some(Err(mpsc::error::TryRecvError::Disconnected)) => {
+                        *rx = None;
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(j) = job {
+                    self.push(kind, j);
+                    got = true;
+                }
+            }
+            if !got {
+                return;
+            }
+        }
+    }
+
+    fn arrived(&mut self, kind: Kind, job: Option<Job>) {
+        match job {
+            Some(j) => self.push(kind, j),
+            None => match kind {
+                Kind::Add => self.add_rx = None,
+                Kind::Delete => self.delete_rx = None,
+            },
+        }
+    }
+
+    fn push(&mut self, kind: Kind, job: Job) {
+        if kind == Kind::Delete && self.first_delete.is_none() {
+            self.first_delete = Some(Instant::now());
+        }
+        self.records += job.records.len();
+        self.jobs.push((kind, job));
+    }
+
+    async fn send_all(&mut self) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.jobs);
+        self.records = 0;
+        self.first_delete = None;
+        if jobs.iter().any(|(k, _)| *k == Kind::Add) {
+            self.last_sent = Some(Instant::now());
+        }
+        send(&self.updater, jobs).await;
     }
 }
 
-async fn send(updater: &DnsUpdater, kind: Kind, jobs: Vec<Job>) {
-    let records: Vec<TxtRecord> = jobs.iter().flat_map(|j| j.records.clone()).collect();
-    let result = apply(updater, kind, &records).await;
+/// The next request from `rx`; never ready once `rx` is gone.
+async fn recv(rx: &mut Option<mpsc::Receiver<Job>>) -> Option<Job> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The records to add and to delete, each once, each with the action last asked for.
+fn latest_actions(jobs: &[(Kind, Job)]) -> (Vec<TxtRecord>, Vec<TxtRecord>) {
+    let mut order: Vec<(&TxtRecord, Kind)> = Vec::new();
+    for (kind, job) in jobs {
+        for r in &job.records {
+            match order.iter_mut().find(|(seen, _)| *seen == r) {
+                Some((_, k)) => *k = *kind,
+                None => order.push((r, *kind)),
+            }
+        }
+    }
+    let pick = |want: Kind| {
+        order
+            .iter()
+            .filter(|(_, k)| *k == want)
+            .map(|(r, _)| (*r).clone())
+            .collect::<Vec<_>>()
+    };
+    (pick(Kind::Add), pick(Kind::Delete))
+}
+
+async fn send(updater: &DnsUpdater, jobs: Vec<(Kind, Job)>) {
+    let (adds, deletes) = latest_actions(&jobs);
+    let result = updater.apply(&adds, &deletes).await;
     match result {
         Ok(()) => {
-            for j in jobs {
+            for (_, j) in jobs {
                 let _ = j.reply.send(Ok(()));
             }
         }
         Err(e) if e.is_permanent() && jobs.len() > 1 => {
             tracing::warn!(error = %e, requests = jobs.len(), "a coalesced DNS UPDATE failed; sending each request alone");
-            for j in jobs {
-                let r = apply(updater, kind, &j.records).await;
+            for (kind, j) in jobs {
+                let r = match kind {
+                    Kind::Add => updater.publish(&j.records).await,
+                    Kind::Delete => updater.remove(&j.records).await,
+                };
                 let _ = j.reply.send(r);
             }
         }
         Err(e) => {
-            for j in jobs {
+            for (_, j) in jobs {
                 let _ = j.reply.send(Err(copy_error(&e)));
             }
         }
-    }
-}
-
-async fn apply(updater: &DnsUpdater, kind: Kind, records: &[TxtRecord]) -> Result<(), DnsError> {
-    match kind {
-        Kind::Add => updater.publish(records).await,
-        Kind::Delete => updater.remove(records).await,
     }
 }
 
@@ -293,6 +422,35 @@ mod tests {
             format!("_acme-challenge.sn-{i}.example.test"),
             "v",
         )]
+    }
+
+    fn job(records: Vec<TxtRecord>) -> Job {
+        let (reply, _) = oneshot::channel();
+        Job { records, reply }
+    }
+
+    #[test]
+    fn a_record_gets_only_its_latest_action() {
+        let r = |i| record(i).remove(0);
+        let jobs = vec![
+            (Kind::Add, job(vec![r(1), r(2)])),
+            (Kind::Delete, job(vec![r(1), r(3)])),
+            (Kind::Add, job(vec![r(3), r(4)])),
+        ];
+        let (adds, deletes) = latest_actions(&jobs);
+        assert_eq!(adds, vec![r(2), r(3), r(4)]);
+        assert_eq!(deletes, vec![r(1)]);
+    }
+
+    #[test]
+    fn deletions_wait_ten_windows_at_most_a_second() {
+        assert_eq!(delete_hold(Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            delete_hold(Duration::from_millis(20)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(delete_hold(DEFAULT_WINDOW), Duration::from_secs(1));
+        assert_eq!(delete_hold(Duration::from_secs(5)), Duration::from_secs(1));
     }
 
     #[tokio::test]

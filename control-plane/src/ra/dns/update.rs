@@ -219,15 +219,6 @@ enum Action {
     Delete,
 }
 
-impl Action {
-    fn as_str(self) -> &'static str {
-        match self {
-            Action::Add => "add",
-            Action::Delete => "delete",
-        }
-    }
-}
-
 /// Callback run once per UPDATE message sent.
 pub type UpdateCounter = Arc<dyn Fn() + Send + Sync>;
 
@@ -322,22 +313,32 @@ impl DnsUpdater {
     /// Adds all `records` in ONE UPDATE message (RFC 2136 §2.5.1, no prerequisites: a record
     /// already present is silently kept, as the RFC says). An empty slice sends nothing.
     pub async fn publish(&self, records: &[TxtRecord]) -> Result<(), DnsError> {
-        self.update(Action::Add, records).await
+        self.apply(records, &[]).await
     }
 
     /// Deletes exactly `records` (name AND value) in ONE UPDATE message (RFC 2136 §2.5.4:
     /// class NONE, TTL 0, the rdata), so other TXT values at the same name stay. Deleting a
     /// record that does not exist is not an error. An empty slice sends nothing.
     pub async fn remove(&self, records: &[TxtRecord]) -> Result<(), DnsError> {
-        self.update(Action::Delete, records).await
+        self.apply(&[], records).await
     }
 
-    async fn update(&self, action: Action, records: &[TxtRecord]) -> Result<(), DnsError> {
-        if records.is_empty() {
+    /// Deletes exactly `deletes` and adds `adds`, in ONE UPDATE message: the deletions first,
+    /// then the additions (RFC 2136 §3.4.2 applies the update section's RRs in order). A record
+    /// should not be in both lists (the batcher keeps only its latest action). Nothing to do
+    /// sends nothing.
+    pub async fn apply(&self, adds: &[TxtRecord], deletes: &[TxtRecord]) -> Result<(), DnsError> {
+        if adds.is_empty() && deletes.is_empty() {
             return Ok(());
         }
-        let mut message = self.build(action, records)?;
-        let names = names_of(records);
+        let mut message = self.build(adds, deletes)?;
+        let records: Vec<TxtRecord> = deletes.iter().chain(adds).cloned().collect();
+        let names = names_of(&records);
+        let action = match (adds.is_empty(), deletes.is_empty()) {
+            (false, true) => "add",
+            (true, false) => "delete",
+            _ => "delete+add",
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -379,7 +380,8 @@ impl DnsUpdater {
             }
         };
         tracing::debug!(
-            action = action.as_str(),
+            action,
+            adds = adds.len(),
             zone = %self.zone_text,
             records = records.len(),
             names = %names,
@@ -401,9 +403,13 @@ impl DnsUpdater {
 
     /// Builds the unsigned UPDATE: zone section = (zone, IN, SOA), no prerequisites, one update
     /// RR per record. Every name is checked to be inside the zone first.
-    fn build(&self, action: Action, records: &[TxtRecord]) -> Result<Message, DnsError> {
-        let mut updates = Vec::with_capacity(records.len());
-        for rec in records {
+    fn build(&self, adds: &[TxtRecord], deletes: &[TxtRecord]) -> Result<Message, DnsError> {
+        let mut updates = Vec::with_capacity(adds.len() + deletes.len());
+        let actions = deletes
+            .iter()
+            .map(|r| (Action::Delete, r))
+            .chain(adds.iter().map(|r| (Action::Add, r)));
+        for (action, rec) in actions {
             let name = parse_fqdn(&rec.name).map_err(|reason| DnsError::InvalidRecord {
                 name: rec.name.clone(),
                 reason,
@@ -661,7 +667,7 @@ mod tests {
             TxtRecord::new("_acme-challenge.a.iot.example.test", "v1"),
             TxtRecord::new("_acme-challenge.b.iot.example.test.", "v2"),
         ];
-        let add = up.build(Action::Add, &recs).unwrap();
+        let add = up.build(&recs, &[]).unwrap();
         assert_eq!(add.metadata.op_code, OpCode::Update);
         assert_eq!(add.zones().len(), 1);
         assert_eq!(add.zones()[0].query_type(), RecordType::SOA);
@@ -671,13 +677,22 @@ mod tests {
             .updates()
             .iter()
             .all(|r| r.dns_class == DNSClass::IN && r.ttl == 60));
-        let del = up.build(Action::Delete, &recs).unwrap();
+        let del = up.build(&[], &recs).unwrap();
         assert!(del
             .updates()
             .iter()
             .all(|r| r.dns_class == DNSClass::NONE && r.ttl == 0));
         // The value is carried, so the delete removes only this RR (RFC 2136 §2.5.4).
         assert_eq!(del.updates()[0].data, RData::TXT(txt_rdata("v1")));
+        // Both in one message: the deletions first, then the additions.
+        let both = up.build(&recs[..1], &recs[1..]).unwrap();
+        let classes: Vec<(DNSClass, u32)> = both
+            .updates()
+            .iter()
+            .map(|r| (r.dns_class, r.ttl))
+            .collect();
+        assert_eq!(classes, [(DNSClass::NONE, 0), (DNSClass::IN, 60)]);
+        assert_eq!(both.updates()[0].data, RData::TXT(txt_rdata("v2")));
     }
 
     #[test]
@@ -692,26 +707,20 @@ mod tests {
     fn outside_zone_and_bad_names_are_rejected_before_sending() {
         let up = DnsUpdater::new(config(b"0123456789abcdef")).unwrap();
         let err = up
-            .build(
-                Action::Add,
-                &[TxtRecord::new("_acme-challenge.example.org", "v")],
-            )
+            .build(&[TxtRecord::new("_acme-challenge.example.org", "v")], &[])
             .unwrap_err();
         assert!(matches!(err, DnsError::OutsideZone { .. }), "{err}");
         // A suffix match on text is not a zone match.
         let err = up
-            .build(Action::Add, &[TxtRecord::new("notexample.test", "v")])
+            .build(&[TxtRecord::new("notexample.test", "v")], &[])
             .unwrap_err();
         assert!(matches!(err, DnsError::OutsideZone { .. }), "{err}");
         let err = up
-            .build(Action::Add, &[TxtRecord::new("a b.example.test", "v")])
+            .build(&[TxtRecord::new("a b.example.test", "v")], &[])
             .unwrap_err();
         assert!(matches!(err, DnsError::InvalidRecord { .. }), "{err}");
         let err = up
-            .build(
-                Action::Add,
-                &[TxtRecord::new("a.example.test", "x".repeat(5000))],
-            )
+            .build(&[TxtRecord::new("a.example.test", "x".repeat(5000))], &[])
             .unwrap_err();
         assert!(matches!(err, DnsError::InvalidRecord { .. }), "{err}");
     }
