@@ -12,7 +12,7 @@ use estuary_proto::est;
 use estuary_proto::internal_api;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use zeroize::Zeroize;
 
 use crate::brski;
@@ -35,6 +35,7 @@ pub fn start() {
         Box::new(EdgeRoot {
             config: None,
             learning: HashMap::new(),
+            enroll_cache_hits: None,
         })
     });
 }
@@ -59,7 +60,15 @@ struct EdgeRoot {
     config: Option<Rc<Config>>,
     /// `/cacerts` fetches out (call token -> EST label), see [`EdgeRoot::learn`].
     learning: HashMap<u32, Option<String>>,
+    /// The counter [`ENROLL_CACHE_HITS`], once defined.
+    enroll_cache_hits: Option<u32>,
 }
+
+/// Enrolments answered from `enroll_answer_cache` without a control-plane call: a proxy
+/// counter (Envoy: `wasmcustom.estuary_filter_enroll_answer_cache_hits` in `/stats`,
+/// `envoy_wasmcustom_estuary_filter_enroll_answer_cache_hits` in Prometheus format). The control
+/// plane never sees these requests, so its `estuary_cache_hits_total` does not count them.
+pub const ENROLL_CACHE_HITS: &str = "estuary_filter_enroll_answer_cache_hits";
 
 impl EdgeRoot {
     /// Fetches `/cacerts` of the unlabelled CA and of each label from the control plane; the
@@ -168,6 +177,10 @@ impl RootContext for EdgeRoot {
                 );
                 let learn = cfg.learn_interval_s;
                 let registrar = cfg.est().is_some();
+                if self.enroll_cache_hits.is_none() {
+                    self.enroll_cache_hits =
+                        hostcalls::define_metric(MetricType::Counter, ENROLL_CACHE_HITS).ok();
+                }
                 self.config = Some(Rc::new(cfg));
                 if registrar && learn > 0 {
                     if let Err(status) = hostcalls::set_tick_period(Duration::from_secs(learn)) {
@@ -197,6 +210,7 @@ impl RootContext for EdgeRoot {
         Some(Box::new(EdgeStream {
             config: self.config.clone(),
             state: State::Idle,
+            enroll_cache_hits: self.enroll_cache_hits,
         }))
     }
 
@@ -245,6 +259,8 @@ enum Caller {
 struct EdgeStream {
     config: Option<Rc<Config>>,
     state: State,
+    /// The root's [`ENROLL_CACHE_HITS`] counter.
+    enroll_cache_hits: Option<u32>,
 }
 
 /// The verified-CSR-signature cache in shared data (layout and eviction in [`cache`]).
@@ -751,6 +767,9 @@ impl EdgeStream {
                 let digest =
                     cache::enrolled_digest(op.as_str(), label.as_deref(), &client.leaf, &der);
                 if let Some(p7) = Self::enrolled_get(cfg, &digest) {
+                    if let Some(id) = self.enroll_cache_hits {
+                        let _ = hostcalls::increment_metric(id, 1);
+                    }
                     debug(|| {
                         format!(
                             "estuary-filter: {op} answered from enroll_answer_cache{}",

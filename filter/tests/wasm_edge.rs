@@ -1707,7 +1707,17 @@ mod enroll_answer_cache {
         post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 200, &p7);
         assert_eq!(enrolled_keys(&f).len(), 1, "one answer stored");
 
+        let counted = |f: &Filter| {
+            f.store
+                .data()
+                .stub_calls
+                .iter()
+                .filter(|c| *c == "proxy_increment_metric")
+                .count()
+        };
+        assert_eq!(counted(&f), 0, "a control-plane answer is not an edge hit");
         let r = answered_at_edge(&mut f, ENROLL, &pki().idevid_pem, &pki().enroll_csr);
+        assert_eq!(counted(&f), 1, "the edge hit is counted for the operator");
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(
             r.header("content-type"),
