@@ -34,9 +34,12 @@ const ORDER_TIMEOUT_S: u64 = 15;
 const SWEEP_INTERVAL_S: u64 = 1;
 /// How long leftovers may take to go after the last pledge ended: the killed replica's
 /// locks expire within `lock_ttl_s`; its TXT records, and any whose removal met the frozen
-/// BIND9, are due for the sweeper `acme.order_timeout_s` + GRACE after their publish.
+/// BIND9, are due for the sweeper `acme.order_timeout_s` + GRACE after their publish — or
+/// after their removal, for a record whose add went unconfirmed (noted again then). A removal
+/// runs after the answer and may wait up to a second to ride with additions, plus the DNS
+/// timeout if it meets the frozen primary: 5 s more.
 const CLEANUP_WITHIN: Duration =
-    Duration::from_secs(ORDER_TIMEOUT_S + 4 * SWEEP_INTERVAL_S + 5).saturating_add(GRACE);
+    Duration::from_secs(ORDER_TIMEOUT_S + 4 * SWEEP_INTERVAL_S + 10).saturating_add(GRACE);
 
 /// One pledge's end: its last answer and the statuses it saw on the way.
 struct Ended {
