@@ -26,7 +26,7 @@ use instant_acme::{
 use serde_json::{json, Value};
 
 use super::opts::Opts;
-use super::probe::{counters, diff, CpuProbe};
+use super::probe::{control_plane_pids, counters, diff, rss_hwm, CpuProbe, RedisCli};
 use super::report::{latency_stats, ms, Report};
 
 /// A P-256 key and a DER CSR for `name` (subject CN and DNS SAN = name).
@@ -212,7 +212,11 @@ pub(super) async fn enrol_bench(
         opts.pledges, opts.concurrency
     );
     let probe = CpuProbe::find(dev);
+    let redis = RedisCli::of(dev);
+    let cp_pid = control_plane_pids(dev).first().copied();
+    let rss_before = cp_pid.and_then(rss_hwm).map(|(rss, _)| rss);
     let c0 = counters(dev)?;
+    let cmds0 = redis.commands_processed()?;
     let cpu0 = probe.snapshot();
     let t0 = Instant::now();
     let results = {
@@ -228,7 +232,12 @@ pub(super) async fn enrol_bench(
     };
     let miss_wall = t0.elapsed();
     let (miss_cpu, miss_cpu_json) = probe.since(&cpu0);
-    let c1 = counters(dev)?;
+    let cp_hwm = cp_pid.and_then(rss_hwm).map(|(_, hwm)| hwm);
+    // The DNS-01 records are removed after the answers (a deletion waits up to a second for a
+    // message to ride in): let those UPDATEs land before counting, so that they are this
+    // phase's and not the re-posts'.
+    let c1 = settled_counters(dev).await?;
+    let cmds1 = redis.commands_processed()?;
     let mut miss_ms = Vec::new();
     let mut accepted = 0;
     for r in results {
@@ -322,6 +331,9 @@ pub(super) async fn enrol_bench(
 
     let p = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let dns_per = d1.dns_updates / d1.issued.max(1.0);
+    // The INFO that read the second count is one of them.
+    let redis_per = cmds1.saturating_sub(cmds0).saturating_sub(1) as f64 / d1.issued.max(1.0);
+    let at_edge = (n_hits as f64 - d2.cached).max(0.0);
     report.row(
         "enrolments/s through Envoy (cache miss)",
         format!("{miss_rate:.1}/s"),
@@ -361,6 +373,14 @@ pub(super) async fn enrol_bench(
             p(&hit_lat, "p99_ms")
         ),
     );
+    report.row(
+        "  answered by the edge (enroll_answer_cache)",
+        format!("{at_edge:.0} of {n_hits}"),
+        format!(
+            "the control plane counted {:.0} cache hits: the rest never reached it",
+            d2.cached
+        ),
+    );
     report.row("  during the kept-alive re-posts", "", hit_cpu);
     report.row(
         "identical CSR, new TLS conn each (cache hit)",
@@ -380,6 +400,31 @@ pub(super) async fn enrol_bench(
             "{} UPDATEs / {} issued (metrics: {} cached, {} pending, {} failed, {} valid orders)",
             d1.dns_updates, d1.issued, d1.cached, d1.pending, d1.failed, d1.orders_valid
         ),
+    );
+    report.row(
+        "Redis commands per enrolment",
+        format!("{redis_per:.1}"),
+        format!(
+            "INFO stats total_commands_processed over the first enrolments / {} issued (background work of the control plane included)",
+            d1.issued
+        ),
+    );
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    let (rss_row, rss_json) = match (rss_before, cp_hwm) {
+        (Some(before), Some(peak)) => (
+            format!(
+                "VmRSS {:.1} MiB before, VmHWM {:.1} MiB after (the peak since start)",
+                mib(before),
+                mib(peak)
+            ),
+            json!({"rss_before_bytes": before, "peak_bytes": peak}),
+        ),
+        _ => ("not found in /proc".to_string(), Value::Null),
+    };
+    report.row(
+        format!("control plane peak RSS, {} enrolments", opts.pledges),
+        cp_hwm.map_or("?".to_string(), |b| format!("{:.1} MiB", mib(b))),
+        rss_row,
     );
     report.json["enrolment"] = json!({
         "miss": {
@@ -404,6 +449,9 @@ pub(super) async fn enrol_bench(
             "over_miss_rate": fresh_rate / miss_rate,
         },
         "dns_updates_per_enrolment": dns_per,
+        "redis_commands_per_enrolment": redis_per,
+        "control_plane_memory": rss_json,
+        "hit_answered_at_edge": at_edge,
     });
     if d2.issued > 0.0 || d2.dns_updates > 0.0 {
         bail!(
@@ -412,6 +460,124 @@ pub(super) async fn enrol_bench(
             d2.dns_updates
         );
     }
+    Ok(())
+}
+
+/// The control planes' counters once `estuary_dns_updates_total` has not moved for 1.5 s (at
+/// most 6 s): the removals that follow the answers have been sent.
+async fn settled_counters(dev: &DevStack) -> anyhow::Result<super::probe::Counters> {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut last = counters(dev)?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = counters(dev)?;
+        if now.dns_updates == last.dns_updates || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// "How cost grows": `opts.pledges` new pledges enrol at each of `opts.levels` concurrent, in
+/// turn, on the same stack (after the baseline, so that it does not change what P2 compares).
+/// Rate and p99 per level; past the CA's limit the rate should stay flat, not fall.
+pub(super) async fn levels_bench(
+    dev: &DevStack,
+    work: &Path,
+    opts: &Opts,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if opts.levels.is_empty() {
+        return Ok(());
+    }
+    let est_url = dev.est_url();
+    let ca = dev.pki.server_ca.cert_path.clone();
+    let run_id = format!(
+        "{:06x}",
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() & 0xff_ffff)
+            .unwrap_or(0)
+    );
+    let probe = CpuProbe::find(dev);
+    let mut rows = Vec::new();
+    for &level in &opts.levels {
+        eprintln!(
+            "xtask: {} new pledges at {level} concurrent …",
+            opts.pledges
+        );
+        let mut pledges = Vec::with_capacity(opts.pledges);
+        for i in 0..opts.pledges {
+            pledges.push(tokio::sync::Mutex::new(make_pledge(
+                &dev.pki.manufacturer,
+                work,
+                &est_url,
+                &ca,
+                &format!("L{level}-{run_id}-{i:04}"),
+            )?));
+        }
+        let pledges = Arc::new(pledges);
+        let cpu = probe.snapshot();
+        let t = Instant::now();
+        let results = {
+            let pledges = Arc::clone(&pledges);
+            pool(opts.pledges, level, move |i| {
+                let pledges = Arc::clone(&pledges);
+                async move {
+                    let mut p = pledges[i].lock().await;
+                    enrol(&mut p).await
+                }
+            })
+            .await?
+        };
+        let wall = t.elapsed();
+        let (cpu_row, cpu_json) = probe.since(&cpu);
+        let mut lat = Vec::new();
+        let mut retried = 0;
+        for r in results {
+            let e = r?;
+            lat.push(ms(e.latency));
+            retried += e.accepted_202;
+        }
+        let rate = opts.pledges as f64 / wall.as_secs_f64();
+        let stats = latency_stats(lat);
+        report.row(
+            format!("enrolments/s at {level} concurrent"),
+            format!("{rate:.1}/s"),
+            format!(
+                "{} new pledges; p50 {:.0} ms, p99 {:.0} ms; {retried} answers were 202 or 503",
+                opts.pledges,
+                stats["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                stats["p99_ms"].as_f64().unwrap_or(f64::NAN)
+            ),
+        );
+        report.row(format!("  during {level} concurrent"), "", cpu_row);
+        rows.push(json!({
+            "concurrency": level, "rate_per_s": rate, "latency": stats,
+            "answers_202_or_503": retried, "cpu_pct": cpu_json,
+        }));
+        // Settle between levels: the removals of this level's records go out first.
+        settled_counters(dev).await?;
+    }
+    let rates: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r["rate_per_s"].as_f64())
+        .collect();
+    if let (Some(first), Some(best), Some(last)) = (
+        rates.first(),
+        rates.iter().copied().reduce(f64::max),
+        rates.last(),
+    ) {
+        report.row(
+            "  highest concurrency / best rate",
+            format!("{:.2}x", last / best),
+            format!(
+                "{:.2}x the lowest level's rate; below ~0.9x would be a collapse under load, not a plateau",
+                last / first
+            ),
+        );
+    }
+    report.json["enrolment_levels"] = json!(rows);
     Ok(())
 }
 

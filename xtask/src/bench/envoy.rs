@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::enrol::make_csr;
 use super::opts::Opts;
 use super::probe::{admin_stat, cpu_ticks, TICKS_PER_S};
-use super::report::Report;
+use super::report::{median, Report};
 use crate::{cargo, root, run, WASM_TARGET};
 
 /// Builds `target/wasm32-wasip1/wasm-release/estuary_bench_noop_filter.wasm`.
@@ -409,10 +409,15 @@ pub(super) fn envoy_bench(
                 sums[i].push(r);
             }
         }
-        let mean =
-            |v: &[WrkRun], f: fn(&WrkRun) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
-        let rps: Vec<f64> = sums.iter().map(|v| mean(v, |r| r.rps)).collect();
-        let p99: Vec<f64> = sums.iter().map(|v| mean(v, |r| r.p99_ms)).collect();
+        // The median of the rounds: one disturbed round does not move it.
+        let rps: Vec<f64> = sums
+            .iter()
+            .map(|v| median(v.iter().map(|r| r.rps)))
+            .collect();
+        let p99: Vec<f64> = sums
+            .iter()
+            .map(|v| median(v.iter().map(|r| r.p99_ms)))
+            .collect();
         let mut case_json = serde_json::Map::new();
         for (i, (label, _)) in envoy.ports.iter().enumerate() {
             let cx: f64 = sums[i].iter().map(|r| r.connections_opened).sum();
@@ -430,8 +435,8 @@ pub(super) fn envoy_bench(
             case_json.insert(
                 (*label).to_string(),
                 json!({
-                    "rps_mean": rps[i],
-                    "p99_ms_mean": p99[i],
+                    "rps_median": rps[i],
+                    "p99_ms_median": p99[i],
                     "runs": sums[i].iter().map(|r| json!({
                         "rps": r.rps, "p99_ms": r.p99_ms, "requests": r.requests,
                         "connections_opened": r.connections_opened, "socket_errors": r.socket_errors,

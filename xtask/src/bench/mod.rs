@@ -18,7 +18,10 @@
 //! 3. **Identical-CSR re-enrolment** — every pledge posts its CSR again (cache hit), on its
 //!    kept-alive connection and on a new TLS connection each time: rate and p99.
 //! 4. **DNS UPDATE messages per enrolment** — `estuary_dns_updates_total` over issued
-//!    enrolments, from the control plane's `/metrics`.
+//!    enrolments, from the control plane's `/metrics`; Redis commands per enrolment (`INFO
+//!    stats`); the control plane's peak RSS (`VmHWM`).
+//! 5. **How cost grows** — new pledges at each `--levels` concurrency (10, 50, 200): rate and
+//!    p99 per level.
 //!
 //! Prints a table and writes `target/bench/latest.json` (and a timestamped copy).
 //!
@@ -48,7 +51,7 @@ use estuary_tests::util::{find_program, TempDir};
 use serde_json::json;
 
 use crate::{build_wasm, cargo, install, root, run};
-use enrol::enrol_bench;
+use enrol::{enrol_bench, levels_bench};
 use envoy::{build_noop_wasm, envoy_bench};
 use opts::parse_opts;
 use probe::{load1, loadavg};
@@ -119,6 +122,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         "pledges": opts.pledges,
         "concurrency": opts.concurrency,
         "repeats": opts.repeats,
+        "levels": opts.levels,
         "control_plane": cp_bin.display().to_string(),
         "acme_poll": {"initial_ms": 150, "backoff": 1.5},
         "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -131,6 +135,9 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     }
     if !opts.skip_enrol && outcome.is_ok() {
         outcome = rt.block_on(enrol_bench(&dev, work.path(), &opts, &mut report));
+    }
+    if !opts.skip_enrol && outcome.is_ok() {
+        outcome = rt.block_on(levels_bench(&dev, work.path(), &opts, &mut report));
     }
     if let Err(e) = &outcome {
         report.row("FAILED", "", format!("{e:#}"));

@@ -12,6 +12,8 @@ pub(super) struct Opts {
     pub(super) repeats: usize,
     pub(super) skip_envoy: bool,
     pub(super) skip_enrol: bool,
+    /// Concurrencies of the "how cost grows" phase (`--levels`; empty: skipped).
+    pub(super) levels: Vec<usize>,
     /// `--scale`: only the cost-per-device phases ([`super::scale`]).
     pub(super) scale: bool,
     /// Largest control-plane replica count of `--scale` (runs 1..=this).
@@ -33,12 +35,13 @@ impl Default for Opts {
         Self {
             duration_s: 5,
             connections: 32,
-            rounds: 2,
+            rounds: 3,
             pledges: 200,
             concurrency: 50,
             repeats: 5,
             skip_envoy: false,
             skip_enrol: false,
+            levels: vec![10, 50, 200],
             scale: false,
             scale_replicas: 3,
             scale_pending: 1000,
@@ -49,11 +52,11 @@ impl Default for Opts {
 }
 
 const USAGE: &str = "usage: cargo xtask bench [--duration S] [--connections N] [--rounds N] \
-[--pledges N] [--concurrency N] [--repeats N] [--skip-envoy] [--skip-enrol]\n       \
+[--pledges N] [--concurrency N] [--repeats N] [--levels A,B,..] [--skip-envoy] [--skip-enrol]\n       \
 cargo xtask bench --scale [--pledges N] [--concurrency N] [--replicas N] [--pending N] [--devices N] [--edge-devices N]\n\n  \
 --duration S     seconds per wrk run (default 5)\n  \
 --connections N  wrk connections (default 32)\n  \
---rounds N       wrk runs per variant, averaged; variants alternate (default 2)\n  \
+--rounds N       wrk runs per variant, the median reported; variants alternate (default 3)\n  \
 --pledges N      distinct pledges that enrol (default 200)\n  \
 --concurrency N  enrolments in flight (default 50)\n  \
 --repeats N      identical-CSR posts per pledge on a kept-alive connection (default 5)\n\n\
@@ -92,6 +95,21 @@ pub(super) fn parse_opts(args: &[String]) -> anyhow::Result<Option<Opts>> {
                 concurrency_given = true;
             }
             "--repeats" => o.repeats = usize::try_from(num("--repeats")?)?,
+            "--levels" => {
+                let list = it
+                    .next()
+                    .context("--levels needs a list such as 10,50,200")?;
+                o.levels = if list == "none" {
+                    Vec::new()
+                } else {
+                    list.split(',')
+                        .map(|v| v.trim().parse::<usize>().ok().filter(|n| *n > 0))
+                        .collect::<Option<Vec<_>>>()
+                        .with_context(|| {
+                            format!("--levels {list}: positive numbers separated by commas")
+                        })?
+                };
+            }
             "--skip-envoy" => o.skip_envoy = true,
             "--skip-enrol" => o.skip_enrol = true,
             "--scale" => o.scale = true,
@@ -148,6 +166,17 @@ mod tests {
         let o = parse(&["--pledges", "40"]);
         assert!(!o.scale);
         assert_eq!((o.pledges, o.concurrency), (40, 50));
+    }
+
+    #[test]
+    fn levels_are_a_list_or_none() {
+        assert_eq!(parse(&[]).levels, vec![10, 50, 200]);
+        assert_eq!(parse(&["--levels", "5,20"]).levels, vec![5, 20]);
+        assert!(parse(&["--levels", "none"]).levels.is_empty());
+        for bad in ["", "10,,20", "0", "x"] {
+            let args = vec!["--levels".to_string(), bad.to_string()];
+            assert!(parse_opts(&args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

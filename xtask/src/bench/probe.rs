@@ -194,6 +194,15 @@ impl RedisCli {
             .ok_or_else(|| anyhow::anyhow!("no used_memory in INFO memory"))
     }
 
+    /// `INFO stats` `total_commands_processed`: every command Redis ran (a script counts as
+    /// one, each command inside it too; a pipeline as its commands; the redis-cli `INFO` that
+    /// reads it as one).
+    pub(super) fn commands_processed(&self) -> anyhow::Result<u64> {
+        let info = self.run(&["INFO", "stats"])?;
+        info_field(&info, "total_commands_processed")
+            .ok_or_else(|| anyhow::anyhow!("no total_commands_processed in INFO stats"))
+    }
+
     /// Every key matching `pattern` (SCAN, so it works while the stack runs).
     pub(super) fn keys(&self, pattern: &str) -> anyhow::Result<Vec<String>> {
         Ok(self
