@@ -166,6 +166,13 @@ fn filter() -> Filter {
     f
 }
 
+/// A configured filter with [`config`] edited by `edit`.
+fn filter_edited(edit: impl FnOnce(&mut serde_json::Value)) -> Filter {
+    let f = Filter::new(&config_edited(edit)).unwrap();
+    assert!(f.configured, "logs: {:?}", f.logs());
+    f
+}
+
 fn enroll_req(path: &str, cert_pem: &str, body: &str) -> Request {
     Request::new("POST", path)
         .mtls(true)
@@ -1823,11 +1830,9 @@ mod enroll_answer_cache {
 
     #[test]
     fn an_answer_expires_after_ttl_s() {
-        let cfg = config_edited(|c| {
+        let mut f = filter_edited(|c| {
             c["enroll_answer_cache"] = serde_json::json!({"max_entries": 16, "ttl_s": 30})
         });
-        let mut f = Filter::new(&cfg).unwrap();
-        assert!(f.configured, "{:?}", f.logs());
         post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 200, &pkcs7());
         f.store.data_mut().now_ns += 29 * 1_000_000_000;
         assert_eq!(
@@ -1849,9 +1854,7 @@ mod enroll_answer_cache {
             serde_json::json!({"max_entries": 0}),
             serde_json::json!({"ttl_s": 0}),
         ] {
-            let cfg = config_edited(|c| c["enroll_answer_cache"] = off);
-            let mut f = Filter::new(&cfg).unwrap();
-            assert!(f.configured, "{:?}", f.logs());
+            let mut f = filter_edited(|c| c["enroll_answer_cache"] = off);
             post_answered(&mut f, &pki().idevid_pem, &pki().enroll_csr, 200, &pkcs7());
             assert!(enrolled_keys(&f).is_empty());
             assert!(reaches_control_plane(
@@ -1865,11 +1868,9 @@ mod enroll_answer_cache {
 
     #[test]
     fn it_stays_within_max_entries_however_many_devices_enrol() {
-        let cfg = config_edited(|c| {
+        let mut f = filter_edited(|c| {
             c["enroll_answer_cache"] = serde_json::json!({"max_entries": 8, "ttl_s": 60})
         });
-        let mut f = Filter::new(&cfg).unwrap();
-        assert!(f.configured, "{:?}", f.logs());
         let p7 = pkcs7();
         for _ in 0..40 {
             let csr = csr_for(&[NAME], NAME);

@@ -194,17 +194,7 @@ pub(super) async fn enrol_bench(
     enrol(&mut warm).await.context("warm-up enrolment")?;
 
     eprintln!("xtask: minting {} IDevIDs and CSRs …", opts.pledges);
-    let mut pledges = Vec::with_capacity(opts.pledges);
-    for i in 0..opts.pledges {
-        pledges.push(tokio::sync::Mutex::new(make_pledge(
-            &dev.pki.manufacturer,
-            work,
-            &est_url,
-            &ca,
-            &format!("BENCH-{run_id}-{i:04}"),
-        )?));
-    }
-    let pledges = Arc::new(pledges);
+    let pledges = mint(dev, work, &format!("BENCH-{run_id}"), opts.pledges)?;
 
     // --- first enrolments (cache misses) ---
     eprintln!(
@@ -218,19 +208,7 @@ pub(super) async fn enrol_bench(
     let c0 = counters(dev)?;
     let cmds0 = redis.commands_processed()?;
     let cpu0 = probe.snapshot();
-    let t0 = Instant::now();
-    let results = {
-        let pledges = Arc::clone(&pledges);
-        pool(opts.pledges, opts.concurrency, move |i| {
-            let pledges = Arc::clone(&pledges);
-            async move {
-                let mut p = pledges[i].lock().await;
-                enrol(&mut p).await
-            }
-        })
-        .await?
-    };
-    let miss_wall = t0.elapsed();
+    let (miss_wall, miss_ms, accepted) = enrol_all(&pledges, opts.concurrency).await?;
     let (miss_cpu, miss_cpu_json) = probe.since(&cpu0);
     let cp_hwm = cp_pid.and_then(rss_hwm).map(|(_, hwm)| hwm);
     // The DNS-01 records are removed after the answers (a deletion waits up to a second for a
@@ -238,13 +216,6 @@ pub(super) async fn enrol_bench(
     // phase's and not the re-posts'.
     let c1 = settled_counters(dev).await?;
     let cmds1 = redis.commands_processed()?;
-    let mut miss_ms = Vec::new();
-    let mut accepted = 0;
-    for r in results {
-        let e = r?;
-        miss_ms.push(ms(e.latency));
-        accepted += e.accepted_202;
-    }
     let miss_rate = opts.pledges as f64 / miss_wall.as_secs_f64();
     let miss_lat = latency_stats(miss_ms);
     let d1 = diff(c0, c1);
@@ -463,6 +434,55 @@ pub(super) async fn enrol_bench(
     Ok(())
 }
 
+type Pledges = Arc<Vec<tokio::sync::Mutex<Pledge>>>;
+
+/// `n` devices, each with a fresh IDevID (serial `<prefix>-<i>`) and CSR, enrolling through
+/// the stack's Envoy.
+fn mint(dev: &DevStack, work: &Path, prefix: &str, n: usize) -> anyhow::Result<Pledges> {
+    let est_url = dev.est_url();
+    let ca = dev.pki.server_ca.cert_path.clone();
+    let mut pledges = Vec::with_capacity(n);
+    for i in 0..n {
+        pledges.push(tokio::sync::Mutex::new(make_pledge(
+            &dev.pki.manufacturer,
+            work,
+            &est_url,
+            &ca,
+            &format!("{prefix}-{i:04}"),
+        )?));
+    }
+    Ok(Arc::new(pledges))
+}
+
+/// Every pledge enrols once, `concurrency` at a time: the wall time, each pledge's latency in
+/// ms, and how many 202/503 answers they followed.
+async fn enrol_all(
+    pledges: &Pledges,
+    concurrency: usize,
+) -> anyhow::Result<(Duration, Vec<f64>, u32)> {
+    let t = Instant::now();
+    let results = {
+        let pledges = Arc::clone(pledges);
+        pool(pledges.len(), concurrency, move |i| {
+            let pledges = Arc::clone(&pledges);
+            async move {
+                let mut p = pledges[i].lock().await;
+                enrol(&mut p).await
+            }
+        })
+        .await?
+    };
+    let wall = t.elapsed();
+    let mut lat = Vec::new();
+    let mut retried = 0;
+    for r in results {
+        let e = r?;
+        lat.push(ms(e.latency));
+        retried += e.accepted_202;
+    }
+    Ok((wall, lat, retried))
+}
+
 /// The control planes' counters once `estuary_dns_updates_total` has not moved for 1.5 s (at
 /// most 6 s): the removals that follow the answers have been sent.
 async fn settled_counters(dev: &DevStack) -> anyhow::Result<super::probe::Counters> {
@@ -490,8 +510,6 @@ pub(super) async fn levels_bench(
     if opts.levels.is_empty() {
         return Ok(());
     }
-    let est_url = dev.est_url();
-    let ca = dev.pki.server_ca.cert_path.clone();
     let run_id = format!(
         "{:06x}",
         SystemTime::now()
@@ -506,39 +524,10 @@ pub(super) async fn levels_bench(
             "xtask: {} new pledges at {level} concurrent …",
             opts.pledges
         );
-        let mut pledges = Vec::with_capacity(opts.pledges);
-        for i in 0..opts.pledges {
-            pledges.push(tokio::sync::Mutex::new(make_pledge(
-                &dev.pki.manufacturer,
-                work,
-                &est_url,
-                &ca,
-                &format!("L{level}-{run_id}-{i:04}"),
-            )?));
-        }
-        let pledges = Arc::new(pledges);
+        let pledges = mint(dev, work, &format!("L{level}-{run_id}"), opts.pledges)?;
         let cpu = probe.snapshot();
-        let t = Instant::now();
-        let results = {
-            let pledges = Arc::clone(&pledges);
-            pool(opts.pledges, level, move |i| {
-                let pledges = Arc::clone(&pledges);
-                async move {
-                    let mut p = pledges[i].lock().await;
-                    enrol(&mut p).await
-                }
-            })
-            .await?
-        };
-        let wall = t.elapsed();
+        let (wall, lat, retried) = enrol_all(&pledges, level).await?;
         let (cpu_row, cpu_json) = probe.since(&cpu);
-        let mut lat = Vec::new();
-        let mut retried = 0;
-        for r in results {
-            let e = r?;
-            lat.push(ms(e.latency));
-            retried += e.accepted_202;
-        }
         let rate = opts.pledges as f64 / wall.as_secs_f64();
         let stats = latency_stats(lat);
         report.row(
