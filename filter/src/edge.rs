@@ -45,13 +45,38 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
+/// How many [`debug`] lines go by before the proxy's log level is asked again.
+const LOG_LEVEL_EVERY: u32 = 64;
+
+/// A VM-local copy of cached answers: shared-data key -> (expiry, body).
+type LocalAnswers = std::cell::RefCell<HashMap<String, (u64, Rc<Vec<u8>>)>>;
+
+thread_local! {
+    /// Whether the proxy logs at debug level, as last asked, and how many [`debug`] calls ago.
+    static DEBUG_ON: std::cell::Cell<(bool, u32)> = const { std::cell::Cell::new((false, 0)) };
+    /// This VM's copy of the cacerts answers it took from shared data: label -> (expiry, base64
+    /// body). Each worker has its own VM, so a hit costs no host call; shared data stays the
+    /// cache every worker fills and reads on a miss.
+    static CACERTS: LocalAnswers = std::cell::RefCell::new(HashMap::new());
+}
+
 /// A debug line, built and sent only when the proxy logs at debug level or finer: a refusal
-/// is answered without formatting a line nobody reads (one host call instead of three).
+/// is answered without formatting a line nobody reads. The level is asked again every
+/// [`LOG_LEVEL_EVERY`] calls (a change at run time shows within that many refusals), so most
+/// refusals cost no host call for it.
 fn debug(message: impl FnOnce() -> String) {
-    if matches!(
-        hostcalls::get_log_level(),
-        Ok(LogLevel::Trace | LogLevel::Debug)
-    ) {
+    let on = DEBUG_ON.with(|c| {
+        let (mut on, n) = c.get();
+        if n == 0 {
+            on = matches!(
+                hostcalls::get_log_level(),
+                Ok(LogLevel::Trace | LogLevel::Debug)
+            );
+        }
+        c.set((on, (n + 1) % LOG_LEVEL_EVERY));
+        on
+    });
+    if on {
         log(LogLevel::Debug, &message());
     }
 }
@@ -210,6 +235,7 @@ impl RootContext for EdgeRoot {
         Some(Box::new(EdgeStream {
             config: self.config.clone(),
             state: State::Idle,
+            headers: Headers::default(),
             enroll_cache_hits: self.enroll_cache_hits,
         }))
     }
@@ -259,6 +285,8 @@ enum Caller {
 struct EdgeStream {
     config: Option<Rc<Config>>,
     state: State,
+    /// Read at `on_http_request_headers`.
+    headers: Headers,
     /// The root's [`ENROLL_CACHE_HITS`] counter.
     enroll_cache_hits: Option<u32>,
 }
@@ -308,25 +336,38 @@ impl SignatureMemo for SharedSignatures {
     }
 }
 
-fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
-}
+/// The request's headers, read from the proxy in ONE host call when the headers arrive (each
+/// call across the Wasm boundary costs more than the lookups here; a request that only passes
+/// through makes this one call and no other).
+#[derive(Default)]
+struct Headers(Vec<(String, Vec<u8>)>);
 
-/// The request's `x-request-id` (set by Envoy), if it is one that may be passed on and logged
-/// ([`internal_api::request_id_ok`]).
-fn request_id() -> Option<String> {
-    let raw = request_header(internal_api::HDR_REQUEST_ID)?;
-    let id = String::from_utf8(raw).ok()?;
-    internal_api::request_id_ok(&id).then_some(id)
-}
+impl Headers {
+    fn read() -> Headers {
+        Headers(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+    }
 
-/// ` request_id=<id>` for a log line, or nothing.
-fn request_id_note() -> String {
-    request_id()
-        .map(|id| format!(" request_id={id}"))
-        .unwrap_or_default()
+    /// The first value of `name` (lower case, as the proxy gives names).
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The request's `x-request-id` (set by Envoy), if it is one that may be passed on and
+    /// logged ([`internal_api::request_id_ok`]).
+    fn request_id(&self) -> Option<String> {
+        let id = std::str::from_utf8(self.get(internal_api::HDR_REQUEST_ID)?).ok()?;
+        internal_api::request_id_ok(id).then(|| id.to_string())
+    }
+
+    /// ` request_id=<id>` for a log line, or nothing.
+    fn request_id_note(&self) -> String {
+        self.request_id()
+            .map(|id| format!(" request_id={id}"))
+            .unwrap_or_default()
+    }
 }
 
 /// The certificates the root context last fetched from the control plane's `/cacerts`
@@ -393,10 +434,15 @@ impl EdgeStream {
 
     fn fail(&mut self, error: &EdgeError) -> Action {
         if error.status() >= 500 {
-            let rid = request_id_note();
+            let rid = self.headers.request_id_note();
             log(LogLevel::Warn, &format!("estuary-filter: {error}{rid}"));
         } else {
-            debug(|| format!("estuary-filter: refused: {error}{}", request_id_note()));
+            debug(|| {
+                format!(
+                    "estuary-filter: refused: {error}{}",
+                    self.headers.request_id_note()
+                )
+            });
         }
         self.send(&error.reply())
     }
@@ -405,20 +451,19 @@ impl EdgeStream {
     /// The issuer's signature on the exact certificates is remembered in the same shared-data
     /// cache as CSR signatures (`csr_signature_cache`), so a device's next request skips it;
     /// who issued it and everything that follows is decided again.
-    fn identity(cfg: &Config, est: &EstService, need: Need) -> Result<Client, EdgeError> {
-        // No client certificate: refused before reading anything else (the common refusal,
-        // kept cheap: one host call).
-        if !connection_is_mtls() {
+    fn identity(&self, cfg: &Config, est: &EstService, need: Need) -> Result<Client, EdgeError> {
+        // No client certificate: refused before asking the proxy anything (the common
+        // refusal, kept cheap). Without an XFCC there is nothing to judge, mTLS or not.
+        let Some(xfcc) = self.headers.get("x-forwarded-client-cert") else {
             return Err(EdgeError::NoClientCertificate);
-        }
-        let xfcc = request_header("x-forwarded-client-cert");
-        if xfcc.is_none() {
+        };
+        if !connection_is_mtls() {
             return Err(EdgeError::NoClientCertificate);
         }
         let mut memo = SharedSignatures::new(cfg.csr_signature_cache);
         identity::authenticate_with_known(
             true,
-            xfcc.as_deref(),
+            Some(xfcc),
             peer_certificate_digest().as_deref(),
             need,
             &est.trust,
@@ -437,14 +482,32 @@ impl EdgeStream {
         (identity::b64_one_line(&client.leaf), chain.join(","))
     }
 
-    fn cache_get(cfg: &Config, key: &str) -> Option<Vec<u8>> {
+    /// A cached cacerts answer (its base64 body), fresh at `now`: this VM's copy, else shared
+    /// data (then copied here with the same expiry).
+    fn cache_get(cfg: &Config, key: &str) -> Option<Rc<Vec<u8>>> {
         if cfg.cache_ttl_s == 0 {
             return None;
         }
         let now = now_unix_s()?;
+        let local = CACERTS.with(|c| {
+            c.borrow()
+                .get(key)
+                .filter(|(expires_at, _)| now < *expires_at)
+                .map(|(_, body)| Rc::clone(body))
+        });
+        if local.is_some() {
+            return local;
+        }
         let (value, _) = hostcalls::get_shared_data(key).ok()?;
         let value = value?;
-        cache::fresh(&value, now).map(<[u8]>::to_vec)
+        let body = Rc::new(cache::fresh(&value, now)?.to_vec());
+        let (head, _) = value.split_first_chunk::<8>()?;
+        let expires_at = u64::from_be_bytes(*head);
+        CACERTS.with(|c| {
+            c.borrow_mut()
+                .insert(key.to_string(), (expires_at, Rc::clone(&body)))
+        });
+        Some(body)
     }
 
     fn cache_put(cfg: &Config, key: &CacheKey, der: &[u8]) {
@@ -548,7 +611,7 @@ impl EdgeStream {
             (internal_api::HDR_AUTHORIZATION, auth.as_str()),
         ];
         headers.extend_from_slice(extra);
-        let request_id = request_id();
+        let request_id = self.headers.request_id();
         if let Some(id) = &request_id {
             headers.push((internal_api::HDR_REQUEST_ID, id.as_str()));
         }
@@ -567,7 +630,7 @@ impl EdgeStream {
                     &format!(
                         "estuary-filter: dispatch of {op} to cluster {} failed: {status:?}{}",
                         cp.cluster,
-                        request_id_note()
+                        self.headers.request_id_note()
                     ),
                 );
                 self.fail(&EdgeError::ControlPlaneUnavailable)
@@ -576,34 +639,31 @@ impl EdgeStream {
     }
 
     /// The TLS client certificate as base64 DER, for the registrar (RFC 8995 §5.5).
-    fn client_cert_b64() -> Result<String, EdgeError> {
+    fn client_cert_b64(&self) -> Result<String, EdgeError> {
         if !connection_is_mtls() {
             return Err(EdgeError::NoClientCertificate);
         }
-        let xfcc = request_header("x-forwarded-client-cert");
-        let (der, _) =
-            identity::leaf_from_xfcc(true, xfcc.as_deref(), peer_certificate_digest().as_deref())?;
+        let xfcc = self.headers.get("x-forwarded-client-cert");
+        let (der, _) = identity::leaf_from_xfcc(true, xfcc, peer_certificate_digest().as_deref())?;
         // One header line: the EST encoder wraps lines, a header value must not.
         Ok(identity::b64_one_line(&der))
     }
 
     fn start_brski(&mut self, cfg: &Config, path: &[u8], end_of_stream: bool) -> Action {
-        let method = request_header(":method");
-        let op = match brski::route(path, method.as_deref()) {
+        let op = match brski::route(path, self.headers.get(":method")) {
             Ok(op) => op,
             Err(e) => return self.send(&e.reply()),
         };
-        let cert_b64 = match Self::client_cert_b64() {
+        let cert_b64 = match self.client_cert_b64() {
             Ok(c) => c,
             Err(e) => return self.fail(&e),
         };
-        if let Err(e) = brski::check_content_type(op, request_header("content-type").as_deref()) {
+        if let Err(e) = brski::check_content_type(op, self.headers.get("content-type")) {
             return self.send(&e.reply());
         }
-        if let Err(e) = route::check_content_length(
-            request_header("content-length").as_deref(),
-            cfg.max_body_bytes,
-        ) {
+        if let Err(e) =
+            route::check_content_length(self.headers.get("content-length"), cfg.max_body_bytes)
+        {
             return self.fail(&e);
         }
         if end_of_stream {
@@ -653,7 +713,10 @@ impl EdgeStream {
     fn cacerts(&mut self, cfg: &Config, label: Option<String>) -> Action {
         let key = cache::cacerts_key(label.as_deref());
         if let Some(body) = Self::cache_get(cfg, &key) {
-            return self.send(&Reply::base64_body(est::CT_PKCS7_CERTS_ONLY, body));
+            return self.send(&Reply::base64_body(
+                est::CT_PKCS7_CERTS_ONLY,
+                body.as_ref().clone(),
+            ));
         }
         let mut extra: Vec<(&str, &str)> = Vec::new();
         if let Some(l) = label.as_deref() {
@@ -669,7 +732,7 @@ impl EdgeStream {
     }
 
     fn csrattrs(&mut self, cfg: &Config, est: &EstService, label: Option<String>) -> Action {
-        let client = match Self::identity(cfg, est, Need::Any) {
+        let client = match self.identity(cfg, est, Need::Any) {
             Ok(c) => c,
             Err(e) => return self.fail(&e),
         };
@@ -710,12 +773,9 @@ impl EdgeStream {
             EnrollKind::Enroll | EnrollKind::ServerKeyGen => Need::IDevId,
             EnrollKind::Reenroll => Need::LDevId,
         };
-        let checked = Self::identity(cfg, est, need).and_then(|client| {
-            route::check_content_type(request_header("content-type").as_deref())?;
-            route::check_content_length(
-                request_header("content-length").as_deref(),
-                cfg.max_body_bytes,
-            )?;
+        let checked = self.identity(cfg, est, need).and_then(|client| {
+            route::check_content_type(self.headers.get("content-type"))?;
+            route::check_content_length(self.headers.get("content-length"), cfg.max_body_bytes)?;
             if end_of_stream {
                 return Err(EdgeError::EmptyBody);
             }
@@ -773,7 +833,7 @@ impl EdgeStream {
                     debug(|| {
                         format!(
                             "estuary-filter: {op} answered from enroll_answer_cache{}",
-                            request_id_note()
+                            self.headers.request_id_note()
                         )
                     });
                     return self.send(&Reply::base64_der(est::CT_PKCS7_CERTS_ONLY, &p7));
@@ -872,14 +932,15 @@ impl Context for EdgeStream {
 
 impl HttpContext for EdgeStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        // The pass-through path reads `:path` and nothing else.
-        let Some(path) = request_header(":path") else {
+        // One host call for every header; the pass-through path makes no other.
+        self.headers = Headers::read();
+        let Some(path) = self.headers.get(":path").map(<[u8]>::to_vec) else {
             return Action::Continue;
         };
         // EST or BRSKI for a host this server is not configured for (a shared gateway listener).
         if let Some(hosts) = self.config.as_ref().and_then(|c| c.authorities.as_deref()) {
             if (brski::is_brski_path(&path) || route::is_est_path(&path))
-                && !crate::authority::admits(hosts, request_header(":authority").as_deref())
+                && !crate::authority::admits(hosts, self.headers.get(":authority"))
             {
                 return self.fail(&EdgeError::MisdirectedRequest);
             }
@@ -900,8 +961,7 @@ impl HttpContext for EdgeStream {
         let Some(est) = cfg.est() else {
             return self.fail(&EdgeError::NotAnEstServer);
         };
-        let method = request_header(":method");
-        match route::route(&path, method.as_deref(), &cfg) {
+        match route::route(&path, self.headers.get(":method"), &cfg) {
             Ok(Route::PassThrough) => Action::Continue,
             Ok(Route::CaCerts { label }) => self.cacerts(&cfg, label),
             Ok(Route::CsrAttrs { label }) => self.csrattrs(&cfg, est, label),

@@ -929,6 +929,16 @@ mod cached_gets {
         assert!(o2.calls.is_empty());
         assert_eq!(local(&o2).status, 200);
         assert_eq!(local(&o2).body, r.body);
+        // Third: from the VM's own copy of that entry, the same answer.
+        let o2b = f
+            .request(Request::new("GET", "/.well-known/est/cacerts"))
+            .unwrap();
+        assert!(o2b.calls.is_empty());
+        assert_eq!(local(&o2b).body, r.body);
+        assert_eq!(
+            local(&o2b).header("content-transfer-encoding"),
+            Some("base64")
+        );
         // Another label has its own entry.
         let o3 = f
             .request(Request::new("GET", "/.well-known/est/fleet-a/cacerts"))

@@ -498,18 +498,17 @@ async fn settled_counters(dev: &DevStack) -> anyhow::Result<super::probe::Counte
     }
 }
 
-/// "How cost grows": `opts.pledges` new pledges enrol at each of `opts.levels` concurrent, in
-/// turn, on the same stack (after the baseline, so that it does not change what P2 compares).
-/// Rate and p99 per level; past the CA's limit the rate should stay flat, not fall.
-pub(super) async fn levels_bench(
+/// "How cost grows", one level: after a warm-up enrolment (the ACME account), `opts.pledges`
+/// new pledges enrol at `level` concurrent. Its rows, and its JSON (rate, latency, CPU).
+/// Run on a fresh stack per level ([`super`]): Pebble 2.4's in-memory store has been seen to
+/// wedge after some hundreds of concurrent orders, and each level should start alike.
+pub(super) async fn level_bench(
     dev: &DevStack,
     work: &Path,
+    level: usize,
     opts: &Opts,
     report: &mut Report,
-) -> anyhow::Result<()> {
-    if opts.levels.is_empty() {
-        return Ok(());
-    }
+) -> anyhow::Result<Value> {
     let run_id = format!(
         "{:06x}",
         SystemTime::now()
@@ -517,37 +516,38 @@ pub(super) async fn levels_bench(
             .map(|d| d.subsec_nanos() & 0xff_ffff)
             .unwrap_or(0)
     );
+    let warm = mint(dev, work, &format!("W{level}-{run_id}"), 1)?;
+    enrol_all(&warm, 1).await.context("warm-up enrolment")?;
+    eprintln!(
+        "xtask: {} new pledges at {level} concurrent …",
+        opts.pledges
+    );
+    let pledges = mint(dev, work, &format!("L{level}-{run_id}"), opts.pledges)?;
     let probe = CpuProbe::find(dev);
-    let mut rows = Vec::new();
-    for &level in &opts.levels {
-        eprintln!(
-            "xtask: {} new pledges at {level} concurrent …",
-            opts.pledges
-        );
-        let pledges = mint(dev, work, &format!("L{level}-{run_id}"), opts.pledges)?;
-        let cpu = probe.snapshot();
-        let (wall, lat, retried) = enrol_all(&pledges, level).await?;
-        let (cpu_row, cpu_json) = probe.since(&cpu);
-        let rate = opts.pledges as f64 / wall.as_secs_f64();
-        let stats = latency_stats(lat);
-        report.row(
-            format!("enrolments/s at {level} concurrent"),
-            format!("{rate:.1}/s"),
-            format!(
-                "{} new pledges; p50 {:.0} ms, p99 {:.0} ms; {retried} answers were 202 or 503",
-                opts.pledges,
-                stats["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                stats["p99_ms"].as_f64().unwrap_or(f64::NAN)
-            ),
-        );
-        report.row(format!("  during {level} concurrent"), "", cpu_row);
-        rows.push(json!({
-            "concurrency": level, "rate_per_s": rate, "latency": stats,
-            "answers_202_or_503": retried, "cpu_pct": cpu_json,
-        }));
-        // Settle between levels: the removals of this level's records go out first.
-        settled_counters(dev).await?;
-    }
+    let cpu = probe.snapshot();
+    let (wall, lat, retried) = enrol_all(&pledges, level).await?;
+    let (cpu_row, cpu_json) = probe.since(&cpu);
+    let rate = opts.pledges as f64 / wall.as_secs_f64();
+    let stats = latency_stats(lat);
+    report.row(
+        format!("enrolments/s at {level} concurrent"),
+        format!("{rate:.1}/s"),
+        format!(
+            "{} new pledges, fresh stack; p50 {:.0} ms, p99 {:.0} ms; {retried} answers were 202 or 503",
+            opts.pledges,
+            stats["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            stats["p99_ms"].as_f64().unwrap_or(f64::NAN)
+        ),
+    );
+    report.row(format!("  during {level} concurrent"), "", cpu_row);
+    Ok(json!({
+        "concurrency": level, "rate_per_s": rate, "latency": stats,
+        "answers_202_or_503": retried, "cpu_pct": cpu_json,
+    }))
+}
+
+/// The verdict row over the levels' rates: the highest concurrency against the best rate.
+pub(super) fn levels_verdict(rows: &[Value], report: &mut Report) {
     let rates: Vec<f64> = rows
         .iter()
         .filter_map(|r| r["rate_per_s"].as_f64())
@@ -566,8 +566,6 @@ pub(super) async fn levels_bench(
             ),
         );
     }
-    report.json["enrolment_levels"] = json!(rows);
-    Ok(())
 }
 
 /// A device with a fresh IDevID (serial `serial`) and a CSR for its name, enrolling at `est_url`.

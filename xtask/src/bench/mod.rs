@@ -20,8 +20,8 @@
 //! 4. **DNS UPDATE messages per enrolment** — `estuary_dns_updates_total` over issued
 //!    enrolments, from the control plane's `/metrics`; Redis commands per enrolment (`INFO
 //!    stats`); the control plane's peak RSS (`VmHWM`).
-//! 5. **How cost grows** — new pledges at each `--levels` concurrency (10, 50, 200): rate and
-//!    p99 per level.
+//! 5. **How cost grows** — new pledges at each `--levels` concurrency (10, 50, 200), each on a
+//!    fresh dev stack: rate and p99 per level.
 //!
 //! Prints a table and writes `target/bench/latest.json` (and a timestamped copy).
 //!
@@ -51,7 +51,7 @@ use estuary_tests::util::{find_program, TempDir};
 use serde_json::json;
 
 use crate::{build_wasm, cargo, install, root, run};
-use enrol::{enrol_bench, levels_bench};
+use enrol::{enrol_bench, level_bench, levels_verdict};
 use envoy::{build_noop_wasm, envoy_bench};
 use opts::parse_opts;
 use probe::{load1, loadavg};
@@ -136,8 +136,25 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     if !opts.skip_enrol && outcome.is_ok() {
         outcome = rt.block_on(enrol_bench(&dev, work.path(), &opts, &mut report));
     }
-    if !opts.skip_enrol && outcome.is_ok() {
-        outcome = rt.block_on(levels_bench(&dev, work.path(), &opts, &mut report));
+    drop(dev);
+    if !opts.skip_enrol && outcome.is_ok() && !opts.levels.is_empty() {
+        // How cost grows: a fresh stack per level, so that no level inherits another's orders.
+        let mut rows = Vec::new();
+        for &level in &opts.levels {
+            let fresh = DevStack::start(&DevStackOptions::default(), &cp_bin, &filter, None);
+            let row = fresh.and_then(|fresh| {
+                rt.block_on(level_bench(&fresh, work.path(), level, &opts, &mut report))
+            });
+            match row {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    outcome = Err(e.context(format!("the enrolment level {level}")));
+                    break;
+                }
+            }
+        }
+        levels_verdict(&rows, &mut report);
+        report.json["enrolment_levels"] = json!(rows);
     }
     if let Err(e) = &outcome {
         report.row("FAILED", "", format!("{e:#}"));
