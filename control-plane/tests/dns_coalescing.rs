@@ -237,4 +237,22 @@ async fn deletions_ride_with_additions_and_go_alone_when_none_come() {
         assert!(dig(&r.name).is_empty(), "{} left", r.name);
     }
     assert_eq!(bind.soa_serial().expect("SOA") - serial0, 4, "BIND agrees");
+
+    // A record added, then its removal waiting, then the same record added again (a retry of
+    // the same order): never one message with both; the removal goes first, the addition
+    // after it, and the record is there at the end.
+    batcher.publish(&[rec(9)]).await.expect("publish 9");
+    assert_eq!(sent(), 5);
+    let b = batcher.clone();
+    let removal = tokio::spawn(async move { b.remove(&[rec(9)]).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    batcher.publish(&[rec(9)]).await.expect("publish 9 again");
+    removal.await.expect("task").expect("remove 9");
+    assert_eq!(sent(), 7, "add, delete, add: three messages");
+    assert_eq!(
+        dig(&rec(9).name),
+        vec!["v".to_string()],
+        "added last, so present"
+    );
+    assert_eq!(bind.soa_serial().expect("SOA") - serial0, 7, "BIND agrees");
 }

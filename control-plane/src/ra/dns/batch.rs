@@ -14,8 +14,11 @@
 //!   the next message that carries additions; when none comes they go alone at most
 //!   [`delete_hold`]`(window)` after the first one waiting (ten windows, at most one second).
 //!
-//! Every waiter gets the outcome of the message that carried its records. Within a message a
-//! record gets only its latest requested action, deletions are written before additions.
+//! Every waiter gets the outcome of the message that carried its records. A message never
+//! holds one record both to add and to delete: a request that would (an order adding a record
+//! whose removal by an earlier attempt still waits, say) closes the message before it and goes
+//! in the next one, so the changes reach the zone in the order they were asked for. In a
+//! message, deletions are written before additions.
 //!
 //! When a message carrying several requests fails permanently (REFUSED, a record outside the
 //! zone, ...), the cause may be one request's names only: each request is then sent alone, so
@@ -87,6 +90,7 @@ impl DnsBatcher {
             add_rx: Some(add_rx),
             delete_rx: Some(delete_rx),
             jobs: Vec::new(),
+            next: None,
             records: 0,
             first_delete: None,
             last_sent: None,
@@ -157,6 +161,9 @@ struct Worker {
     add_rx: Option<mpsc::Receiver<Job>>,
     delete_rx: Option<mpsc::Receiver<Job>>,
     jobs: Vec<(Kind, Job)>,
+    /// A request that touches a record of `jobs` the other way: it goes in the next message,
+    /// and nothing more is taken from the queues until then.
+    next: Option<(Kind, Job)>,
     /// Records in `jobs`.
     records: usize,
     /// When the oldest waiting deletion arrived.
@@ -205,7 +212,7 @@ impl Worker {
         if self.jobs.is_empty() {
             return None;
         }
-        if self.records >= self.max_records {
+        if self.records >= self.max_records || self.next.is_some() {
             return Some(now);
         }
         if self.jobs.iter().any(|(k, _)| *k == Kind::Add) {
@@ -220,9 +227,9 @@ impl Worker {
         )
     }
 
-    /// Moves every request already queued into `jobs`, up to `max_records`.
+    /// Moves every request already queued into `jobs`, up to `max_records` or a conflict.
     fn take_waiting(&mut self) {
-        while self.records < self.max_records {
+        while self.records < self.max_records && self.next.is_none() {
             let mut got = false;
             for kind in [Kind::Add, Kind::Delete] {
                 let rx = match kind {
@@ -259,6 +266,11 @@ impl Worker {
     }
 
     fn push(&mut self, kind: Kind, job: Job) {
+        if self.next.is_some() || conflicts(&self.jobs, kind, &job.records) {
+            // Only reached with `next` empty: take_waiting stops and the message goes first.
+            self.next.get_or_insert((kind, job));
+            return;
+        }
         if kind == Kind::Delete && self.first_delete.is_none() {
             self.first_delete = Some(Instant::now());
         }
@@ -277,6 +289,9 @@ impl Worker {
             self.last_sent = Some(Instant::now());
         }
         send(&self.updater, jobs).await;
+        if let Some((kind, job)) = self.next.take() {
+            self.push(kind, job);
+        }
     }
 }
 
@@ -288,29 +303,33 @@ async fn recv(rx: &mut Option<mpsc::Receiver<Job>>) -> Option<Job> {
     }
 }
 
-/// The records to add and to delete, each once, each with the action last asked for.
-fn latest_actions(jobs: &[(Kind, Job)]) -> (Vec<TxtRecord>, Vec<TxtRecord>) {
-    let mut order: Vec<(&TxtRecord, Kind)> = Vec::new();
+/// Whether `records` asked for as `kind` touch a record that `jobs` asks for the other way.
+fn conflicts(jobs: &[(Kind, Job)], kind: Kind, records: &[TxtRecord]) -> bool {
+    jobs.iter()
+        .filter(|(k, _)| *k != kind)
+        .any(|(_, j)| j.records.iter().any(|r| records.contains(r)))
+}
+
+/// The records to add and to delete, each once (a batch holds no record both ways, see
+/// [`conflicts`]).
+fn actions(jobs: &[(Kind, Job)]) -> (Vec<TxtRecord>, Vec<TxtRecord>) {
+    let (mut adds, mut deletes): (Vec<TxtRecord>, Vec<TxtRecord>) = (Vec::new(), Vec::new());
     for (kind, job) in jobs {
+        let list = match kind {
+            Kind::Add => &mut adds,
+            Kind::Delete => &mut deletes,
+        };
         for r in &job.records {
-            match order.iter_mut().find(|(seen, _)| *seen == r) {
-                Some((_, k)) => *k = *kind,
-                None => order.push((r, *kind)),
+            if !list.contains(r) {
+                list.push(r.clone());
             }
         }
     }
-    let pick = |want: Kind| {
-        order
-            .iter()
-            .filter(|(_, k)| *k == want)
-            .map(|(r, _)| (*r).clone())
-            .collect::<Vec<_>>()
-    };
-    (pick(Kind::Add), pick(Kind::Delete))
+    (adds, deletes)
 }
 
 async fn send(updater: &DnsUpdater, jobs: Vec<(Kind, Job)>) {
-    let (adds, deletes) = latest_actions(&jobs);
+    let (adds, deletes) = actions(&jobs);
     let result = updater.apply(&adds, &deletes).await;
     match result {
         Ok(()) => {
@@ -430,16 +449,22 @@ mod tests {
     }
 
     #[test]
-    fn a_record_gets_only_its_latest_action() {
+    fn a_record_asked_both_ways_never_shares_a_message() {
         let r = |i| record(i).remove(0);
         let jobs = vec![
             (Kind::Add, job(vec![r(1), r(2)])),
-            (Kind::Delete, job(vec![r(1), r(3)])),
-            (Kind::Add, job(vec![r(3), r(4)])),
+            (Kind::Delete, job(vec![r(3)])),
+            (Kind::Add, job(vec![r(2), r(4)])),
         ];
-        let (adds, deletes) = latest_actions(&jobs);
-        assert_eq!(adds, vec![r(2), r(3), r(4)]);
-        assert_eq!(deletes, vec![r(1)]);
+        // Deleting 1 or 2, or adding 3, must wait for the next message; the rest may join.
+        assert!(conflicts(&jobs, Kind::Delete, &[r(5), r(2)]));
+        assert!(conflicts(&jobs, Kind::Add, &[r(3)]));
+        assert!(!conflicts(&jobs, Kind::Add, &[r(1), r(5)]));
+        assert!(!conflicts(&jobs, Kind::Delete, &[r(3), r(5)]));
+        // Each record once per kind.
+        let (adds, deletes) = actions(&jobs);
+        assert_eq!(adds, vec![r(1), r(2), r(4)]);
+        assert_eq!(deletes, vec![r(3)]);
     }
 
     #[test]
