@@ -72,11 +72,11 @@ pub fn encode(expires_at: u64, der: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The DER of an entry still fresh at `now` (Unix seconds), or `None`.
-pub fn fresh(entry: &[u8], now: u64) -> Option<&[u8]> {
+/// An entry still fresh at `now` (Unix seconds): its expiry and its answer; else `None`.
+pub fn fresh(entry: &[u8], now: u64) -> Option<(u64, &[u8])> {
     let (head, der) = entry.split_first_chunk::<8>()?;
     let expires_at = u64::from_be_bytes(*head);
-    (now < expires_at && !der.is_empty()).then_some(der)
+    (now < expires_at && !der.is_empty()).then_some((expires_at, der))
 }
 
 /// Entries per CSR-digest bucket.
@@ -126,7 +126,8 @@ fn bucket(prefix: &str, digest: &[u8; 32], max_entries: u32) -> Option<SigBucket
     })
 }
 
-/// The answers of an answer bucket value (csrattrs, enrolments): each entry is 8 bytes big-endian expiry, the
+/// The answers of an answer bucket value (csrattrs, enrolments): each entry is 8 bytes
+/// big-endian expiry, the
 /// 32-byte digest, 2 bytes big-endian length and that many bytes of DER. A torn tail is ignored.
 fn answer_entries(bucket: &[u8]) -> Vec<(u64, &[u8], &[u8])> {
     let mut out = Vec::new();
@@ -369,7 +370,7 @@ mod tests {
     #[test]
     fn round_trip_and_expiry() {
         let e = encode(100, b"der");
-        assert_eq!(fresh(&e, 99), Some(&b"der"[..]));
+        assert_eq!(fresh(&e, 99), Some((100, &b"der"[..])));
         assert_eq!(fresh(&e, 100), None);
         assert_eq!(fresh(e.get(..7).unwrap_or_default(), 0), None);
         assert_eq!(fresh(&encode(100, b""), 0), None);

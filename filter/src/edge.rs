@@ -336,9 +336,8 @@ impl SignatureMemo for SharedSignatures {
     }
 }
 
-/// The request's headers, read from the proxy in ONE host call when the headers arrive (each
-/// call across the Wasm boundary costs more than the lookups here; a request that only passes
-/// through makes this one call and no other).
+/// The headers of an EST or BRSKI request, read from the proxy in ONE host call (each call
+/// across the Wasm boundary costs more than the lookups here). Other requests never read them.
 #[derive(Default)]
 struct Headers(Vec<(String, Vec<u8>)>);
 
@@ -500,9 +499,8 @@ impl EdgeStream {
         }
         let (value, _) = hostcalls::get_shared_data(key).ok()?;
         let value = value?;
-        let body = Rc::new(cache::fresh(&value, now)?.to_vec());
-        let (head, _) = value.split_first_chunk::<8>()?;
-        let expires_at = u64::from_be_bytes(*head);
+        let (expires_at, body) = cache::fresh(&value, now)?;
+        let body = Rc::new(body.to_vec());
         CACERTS.with(|c| {
             c.borrow_mut()
                 .insert(key.to_string(), (expires_at, Rc::clone(&body)))
@@ -932,27 +930,31 @@ impl Context for EdgeStream {
 
 impl HttpContext for EdgeStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        // One host call for every header; the pass-through path makes no other.
-        self.headers = Headers::read();
-        let Some(path) = self.headers.get(":path").map(<[u8]>::to_vec) else {
+        // The pass-through path reads `:path` and nothing else: on a shared ingress most
+        // requests are not Estuary's, and their headers are not copied into the VM.
+        let Some(path) = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
+            .ok()
+            .flatten()
+        else {
             return Action::Continue;
         };
+        let is_brski = brski::is_brski_path(&path);
+        if !is_brski && !route::is_est_path(&path) {
+            return Action::Continue;
+        }
+        // An EST or BRSKI request: every header in one more host call.
+        self.headers = Headers::read();
         // EST or BRSKI for a host this server is not configured for (a shared gateway listener).
         if let Some(hosts) = self.config.as_ref().and_then(|c| c.authorities.as_deref()) {
-            if (brski::is_brski_path(&path) || route::is_est_path(&path))
-                && !crate::authority::admits(hosts, self.headers.get(":authority"))
-            {
+            if !crate::authority::admits(hosts, self.headers.get(":authority")) {
                 return self.fail(&EdgeError::MisdirectedRequest);
             }
         }
-        if brski::is_brski_path(&path) {
+        if is_brski {
             let Some(cfg) = self.config.clone() else {
                 return self.send(&Reply::text(503, "BRSKI service not configured"));
             };
             return self.start_brski(&cfg, &path, end_of_stream);
-        }
-        if !route::is_est_path(&path) {
-            return Action::Continue;
         }
         let Some(cfg) = self.config.clone() else {
             return self.send(&Reply::text(503, "EST service not configured"));
