@@ -126,6 +126,15 @@ impl Published {
     /// logged (`owner` names what they were for) and the records stay in the DNS ledger for the
     /// sweeper ([`crate::ra::dns::ledger`]), as they do if the process stops first.
     pub(crate) fn remove(mut self, owner: &str) {
+        self.spawn_removal(owner);
+    }
+
+    /// The removal of [`Published::remove`] and of a dropped (abandoned) issuance: spawned on
+    /// the current runtime; without one, the records are left to the sweeper.
+    fn spawn_removal(&mut self, owner: &str) {
+        if self.records.is_empty() {
+            return;
+        }
         let records = std::mem::take(&mut self.records);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             warn!(
@@ -146,22 +155,13 @@ impl Published {
 
 impl Drop for Published {
     fn drop(&mut self) {
-        if self.records.is_empty() {
-            return;
-        }
-        let records = std::mem::take(&mut self.records);
-        let dns = self.dns.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if !self.records.is_empty() {
             warn!(
-                records = records.len(),
+                records = self.records.len(),
                 "issuance abandoned with DNS-01 records published; removing them"
             );
-            rt.spawn(async move {
-                if let Err(e) = dns.remove(&records).await {
-                    warn!(error = %e, "could not remove the DNS-01 records of an abandoned issuance");
-                }
-            });
         }
+        self.spawn_removal("an abandoned issuance");
     }
 }
 

@@ -17,8 +17,10 @@
 //! Every waiter gets the outcome of the message that carried its records. A message never
 //! holds one record both to add and to delete: a request that would (an order adding a record
 //! whose removal by an earlier attempt still waits, say) closes the message before it and goes
-//! in the next one, so the changes reach the zone in the order they were asked for. In a
-//! message, deletions are written before additions.
+//! in the next one, so the changes reach the zone in the order the worker took them. The two
+//! queues do not keep an order between them: when a deletion and an addition of one record
+//! are both waiting, the deletion is taken first (the addition of a retried order must end
+//! up last). In a message, deletions are written before additions.
 //!
 //! When a message carrying several requests fails permanently (REFUSED, a record outside the
 //! zone, ...), the cause may be one request's names only: each request is then sent alone, so
@@ -90,7 +92,7 @@ impl DnsBatcher {
             add_rx: Some(add_rx),
             delete_rx: Some(delete_rx),
             jobs: Vec::new(),
-            next: None,
+            next: std::collections::VecDeque::new(),
             records: 0,
             first_delete: None,
             last_sent: None,
@@ -161,9 +163,10 @@ struct Worker {
     add_rx: Option<mpsc::Receiver<Job>>,
     delete_rx: Option<mpsc::Receiver<Job>>,
     jobs: Vec<(Kind, Job)>,
-    /// A request that touches a record of `jobs` the other way: it goes in the next message,
+    /// Requests that touch a record of `jobs` the other way (and any taken after them): they go
+    /// in the next message,
     /// and nothing more is taken from the queues until then.
-    next: Option<(Kind, Job)>,
+    next: std::collections::VecDeque<(Kind, Job)>,
     /// Records in `jobs`.
     records: usize,
     /// When the oldest waiting deletion arrived.
@@ -187,7 +190,9 @@ impl Worker {
             }
             if self.add_rx.is_none() && self.delete_rx.is_none() {
                 // Every sender is gone: send what is left, then stop.
-                self.send_all().await;
+                while !self.jobs.is_empty() {
+                    self.send_all().await;
+                }
                 return;
             }
             let due = self.due(now);
@@ -212,7 +217,7 @@ impl Worker {
         if self.jobs.is_empty() {
             return None;
         }
-        if self.records >= self.max_records || self.next.is_some() {
+        if self.records >= self.max_records || !self.next.is_empty() {
             return Some(now);
         }
         if self.jobs.iter().any(|(k, _)| *k == Kind::Add) {
@@ -229,9 +234,14 @@ impl Worker {
 
     /// Moves every request already queued into `jobs`, up to `max_records` or a conflict.
     fn take_waiting(&mut self) {
-        while self.records < self.max_records && self.next.is_none() {
+        while self.records < self.max_records && self.next.is_empty() {
             let mut got = false;
-            for kind in [Kind::Add, Kind::Delete] {
+            // Deletions first: the two queues do not say which of a deletion and an addition
+            // of one record came first, and the one that matters is a retry re-adding a record
+            // whose earlier removal still waits (the addition must end up last). The other
+            // order (an abandoned issuance's removal) then at worst leaves a record to the
+            // sweeper, which has its note.
+            for kind in [Kind::Delete, Kind::Add] {
                 let rx = match kind {
                     Kind::Add => &mut self.add_rx,
                     Kind::Delete => &mut self.delete_rx,
@@ -266,9 +276,9 @@ impl Worker {
     }
 
     fn push(&mut self, kind: Kind, job: Job) {
-        if self.next.is_some() || conflicts(&self.jobs, kind, &job.records) {
-            // Only reached with `next` empty: take_waiting stops and the message goes first.
-            self.next.get_or_insert((kind, job));
+        if !self.next.is_empty() || conflicts(&self.jobs, kind, &job.records) {
+            // take_waiting stops and the message goes first; nothing is dropped.
+            self.next.push_back((kind, job));
             return;
         }
         if kind == Kind::Delete && self.first_delete.is_none() {
@@ -289,7 +299,7 @@ impl Worker {
             self.last_sent = Some(Instant::now());
         }
         send(&self.updater, jobs).await;
-        if let Some((kind, job)) = self.next.take() {
+        for (kind, job) in std::mem::take(&mut self.next) {
             self.push(kind, job);
         }
     }
