@@ -434,11 +434,11 @@ pub(super) async fn enrol_bench(
     Ok(())
 }
 
-type Pledges = Arc<Vec<tokio::sync::Mutex<Pledge>>>;
+pub(super) type Pledges = Arc<Vec<tokio::sync::Mutex<Pledge>>>;
 
 /// `n` devices, each with a fresh IDevID (serial `<prefix>-<i>`) and CSR, enrolling through
 /// the stack's Envoy.
-fn mint(dev: &DevStack, work: &Path, prefix: &str, n: usize) -> anyhow::Result<Pledges> {
+pub(super) fn mint(dev: &DevStack, work: &Path, prefix: &str, n: usize) -> anyhow::Result<Pledges> {
     let est_url = dev.est_url();
     let ca = dev.pki.server_ca.cert_path.clone();
     let mut pledges = Vec::with_capacity(n);
@@ -456,7 +456,7 @@ fn mint(dev: &DevStack, work: &Path, prefix: &str, n: usize) -> anyhow::Result<P
 
 /// Every pledge enrols once, `concurrency` at a time: the wall time, each pledge's latency in
 /// ms, and how many 202/503 answers they followed.
-async fn enrol_all(
+pub(super) async fn enrol_all(
     pledges: &Pledges,
     concurrency: usize,
 ) -> anyhow::Result<(Duration, Vec<f64>, u32)> {

@@ -36,12 +36,12 @@ use estuary_tests::util::TempDir;
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
 
-use super::enrol::{enrol, get_csrattrs, make_pledge, pool, post_csr, Pledge};
+use super::enrol::{enrol, enrol_all, get_csrattrs, make_pledge, mint, pool, post_csr, Pledge};
 use super::opts::Opts;
 use super::probe::{
     control_plane_pids, count_kinds, counters, diff, pid_by_cmdline, rss_hwm, CpuProbe, RedisCli,
 };
-use super::report::{latency_stats, ms, Report};
+use super::report::{latency_stats, Report};
 
 /// How many certificate keys `MEMORY USAGE` looks at.
 const SAMPLED_KEYS: usize = 5;
@@ -127,44 +127,18 @@ async fn replica_run(
     replicas: usize,
     opts: &Opts,
 ) -> anyhow::Result<Value> {
-    let est_url = dev.est_url();
-    let ca = dev.pki.server_ca.cert_path.clone();
     let run_id = format!("{:x}", std::process::id() & 0xffff);
     // Warm-up: the ACME account and each replica's first order are not what is measured.
-    let warm = (0..2 * replicas)
-        .map(|i| {
-            make_pledge(
-                &dev.pki.manufacturer,
-                work,
-                &est_url,
-                &ca,
-                &format!("WARM{replicas}-{run_id}-{i}"),
-            )
-            .map(tokio::sync::Mutex::new)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let warm = Arc::new(warm);
-    let w = Arc::clone(&warm);
-    for r in pool(warm.len(), warm.len(), move |i| {
-        let w = Arc::clone(&w);
-        async move { enrol(&mut *w[i].lock().await).await }
-    })
-    .await?
-    {
-        r.context("warm-up enrolment")?;
-    }
-
-    let mut pledges = Vec::with_capacity(opts.pledges);
-    for i in 0..opts.pledges {
-        pledges.push(tokio::sync::Mutex::new(make_pledge(
-            &dev.pki.manufacturer,
-            work,
-            &est_url,
-            &ca,
-            &format!("SCALE{replicas}-{run_id}-{i:04}"),
-        )?));
-    }
-    let pledges = Arc::new(pledges);
+    let warm = mint(dev, work, &format!("WARM{replicas}-{run_id}"), 2 * replicas)?;
+    enrol_all(&warm, warm.len())
+        .await
+        .context("warm-up enrolment")?;
+    let pledges = mint(
+        dev,
+        work,
+        &format!("SCALE{replicas}-{run_id}"),
+        opts.pledges,
+    )?;
     let redis = RedisCli::of(dev);
     let certs_before = redis.keys("*cert*")?.len();
     let keys_before = redis.dbsize()?;
@@ -178,25 +152,9 @@ async fn replica_run(
     let probe = CpuProbe::find(dev);
     let c0 = counters(dev)?;
     let cpu0 = probe.snapshot();
-    let t0 = Instant::now();
-    let results = {
-        let pledges = Arc::clone(&pledges);
-        pool(opts.pledges, opts.concurrency, move |i| {
-            let pledges = Arc::clone(&pledges);
-            async move { enrol(&mut *pledges[i].lock().await).await }
-        })
-        .await?
-    };
-    let wall = t0.elapsed();
+    let (wall, lat, accepted) = enrol_all(&pledges, opts.concurrency).await?;
     let (cpu_note, cpu) = probe.since(&cpu0);
     let d = diff(c0, counters(dev)?);
-    let mut lat = Vec::with_capacity(results.len());
-    let mut accepted = 0;
-    for r in results {
-        let e = r?;
-        lat.push(ms(e.latency));
-        accepted += e.accepted_202;
-    }
 
     // The certificate is cached before the 200 is sent; a moment for anything still in flight.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -309,20 +267,8 @@ async fn envoy_csrattrs(dev: &DevStack, work: &Path, opts: &Opts) -> anyhow::Res
     let n = opts.scale_edge_devices;
     let pid = pid_by_cmdline(&dev.envoy.config_path.display().to_string())
         .context("no Envoy process found")?;
-    let est_url = dev.est_url();
-    let ca = dev.pki.server_ca.cert_path.clone();
     let run_id = format!("{:x}", std::process::id() & 0xffff);
-    let mut pledges = Vec::with_capacity(n);
-    for i in 0..n {
-        pledges.push(tokio::sync::Mutex::new(make_pledge(
-            &dev.pki.manufacturer,
-            work,
-            &est_url,
-            &ca,
-            &format!("EDGE-{run_id}-{i:05}"),
-        )?));
-    }
-    let pledges = Arc::new(pledges);
+    let pledges = mint(dev, work, &format!("EDGE-{run_id}"), n)?;
     let (rss0, hwm0) = rss_hwm(pid).context("reading Envoy's /proc/PID/status")?;
     let t0 = Instant::now();
     let answers = {
