@@ -60,6 +60,37 @@ fn goals(json: &Value) -> Vec<(String, Vec<String>, f64, bool)> {
     out
 }
 
+/// The least Envoy CPU (% of its one worker, median of the rounds) under which a P1 ratio is
+/// judged: below it Envoy was not the bottleneck (wrk, TLS handshakes, or a throttled machine
+/// was), and the ratio does not measure the filter.
+const P1_MIN_ENVOY_CPU: f64 = 90.0;
+
+/// For a P1 goal (`envoy.<case>....`): why it cannot be judged — Envoy was not CPU-bound in the
+/// Estuary or the no-op runs — or `None`.
+fn p1_unjudgeable(json: &Value, path: &[String]) -> Option<String> {
+    let [first, case, ..] = path else { return None };
+    if first != "envoy" {
+        return None;
+    }
+    let cpu = |variant: &str| {
+        let runs = json["envoy"][case.as_str()][variant]["runs"].as_array()?;
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r["envoy_cpu_pct"].as_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    match (cpu("estuary"), cpu("noop")) {
+        (Some(e), Some(n)) if e >= P1_MIN_ENVOY_CPU && n >= P1_MIN_ENVOY_CPU => None,
+        (Some(e), Some(n)) => Some(format!(
+            "not judged: Envoy was not CPU-bound (Estuary {e:.0} %, no-op {n:.0} %), so the ratio does not measure the filter"
+        )),
+        // Older JSON without per-run CPU: judged as before.
+        _ => None,
+    }
+}
+
 /// Table rows (what, value, verdict) and the JSON `goals` object. With `quiet` false every goal
 /// is "not judged"; a number the run did not produce is "not measured".
 pub(super) fn judge(json: &Value, quiet: bool) -> (Vec<(String, String, String)>, Value) {
@@ -72,8 +103,14 @@ pub(super) fn judge(json: &Value, quiet: bool) -> (Vec<(String, String, String)>
         }
         let value = v.as_f64().filter(|x| x.is_finite());
         let bound_text = format!("{} {bound}", if at_least { "≥" } else { "≤" });
+        let unjudgeable = p1_unjudgeable(json, &path);
         let (shown, verdict, met) = match (value, quiet) {
             (None, _) => ("—".to_string(), "not measured".to_string(), Value::Null),
+            (Some(x), true) if unjudgeable.is_some() => (
+                format!("{x:.2}"),
+                format!("{} (goal {bound_text})", unjudgeable.unwrap_or_default()),
+                Value::Null,
+            ),
             (Some(x), false) => (
                 format!("{x:.2}"),
                 format!("not judged: the machine was not quiet (goal {bound_text})"),
@@ -131,6 +168,32 @@ mod tests {
         assert!(verdict("P3 identical-CSR re-post p99").starts_with("MISSES"));
         assert!(verdict("P4").starts_with("meets"));
         assert_eq!(js["judged"], true);
+    }
+
+    #[test]
+    fn a_p1_ratio_with_envoy_not_cpu_bound_is_not_judged() {
+        let runs = |cpus: &[f64]| json!({"runs": cpus.iter().map(|c| json!({"envoy_cpu_pct": c})).collect::<Vec<_>>()});
+        let mut j = run();
+        j["envoy"]["cacerts"]["estuary"] = runs(&[97.0, 98.0, 60.0]);
+        j["envoy"]["cacerts"]["noop"] = runs(&[98.0, 97.0, 99.0]);
+        j["envoy"]["401"]["estuary"] = runs(&[68.0, 55.0, 80.0]);
+        j["envoy"]["401"]["noop"] = runs(&[97.0, 98.0, 99.0]);
+        let (rows, js) = judge(&j, true);
+        let verdict = |name: &str| {
+            rows.iter()
+                .find(|r| r.0.starts_with(name))
+                .map(|r| r.2.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            verdict("P1 cacerts").starts_with("meets"),
+            "median 97 % is CPU-bound"
+        );
+        assert!(
+            verdict("P1 401").starts_with("not judged: Envoy was not CPU-bound"),
+            "{rows:?}"
+        );
+        assert!(js["goals"]["P1 401: Estuary filter / no-op filter"]["met"].is_null());
     }
 
     #[test]
